@@ -1,0 +1,99 @@
+//! Backend for `ringlink-bench`.
+//!
+//! `bench-backend ADDR` answers every HTTP/1.1 request on a keep-alive connection with a fixed
+//! 12-byte `200 OK`. Requests are parsed only as far as their `\r\n\r\n` terminator (wrk sends
+//! bodiless GETs); pipelined requests are answered with one write.
+//!
+//! `bench-backend --sink ADDR` reads and discards everything a connection sends, then writes
+//! back the number of bytes it received as an 8-byte big-endian integer and closes.
+//!
+//! Runs on a tokio current-thread runtime: one thread, to be pinned with `taskset`.
+
+use std::io;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\nhello world\n";
+const HEAD_END: &[u8] = b"\r\n\r\n";
+/// A request head longer than this closes the connection.
+const MAX_HEAD: usize = 64 << 10;
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Http,
+    Sink,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (mode, addr) = match args.as_slice() {
+        [addr] => (Mode::Http, addr.as_str()),
+        [flag, addr] if flag == "--sink" => (Mode::Sink, addr.as_str()),
+        _ => anyhow::bail!("usage: bench-backend [--sink] LISTEN_ADDR"),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    rt.block_on(async move {
+        let listener = TcpListener::bind(addr).await?;
+        loop {
+            let (stream, _) = listener.accept().await?;
+            tokio::spawn(async move {
+                // Resets at the end of a wrk run are expected; nothing to report.
+                let _ = match mode {
+                    Mode::Http => serve_http(stream).await,
+                    Mode::Sink => serve_sink(stream).await,
+                };
+            });
+        }
+    })
+}
+
+async fn serve_http(mut stream: TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut buf = Vec::with_capacity(16 << 10);
+    let mut out = Vec::with_capacity(16 << 10);
+    // Bytes of `buf` already known to hold no complete terminator.
+    let mut scanned = 0;
+    loop {
+        if buf.len() >= MAX_HEAD {
+            return Ok(());
+        }
+        buf.reserve(4 << 10);
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Ok(());
+        }
+        let mut consumed = 0;
+        while let Some(at) = find(&buf[scanned..], HEAD_END) {
+            consumed = scanned + at + HEAD_END.len();
+            scanned = consumed;
+            out.extend_from_slice(RESPONSE);
+        }
+        buf.drain(..consumed);
+        // A terminator may straddle the next read: rescan the last three bytes.
+        scanned = buf.len().saturating_sub(HEAD_END.len() - 1);
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+    }
+}
+
+async fn serve_sink(mut stream: TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut buf = vec![0; 64 << 10];
+    let mut received = 0u64;
+    loop {
+        match stream.read(&mut buf).await? {
+            0 => break,
+            n => received += n as u64,
+        }
+    }
+    stream.write_all(&received.to_be_bytes()).await?;
+    stream.shutdown().await
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}

@@ -1,0 +1,567 @@
+//! Typed proxy configuration, read from the environment.
+//!
+//! A Linkerd injector configures the proxy with environment variables only, so ringlink reads
+//! the same names, with the same defaults and the same value syntax (DESIGN.md §1), plus a few
+//! `RINGLINK_*` variables of its own. All reads go through the [`Env`] seam: [`SystemEnv`] in
+//! the binary, a `HashMap` in tests.
+//!
+//! Parsing is strict and pure: a variable that is set but invalid (or empty) is a
+//! [`ConfigError`] naming it, and the first such variable, in the order of [`Config`]'s fields,
+//! is the one reported. `main` prints it on one line and exits with code 64.
+
+use std::{
+    collections::HashMap,
+    ffi::OsString,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    ops::RangeInclusive,
+    str::FromStr,
+    time::Duration,
+};
+
+#[cfg(test)]
+mod tests;
+
+// Variable names, in the order `Config::from_env` reads them.
+const OUTBOUND_LISTEN_ADDRS: &str = "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDRS";
+const OUTBOUND_LISTEN_ADDR: &str = "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR";
+const INBOUND_LISTEN_ADDR: &str = "LINKERD2_PROXY_INBOUND_LISTEN_ADDR";
+const ADMIN_LISTEN_ADDR: &str = "LINKERD2_PROXY_ADMIN_LISTEN_ADDR";
+const CONTROL_LISTEN_ADDR: &str = "LINKERD2_PROXY_CONTROL_LISTEN_ADDR";
+const CORES: &str = "LINKERD2_PROXY_CORES";
+const CORES_MIN: &str = "LINKERD2_PROXY_CORES_MIN";
+const CORES_MAX: &str = "LINKERD2_PROXY_CORES_MAX";
+const CORES_MAX_RATIO: &str = "LINKERD2_PROXY_CORES_MAX_RATIO";
+const INBOUND_CONNECT_TIMEOUT: &str = "LINKERD2_PROXY_INBOUND_CONNECT_TIMEOUT";
+const OUTBOUND_CONNECT_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT";
+const INBOUND_DETECT_TIMEOUT: &str = "LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT";
+const OUTBOUND_DETECT_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT";
+const INBOUND_OPAQUE_PORTS: &str = "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION";
+const SHUTDOWN_GRACE_PERIOD: &str = "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD";
+const SHUTDOWN_ENDPOINT_ENABLED: &str = "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED";
+const LOG: &str = "LINKERD2_PROXY_LOG";
+const LOG_FORMAT: &str = "LINKERD2_PROXY_LOG_FORMAT";
+const RUNTIME: &str = "RINGLINK_RUNTIME";
+const LISTEN_BACKLOG: &str = "RINGLINK_LISTEN_BACKLOG";
+const ORIG_DST_OVERRIDE: &str = "RINGLINK_ORIG_DST_OVERRIDE";
+
+// Defaults, as in linkerd2-proxy.
+const DEFAULT_OUTBOUND_LISTEN_ADDR: SocketAddr = v4([127, 0, 0, 1], 4140);
+const DEFAULT_INBOUND_LISTEN_ADDR: SocketAddr = v4([0, 0, 0, 0], 4143);
+const DEFAULT_ADMIN_LISTEN_ADDR: SocketAddr = v4([127, 0, 0, 1], 4191);
+const DEFAULT_CONTROL_LISTEN_ADDR: SocketAddr = v4([0, 0, 0, 0], 4190);
+const DEFAULT_INBOUND_CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+const DEFAULT_OUTBOUND_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_INBOUND_DETECT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_OUTBOUND_DETECT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(2 * 60);
+const DEFAULT_LOG_FILTER: &str = "warn,ringlink=info,ringlink_engine=info,ringlink_control=info";
+const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
+
+const EXPECTED_ADDR: &str = "expected IP:PORT";
+const EXPECTED_DURATION: &str = "expected a duration like 10s or 500ms";
+
+/// Where configuration values come from: the process environment, or a map in tests.
+pub trait Env {
+    /// The value of `name`: `Ok(None)` when unset, an error naming `name` when it is set but
+    /// not valid UTF-8.
+    fn var(&self, name: &'static str) -> Result<Option<String>, ConfigError>;
+}
+
+/// The process environment (`std::env::var_os`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemEnv;
+
+/// The proxy's configuration; see [`Config::from_env`] for the variables and their defaults.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `LINKERD2_PROXY_OUTBOUND_LISTEN_ADDRS` (comma-separated; takes precedence) or
+    /// `LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR`; default `[127.0.0.1:4140]`. Never empty.
+    pub outbound_listen_addrs: Vec<SocketAddr>,
+    /// `LINKERD2_PROXY_INBOUND_LISTEN_ADDR`, default `0.0.0.0:4143`.
+    pub inbound_listen_addr: SocketAddr,
+    /// `LINKERD2_PROXY_ADMIN_LISTEN_ADDR`, default `127.0.0.1:4191`.
+    pub admin_listen_addr: SocketAddr,
+    /// `LINKERD2_PROXY_CONTROL_LISTEN_ADDR` (tap), default `0.0.0.0:4190`.
+    pub control_listen_addr: SocketAddr,
+    /// `LINKERD2_PROXY_CORES`, `_CORES_MIN`, `_CORES_MAX`, `_CORES_MAX_RATIO`.
+    pub cores: Cores,
+    /// `LINKERD2_PROXY_INBOUND_CONNECT_TIMEOUT`, default 300ms.
+    pub inbound_connect_timeout: Duration,
+    /// `LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT`, default 1s.
+    pub outbound_connect_timeout: Duration,
+    /// `LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT`, default 10s.
+    pub inbound_detect_timeout: Duration,
+    /// `LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT`, default 10s.
+    pub outbound_detect_timeout: Duration,
+    /// `LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION`, e.g. `25,443,4444-4450`;
+    /// default (and empty value) none.
+    pub inbound_opaque_ports: PortSet,
+    /// `LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD`, default 2m.
+    pub shutdown_grace_period: Duration,
+    /// `LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED` (`true`/`false`), default false.
+    pub shutdown_endpoint_enabled: bool,
+    /// `LINKERD2_PROXY_LOG`, trimmed; only non-emptiness is checked here (the engine checks
+    /// the syntax with tracing's `EnvFilter`).
+    pub log_filter: String,
+    /// `LINKERD2_PROXY_LOG_FORMAT` (`plain`/`json`), default plain.
+    pub log_format: LogFormat,
+    /// `RINGLINK_RUNTIME` (`glommio`/`monoio`), default monoio.
+    pub runtime: RuntimeKind,
+    /// `RINGLINK_LISTEN_BACKLOG`, 1..=65535, default 1024.
+    pub listen_backlog: u32,
+    /// `RINGLINK_ORIG_DST_OVERRIDE`: a fixed original destination used instead of
+    /// `SO_ORIGINAL_DST` (a test and development seam). Default unset.
+    pub orig_dst_override: Option<SocketAddr>,
+}
+
+/// Log output format (`LINKERD2_PROXY_LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// Which io_uring runtime the shards run on (`RINGLINK_RUNTIME`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeKind {
+    Glommio,
+    Monoio,
+}
+
+/// How many shards to run; see [`Cores::resolve`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Cores {
+    /// `LINKERD2_PROXY_CORES`: exactly this many (still bounded by `min`, `max`, available).
+    pub exact: Option<usize>,
+    /// `LINKERD2_PROXY_CORES_MIN`.
+    pub min: Option<usize>,
+    /// `LINKERD2_PROXY_CORES_MAX`.
+    pub max: Option<usize>,
+    /// `LINKERD2_PROXY_CORES_MAX_RATIO`: this fraction of the available CPUs, in (0, 1].
+    pub max_ratio: Option<f64>,
+}
+
+/// A set of ports, kept as sorted, disjoint, non-adjacent inclusive ranges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortSet {
+    ranges: Vec<RangeInclusive<u16>>,
+}
+
+/// A variable that is set to a value ringlink cannot use.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid {var}={value:?}: {reason}")]
+pub struct ConfigError {
+    /// The variable's name.
+    pub var: &'static str,
+    /// The value as found (lossily decoded if it was not UTF-8).
+    pub value: String,
+    /// What was wrong, briefly.
+    pub reason: String,
+}
+
+/// Parses a Linkerd duration: `^\s*(\d+)(ms|s|m|h|d)?\s*$`, where a bare number is accepted
+/// only if it is 0. Overflow is an error.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let unit_at = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(unit_at);
+    if digits.is_empty() {
+        return Err(EXPECTED_DURATION.to_string());
+    }
+    let millis_per_unit: u64 = match unit {
+        "" => 0, // a bare number: accepted only if it is 0
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60 * 1_000,
+        "h" => 60 * 60 * 1_000,
+        "d" => 24 * 60 * 60 * 1_000,
+        _ => return Err(EXPECTED_DURATION.to_string()),
+    };
+    let too_large = || "duration too large".to_string();
+    let n = parse_digits(digits).ok_or_else(too_large)?;
+    if unit.is_empty() && n != 0 {
+        return Err(format!("missing unit, {EXPECTED_DURATION}"));
+    }
+    n.checked_mul(millis_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(too_large)
+}
+
+// === impl SystemEnv ===
+
+impl Env for SystemEnv {
+    fn var(&self, name: &'static str) -> Result<Option<String>, ConfigError> {
+        os_var(name, std::env::var_os(name))
+    }
+}
+
+/// Decodes a raw environment value, rejecting non-UTF-8 with an error naming the variable.
+fn os_var(name: &'static str, value: Option<OsString>) -> Result<Option<String>, ConfigError> {
+    value
+        .map(|v| {
+            v.into_string().map_err(|v| ConfigError {
+                var: name,
+                value: v.to_string_lossy().into_owned(),
+                reason: "not valid UTF-8".to_string(),
+            })
+        })
+        .transpose()
+}
+
+// === impl HashMap (test env) ===
+
+impl Env for HashMap<&'static str, String> {
+    fn var(&self, name: &'static str) -> Result<Option<String>, ConfigError> {
+        Ok(self.get(name).cloned())
+    }
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads the configuration from `env`; unset variables take their defaults.
+    ///
+    /// Every variable that is set must be valid and non-empty (except
+    /// `LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION`, where empty means none);
+    /// the first invalid one is returned as the error.
+    pub fn from_env(env: &dyn Env) -> Result<Config, ConfigError> {
+        let outbound_listen_addrs = match read(env, OUTBOUND_LISTEN_ADDRS, parse_socket_addrs)? {
+            Some(addrs) => addrs,
+            None => vec![read(env, OUTBOUND_LISTEN_ADDR, parse_socket_addr)?
+                .unwrap_or(DEFAULT_OUTBOUND_LISTEN_ADDR)],
+        };
+        let addr = |var, default| Ok(read(env, var, parse_socket_addr)?.unwrap_or(default));
+        let inbound_listen_addr = addr(INBOUND_LISTEN_ADDR, DEFAULT_INBOUND_LISTEN_ADDR)?;
+        let admin_listen_addr = addr(ADMIN_LISTEN_ADDR, DEFAULT_ADMIN_LISTEN_ADDR)?;
+        let control_listen_addr = addr(CONTROL_LISTEN_ADDR, DEFAULT_CONTROL_LISTEN_ADDR)?;
+
+        let cores = Cores::from_env(env)?;
+
+        let duration = |var, default| Ok(read(env, var, parse_duration)?.unwrap_or(default));
+        let inbound_connect_timeout =
+            duration(INBOUND_CONNECT_TIMEOUT, DEFAULT_INBOUND_CONNECT_TIMEOUT)?;
+        let outbound_connect_timeout =
+            duration(OUTBOUND_CONNECT_TIMEOUT, DEFAULT_OUTBOUND_CONNECT_TIMEOUT)?;
+        let inbound_detect_timeout =
+            duration(INBOUND_DETECT_TIMEOUT, DEFAULT_INBOUND_DETECT_TIMEOUT)?;
+        let outbound_detect_timeout =
+            duration(OUTBOUND_DETECT_TIMEOUT, DEFAULT_OUTBOUND_DETECT_TIMEOUT)?;
+
+        let inbound_opaque_ports =
+            read(env, INBOUND_OPAQUE_PORTS, |s| s.parse())?.unwrap_or_default();
+
+        let shutdown_grace_period = duration(SHUTDOWN_GRACE_PERIOD, DEFAULT_SHUTDOWN_GRACE_PERIOD)?;
+        let shutdown_endpoint_enabled =
+            read(env, SHUTDOWN_ENDPOINT_ENABLED, parse_bool)?.unwrap_or(false);
+
+        let log_filter =
+            read(env, LOG, parse_log_filter)?.unwrap_or_else(|| DEFAULT_LOG_FILTER.to_string());
+        let log_format = read(env, LOG_FORMAT, LogFormat::parse)?.unwrap_or(LogFormat::Plain);
+
+        let runtime = read(env, RUNTIME, RuntimeKind::parse)?.unwrap_or(RuntimeKind::Monoio);
+        let listen_backlog =
+            read(env, LISTEN_BACKLOG, parse_listen_backlog)?.unwrap_or(DEFAULT_LISTEN_BACKLOG);
+        let orig_dst_override = read(env, ORIG_DST_OVERRIDE, parse_socket_addr)?;
+
+        Ok(Config {
+            outbound_listen_addrs,
+            inbound_listen_addr,
+            admin_listen_addr,
+            control_listen_addr,
+            cores,
+            inbound_connect_timeout,
+            outbound_connect_timeout,
+            inbound_detect_timeout,
+            outbound_detect_timeout,
+            inbound_opaque_ports,
+            shutdown_grace_period,
+            shutdown_endpoint_enabled,
+            log_filter,
+            log_format,
+            runtime,
+            listen_backlog,
+            orig_dst_override,
+        })
+    }
+}
+
+/// The configuration with every variable unset.
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            outbound_listen_addrs: vec![DEFAULT_OUTBOUND_LISTEN_ADDR],
+            inbound_listen_addr: DEFAULT_INBOUND_LISTEN_ADDR,
+            admin_listen_addr: DEFAULT_ADMIN_LISTEN_ADDR,
+            control_listen_addr: DEFAULT_CONTROL_LISTEN_ADDR,
+            cores: Cores::default(),
+            inbound_connect_timeout: DEFAULT_INBOUND_CONNECT_TIMEOUT,
+            outbound_connect_timeout: DEFAULT_OUTBOUND_CONNECT_TIMEOUT,
+            inbound_detect_timeout: DEFAULT_INBOUND_DETECT_TIMEOUT,
+            outbound_detect_timeout: DEFAULT_OUTBOUND_DETECT_TIMEOUT,
+            inbound_opaque_ports: PortSet::default(),
+            shutdown_grace_period: DEFAULT_SHUTDOWN_GRACE_PERIOD,
+            shutdown_endpoint_enabled: false,
+            log_filter: DEFAULT_LOG_FILTER.to_string(),
+            log_format: LogFormat::Plain,
+            runtime: RuntimeKind::Monoio,
+            listen_backlog: DEFAULT_LISTEN_BACKLOG,
+            orig_dst_override: None,
+        }
+    }
+}
+
+// === impl LogFormat ===
+
+impl LogFormat {
+    /// The value's name as written in `LINKERD2_PROXY_LOG_FORMAT`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LogFormat::Plain => "plain",
+            LogFormat::Json => "json",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            s if s.eq_ignore_ascii_case("plain") => Ok(LogFormat::Plain),
+            s if s.eq_ignore_ascii_case("json") => Ok(LogFormat::Json),
+            _ => Err("unknown log format, expected plain or json".to_string()),
+        }
+    }
+}
+
+// === impl RuntimeKind ===
+
+impl RuntimeKind {
+    /// The runtime's name as written in `RINGLINK_RUNTIME`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RuntimeKind::Glommio => "glommio",
+            RuntimeKind::Monoio => "monoio",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            s if s.eq_ignore_ascii_case("glommio") => Ok(RuntimeKind::Glommio),
+            s if s.eq_ignore_ascii_case("monoio") => Ok(RuntimeKind::Monoio),
+            _ => Err("unknown runtime, expected glommio or monoio".to_string()),
+        }
+    }
+}
+
+// === impl Cores ===
+
+impl Cores {
+    /// The number of shards to run, given the number of CPUs this process may run on.
+    ///
+    /// `exact` if set; else `floor(available * max_ratio)` (at least 1) if set; else 1, as a
+    /// sidecar takes one core unless told otherwise. Then raised to `min` and lowered to `max`
+    /// when set, and finally kept within `1..=available`.
+    pub fn resolve(&self, available: usize) -> usize {
+        let available = available.max(1);
+        let mut n = match (self.exact, self.max_ratio) {
+            (Some(exact), _) => exact,
+            // `as` saturates (and maps NaN to 0); the clamp below restores at least 1.
+            (None, Some(ratio)) => (available as f64 * ratio).floor() as usize,
+            (None, None) => 1,
+        };
+        if let Some(min) = self.min {
+            n = n.max(min);
+        }
+        if let Some(max) = self.max {
+            n = n.min(max);
+        }
+        n.clamp(1, available)
+    }
+
+    fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let cores = Cores {
+            exact: read(env, CORES, parse_core_count)?,
+            min: read(env, CORES_MIN, parse_core_count)?,
+            max: read(env, CORES_MAX, parse_core_count)?,
+            max_ratio: read(env, CORES_MAX_RATIO, parse_core_ratio)?,
+        };
+        if let (Some(min), Some(max)) = (cores.min, cores.max) {
+            if min > max {
+                return Err(ConfigError {
+                    var: CORES_MIN,
+                    value: min.to_string(),
+                    reason: format!("greater than {CORES_MAX}={max}"),
+                });
+            }
+        }
+        Ok(cores)
+    }
+}
+
+// === impl PortSet ===
+
+impl PortSet {
+    /// Whether `port` is in the set.
+    pub fn contains(&self, port: u16) -> bool {
+        let i = self.ranges.partition_point(|r| *r.end() < port);
+        self.ranges.get(i).is_some_and(|r| r.contains(&port))
+    }
+
+    /// Whether the set has no ports.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// The set as sorted, disjoint, non-adjacent inclusive ranges.
+    pub fn ranges(&self) -> impl Iterator<Item = RangeInclusive<u16>> + '_ {
+        self.ranges.iter().cloned()
+    }
+}
+
+/// Builds a set from ranges in any order, possibly overlapping; reversed ranges are empty.
+impl FromIterator<RangeInclusive<u16>> for PortSet {
+    fn from_iter<I: IntoIterator<Item = RangeInclusive<u16>>>(iter: I) -> Self {
+        let mut input: Vec<_> = iter.into_iter().filter(|r| !r.is_empty()).collect();
+        input.sort_by_key(|r| *r.start());
+        let mut ranges: Vec<RangeInclusive<u16>> = Vec::with_capacity(input.len());
+        for r in input {
+            match ranges.last_mut() {
+                // Overlapping or adjacent: extend the previous range.
+                Some(last) if u32::from(*r.start()) <= u32::from(*last.end()) + 1 => {
+                    if r.end() > last.end() {
+                        *last = *last.start()..=*r.end();
+                    }
+                }
+                _ => ranges.push(r),
+            }
+        }
+        PortSet { ranges }
+    }
+}
+
+/// Parses a comma-separated list of ports and inclusive ranges (`25,443,4444-4450`), with
+/// spaces allowed around items and empty items ignored. Port 0, ports above 65535 and
+/// reversed ranges are errors.
+impl FromStr for PortSet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut ranges = Vec::new();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let range = match item.split_once('-') {
+                None => {
+                    let port = parse_port(item)?;
+                    port..=port
+                }
+                Some((lo, hi)) => {
+                    let (lo, hi) = (parse_port(lo.trim())?, parse_port(hi.trim())?);
+                    if lo > hi {
+                        return Err(format!("reversed port range {lo}-{hi}"));
+                    }
+                    lo..=hi
+                }
+            };
+            ranges.push(range);
+        }
+        Ok(ranges.into_iter().collect())
+    }
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("expected ports like 25,443,4444-4450, got {s:?}"));
+    }
+    match parse_digits(s).and_then(|n| u16::try_from(n).ok()) {
+        Some(port) if port != 0 => Ok(port),
+        _ => Err(format!("port {s} out of range 1-65535")),
+    }
+}
+
+// === parsing helpers ===
+
+/// Reads `var` and parses it when set; a parse failure becomes a `ConfigError` naming `var`
+/// and carrying the value as found.
+fn read<T>(
+    env: &dyn Env,
+    var: &'static str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    let Some(value) = env.var(var)? else {
+        return Ok(None);
+    };
+    match parse(&value) {
+        Ok(v) => Ok(Some(v)),
+        Err(reason) => Err(ConfigError { var, value, reason }),
+    }
+}
+
+/// A non-empty string of ASCII digits as a `u64`; `None` if it is not one or overflows.
+fn parse_digits(s: &str) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.bytes().try_fold(0u64, |n, b| {
+        let digit = char::from(b).to_digit(10)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.trim().parse().map_err(|_| EXPECTED_ADDR.to_string())
+}
+
+fn parse_socket_addrs(s: &str) -> Result<Vec<SocketAddr>, String> {
+    if s.trim().is_empty() {
+        return Err("expected a comma-separated list of IP:PORT".to_string());
+    }
+    let mut addrs = Vec::new();
+    for item in s.split(',') {
+        let addr = parse_socket_addr(item)
+            .map_err(|_| format!("expected a comma-separated list of IP:PORT, got {item:?}"))?;
+        if addrs.contains(&addr) {
+            return Err(format!("duplicate address {addr}"));
+        }
+        addrs.push(addr);
+    }
+    Ok(addrs)
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        s if s.eq_ignore_ascii_case("true") => Ok(true),
+        s if s.eq_ignore_ascii_case("false") => Ok(false),
+        _ => Err("expected true or false".to_string()),
+    }
+}
+
+fn parse_log_filter(s: &str) -> Result<String, String> {
+    match s.trim() {
+        "" => Err("empty log filter".to_string()),
+        s => Ok(s.to_string()),
+    }
+}
+
+fn parse_listen_backlog(s: &str) -> Result<u32, String> {
+    match parse_digits(s.trim()) {
+        Some(n @ 1..=65535) => Ok(n as u32),
+        _ => Err("expected an integer from 1 to 65535".to_string()),
+    }
+}
+
+fn parse_core_count(s: &str) -> Result<usize, String> {
+    match parse_digits(s.trim()).and_then(|n| usize::try_from(n).ok()) {
+        Some(n) if n >= 1 => Ok(n),
+        _ => Err("expected an integer of at least 1".to_string()),
+    }
+}
+
+fn parse_core_ratio(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 1.0 => Ok(r),
+        _ => Err("expected a ratio greater than 0 and at most 1".to_string()),
+    }
+}
+
+const fn v4(ip: [u8; 4], port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]),
+        port,
+    ))
+}

@@ -1,0 +1,105 @@
+//! The control thread: a tokio current-thread runtime on its own OS thread. It owns
+//! everything tokio-based, which must never run on a shard (DESIGN.md §2). Today that is
+//! signal handling and the shutdown phase it publishes to every shard.
+
+use std::io;
+use std::sync::mpsc;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+// === types ===
+
+/// Where the proxy is in its life, published to every shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepting and serving connections.
+    Serving,
+    /// SIGTERM/SIGINT (or `/shutdown`): stop accepting, let open connections finish within
+    /// the grace period.
+    Draining,
+    /// A second signal: close what is left now.
+    Closing,
+}
+
+/// A shard's view of the [`Phase`] (crosses threads; works on any runtime).
+pub type PhaseRx = watch::Receiver<Phase>;
+
+/// The running control thread.
+#[derive(Debug)]
+pub struct ControlThread {
+    phase: watch::Sender<Phase>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+// === impl ControlThread ===
+
+impl ControlThread {
+    /// Starts the control thread; returns once its signal handlers are installed, so a
+    /// signal sent after this returns is never lost to the default action.
+    pub fn spawn() -> io::Result<ControlThread> {
+        let (phase, _) = watch::channel(Phase::Serving);
+        let publisher = phase.clone();
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<io::Result<()>>(1);
+        let thread = std::thread::Builder::new()
+            .name("ringlink-control".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(error));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let mut term = match signal(SignalKind::terminate()) {
+                        Ok(s) => s,
+                        Err(error) => {
+                            let _ = ready_tx.send(Err(error));
+                            return;
+                        }
+                    };
+                    let mut int = match signal(SignalKind::interrupt()) {
+                        Ok(s) => s,
+                        Err(error) => {
+                            let _ = ready_tx.send(Err(error));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    for next in [Phase::Draining, Phase::Closing] {
+                        let name = tokio::select! {
+                            _ = term.recv() => "SIGTERM",
+                            _ = int.recv() => "SIGINT",
+                        };
+                        match next {
+                            Phase::Draining => {
+                                tracing::info!(signal = name, "Received signal, draining")
+                            }
+                            _ => tracing::info!(
+                                signal = name,
+                                "Received another signal, closing connections now"
+                            ),
+                        }
+                        publisher.send_replace(next);
+                    }
+                });
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(ControlThread {
+                phase,
+                _thread: thread,
+            }),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(io::Error::other("the control thread exited at startup")),
+        }
+    }
+
+    /// A receiver for a shard.
+    pub fn phase(&self) -> PhaseRx {
+        self.phase.subscribe()
+    }
+}

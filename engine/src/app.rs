@@ -1,0 +1,178 @@
+//! Startup and shutdown of the whole process: config, logging, CPUs, listeners, the control
+//! thread, the shards.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use ringlink_control::thread::ControlThread;
+use ringlink_control::{Config, SystemEnv};
+
+use crate::listen;
+use crate::rt::{self, ShardSpec};
+use crate::shard::{Direction, ShardSeed, ShardSettings};
+use crate::{logging, sys};
+
+/// `EX_USAGE`: invalid configuration.
+const EXIT_CONFIG: u8 = 64;
+/// `EX_UNAVAILABLE`: the chosen runtime cannot run here.
+const EXIT_UNAVAILABLE: u8 = 69;
+/// `EX_SOFTWARE`: a shard panicked.
+const EXIT_SOFTWARE: u8 = 70;
+/// `EX_OSERR`: the OS refused something we need (a port, a thread).
+const EXIT_OSERR: u8 = 71;
+
+// === types ===
+
+/// Why the proxy stopped early.
+#[derive(Debug)]
+struct Fatal {
+    code: u8,
+    message: String,
+}
+
+// === functions ===
+
+/// The `ringlink` binary.
+pub fn main() -> ExitCode {
+    let config = match Config::from_env(&SystemEnv) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("ringlink: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Err(error) = logging::init(&config.log_filter, config.log_format) {
+        eprintln!(
+            "ringlink: invalid LINKERD2_PROXY_LOG={:?}: {error}",
+            config.log_filter
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    match run(&config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(fatal) => {
+            tracing::error!(message = %fatal.message, "Fatal");
+            eprintln!("ringlink: {}", fatal.message);
+            ExitCode::from(fatal.code)
+        }
+    }
+}
+
+fn run(config: &Config) -> Result<(), Fatal> {
+    let driver = rt::probe(config.runtime).map_err(|message| Fatal {
+        code: EXIT_UNAVAILABLE,
+        message,
+    })?;
+    match sys::raise_nofile_limit() {
+        Ok(limit) => tracing::debug!(limit, "Open file limit"),
+        Err(error) => tracing::warn!(%error, "Could not raise the open file limit"),
+    }
+
+    let cpus = allowed_cpus();
+    let shards = config.cores.resolve(cpus.len());
+    let cpus = &cpus[..shards];
+
+    let mut bound: Vec<(Direction, Vec<std::net::TcpListener>)> = Vec::new();
+    let binds = config
+        .outbound_listen_addrs
+        .iter()
+        .map(|addr| (Direction::Outbound, *addr))
+        .chain([(Direction::Inbound, config.inbound_listen_addr)]);
+    for (direction, addr) in binds {
+        let listeners =
+            listen::bind_shards(addr, shards, config.listen_backlog).map_err(|error| Fatal {
+                code: EXIT_OSERR,
+                message: format!("cannot listen on {addr} ({direction}): {error}"),
+            })?;
+        bound.push((direction, listeners));
+    }
+    let listening: Vec<(Direction, SocketAddr)> = bound
+        .iter()
+        .filter_map(|(direction, listeners)| Some((*direction, listeners[0].local_addr().ok()?)))
+        .collect();
+    let settings = Arc::new(ShardSettings {
+        inbound_connect_timeout: config.inbound_connect_timeout,
+        outbound_connect_timeout: config.outbound_connect_timeout,
+        shutdown_grace_period: config.shutdown_grace_period,
+        own_addrs: listening.iter().map(|(_, addr)| *addr).collect(),
+        orig_dst_override: config.orig_dst_override,
+    });
+
+    let control = ControlThread::spawn().map_err(|error| Fatal {
+        code: EXIT_OSERR,
+        message: format!("cannot start the control thread: {error}"),
+    })?;
+
+    // Hand shard i its i-th listener of every address.
+    let mut per_shard: Vec<Vec<(Direction, std::net::TcpListener)>> =
+        (0..shards).map(|_| Vec::new()).collect();
+    for (direction, listeners) in bound {
+        for (shard, listener) in listeners.into_iter().enumerate() {
+            per_shard[shard].push((direction, listener));
+        }
+    }
+    let mut handles = Vec::with_capacity(shards);
+    for (index, (listeners, cpu)) in per_shard.into_iter().zip(cpus).enumerate() {
+        let seed = ShardSeed {
+            index,
+            settings: settings.clone(),
+            listeners,
+            phase: control.phase(),
+        };
+        let handle = rt::spawn_shard(config.runtime, ShardSpec { index, cpu: *cpu }, seed)
+            .map_err(|error| Fatal {
+                code: EXIT_OSERR,
+                message: format!("cannot start shard {index}: {error}"),
+            })?;
+        handles.push(handle);
+    }
+
+    tracing::info!(
+        runtime = config.runtime.name(),
+        driver,
+        shards,
+        cpus = ?cpus,
+        "Started"
+    );
+    for (direction, addr) in &listening {
+        tracing::info!(%direction, %addr, "Listening");
+    }
+    if config.orig_dst_override.is_some() {
+        tracing::info!(
+            orig_dst = ?config.orig_dst_override,
+            "Every connection is forwarded to RINGLINK_ORIG_DST_OVERRIDE"
+        );
+    }
+    tracing::info!(tls = "disabled", "Identity is not configured; proxying in plaintext");
+
+    let mut panicked = 0;
+    for handle in handles {
+        if handle.join().is_err() {
+            panicked += 1;
+        }
+    }
+    if panicked > 0 {
+        return Err(Fatal {
+            code: EXIT_SOFTWARE,
+            message: format!("{panicked} shard(s) panicked"),
+        });
+    }
+    tracing::info!("Shutdown complete");
+    Ok(())
+}
+
+/// The CPUs this process may run on (its affinity mask, which a cgroup cpuset narrows), in
+/// ascending order.
+fn allowed_cpus() -> Vec<usize> {
+    let mut cpus: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|core| core.id)
+        .collect();
+    cpus.sort_unstable();
+    if cpus.is_empty() {
+        cpus.push(0);
+    }
+    cpus
+}

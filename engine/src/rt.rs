@@ -1,0 +1,156 @@
+//! The shard runtime seam: the only module that names glommio or monoio.
+//!
+//! Shard code is generic over [`Runtime`] and is monomorphised once per backend, so neither
+//! backend pays for the other's I/O style. The seam is completion-shaped: reads and writes
+//! take owned buffers ([`Reader::read`], [`Writer::write_all`]), which a completion-based
+//! backend (monoio's io_uring RECV/SEND) uses directly and a readiness-based one (glommio's
+//! `recv`/`send` after `POLL_ADD`) adapts without extra copies.
+//!
+//! Tasks are never cancelled while pending: a cancelled pending glommio task leaks (DESIGN.md
+//! §5), so [`Runtime::spawn`] only detaches, and every task must observe a signal and return.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use ringlink_control::RuntimeKind;
+
+mod glommio;
+mod monoio;
+
+// === types ===
+
+/// A single-threaded executor that a shard runs on.
+pub trait Runtime: Sized + 'static {
+    /// The backend's name, as written in `RINGLINK_RUNTIME`.
+    const NAME: &'static str;
+    type Listener: Listener<Stream = Self::Stream>;
+    type Stream: Stream;
+
+    /// Takes over a bound, listening, non-blocking std listener.
+    fn listener(listener: std::net::TcpListener) -> io::Result<Self::Listener>;
+
+    /// Connects to `addr`, failing with `TimedOut` after `timeout`. The returned stream has
+    /// `TCP_NODELAY` set.
+    fn connect(
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> impl Future<Output = io::Result<Self::Stream>>;
+
+    /// Runs `task` on the current shard, detached. It must finish by itself.
+    fn spawn(task: impl Future<Output = ()> + 'static);
+
+    /// Completes after `duration` on the shard's timer.
+    fn sleep(duration: Duration) -> impl Future<Output = ()>;
+}
+
+/// A shard's listening socket.
+pub trait Listener: 'static {
+    type Stream;
+    /// Accepts one connection; the stream has `TCP_NODELAY` set.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>>;
+}
+
+/// A connected TCP stream that can be split into halves used concurrently by one task.
+pub trait Stream: AsRawFd + Sized + 'static {
+    type Reader: Reader;
+    type Writer: Writer;
+    fn into_split(self) -> (Self::Reader, Self::Writer);
+}
+
+pub trait Reader {
+    /// Reads up to `buf.capacity()` bytes, replacing the buffer's contents: on success
+    /// `buf.len()` is the number of bytes read, 0 at end of stream.
+    fn read(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
+}
+
+pub trait Writer {
+    /// Writes all of `buf[..buf.len()]`.
+    fn write_all(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)>;
+    /// Shuts down the write side (sends FIN).
+    fn shutdown(&mut self) -> impl Future<Output = io::Result<()>>;
+}
+
+/// What a shard thread runs, generic over the backend chosen at startup.
+pub trait ShardMain: Send + 'static {
+    fn run<R: Runtime>(self) -> impl Future<Output = ()>;
+}
+
+/// Where a shard runs.
+#[derive(Clone, Copy, Debug)]
+pub struct ShardSpec {
+    pub index: usize,
+    /// The CPU the shard thread is pinned to.
+    pub cpu: usize,
+}
+
+/// A running shard thread.
+#[derive(Debug)]
+pub struct ShardHandle {
+    thread: std::thread::JoinHandle<()>,
+}
+
+// === impl ShardHandle ===
+
+impl ShardHandle {
+    /// Waits for the shard to finish; `Err` if it panicked.
+    pub fn join(self) -> std::thread::Result<()> {
+        self.thread.join()
+    }
+}
+
+// === functions ===
+
+/// Checks before any shard starts that `kind` can run here, returning a short description of
+/// the I/O driver to log, or a message that names the problem and its fix.
+pub fn probe(kind: RuntimeKind) -> Result<&'static str, String> {
+    match kind {
+        RuntimeKind::Glommio => glommio::probe(),
+        RuntimeKind::Monoio => Ok(monoio::probe()),
+    }
+}
+
+/// Starts a pinned shard thread running `main` on the `kind` backend. Returns once the
+/// shard's executor has been built (or failed to build).
+pub fn spawn_shard(
+    kind: RuntimeKind,
+    spec: ShardSpec,
+    main: impl ShardMain,
+) -> io::Result<ShardHandle> {
+    let (ready_tx, ready_rx) = mpsc::sync_channel::<io::Result<String>>(1);
+    let thread = std::thread::Builder::new()
+        .name(format!("ringlink-shard-{}", spec.index))
+        .spawn(move || {
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: spec.cpu }) {
+                let _ = ready_tx.send(Err(io::Error::other(format!(
+                    "could not pin shard {} to CPU {}",
+                    spec.index, spec.cpu
+                ))));
+                return;
+            }
+            match kind {
+                RuntimeKind::Glommio => glommio::run_shard(spec, ready_tx, main),
+                RuntimeKind::Monoio => monoio::run_shard(spec, ready_tx, main),
+            }
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(driver)) => {
+            tracing::debug!(shard = spec.index, cpu = spec.cpu, driver, "Shard started");
+            Ok(ShardHandle { thread })
+        }
+        Ok(Err(error)) => {
+            let _ = thread.join();
+            Err(error)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(io::Error::other(format!(
+                "shard {} exited before it started",
+                spec.index
+            )))
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The monoio backend: io_uring RECV/SEND on owned buffers, with the ring flags that keep
+//! completions from interrupting a busy shard (DESIGN.md §5), falling back to fewer flags and
+//! then to monoio's epoll driver when the kernel or a seccomp profile refuses them.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::mpsc::SyncSender;
+use std::time::Duration;
+
+use ::monoio as mono;
+use mono::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
+};
+use mono::net::{TcpListener, TcpStream};
+
+use super::{Listener, Reader, Runtime, ShardMain, ShardSpec, Stream, Writer};
+
+/// Submission queue entries per shard ring.
+const RING_ENTRIES: u32 = 1024;
+
+/// Ring setups tried in order, most efficient first.
+const RING_SETUPS: [(&str, fn(&mut io_uring::Builder)); 3] = [
+    ("io_uring (coop_taskrun, single_issuer, defer_taskrun)", |b| {
+        b.setup_coop_taskrun()
+            .setup_single_issuer()
+            .setup_defer_taskrun();
+    }),
+    ("io_uring (coop_taskrun)", |b| {
+        b.setup_coop_taskrun();
+    }),
+    ("io_uring", |_| {}),
+];
+
+// === types ===
+
+pub struct Monoio;
+
+// === impl Monoio ===
+
+impl Runtime for Monoio {
+    const NAME: &'static str = "monoio";
+    type Listener = TcpListener;
+    type Stream = TcpStream;
+
+    fn listener(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+        TcpListener::from_std(listener)
+    }
+
+    async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+        match mono::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+            Ok(Ok(stream)) => {
+                stream.set_nodelay(true)?;
+                Ok(stream)
+            }
+            Ok(Err(error)) => Err(error),
+            Err(_elapsed) => Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    fn spawn(task: impl Future<Output = ()> + 'static) {
+        drop(mono::spawn(task));
+    }
+
+    fn sleep(duration: Duration) -> impl Future<Output = ()> {
+        mono::time::sleep(duration)
+    }
+}
+
+impl Listener for TcpListener {
+    type Stream = TcpStream;
+
+    async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (stream, peer) = TcpListener::accept(self).await?;
+        stream.set_nodelay(true)?;
+        Ok((stream, peer))
+    }
+}
+
+impl Stream for TcpStream {
+    type Reader = OwnedReadHalf<TcpStream>;
+    type Writer = OwnedWriteHalf<TcpStream>;
+
+    fn into_split(self) -> (Self::Reader, Self::Writer) {
+        Splitable::into_split(self)
+    }
+}
+
+impl Reader for OwnedReadHalf<TcpStream> {
+    async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        AsyncReadRent::read(self, buf).await
+    }
+}
+
+impl Writer for OwnedWriteHalf<TcpStream> {
+    async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let (result, buf) = AsyncWriteRentExt::write_all(self, buf).await;
+        (result.map(drop), buf)
+    }
+
+    fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> {
+        AsyncWriteRent::shutdown(self)
+    }
+}
+
+// === functions ===
+
+/// Which driver shards will get; never fails, the epoll driver is always there.
+pub(super) fn probe() -> &'static str {
+    match io_uring::IoUring::new(2) {
+        Ok(_) => "io_uring",
+        Err(_) => "epoll (io_uring is unavailable)",
+    }
+}
+
+pub(super) fn run_shard(
+    spec: ShardSpec,
+    ready: SyncSender<io::Result<String>>,
+    main: impl ShardMain,
+) {
+    for (driver, setup) in RING_SETUPS {
+        let mut urb = io_uring::IoUring::builder();
+        setup(&mut urb);
+        let built = mono::RuntimeBuilder::<mono::IoUringDriver>::new()
+            .with_entries(RING_ENTRIES)
+            .uring_builder(urb)
+            .enable_timer()
+            .build();
+        match built {
+            Ok(mut rt) => {
+                tracing::info!(shard = spec.index, cpu = spec.cpu, driver, "Shard runtime");
+                let _ = ready.send(Ok(driver.to_string()));
+                rt.block_on(main.run::<Monoio>());
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(shard = spec.index, driver, %error, "Ring setup refused");
+            }
+        }
+    }
+    match mono::RuntimeBuilder::<mono::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+    {
+        Ok(mut rt) => {
+            let driver = "epoll";
+            tracing::warn!(
+                shard = spec.index,
+                cpu = spec.cpu,
+                driver,
+                "io_uring is unavailable (seccomp profile or kernel.io_uring_disabled); \
+                 shard runs on epoll, allow io_uring for full speed"
+            );
+            let _ = ready.send(Ok(driver.to_string()));
+            rt.block_on(main.run::<Monoio>());
+        }
+        Err(error) => {
+            let _ = ready.send(Err(error));
+        }
+    }
+}

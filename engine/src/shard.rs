@@ -1,0 +1,318 @@
+//! One shard: its listeners, its open connections, its buffer pool, and its drain.
+//!
+//! Everything here lives on one thread (`Rc`, `Cell`, `RefCell`); the only value that
+//! crosses threads is the shutdown [`PhaseRx`] published by the control thread.
+
+use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use futures_lite::future::or;
+use ringlink_control::thread::{Phase, PhaseRx};
+use slab::Slab;
+
+use crate::forward;
+use crate::orig_dst::{FixedOrigDst, KernelOrigDst, OrigDst};
+use crate::rt::{Listener, Runtime, ShardMain};
+use crate::sys;
+
+/// Large copy buffers kept for reuse per shard (64 KiB each, so at most 16 MiB).
+const MAX_POOLED_BUFFERS: usize = 256;
+/// Pause after a failed accept (e.g. EMFILE) so that a shard does not spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
+
+// === types ===
+
+/// Which side of the pod a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// From the local application to the world, redirected to the outbound port.
+    Outbound,
+    /// From the world to the local application, redirected to the inbound port.
+    Inbound,
+}
+
+/// Settings every shard shares (read-only, built once at startup).
+#[derive(Debug)]
+pub struct ShardSettings {
+    pub inbound_connect_timeout: Duration,
+    pub outbound_connect_timeout: Duration,
+    pub shutdown_grace_period: Duration,
+    /// The addresses the proxy's listeners are bound to, for loop detection.
+    pub own_addrs: Vec<SocketAddr>,
+    pub orig_dst_override: Option<SocketAddr>,
+}
+
+/// What a shard thread is handed at startup (crosses into the shard thread once).
+pub struct ShardSeed {
+    pub index: usize,
+    pub settings: Arc<ShardSettings>,
+    pub listeners: Vec<(Direction, std::net::TcpListener)>,
+    pub phase: PhaseRx,
+}
+
+/// A shard's own state, shared by its tasks through `Rc`.
+pub struct ShardState {
+    pub index: usize,
+    pub settings: Arc<ShardSettings>,
+    pub orig_dst: Box<dyn OrigDst>,
+    /// Open connections' sockets (client, upstream), so that a drain can close them.
+    conns: RefCell<Slab<[RawFd; 2]>>,
+    /// Tasks still running (accept loops and connections); the shard ends at zero.
+    tasks: Cell<usize>,
+    /// Set once the grace period is over: connections still opening are closed at once.
+    closing: Cell<bool>,
+    /// The shard's main task, waiting for `tasks` to reach zero.
+    drain_waiter: Cell<Option<Waker>>,
+    buffers: RefCell<Vec<Vec<u8>>>,
+}
+
+/// Counts a running task for as long as it lives.
+pub struct TaskGuard(Rc<ShardState>);
+
+/// An open connection's entry in the shard's table; removed on drop.
+pub struct ConnEntry {
+    state: Rc<ShardState>,
+    key: usize,
+}
+
+// === impl Direction ===
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// === impl ShardSeed ===
+
+impl ShardMain for ShardSeed {
+    fn run<R: Runtime>(self) -> impl Future<Output = ()> {
+        run::<R>(self)
+    }
+}
+
+// === impl ShardState ===
+
+impl ShardState {
+    fn new(index: usize, settings: Arc<ShardSettings>) -> Self {
+        let orig_dst: Box<dyn OrigDst> = match settings.orig_dst_override {
+            Some(addr) => Box::new(FixedOrigDst(addr)),
+            None => Box::new(KernelOrigDst),
+        };
+        ShardState {
+            index,
+            settings,
+            orig_dst,
+            conns: RefCell::new(Slab::new()),
+            tasks: Cell::new(0),
+            closing: Cell::new(false),
+            drain_waiter: Cell::new(None),
+            buffers: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn task(self: &Rc<Self>) -> TaskGuard {
+        self.tasks.set(self.tasks.get() + 1);
+        TaskGuard(self.clone())
+    }
+
+    pub fn register(self: &Rc<Self>, client: RawFd) -> ConnEntry {
+        let key = self.conns.borrow_mut().insert([client, -1]);
+        ConnEntry {
+            state: self.clone(),
+            key,
+        }
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
+
+    /// Whether `dst` is one of the proxy's own listeners, which forwarding to would loop.
+    pub fn is_own_listener(&self, dst: SocketAddr, local: SocketAddr) -> bool {
+        dst == local
+            || self.settings.own_addrs.iter().any(|own| {
+                own.port() == dst.port()
+                    && (own.ip() == dst.ip()
+                        || (own.ip().is_unspecified()
+                            && (dst.ip().is_loopback() || dst.ip() == local.ip())))
+            })
+    }
+
+    /// A 64 KiB copy buffer, from the pool when one is free.
+    pub fn take_buffer(&self) -> Vec<u8> {
+        self.buffers
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(forward::LARGE_BUFFER))
+    }
+
+    pub fn return_buffer(&self, buf: Vec<u8>) {
+        let mut buffers = self.buffers.borrow_mut();
+        if buf.capacity() == forward::LARGE_BUFFER && buffers.len() < MAX_POOLED_BUFFERS {
+            buffers.push(buf);
+        }
+    }
+
+    /// Shuts down every open connection's sockets; their tasks then see end-of-stream or an
+    /// error and return by themselves.
+    fn close_all(&self) {
+        self.closing.set(true);
+        for (_, fds) in self.conns.borrow().iter() {
+            for fd in fds.iter().copied().filter(|fd| *fd >= 0) {
+                let _ = sys::shutdown(fd, std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    fn open_connections(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    /// Completes once no task is left.
+    async fn tasks_done(&self) {
+        poll_fn(|cx| {
+            if self.tasks.get() == 0 {
+                Poll::Ready(())
+            } else {
+                self.drain_waiter.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+// === impl TaskGuard ===
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        let left = self.0.tasks.get() - 1;
+        self.0.tasks.set(left);
+        if left == 0 {
+            if let Some(waker) = self.0.drain_waiter.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+// === impl ConnEntry ===
+
+impl ConnEntry {
+    pub fn set_upstream(&self, fd: RawFd) {
+        if let Some(fds) = self.state.conns.borrow_mut().get_mut(self.key) {
+            fds[1] = fd;
+        }
+    }
+}
+
+impl Drop for ConnEntry {
+    fn drop(&mut self) {
+        self.state.conns.borrow_mut().remove(self.key);
+    }
+}
+
+// === functions ===
+
+/// A shard's life: serve until the control thread says drain, then let connections finish
+/// within the grace period, then close the rest and wait for every task to return.
+pub async fn run<R: Runtime>(seed: ShardSeed) {
+    let ShardSeed {
+        index,
+        settings,
+        listeners,
+        mut phase,
+    } = seed;
+    let state = Rc::new(ShardState::new(index, settings));
+    for (direction, listener) in listeners {
+        let addr = listener.local_addr().ok();
+        match R::listener(listener) {
+            Ok(listener) => R::spawn(accept_loop::<R>(
+                state.task(),
+                state.clone(),
+                direction,
+                listener,
+                phase.clone(),
+            )),
+            Err(error) => {
+                tracing::error!(shard = index, %direction, ?addr, %error, "Listener failed");
+            }
+        }
+    }
+
+    let _ = phase.wait_for(|p| *p != Phase::Serving).await;
+    let grace = state.settings.shutdown_grace_period;
+    tracing::debug!(
+        shard = index,
+        connections = state.open_connections(),
+        ?grace,
+        "Draining"
+    );
+    let drained = or(async { state.tasks_done().await; true }, async {
+        or(R::sleep(grace), async {
+            let _ = phase.wait_for(|p| *p == Phase::Closing).await;
+        })
+        .await;
+        false
+    })
+    .await;
+    if !drained {
+        tracing::info!(
+            shard = index,
+            connections = state.open_connections(),
+            "Closing connections left after the grace period"
+        );
+        state.close_all();
+        state.tasks_done().await;
+    }
+    tracing::debug!(shard = index, "Shard stopped");
+}
+
+async fn accept_loop<R: Runtime>(
+    _task: TaskGuard,
+    state: Rc<ShardState>,
+    direction: Direction,
+    listener: R::Listener,
+    mut phase: PhaseRx,
+) {
+    loop {
+        let accepted = or(async { Some(listener.accept().await) }, async {
+            let _ = phase.wait_for(|p| *p != Phase::Serving).await;
+            None
+        })
+        .await;
+        match accepted {
+            None => break,
+            Some(Ok((stream, peer))) => {
+                R::spawn(forward::serve::<R>(
+                    state.task(),
+                    state.clone(),
+                    direction,
+                    stream,
+                    peer,
+                ));
+            }
+            Some(Err(error)) => {
+                tracing::warn!(shard = state.index, %direction, %error, "Accept failed");
+                R::sleep(ACCEPT_ERROR_BACKOFF).await;
+            }
+        }
+    }
+    // Dropping the listener closes it: this shard takes no new connections.
+}

@@ -1,0 +1,160 @@
+//! The syscalls the engine makes itself; the only module (besides the glommio listener
+//! hand-over in `rt`) with `unsafe`.
+
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::net::{Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+
+/// The destination a connection had before an iptables `REDIRECT` (`SO_ORIGINAL_DST` for
+/// IPv4, `IP6T_SO_ORIGINAL_DST` for IPv6). `NotFound` when the kernel has no NAT record.
+pub fn original_dst(fd: RawFd, ipv6: bool) -> io::Result<SocketAddr> {
+    let (level, name) = if ipv6 {
+        (libc::SOL_IPV6, libc::IP6T_SO_ORIGINAL_DST)
+    } else {
+        (libc::SOL_IP, libc::SO_ORIGINAL_DST)
+    };
+    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `storage` is a writable sockaddr_storage of `len` bytes; the kernel writes at
+    // most `len` bytes and updates `len`.
+    let rc = unsafe { libc::getsockopt(fd, level, name, storage.as_mut_ptr().cast(), &mut len) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: zero-initialised and partly filled by the kernel: every bit pattern is valid.
+    let storage = unsafe { storage.assume_init() };
+    sockaddr_to_std(&storage)
+}
+
+/// The local address of a socket (`getsockname`).
+pub fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: as in `original_dst`.
+    let rc = unsafe { libc::getsockname(fd, storage.as_mut_ptr().cast(), &mut len) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as in `original_dst`.
+    let storage = unsafe { storage.assume_init() };
+    sockaddr_to_std(&storage)
+}
+
+/// `shutdown(2)` on a socket the caller still owns.
+pub fn shutdown(fd: RawFd, how: Shutdown) -> io::Result<()> {
+    let how = match how {
+        Shutdown::Read => libc::SHUT_RD,
+        Shutdown::Write => libc::SHUT_WR,
+        Shutdown::Both => libc::SHUT_RDWR,
+    };
+    // SAFETY: shutdown takes no pointers; a stale fd only yields EBADF/ENOTSOCK.
+    if unsafe { libc::shutdown(fd, how) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `SO_LINGER` with a zero timeout, so that closing the socket sends RST instead of FIN.
+pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `linger` is a valid struct of the length passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: `limit` is a valid rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
+fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: ss_family says this storage holds a sockaddr_in, which it is large
+            // and aligned enough for.
+            let sin = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Ok(SocketAddr::V4(SocketAddrV4::new(
+                u32::from_be(sin.sin_addr.s_addr).into(),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Ok(SocketAddr::V6(SocketAddrV6::new(
+                sin6.sin6_addr.s6_addr.into(),
+                u16::from_be(sin6.sin6_port),
+                u32::from_be(sin6.sin6_flowinfo),
+                sin6.sin6_scope_id,
+            )))
+        }
+        family => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unexpected address family {family}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn local_addr_matches_std() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_eq!(
+            local_addr(listener.as_raw_fd()).unwrap(),
+            listener.local_addr().unwrap()
+        );
+        let listener = std::net::TcpListener::bind("[::1]:0").unwrap();
+        assert_eq!(
+            local_addr(listener.as_raw_fd()).unwrap(),
+            listener.local_addr().unwrap()
+        );
+    }
+
+    #[test]
+    fn original_dst_without_nat_is_an_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        // Either no conntrack record (ENOENT) or the untranslated local address.
+        match original_dst(accepted.as_raw_fd(), false) {
+            Ok(addr) => assert_eq!(addr, listener.local_addr().unwrap()),
+            Err(error) => assert_eq!(error.raw_os_error(), Some(libc::ENOENT)),
+        }
+    }
+}
