@@ -144,7 +144,10 @@ fn run(config: &Config) -> Result<(), Fatal> {
             "Every connection is forwarded to RINGLINK_ORIG_DST_OVERRIDE"
         );
     }
-    tracing::info!(tls = "disabled", "Identity is not configured; proxying in plaintext");
+    tracing::info!(
+        tls = "disabled",
+        "Identity is not configured; proxying in plaintext"
+    );
 
     let mut panicked = 0;
     for handle in handles {

@@ -13,7 +13,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
-use futures_lite::future::zip;
 use tracing::Instrument;
 
 use crate::rt::{Reader, Runtime, Stream, Writer};
@@ -82,14 +81,26 @@ pub async fn serve<R: Runtime>(
         let upstream_fd = upstream.as_raw_fd();
         entry.set_upstream(upstream_fd);
 
-        let (client_rx, client_tx) = client.into_split();
-        let (upstream_rx, upstream_tx) = upstream.into_split();
-        let (sent, received) = zip(
-            copy(&state, client_rx, upstream_tx, [client_fd, upstream_fd]),
-            copy(&state, upstream_rx, client_tx, [upstream_fd, client_fd]),
+        let (mut client_rx, mut client_tx) = client.into_split();
+        let (mut upstream_rx, mut upstream_tx) = upstream.into_split();
+        let (sent, received) = crate::join::join(
+            copy(
+                &state,
+                &mut client_rx,
+                &mut upstream_tx,
+                [client_fd, upstream_fd],
+            ),
+            copy(
+                &state,
+                &mut upstream_rx,
+                &mut client_tx,
+                [upstream_fd, client_fd],
+            ),
         )
         .await;
         tracing::debug!(?sent, ?received, "Connection closed");
+        drop(R::Stream::reunite(client_rx, client_tx));
+        drop(R::Stream::reunite(upstream_rx, upstream_tx));
         drop(entry);
     }
     .instrument(span)
@@ -135,8 +146,8 @@ fn target(state: &ShardState, direction: Direction, fd: RawFd) -> Option<SocketA
 /// Copies `src` to `dst` until the end of `src` or an error. `fds` is `[src, dst]`.
 async fn copy(
     state: &ShardState,
-    mut src: impl Reader,
-    mut dst: impl Writer,
+    src: &mut impl Reader,
+    dst: &mut impl Writer,
     fds: [RawFd; 2],
 ) -> Result<u64, Ended> {
     let mut buf = Vec::with_capacity(SMALL_BUFFER);
@@ -163,7 +174,10 @@ async fn copy(
         if filled && buf.capacity() < LARGE_BUFFER {
             buf = state.take_buffer();
         } else if n < SMALL_BUFFER && buf.capacity() >= LARGE_BUFFER {
-            state.return_buffer(std::mem::replace(&mut buf, Vec::with_capacity(SMALL_BUFFER)));
+            state.return_buffer(std::mem::replace(
+                &mut buf,
+                Vec::with_capacity(SMALL_BUFFER),
+            ));
         }
     };
     state.return_buffer(buf);

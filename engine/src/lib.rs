@@ -7,6 +7,7 @@
 
 mod app;
 mod forward;
+mod join;
 mod listen;
 mod logging;
 mod orig_dst;

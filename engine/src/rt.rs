@@ -59,6 +59,9 @@ pub trait Stream: AsRawFd + Sized + 'static {
     type Reader: Reader;
     type Writer: Writer;
     fn into_split(self) -> (Self::Reader, Self::Writer);
+    /// Puts the halves of one stream back together, so that dropping it only closes the
+    /// socket (a dropped write half may send FIN, which would turn a reset into an EOF).
+    fn reunite(reader: Self::Reader, writer: Self::Writer) -> Option<Self>;
 }
 
 pub trait Reader {

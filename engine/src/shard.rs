@@ -264,13 +264,19 @@ pub async fn run<R: Runtime>(seed: ShardSeed) {
         ?grace,
         "Draining"
     );
-    let drained = or(async { state.tasks_done().await; true }, async {
-        or(R::sleep(grace), async {
-            let _ = phase.wait_for(|p| *p == Phase::Closing).await;
-        })
-        .await;
-        false
-    })
+    let drained = or(
+        async {
+            state.tasks_done().await;
+            true
+        },
+        async {
+            or(R::sleep(grace), async {
+                let _ = phase.wait_for(|p| *p == Phase::Closing).await;
+            })
+            .await;
+            false
+        },
+    )
     .await;
     if !drained {
         tracing::info!(

@@ -57,6 +57,21 @@ pub fn shutdown(fd: RawFd, how: Shutdown) -> io::Result<()> {
     Ok(())
 }
 
+/// A non-blocking `recv(2)` into `buf`; `Ok(None)` when nothing is ready.
+pub fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n >= 0 {
+        return Ok(Some(n as usize));
+    }
+    let error = io::Error::last_os_error();
+    if error.kind() == io::ErrorKind::WouldBlock {
+        Ok(None)
+    } else {
+        Err(error)
+    }
+}
+
 /// `SO_LINGER` with a zero timeout, so that closing the socket sends RST instead of FIN.
 pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
     let linger = libc::linger {
@@ -104,7 +119,8 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
         libc::AF_INET => {
             // SAFETY: ss_family says this storage holds a sockaddr_in, which it is large
             // and aligned enough for.
-            let sin = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             Ok(SocketAddr::V4(SocketAddrV4::new(
                 u32::from_be(sin.sin_addr.s_addr).into(),
                 u16::from_be(sin.sin_port),
@@ -112,7 +128,9 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
         }
         libc::AF_INET6 => {
             // SAFETY: as above, for sockaddr_in6.
-            let sin6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let sin6 = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
             Ok(SocketAddr::V6(SocketAddrV6::new(
                 sin6.sin6_addr.s6_addr.into(),
                 u16::from_be(sin6.sin6_port),

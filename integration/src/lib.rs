@@ -1,0 +1,28 @@
+//! A harness that reads like the behaviour under test: start the real binary with
+//! [`proxy::new`], real servers from [`tcp`], and talk to them through real sockets.
+//!
+//! Tests run the `ringlink-it` binary, which is the engine's `main` built in this package so
+//! that cargo builds it before the tests.
+
+pub mod netns;
+pub mod proc;
+pub mod proxy;
+pub mod tcp;
+
+/// Runs a test body once per shard runtime: `both_runtimes!(name)` expects an
+/// `async fn name(runtime: &'static str)` and makes `name::monoio` and `name::glommio`.
+#[macro_export]
+macro_rules! both_runtimes {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn monoio() {
+                super::$name("monoio").await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn glommio() {
+                super::$name("glommio").await
+            }
+        }
+    )+};
+}

@@ -22,6 +22,9 @@ use super::{Listener, Reader, Runtime, ShardMain, ShardSpec, Stream, Writer};
 const PREEMPT_TIMER: Duration = Duration::from_millis(2);
 /// glommio's default 10 MiB per shard is for file DMA, which a proxy does not do.
 const IO_MEMORY: usize = 64 << 10;
+/// First and longest wait before a pending read checks its socket itself (see `GlReader`).
+const STALL_CHECK_FIRST: Duration = Duration::from_millis(200);
+const STALL_CHECK_MAX: Duration = Duration::from_secs(5);
 
 // === types ===
 
@@ -47,12 +50,14 @@ impl Runtime for Glommio {
     }
 
     async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<GlStream> {
-        let stream = TcpStream::connect_timeout(addr, timeout)
-            .await
-            .map_err(|error| match error {
-                gl::GlommioError::TimedOut(_) => io::ErrorKind::TimedOut.into(),
-                other => io::Error::from(other),
-            })?;
+        // A connect SQE linked to a LINK_TIMEOUT: the timer lives in the ring.
+        let stream =
+            TcpStream::connect_timeout(addr, timeout)
+                .await
+                .map_err(|error| match error {
+                    gl::GlommioError::TimedOut(_) => io::ErrorKind::TimedOut.into(),
+                    other => io::Error::from(other),
+                })?;
         stream.set_nodelay(true).map_err(io::Error::from)?;
         Ok(GlStream(Rc::new(RefCell::new(stream))))
     }
@@ -92,6 +97,10 @@ impl Stream for GlStream {
     fn into_split(self) -> (GlReader, GlWriter) {
         (GlReader(self.0.clone()), GlWriter(self.0))
     }
+
+    fn reunite(reader: GlReader, writer: GlWriter) -> Option<Self> {
+        Rc::ptr_eq(&reader.0, &writer.0).then(|| GlStream(writer.0))
+    }
 }
 
 impl Reader for GlReader {
@@ -100,7 +109,34 @@ impl Reader for GlReader {
         // previous read are zeroed again.
         buf.resize(buf.capacity(), 0);
         let stream = &self.0;
-        let result = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut buf)).await;
+        let fd = stream.borrow().as_raw_fd();
+        let mut check = STALL_CHECK_FIRST;
+        let result = loop {
+            // glommio 0.9 can lose a readiness completion under CPU contention (the shard
+            // sleeps in `io_cqring_wait` with data queued on the socket; seen in 2 of 3
+            // 200 MB transfers on a loaded 2-CPU machine). While a read waits, look at the
+            // socket ourselves now and then, backing off so idle connections stay cheap.
+            let polled = async {
+                Some(
+                    poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut buf)).await,
+                )
+            };
+            let timer = async {
+                gl::timer::sleep(check).await;
+                None
+            };
+            if let Some(result) = futures_lite::future::or(polled, timer).await {
+                break result;
+            }
+            match crate::sys::recv_nonblocking(fd, &mut buf) {
+                Ok(Some(n)) => {
+                    tracing::debug!(fd, n, "Recovered a read glommio did not wake");
+                    break Ok(n);
+                }
+                Ok(None) => check = (check * 2).min(STALL_CHECK_MAX),
+                Err(error) => break Err(error),
+            }
+        };
         buf.truncate(*result.as_ref().unwrap_or(&0));
         (result, buf)
     }

@@ -21,11 +21,14 @@ const RING_ENTRIES: u32 = 1024;
 
 /// Ring setups tried in order, most efficient first.
 const RING_SETUPS: [(&str, fn(&mut io_uring::Builder)); 3] = [
-    ("io_uring (coop_taskrun, single_issuer, defer_taskrun)", |b| {
-        b.setup_coop_taskrun()
-            .setup_single_issuer()
-            .setup_defer_taskrun();
-    }),
+    (
+        "io_uring (coop_taskrun, single_issuer, defer_taskrun)",
+        |b| {
+            b.setup_coop_taskrun()
+                .setup_single_issuer()
+                .setup_defer_taskrun();
+        },
+    ),
     ("io_uring (coop_taskrun)", |b| {
         b.setup_coop_taskrun();
     }),
@@ -83,6 +86,10 @@ impl Stream for TcpStream {
 
     fn into_split(self) -> (Self::Reader, Self::Writer) {
         Splitable::into_split(self)
+    }
+
+    fn reunite(reader: Self::Reader, writer: Self::Writer) -> Option<Self> {
+        reader.reunite(writer).ok()
     }
 }
 

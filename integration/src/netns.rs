@@ -1,0 +1,231 @@
+//! Network namespaces made by the test itself: a "pod" with Linkerd-shaped iptables rules
+//! and a "peer" host joined to it by a veth pair. Addresses are from 198.18.0.0/15 and exist
+//! only inside these namespaces.
+
+use std::fs::File;
+use std::future::Future;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The pod's address on the veth link.
+pub const POD_IP: &str = "198.18.0.1";
+/// The peer host's address.
+pub const PEER_IP: &str = "198.18.0.2";
+/// The uid the proxy runs as, exempted from redirection like Linkerd's proxy uid.
+pub const PROXY_UID: u32 = 2102;
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+// === types ===
+
+/// Two namespaces and a link; deleted on drop.
+#[derive(Debug)]
+pub struct Topology {
+    pub pod: String,
+    pub peer: String,
+}
+
+// === functions ===
+
+/// Why these tests cannot run here, if they cannot.
+pub fn unavailable() -> Option<String> {
+    if !crate::proc::is_root() {
+        return Some("needs root (network namespaces and iptables)".into());
+    }
+    for tool in ["ip", "iptables", "setpriv"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !found {
+            return Some(format!(
+                "needs `{tool}` (apt-get install iptables iproute2 util-linux)"
+            ));
+        }
+    }
+    None
+}
+
+fn run(argv: &[&str]) {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{argv:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// === impl Topology ===
+
+impl Topology {
+    /// Creates the namespaces, the link, and Linkerd's proxy-init rules in the pod:
+    /// inbound TCP to 4143, the app's outbound TCP to 4140, the proxy's own traffic (uid
+    /// 2102) and loopback traffic exempt.
+    pub fn new() -> Topology {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let id = format!("{}-{n}", std::process::id());
+        let topo = Topology {
+            pod: format!("rl-pod-{id}"),
+            peer: format!("rl-peer-{id}"),
+        };
+        run(&["ip", "netns", "add", &topo.pod]);
+        run(&["ip", "netns", "add", &topo.peer]);
+        let (a, b) = (
+            format!("rlp{n}x{}", std::process::id() % 10000),
+            format!("rlq{n}x{}", std::process::id() % 10000),
+        );
+        run(&[
+            "ip", "link", "add", &a, "netns", &topo.pod, "type", "veth", "peer", "name", &b,
+            "netns", &topo.peer,
+        ]);
+        for (ns, dev, ip) in [(&topo.pod, &a, POD_IP), (&topo.peer, &b, PEER_IP)] {
+            topo.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", dev]);
+            topo.exec_in(ns, &["ip", "link", "set", dev, "up"]);
+            topo.exec_in(ns, &["ip", "link", "set", "lo", "up"]);
+        }
+        let uid = PROXY_UID.to_string();
+        for rule in [
+            vec!["-t", "nat", "-N", "PROXY_INIT_REDIRECT"],
+            vec![
+                "-t",
+                "nat",
+                "-A",
+                "PROXY_INIT_REDIRECT",
+                "-p",
+                "tcp",
+                "-m",
+                "multiport",
+                "--dports",
+                "4190,4191",
+                "-j",
+                "RETURN",
+            ],
+            vec![
+                "-t",
+                "nat",
+                "-A",
+                "PROXY_INIT_REDIRECT",
+                "-p",
+                "tcp",
+                "-j",
+                "REDIRECT",
+                "--to-port",
+                "4143",
+            ],
+            vec!["-t", "nat", "-A", "PREROUTING", "-j", "PROXY_INIT_REDIRECT"],
+            vec!["-t", "nat", "-N", "PROXY_INIT_OUTPUT"],
+            vec![
+                "-t",
+                "nat",
+                "-A",
+                "PROXY_INIT_OUTPUT",
+                "-m",
+                "owner",
+                "--uid-owner",
+                &uid,
+                "-j",
+                "RETURN",
+            ],
+            vec![
+                "-t",
+                "nat",
+                "-A",
+                "PROXY_INIT_OUTPUT",
+                "-o",
+                "lo",
+                "-j",
+                "RETURN",
+            ],
+            vec![
+                "-t",
+                "nat",
+                "-A",
+                "PROXY_INIT_OUTPUT",
+                "-p",
+                "tcp",
+                "-j",
+                "REDIRECT",
+                "--to-port",
+                "4140",
+            ],
+            vec!["-t", "nat", "-A", "OUTPUT", "-j", "PROXY_INIT_OUTPUT"],
+        ] {
+            let mut argv = vec!["iptables"];
+            argv.extend(rule);
+            topo.exec_in(&topo.pod, &argv);
+        }
+        topo
+    }
+
+    fn exec(&self, argv: &[&str]) {
+        // `ip addr add ... dev X` must run where X is; try the pod, then the peer.
+        let dev = argv[argv.len() - 1];
+        let ns = if dev.starts_with("rlp") {
+            &self.pod
+        } else {
+            &self.peer
+        };
+        self.exec_in(ns, argv);
+    }
+
+    pub fn exec_in(&self, ns: &str, argv: &[&str]) {
+        let mut full = vec!["ip", "netns", "exec", ns];
+        full.extend_from_slice(argv);
+        run(&full);
+    }
+
+    /// A wrapper that runs a command in the pod as the proxy's uid.
+    pub fn proxy_wrapper(&self) -> Vec<String> {
+        let uid = PROXY_UID.to_string();
+        [
+            "ip",
+            "netns",
+            "exec",
+            &self.pod,
+            "setpriv",
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Runs `f` on a thread whose sockets live in namespace `ns`, on its own tokio runtime.
+    pub fn run_in<F, Fut, T>(ns: &str, f: F) -> T
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T>,
+        T: Send + 'static,
+    {
+        let path = format!("/var/run/netns/{ns}");
+        std::thread::spawn(move || {
+            let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            #[allow(unsafe_code)]
+            // SAFETY: setns on a namespace fd we opened; it only affects this thread.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(f())
+        })
+        .join()
+        .expect("namespace thread panicked")
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for ns in [&self.pod, &self.peer] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! What /proc says about a process the tests started.
+
+/// Resident memory of `pid` in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    field_kib(&status, "VmRSS:")
+}
+
+fn field_kib(status: &str, name: &str) -> u64 {
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `(thread name, Cpus_allowed_list)` of every thread of `pid`.
+pub fn thread_affinities(pid: u32) -> Vec<(String, String)> {
+    let mut threads = Vec::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for task in dir.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let get = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .map(|l| l[name.len()..].trim().to_string())
+                .unwrap_or_default()
+        };
+        threads.push((get("Name:"), get("Cpus_allowed_list:")));
+    }
+    threads
+}
+
+/// Raises this process's open-file limit as far as it may go (root may raise the hard limit);
+/// children inherit it. Returns the soft limit now in force.
+#[allow(unsafe_code)]
+pub fn raise_nofile_limit(want: u64) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid, writable rlimit.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    let wanted = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: want.max(limit.rlim_max),
+    };
+    // SAFETY: valid rlimit; failure (not root) is handled below.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } == 0 {
+        return want;
+    }
+    let soft = libc::rlimit {
+        rlim_cur: limit.rlim_max.min(want),
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: valid rlimit.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &soft) };
+    soft.rlim_cur
+}
+
+/// Whether this process runs as root.
+#[allow(unsafe_code)]
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

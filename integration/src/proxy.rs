@@ -1,0 +1,248 @@
+//! The proxy under test: the real binary, in its own process.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+// === types ===
+
+/// How to start a proxy.
+#[derive(Clone, Debug)]
+pub struct Builder {
+    env: HashMap<String, String>,
+    taskset: Option<String>,
+    wrapper: Vec<String>,
+}
+
+/// A running proxy; killed (by its PID) when dropped.
+#[derive(Debug)]
+pub struct Proxy {
+    child: Child,
+    pub outbound: SocketAddr,
+    pub inbound: SocketAddr,
+    logs: Arc<Mutex<String>>,
+}
+
+// === functions ===
+
+/// A proxy on ephemeral loopback ports with one shard, logging at debug.
+pub fn new(runtime: &str) -> Builder {
+    let mut env = HashMap::new();
+    for (k, v) in [
+        ("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0"),
+        ("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0"),
+        ("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0"),
+        ("LINKERD2_PROXY_CONTROL_LISTEN_ADDR", "127.0.0.1:0"),
+        ("LINKERD2_PROXY_LOG", "info,ringlink_engine=debug"),
+        ("RINGLINK_RUNTIME", runtime),
+    ] {
+        env.insert(k.to_string(), v.to_string());
+    }
+    Builder {
+        env,
+        taskset: None,
+        wrapper: Vec::new(),
+    }
+}
+
+/// The binary under test.
+pub fn binary() -> PathBuf {
+    // target/<profile>/deps/<test> -> target/<profile>/ringlink-it
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    dir.join("ringlink-it")
+}
+
+/// Runs the binary with exactly `env` (plus PATH) and waits for it to exit.
+pub fn run_to_exit(env: &[(&str, &str)], timeout: Duration) -> (ExitStatus, String) {
+    let mut cmd = Command::new(binary());
+    cmd.env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    die_with_parent(&mut cmd);
+    let mut child = cmd.spawn().expect("spawn ringlink");
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, reader.join().unwrap());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ringlink did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+// === impl Builder ===
+
+impl Builder {
+    pub fn env(mut self, name: &str, value: impl ToString) -> Self {
+        self.env.insert(name.to_string(), value.to_string());
+        self
+    }
+
+    pub fn shards(self, n: usize) -> Self {
+        self.env("LINKERD2_PROXY_CORES", n)
+    }
+
+    /// Forwards every connection to `addr` instead of reading `SO_ORIGINAL_DST`.
+    pub fn orig_dst(self, addr: SocketAddr) -> Self {
+        self.env("RINGLINK_ORIG_DST_OVERRIDE", addr)
+    }
+
+    /// Runs the proxy under `taskset -c CPUS`.
+    pub fn taskset(mut self, cpus: &str) -> Self {
+        self.taskset = Some(cpus.to_string());
+        self
+    }
+
+    /// Runs the proxy through a wrapper command (e.g. `ip netns exec NS setpriv ...`).
+    pub fn wrapper(mut self, argv: &[&str]) -> Self {
+        self.wrapper = argv.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Starts the proxy and waits until it listens.
+    pub fn spawn(self) -> Proxy {
+        let mut argv: Vec<String> = self.wrapper.clone();
+        if let Some(cpus) = &self.taskset {
+            argv.extend(["taskset".into(), "-c".into(), cpus.clone()]);
+        }
+        argv.push(binary().display().to_string());
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        die_with_parent(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn ringlink");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("RINGLINK_TEST_ECHO_LOGS").is_some() {
+                    eprintln!("proxy: {line}");
+                }
+                let mut logs = sink.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = logs.lock().unwrap().clone();
+            let outbound = listening(&text, "outbound");
+            let inbound = listening(&text, "inbound");
+            if let (Some(outbound), Some(inbound)) = (outbound, inbound) {
+                return Proxy {
+                    child,
+                    outbound,
+                    inbound,
+                    logs,
+                };
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("ringlink exited at startup with {status}:\n{text}");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("ringlink did not start listening:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Kills the proxy if the test process dies first, so that no proxy outlives its test.
+fn die_with_parent(cmd: &mut Command) {
+    #[allow(unsafe_code)]
+    // SAFETY: the closure only calls prctl(2), which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+fn listening(logs: &str, direction: &str) -> Option<SocketAddr> {
+    let needle = format!("Listening direction={direction} addr=");
+    let line = logs.lines().find(|l| l.contains(&needle))?;
+    let rest = &line[line.find(&needle)? + needle.len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+// === impl Proxy ===
+
+impl Proxy {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the proxy has logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits until the logs contain `needle`, up to `timeout`.
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // Only ever the process this harness started.
+        #[allow(unsafe_code)]
+        // SAFETY: kill(2) takes no pointers.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal})");
+    }
+
+    /// Waits for the proxy to exit, up to `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        crate::proc::rss_kib(self.child.id())
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Real TCP servers for tests, on tokio, each on its own loopback port.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// A running test server; it stops when the test's runtime does.
+#[derive(Debug)]
+pub struct Server {
+    pub addr: SocketAddr,
+    /// Connections accepted so far.
+    pub accepted: Arc<AtomicUsize>,
+    /// The peer address of every accepted connection, in order.
+    pub peers: mpsc::UnboundedReceiver<SocketAddr>,
+}
+
+/// What a server does with each connection.
+async fn serve<F, Fut>(listener: TcpListener, handler: F) -> Server
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (tx, peers) = mpsc::unbounded_channel();
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let _ = tx.send(peer);
+            tokio::spawn(handler(stream));
+        }
+    });
+    Server {
+        addr,
+        accepted,
+        peers,
+    }
+}
+
+/// A loopback listener with a deep accept queue, so that bursts of connections from the
+/// proxy are not dropped while the test runtime is busy.
+pub async fn bind() -> TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    socket.listen(4096).unwrap()
+}
+
+/// Writes back everything it reads; half-closes when the client does.
+pub async fn echo() -> Server {
+    echo_on(bind().await).await
+}
+
+pub async fn echo_on(listener: TcpListener) -> Server {
+    serve(listener, |mut stream| async move {
+        let (mut r, mut w) = stream.split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+        let _ = w.shutdown().await;
+    })
+    .await
+}
+
+/// Reads everything until EOF, then answers with the SHA-256 of what it read (32 bytes),
+/// followed by `reply_bytes` bytes of a deterministic stream, then closes.
+pub async fn hasher(reply_bytes: u64) -> Server {
+    serve(bind().await, move |mut stream| async move {
+        let mut hash = Sha256::new();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => hash.update(&buf[..n]),
+                Err(_) => return,
+            }
+        }
+        if stream.write_all(&hash.finalize()).await.is_err() {
+            return;
+        }
+        let _ = write_pattern(&mut stream, reply_bytes).await;
+        let _ = stream.shutdown().await;
+    })
+    .await
+}
+
+/// Accepts, reads `n` bytes, then resets the connection (close with `SO_LINGER` 0).
+pub async fn resetter(after: usize) -> Server {
+    serve(bind().await, move |mut stream| async move {
+        let mut buf = vec![0u8; after.max(1)];
+        let _ = stream.read_exact(&mut buf[..after]).await;
+        let _ = stream.set_zero_linger();
+        drop(stream);
+    })
+    .await
+}
+
+/// Writes `total` bytes as fast as the peer takes them, then closes.
+pub async fn source(total: u64) -> Server {
+    serve(bind().await, move |mut stream| async move {
+        let _ = write_pattern(&mut stream, total).await;
+        let _ = stream.shutdown().await;
+    })
+    .await
+}
+
+/// Accepts and holds connections open without reading or writing.
+pub async fn silent() -> Server {
+    serve(bind().await, |stream| async move {
+        let mut stream = stream;
+        let mut buf = [0u8; 1];
+        // Returns when the peer closes.
+        let _ = stream.read(&mut buf).await;
+    })
+    .await
+}
+
+/// A loopback address with nothing listening (bound, then closed).
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Byte `i` of the deterministic stream tests send and check.
+pub fn pattern_byte(i: u64) -> u8 {
+    (i.wrapping_mul(2_654_435_761) >> 13) as u8
+}
+
+/// Writes `total` bytes of the deterministic pattern, returning their SHA-256.
+pub async fn write_pattern(
+    stream: &mut (impl AsyncWriteExt + Unpin),
+    total: u64,
+) -> std::io::Result<[u8; 32]> {
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut sent = 0u64;
+    while sent < total {
+        let n = (total - sent).min(buf.len() as u64) as usize;
+        for (i, b) in buf[..n].iter_mut().enumerate() {
+            *b = pattern_byte(sent + i as u64);
+        }
+        hash.update(&buf[..n]);
+        stream.write_all(&buf[..n]).await?;
+        sent += n as u64;
+    }
+    Ok(hash.finalize().into())
+}
+
+/// Reads to EOF, returning the byte count and SHA-256.
+pub async fn read_hash(
+    stream: &mut (impl AsyncReadExt + Unpin),
+) -> std::io::Result<(u64, [u8; 32])> {
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut total = 0u64;
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok((total, hash.finalize().into()));
+        }
+        hash.update(&buf[..n]);
+        total += n as u64;
+    }
+}
+
+/// SHA-256 of the first `total` bytes of the pattern.
+pub fn pattern_hash(total: u64) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut done = 0u64;
+    while done < total {
+        let n = (total - done).min(buf.len() as u64) as usize;
+        for (i, b) in buf[..n].iter_mut().enumerate() {
+            *b = pattern_byte(done + i as u64);
+        }
+        hash.update(&buf[..n]);
+        done += n as u64;
+    }
+    hash.finalize().into()
+}
+
+/// Connects and sends `msg`, then reads exactly `msg.len()` bytes back.
+pub async fn roundtrip(addr: SocketAddr, msg: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.write_all(msg).await?;
+    let mut back = vec![0u8; msg.len()];
+    stream.read_exact(&mut back).await?;
+    Ok(back)
+}
