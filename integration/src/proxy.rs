@@ -181,11 +181,21 @@ fn die_with_parent(cmd: &mut Command) {
     }
 }
 
+/// The address of the `direction` listener, from the "Listening" line (plain or JSON).
 fn listening(logs: &str, direction: &str) -> Option<SocketAddr> {
-    let needle = format!("Listening direction={direction} addr=");
-    let line = logs.lines().find(|l| l.contains(&needle))?;
-    let rest = &line[line.find(&needle)? + needle.len()..];
-    rest.split_whitespace().next()?.parse().ok()
+    let plain = format!("Listening direction={direction} addr=");
+    let json = format!("\"direction\":\"{direction}\"");
+    for line in logs.lines() {
+        if let Some(at) = line.find(&plain) {
+            return line[at + plain.len()..].split_whitespace().next()?.parse().ok();
+        }
+        if line.contains("\"Listening\"") && line.contains(&json) {
+            let key = "\"addr\":\"";
+            let rest = &line[line.find(key)? + key.len()..];
+            return rest[..rest.find('"')?].parse().ok();
+        }
+    }
+    None
 }
 
 // === impl Proxy ===

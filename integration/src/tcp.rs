@@ -107,17 +107,6 @@ pub async fn source(total: u64) -> Server {
     .await
 }
 
-/// Accepts and holds connections open without reading or writing.
-pub async fn silent() -> Server {
-    serve(bind().await, |stream| async move {
-        let mut stream = stream;
-        let mut buf = [0u8; 1];
-        // Returns when the peer closes.
-        let _ = stream.read(&mut buf).await;
-    })
-    .await
-}
-
 /// A loopback address with nothing listening (bound, then closed).
 pub fn closed_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
