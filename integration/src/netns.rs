@@ -66,7 +66,7 @@ impl Topology {
     /// Creates the namespaces, the link, and Linkerd's proxy-init rules in the pod:
     /// inbound TCP to 4143, the app's outbound TCP to 4140, the proxy's own traffic (uid
     /// 2102) and loopback traffic exempt.
-    pub fn new() -> Topology {
+    pub fn create() -> Topology {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let id = format!("{}-{n}", std::process::id());
         let topo = Topology {

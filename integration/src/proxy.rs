@@ -187,7 +187,11 @@ fn listening(logs: &str, direction: &str) -> Option<SocketAddr> {
     let json = format!("\"direction\":\"{direction}\"");
     for line in logs.lines() {
         if let Some(at) = line.find(&plain) {
-            return line[at + plain.len()..].split_whitespace().next()?.parse().ok();
+            return line[at + plain.len()..]
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok();
         }
         if line.contains("\"Listening\"") && line.contains(&json) {
             let key = "\"addr\":\"";

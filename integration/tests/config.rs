@@ -25,7 +25,10 @@ fn invalid_values_exit_64_naming_the_variable() {
         ("LINKERD2_PROXY_CORES", "zero"),
         ("LINKERD2_PROXY_CORES_MAX_RATIO", "1.5"),
         ("LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD", "-1s"),
-        ("LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION", "25,70000"),
+        (
+            "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+            "25,70000",
+        ),
         ("LINKERD2_PROXY_LOG_FORMAT", "xml"),
         ("RINGLINK_RUNTIME", "tokio"),
         ("RINGLINK_LISTEN_BACKLOG", "0"),
@@ -51,7 +54,10 @@ fn a_port_in_use_is_a_clear_error() {
         Duration::from_secs(10),
     );
     assert_eq!(status.code(), Some(71), "{stderr}");
-    assert!(stderr.contains(&addr) && stderr.contains("cannot listen"), "{stderr}");
+    assert!(
+        stderr.contains(&addr) && stderr.contains("cannot listen"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -62,5 +68,8 @@ async fn json_logs_carry_the_listening_addresses() {
         .spawn();
     let logs = proxy.logs();
     let line = logs.lines().find(|l| l.contains("Listening")).unwrap();
-    assert!(line.starts_with('{') && line.contains("\"direction\":\"outbound\""), "{line}");
+    assert!(
+        line.starts_with('{') && line.contains("\"direction\":\"outbound\""),
+        "{line}"
+    );
 }

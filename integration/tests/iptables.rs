@@ -31,11 +31,17 @@ async fn outbound_and_inbound_are_transparent(runtime: &'static str) {
     if !can_run("iptables::outbound_and_inbound_are_transparent") {
         return;
     }
-    let topo = Topology::new();
+    let topo = Topology::create();
     let proxy = proxy::new(runtime)
         .env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:4140")
         .env("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "0.0.0.0:4143")
-        .wrapper(&topo.proxy_wrapper().iter().map(String::as_str).collect::<Vec<_>>())
+        .wrapper(
+            &topo
+                .proxy_wrapper()
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
         .spawn();
 
     // Outbound: the app in the pod connects to a server on the peer host. The rules send it
@@ -79,7 +85,9 @@ async fn outbound_and_inbound_are_transparent(runtime: &'static str) {
         "the peer saw the app's own connection: it did not go through the proxy"
     );
     assert!(
-        proxy.wait_for_log(&format!("server.addr={remote}"), Duration::from_secs(2)).await,
+        proxy
+            .wait_for_log(&format!("server.addr={remote}"), Duration::from_secs(2))
+            .await,
         "the proxy did not log the original destination:\n{}",
         proxy.logs()
     );
@@ -126,5 +134,9 @@ async fn outbound_and_inbound_are_transparent(runtime: &'static str) {
         }
     });
     assert!(matches!(refused, Ok(0) | Err(_)), "{refused:?}");
-    assert!(proxy.wait_for_log("routing loop", Duration::from_secs(2)).await);
+    assert!(
+        proxy
+            .wait_for_log("routing loop", Duration::from_secs(2))
+            .await
+    );
 }

@@ -39,12 +39,18 @@ async fn open_connection_finishes_after_sigterm(runtime: &'static str) {
     open.write_all(b"after!").await.unwrap();
     open.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"after!");
-    assert!(proxy.wait_exit(Duration::from_millis(300)).await.is_none(), "exited early");
+    assert!(
+        proxy.wait_exit(Duration::from_millis(300)).await.is_none(),
+        "exited early"
+    );
 
     open.shutdown().await.unwrap();
     let mut rest = Vec::new();
     open.read_to_end(&mut rest).await.unwrap();
-    let status = proxy.wait_exit(Duration::from_secs(5)).await.expect("no exit");
+    let status = proxy
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("no exit");
     assert!(status.success(), "{status}");
 }
 
@@ -61,12 +67,20 @@ async fn grace_period_closes_what_is_left(runtime: &'static str) {
 
     let start = Instant::now();
     proxy.signal(libc::SIGTERM);
-    let status = proxy.wait_exit(Duration::from_secs(10)).await.expect("no exit");
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("no exit");
     assert!(status.success(), "{status}");
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(900), "exited after {took:?}, before the grace period");
+    assert!(
+        took >= Duration::from_millis(900),
+        "exited after {took:?}, before the grace period"
+    );
     // The client sees its connection closed.
-    let n = tokio::time::timeout(Duration::from_secs(2), idle.read(&mut buf)).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), idle.read(&mut buf))
+        .await
+        .unwrap();
     assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
     assert!(proxy.logs().contains("grace period"));
 }
@@ -82,14 +96,20 @@ async fn second_signal_closes_at_once(runtime: &'static str) {
     assert!(proxy.wait_for_log("draining", Duration::from_secs(5)).await);
     proxy.signal(libc::SIGINT);
     // The default grace period is 2 minutes; the second signal ends it now.
-    let status = proxy.wait_exit(Duration::from_secs(5)).await.expect("no exit");
+    let status = proxy
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("no exit");
     assert!(status.success(), "{status}");
 }
 
 async fn idle_proxy_exits_promptly(runtime: &'static str) {
     let mut proxy = proxy::new(runtime).shards(2).spawn();
     proxy.signal(libc::SIGINT);
-    let status = proxy.wait_exit(Duration::from_secs(5)).await.expect("no exit");
+    let status = proxy
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("no exit");
     assert!(status.success(), "{status}");
     assert!(proxy.logs().contains("Shutdown complete"));
 }

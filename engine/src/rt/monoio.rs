@@ -19,8 +19,11 @@ use super::{Listener, Reader, Runtime, ShardMain, ShardSpec, Stream, Writer};
 /// Submission queue entries per shard ring.
 const RING_ENTRIES: u32 = 1024;
 
+/// Applies ring setup flags to a builder.
+type RingSetup = fn(&mut io_uring::Builder);
+
 /// Ring setups tried in order, most efficient first.
-const RING_SETUPS: [(&str, fn(&mut io_uring::Builder)); 3] = [
+const RING_SETUPS: [(&str, RingSetup); 3] = [
     (
         "io_uring (coop_taskrun, single_issuer, defer_taskrun)",
         |b| {
