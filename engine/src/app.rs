@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ringlink_control::thread::ControlThread;
 use ringlink_control::{Config, SystemEnv};
@@ -21,6 +22,9 @@ const EXIT_UNAVAILABLE: u8 = 69;
 const EXIT_SOFTWARE: u8 = 70;
 /// `EX_OSERR`: the OS refused something we need (a port, a thread).
 const EXIT_OSERR: u8 = 71;
+
+/// How often the main thread checks whether the shards have finished.
+const SHARD_EXIT_POLL: Duration = Duration::from_millis(50);
 
 // === types ===
 
@@ -149,6 +153,21 @@ fn run(config: &Config) -> Result<(), Fatal> {
         "Identity is not configured; proxying in plaintext"
     );
 
+    // Wait for the shards, nudging them if their runtime needs it. Handles are joined only
+    // once every shard has finished, so a nudged thread id is always valid.
+    let nudge = rt::nudge_interval(config.runtime).map_err(|error| Fatal {
+        code: EXIT_OSERR,
+        message: format!("cannot install the shard wake-up handler: {error}"),
+    })?;
+    while !handles.iter().all(rt::ShardHandle::is_finished) {
+        std::thread::sleep(nudge.unwrap_or(SHARD_EXIT_POLL));
+        if nudge.is_some() {
+            handles
+                .iter()
+                .filter(|h| !h.is_finished())
+                .for_each(rt::ShardHandle::nudge);
+        }
+    }
     let mut panicked = 0;
     for handle in handles {
         if handle.join().is_err() {

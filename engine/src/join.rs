@@ -1,10 +1,9 @@
 //! Joining the two directions of a connection in one task, polling only the side that was
-//! woken. A plain join re-polls both sides on every wake-up, which costs a wasted syscall
-//! per wake-up on a readiness backend (glommio retries `recv`/`send` eagerly) and, on
-//! glommio, drops pending readiness polls that are still needed: with a plain join, a
-//! 200 MB transfer each way stalled for good in 2 of 3 runs on a loaded machine (the
-//! shard asleep in `io_cqring_wait` with megabytes waiting in the socket); with this join, 0
-//! of 4. Lock-free: the side wakers are an atomic flag and an `AtomicWaker`.
+//! woken. A plain join re-polls both sides on every wake-up, which on a readiness backend
+//! (glommio tries `recv`/`send` eagerly on every poll) is a wasted syscall per wake-up, and
+//! on glommio it also drops still-pending readiness polls (a successful eager `send`
+//! discards the armed `POLLOUT`). Lock-free: each side's waker is an atomic flag and an
+//! `AtomicWaker`.
 
 use std::future::Future;
 use std::pin::pin;

@@ -99,6 +99,16 @@ pub struct ShardHandle {
 // === impl ShardHandle ===
 
 impl ShardHandle {
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Interrupts the shard's ring wait (see [`nudge_interval`]).
+    pub fn nudge(&self) {
+        use std::os::unix::thread::JoinHandleExt;
+        crate::sys::nudge(self.thread.as_pthread_t());
+    }
+
     /// Waits for the shard to finish; `Err` if it panicked.
     pub fn join(self) -> std::thread::Result<()> {
         self.thread.join()
@@ -113,6 +123,19 @@ pub fn probe(kind: RuntimeKind) -> Result<&'static str, String> {
     match kind {
         RuntimeKind::Glommio => glommio::probe(),
         RuntimeKind::Monoio => Ok(monoio::probe()),
+    }
+}
+
+/// How often shards of `kind` must be interrupted to recover from a lost ring wake-up:
+/// glommio 0.9 needs it (see `rt::glommio::NUDGE_INTERVAL`), monoio does not. The handler is
+/// installed by the first call.
+pub fn nudge_interval(kind: RuntimeKind) -> io::Result<Option<Duration>> {
+    match kind {
+        RuntimeKind::Glommio => {
+            crate::sys::install_nudge_handler()?;
+            Ok(Some(glommio::NUDGE_INTERVAL))
+        }
+        RuntimeKind::Monoio => Ok(None),
     }
 }
 

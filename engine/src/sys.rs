@@ -57,19 +57,35 @@ pub fn shutdown(fd: RawFd, how: Shutdown) -> io::Result<()> {
     Ok(())
 }
 
-/// A non-blocking `recv(2)` into `buf`; `Ok(None)` when nothing is ready.
-pub fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-    if n >= 0 {
-        return Ok(Some(n as usize));
+/// The signal that interrupts a glommio shard's ring wait (see `rt::glommio`): the first
+/// real-time signal after the ones glibc reserves, plus one.
+pub fn nudge_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 1
+}
+
+extern "C" fn ignore_nudge(_: libc::c_int) {}
+
+/// Installs a handler that does nothing for [`nudge_signal`], without `SA_RESTART`, so the
+/// signal interrupts a blocking syscall with EINTR instead of killing the process.
+pub fn install_nudge_handler() -> io::Result<()> {
+    // SAFETY: a zeroed sigaction is valid; the handler is an `extern "C"` function that does
+    // nothing, which is async-signal-safe.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ignore_nudge as *const () as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(nudge_signal(), &action, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
-    let error = io::Error::last_os_error();
-    if error.kind() == io::ErrorKind::WouldBlock {
-        Ok(None)
-    } else {
-        Err(error)
-    }
+    Ok(())
+}
+
+/// Sends [`nudge_signal`] to a thread of this process that has not been joined yet.
+pub fn nudge(thread: libc::pthread_t) {
+    // SAFETY: the caller guarantees the thread has not been joined, so its id is valid; a
+    // thread that already exited yields ESRCH, which is fine.
+    unsafe { libc::pthread_kill(thread, nudge_signal()) };
 }
 
 /// `SO_LINGER` with a zero timeout, so that closing the socket sends RST instead of FIN.

@@ -88,75 +88,20 @@ impl Topology {
             topo.exec_in(ns, &["ip", "link", "set", dev, "up"]);
             topo.exec_in(ns, &["ip", "link", "set", "lo", "up"]);
         }
-        let uid = PROXY_UID.to_string();
+        let uid = PROXY_UID;
         for rule in [
-            vec!["-t", "nat", "-N", "PROXY_INIT_REDIRECT"],
-            vec![
-                "-t",
-                "nat",
-                "-A",
-                "PROXY_INIT_REDIRECT",
-                "-p",
-                "tcp",
-                "-m",
-                "multiport",
-                "--dports",
-                "4190,4191",
-                "-j",
-                "RETURN",
-            ],
-            vec![
-                "-t",
-                "nat",
-                "-A",
-                "PROXY_INIT_REDIRECT",
-                "-p",
-                "tcp",
-                "-j",
-                "REDIRECT",
-                "--to-port",
-                "4143",
-            ],
-            vec!["-t", "nat", "-A", "PREROUTING", "-j", "PROXY_INIT_REDIRECT"],
-            vec!["-t", "nat", "-N", "PROXY_INIT_OUTPUT"],
-            vec![
-                "-t",
-                "nat",
-                "-A",
-                "PROXY_INIT_OUTPUT",
-                "-m",
-                "owner",
-                "--uid-owner",
-                &uid,
-                "-j",
-                "RETURN",
-            ],
-            vec![
-                "-t",
-                "nat",
-                "-A",
-                "PROXY_INIT_OUTPUT",
-                "-o",
-                "lo",
-                "-j",
-                "RETURN",
-            ],
-            vec![
-                "-t",
-                "nat",
-                "-A",
-                "PROXY_INIT_OUTPUT",
-                "-p",
-                "tcp",
-                "-j",
-                "REDIRECT",
-                "--to-port",
-                "4140",
-            ],
-            vec!["-t", "nat", "-A", "OUTPUT", "-j", "PROXY_INIT_OUTPUT"],
+            "-t nat -N PROXY_INIT_REDIRECT".to_string(),
+            "-t nat -A PROXY_INIT_REDIRECT -p tcp -m multiport --dports 4190,4191 -j RETURN".into(),
+            "-t nat -A PROXY_INIT_REDIRECT -p tcp -j REDIRECT --to-port 4143".into(),
+            "-t nat -A PREROUTING -j PROXY_INIT_REDIRECT".into(),
+            "-t nat -N PROXY_INIT_OUTPUT".into(),
+            format!("-t nat -A PROXY_INIT_OUTPUT -m owner --uid-owner {uid} -j RETURN"),
+            "-t nat -A PROXY_INIT_OUTPUT -o lo -j RETURN".into(),
+            "-t nat -A PROXY_INIT_OUTPUT -p tcp -j REDIRECT --to-port 4140".into(),
+            "-t nat -A OUTPUT -j PROXY_INIT_OUTPUT".into(),
         ] {
             let mut argv = vec!["iptables"];
-            argv.extend(rule);
+            argv.extend(rule.split_whitespace());
             topo.exec_in(&topo.pod, &argv);
         }
         topo

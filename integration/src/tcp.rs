@@ -156,19 +156,10 @@ pub async fn read_hash(
 }
 
 /// SHA-256 of the first `total` bytes of the pattern.
-pub fn pattern_hash(total: u64) -> [u8; 32] {
-    let mut hash = Sha256::new();
-    let mut buf = vec![0u8; 64 << 10];
-    let mut done = 0u64;
-    while done < total {
-        let n = (total - done).min(buf.len() as u64) as usize;
-        for (i, b) in buf[..n].iter_mut().enumerate() {
-            *b = pattern_byte(done + i as u64);
-        }
-        hash.update(&buf[..n]);
-        done += n as u64;
-    }
-    hash.finalize().into()
+pub async fn pattern_hash(total: u64) -> [u8; 32] {
+    write_pattern(&mut tokio::io::sink(), total)
+        .await
+        .expect("writing to a sink")
 }
 
 /// Connects and sends `msg`, then reads exactly `msg.len()` bytes back.

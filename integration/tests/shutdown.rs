@@ -14,6 +14,15 @@ both_runtimes!(
     idle_proxy_exits_promptly,
 );
 
+/// A connection through the proxy that has carried one byte each way.
+async fn echoed_connection(addr: std::net::SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"x").await.unwrap();
+    let mut buf = [0u8; 1];
+    stream.read_exact(&mut buf).await.unwrap();
+    stream
+}
+
 async fn open_connection_finishes_after_sigterm(runtime: &'static str) {
     let server = tcp::echo().await;
     let mut proxy = proxy::new(runtime).shards(2).orig_dst(server.addr).spawn();
@@ -60,10 +69,8 @@ async fn grace_period_closes_what_is_left(runtime: &'static str) {
         .env("LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD", "1s")
         .orig_dst(server.addr)
         .spawn();
-    let mut idle = TcpStream::connect(proxy.outbound).await.unwrap();
-    idle.write_all(b"x").await.unwrap();
+    let mut idle = echoed_connection(proxy.outbound).await;
     let mut buf = [0u8; 1];
-    idle.read_exact(&mut buf).await.unwrap();
 
     let start = Instant::now();
     proxy.signal(libc::SIGTERM);
@@ -88,10 +95,8 @@ async fn grace_period_closes_what_is_left(runtime: &'static str) {
 async fn second_signal_closes_at_once(runtime: &'static str) {
     let server = tcp::echo().await;
     let mut proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
-    let mut idle = TcpStream::connect(proxy.outbound).await.unwrap();
-    idle.write_all(b"x").await.unwrap();
-    let mut buf = [0u8; 1];
-    idle.read_exact(&mut buf).await.unwrap();
+    // Held open: the drain must not end by itself.
+    let _idle = echoed_connection(proxy.outbound).await;
     proxy.signal(libc::SIGTERM);
     assert!(proxy.wait_for_log("draining", Duration::from_secs(5)).await);
     proxy.signal(libc::SIGINT);

@@ -58,7 +58,7 @@ async fn integrity_200mb_each_way(runtime: &'static str) {
     assert_eq!(received, SIZE);
     assert_eq!(
         reply_hash,
-        tcp::pattern_hash(SIZE),
+        tcp::pattern_hash(SIZE).await,
         "client received different bytes"
     );
 }
@@ -106,7 +106,7 @@ async fn half_close_still_receives_reply(runtime: &'static str) {
     assert_eq!(hash, sent);
     let (n, reply) = tcp::read_hash(&mut stream).await.unwrap();
     assert_eq!(n, 1000);
-    assert_eq!(reply, tcp::pattern_hash(1000));
+    assert_eq!(reply, tcp::pattern_hash(1000).await);
 }
 
 async fn server_reset_reaches_client(runtime: &'static str) {

@@ -22,9 +22,15 @@ use super::{Listener, Reader, Runtime, ShardMain, ShardSpec, Stream, Writer};
 const PREEMPT_TIMER: Duration = Duration::from_millis(2);
 /// glommio's default 10 MiB per shard is for file DMA, which a proxy does not do.
 const IO_MEMORY: usize = 64 << 10;
-/// First and longest wait before a pending read checks its socket itself (see `GlReader`).
-const STALL_CHECK_FIRST: Duration = Duration::from_millis(200);
-const STALL_CHECK_MAX: Duration = Duration::from_secs(5);
+/// How often a glommio shard is interrupted by [`nudge_signal`](crate::sys::nudge_signal).
+///
+/// glommio 0.9 sleeps by waiting on its main ring for a POLL_ADD on its latency ring's fd,
+/// and that wake-up can be lost: a shard then sleeps in `io_cqring_wait` with completions
+/// (socket readiness, timers) pending, until anything interrupts the wait. Seen here in about
+/// 1 of 3 runs of the test suite (a 200 MB transfer stalled for minutes; attaching strace,
+/// which interrupts the wait, resumed it). A signal makes `io_uring_enter` return EINTR,
+/// which glommio treats as a wake-up, so a missed wake-up costs at most this long.
+pub const NUDGE_INTERVAL: Duration = Duration::from_millis(100);
 
 // === types ===
 
@@ -109,34 +115,8 @@ impl Reader for GlReader {
         // previous read are zeroed again.
         buf.resize(buf.capacity(), 0);
         let stream = &self.0;
-        let fd = stream.borrow().as_raw_fd();
-        let mut check = STALL_CHECK_FIRST;
-        let result = loop {
-            // glommio 0.9 can lose a readiness completion under CPU contention (the shard
-            // sleeps in `io_cqring_wait` with data queued on the socket; seen in 2 of 3
-            // 200 MB transfers on a loaded 2-CPU machine). While a read waits, look at the
-            // socket ourselves now and then, backing off so idle connections stay cheap.
-            let polled = async {
-                Some(
-                    poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut buf)).await,
-                )
-            };
-            let timer = async {
-                gl::timer::sleep(check).await;
-                None
-            };
-            if let Some(result) = futures_lite::future::or(polled, timer).await {
-                break result;
-            }
-            match crate::sys::recv_nonblocking(fd, &mut buf) {
-                Ok(Some(n)) => {
-                    tracing::debug!(fd, n, "Recovered a read glommio did not wake");
-                    break Ok(n);
-                }
-                Ok(None) => check = (check * 2).min(STALL_CHECK_MAX),
-                Err(error) => break Err(error),
-            }
-        };
+        let result =
+            poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut buf)).await;
         buf.truncate(*result.as_ref().unwrap_or(&0));
         (result, buf)
     }
