@@ -247,6 +247,18 @@ impl Proxy {
         None
     }
 
+    /// Asserts that the proxy exits with status 0 within `timeout`.
+    pub async fn assert_exits_cleanly(&mut self, timeout: Duration) {
+        let Some(status) = self.wait_exit(timeout).await else {
+            panic!("ringlink did not exit within {timeout:?}:\n{}", self.logs());
+        };
+        assert!(
+            status.success(),
+            "ringlink exited with {status}:\n{}",
+            self.logs()
+        );
+    }
+
     pub fn rss_kib(&self) -> u64 {
         crate::proc::rss_kib(self.child.id())
     }

@@ -56,11 +56,7 @@ async fn open_connection_finishes_after_sigterm(runtime: &'static str) {
     open.shutdown().await.unwrap();
     let mut rest = Vec::new();
     open.read_to_end(&mut rest).await.unwrap();
-    let status = proxy
-        .wait_exit(Duration::from_secs(5))
-        .await
-        .expect("no exit");
-    assert!(status.success(), "{status}");
+    proxy.assert_exits_cleanly(Duration::from_secs(5)).await;
 }
 
 async fn grace_period_closes_what_is_left(runtime: &'static str) {
@@ -74,11 +70,7 @@ async fn grace_period_closes_what_is_left(runtime: &'static str) {
 
     let start = Instant::now();
     proxy.signal(libc::SIGTERM);
-    let status = proxy
-        .wait_exit(Duration::from_secs(10))
-        .await
-        .expect("no exit");
-    assert!(status.success(), "{status}");
+    proxy.assert_exits_cleanly(Duration::from_secs(10)).await;
     let took = start.elapsed();
     assert!(
         took >= Duration::from_millis(900),
@@ -101,20 +93,12 @@ async fn second_signal_closes_at_once(runtime: &'static str) {
     assert!(proxy.wait_for_log("draining", Duration::from_secs(5)).await);
     proxy.signal(libc::SIGINT);
     // The default grace period is 2 minutes; the second signal ends it now.
-    let status = proxy
-        .wait_exit(Duration::from_secs(5))
-        .await
-        .expect("no exit");
-    assert!(status.success(), "{status}");
+    proxy.assert_exits_cleanly(Duration::from_secs(5)).await;
 }
 
 async fn idle_proxy_exits_promptly(runtime: &'static str) {
     let mut proxy = proxy::new(runtime).shards(2).spawn();
     proxy.signal(libc::SIGINT);
-    let status = proxy
-        .wait_exit(Duration::from_secs(5))
-        .await
-        .expect("no exit");
-    assert!(status.success(), "{status}");
+    proxy.assert_exits_cleanly(Duration::from_secs(5)).await;
     assert!(proxy.logs().contains("Shutdown complete"));
 }
