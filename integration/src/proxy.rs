@@ -17,6 +17,7 @@ pub struct Builder {
     env: HashMap<String, String>,
     taskset: Option<String>,
     wrapper: Vec<String>,
+    block_io_uring: bool,
 }
 
 /// A running proxy; killed (by its PID) when dropped.
@@ -47,6 +48,7 @@ pub fn new(runtime: &str) -> Builder {
         env,
         taskset: None,
         wrapper: Vec::new(),
+        block_io_uring: false,
     }
 }
 
@@ -58,12 +60,16 @@ pub fn binary() -> PathBuf {
     dir.join("ringlink-it")
 }
 
-/// Runs the binary with exactly `env` (plus PATH) and waits for it to exit.
+/// Runs the binary with exactly `env` and waits for it to exit.
 pub fn run_to_exit(env: &[(&str, &str)], timeout: Duration) -> (ExitStatus, String) {
     let mut cmd = Command::new(binary());
-    cmd.env_clear()
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
+    cmd.env_clear().envs(env.iter().copied());
+    collect_exit(cmd, timeout)
+}
+
+/// Runs `cmd` to its exit, returning its status and stderr.
+fn collect_exit(mut cmd: Command, timeout: Duration) -> (ExitStatus, String) {
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     die_with_parent(&mut cmd);
@@ -107,14 +113,21 @@ impl Builder {
         self
     }
 
+    /// Runs the proxy under a seccomp filter that refuses `io_uring_setup` with EPERM, as
+    /// Docker >= 25's default profile does.
+    pub fn block_io_uring(mut self) -> Self {
+        self.block_io_uring = true;
+        self
+    }
+
     /// Runs the proxy through a wrapper command (e.g. `ip netns exec NS setpriv ...`).
     pub fn wrapper(mut self, argv: &[&str]) -> Self {
         self.wrapper = argv.iter().map(|s| s.to_string()).collect();
         self
     }
 
-    /// Starts the proxy and waits until it listens.
-    pub fn spawn(self) -> Proxy {
+    /// The command line and environment (with PATH, nothing else inherited).
+    fn command(&self) -> Command {
         let mut argv: Vec<String> = self.wrapper.clone();
         if let Some(cpus) = &self.taskset {
             argv.extend(["taskset".into(), "-c".into(), cpus.clone()]);
@@ -124,8 +137,22 @@ impl Builder {
         cmd.args(&argv[1..])
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(&self.env)
-            .stdin(Stdio::null())
+            .envs(&self.env);
+        if self.block_io_uring {
+            refuse_io_uring(&mut cmd);
+        }
+        cmd
+    }
+
+    /// Runs the proxy expecting it to exit by itself; returns its status and stderr.
+    pub fn run_to_exit(self, timeout: Duration) -> (ExitStatus, String) {
+        collect_exit(self.command(), timeout)
+    }
+
+    /// Starts the proxy and waits until it listens.
+    pub fn spawn(self) -> Proxy {
+        let mut cmd = self.command();
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         die_with_parent(&mut cmd);
@@ -166,6 +193,62 @@ impl Builder {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+/// Installs, in the child, a seccomp filter that fails `io_uring_setup` with EPERM.
+fn refuse_io_uring(cmd: &mut Command) {
+    // Classic BPF over `struct seccomp_data` (nr at offset 0).
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    let nr = libc::SYS_io_uring_setup as u32;
+    let filter = [
+        libc::sock_filter {
+            code: LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        libc::sock_filter {
+            code: JEQ_K,
+            jt: 0,
+            jf: 1,
+            k: nr,
+        },
+        libc::sock_filter {
+            code: RET_K,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        },
+        libc::sock_filter {
+            code: RET_K,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
+    ];
+    #[allow(unsafe_code)]
+    // SAFETY: the closure only calls prctl(2) with a filter that lives until exec (the
+    // closure owns it), which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr() as *mut libc::sock_filter,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
