@@ -1,9 +1,12 @@
 //! The control thread: a tokio current-thread runtime on its own OS thread. It owns
 //! everything tokio-based, which must never run on a shard (DESIGN.md §2). Today that is
-//! signal handling and the shutdown phase it publishes to every shard.
+//! signal handling, the shutdown phase it publishes to every shard, and the admin server.
 
 use std::io;
-use std::sync::mpsc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{mpsc, Arc};
+
+use ringlink_admin::{Admin, LogLevel};
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -22,6 +25,18 @@ pub enum Phase {
     Closing,
 }
 
+/// What the control thread needs to serve the admin endpoints.
+pub struct AdminSetup {
+    /// Bound to `LINKERD2_PROXY_ADMIN_LISTEN_ADDR`.
+    pub listener: std::net::TcpListener,
+    /// Set by the binary once every shard serves.
+    pub ready: Arc<AtomicBool>,
+    pub log_level: Box<dyn LogLevel>,
+    pub env: Vec<(String, String)>,
+    /// `LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED`.
+    pub shutdown_enabled: bool,
+}
+
 /// A shard's view of the [`Phase`] (crosses threads; works on any runtime).
 pub type PhaseRx = watch::Receiver<Phase>;
 
@@ -37,7 +52,7 @@ pub struct ControlThread {
 impl ControlThread {
     /// Starts the control thread; returns once its signal handlers are installed, so a
     /// signal sent after this returns is never lost to the default action.
-    pub fn spawn() -> io::Result<ControlThread> {
+    pub fn spawn(admin: AdminSetup) -> io::Result<ControlThread> {
         let (phase, _) = watch::channel(Phase::Serving);
         let publisher = phase.clone();
         let (ready_tx, ready_rx) = mpsc::sync_channel::<io::Result<()>>(1);
@@ -69,22 +84,49 @@ impl ControlThread {
                             return;
                         }
                     };
+                    admin.listener.set_nonblocking(true).ok();
+                    let listener = match tokio::net::TcpListener::from_std(admin.listener) {
+                        Ok(listener) => listener,
+                        Err(error) => {
+                            let _ = ready_tx.send(Err(error));
+                            return;
+                        }
+                    };
+                    let drain = publisher.clone();
+                    let shutdown = admin.shutdown_enabled.then(|| {
+                        Box::new(move || {
+                            drain.send_if_modified(|phase| {
+                                let start = *phase == Phase::Serving;
+                                if start {
+                                    *phase = Phase::Draining;
+                                }
+                                start
+                            });
+                        }) as Box<dyn Fn() + Send + Sync>
+                    });
+                    let admin = Admin {
+                        ready: admin.ready,
+                        log_level: admin.log_level,
+                        env: admin.env,
+                        shutdown,
+                    };
+                    tokio::spawn(ringlink_admin::serve(listener, Arc::new(admin)));
                     let _ = ready_tx.send(Ok(()));
-                    for next in [Phase::Draining, Phase::Closing] {
+                    loop {
                         let name = tokio::select! {
                             _ = term.recv() => "SIGTERM",
                             _ = int.recv() => "SIGINT",
                         };
-                        match next {
-                            Phase::Draining => {
-                                tracing::info!(signal = name, "Received signal, draining")
-                            }
-                            _ => tracing::info!(
+                        if *publisher.borrow() == Phase::Serving {
+                            tracing::info!(signal = name, "Received signal, draining");
+                            publisher.send_replace(Phase::Draining);
+                        } else {
+                            tracing::info!(
                                 signal = name,
                                 "Received another signal, closing connections now"
-                            ),
+                            );
+                            publisher.send_replace(Phase::Closing);
                         }
-                        publisher.send_replace(next);
                     }
                 });
             })?;

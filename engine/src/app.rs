@@ -3,10 +3,11 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringlink_control::thread::ControlThread;
+use ringlink_control::thread::{AdminSetup, ControlThread};
 use ringlink_control::{Config, SystemEnv};
 
 use crate::listen;
@@ -46,14 +47,17 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Err(error) = logging::init(&config.log_filter, config.log_format) {
-        eprintln!(
-            "ringlink: invalid LINKERD2_PROXY_LOG={:?}: {error}",
-            config.log_filter
-        );
-        return ExitCode::from(EXIT_CONFIG);
-    }
-    match run(&config) {
+    let log = match logging::init(&config.log_filter, config.log_format) {
+        Ok(log) => log,
+        Err(error) => {
+            eprintln!(
+                "ringlink: invalid LINKERD2_PROXY_LOG={:?}: {error}",
+                config.log_filter
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match run(&config, log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(fatal) => {
             tracing::error!(message = %fatal.message, "Fatal");
@@ -63,7 +67,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(config: &Config) -> Result<(), Fatal> {
+fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
     let driver = rt::probe(config.runtime).map_err(|message| Fatal {
         code: EXIT_UNAVAILABLE,
         message,
@@ -103,7 +107,21 @@ fn run(config: &Config) -> Result<(), Fatal> {
         orig_dst_override: config.orig_dst_override,
     });
 
-    let control = ControlThread::spawn().map_err(|error| Fatal {
+    let admin_addr = config.admin_listen_addr;
+    let admin_listener = std::net::TcpListener::bind(admin_addr).map_err(|error| Fatal {
+        code: EXIT_OSERR,
+        message: format!("cannot listen on {admin_addr} (admin): {error}"),
+    })?;
+    let admin_addr = admin_listener.local_addr().unwrap_or(admin_addr);
+    let ready = Arc::new(AtomicBool::new(false));
+    let control = ControlThread::spawn(AdminSetup {
+        listener: admin_listener,
+        ready: ready.clone(),
+        log_level: Box::new(log),
+        env: proxy_env(),
+        shutdown_enabled: config.shutdown_endpoint_enabled,
+    })
+    .map_err(|error| Fatal {
         code: EXIT_OSERR,
         message: format!("cannot start the control thread: {error}"),
     })?;
@@ -142,6 +160,8 @@ fn run(config: &Config) -> Result<(), Fatal> {
     for (direction, addr) in &listening {
         tracing::info!(%direction, %addr, "Listening");
     }
+    tracing::info!(addr = %admin_addr, "Admin server listening");
+    ready.store(true, Ordering::Release);
     if config.orig_dst_override.is_some() {
         tracing::info!(
             orig_dst = ?config.orig_dst_override,
@@ -182,6 +202,16 @@ fn run(config: &Config) -> Result<(), Fatal> {
     }
     tracing::info!("Shutdown complete");
     Ok(())
+}
+
+/// The proxy's own settings from the environment, for `/env.json`.
+fn proxy_env() -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| k.starts_with("LINKERD2_PROXY_") || k.starts_with("RINGLINK_"))
+        .collect();
+    env.sort();
+    env
 }
 
 /// The CPUs this process may run on (its affinity mask, which a cgroup cpuset narrows), in

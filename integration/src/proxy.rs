@@ -26,6 +26,7 @@ pub struct Proxy {
     child: Child,
     pub outbound: SocketAddr,
     pub inbound: SocketAddr,
+    pub admin: SocketAddr,
     logs: Arc<Mutex<String>>,
 }
 
@@ -176,11 +177,13 @@ impl Builder {
             let text = logs.lock().unwrap().clone();
             let outbound = listening(&text, "outbound");
             let inbound = listening(&text, "inbound");
-            if let (Some(outbound), Some(inbound)) = (outbound, inbound) {
+            let admin = admin_addr(&text);
+            if let (Some(outbound), Some(inbound), Some(admin)) = (outbound, inbound, admin) {
                 return Proxy {
                     child,
                     outbound,
                     inbound,
+                    admin,
                     logs,
                 };
             }
@@ -262,6 +265,21 @@ fn die_with_parent(cmd: &mut Command) {
             Ok(())
         });
     }
+}
+
+/// The admin server's address, from its "Admin server listening" line (plain or JSON).
+fn admin_addr(logs: &str) -> Option<SocketAddr> {
+    let line = logs
+        .lines()
+        .find(|l| l.contains("Admin server listening"))?;
+    let plain = "addr=";
+    let json = "\"addr\":\"";
+    if let Some(at) = line.find(json) {
+        let rest = &line[at + json.len()..];
+        return rest[..rest.find('"')?].parse().ok();
+    }
+    let rest = &line[line.find(plain)? + plain.len()..];
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 /// The address of the `direction` listener, from the "Listening" line (plain or JSON).
