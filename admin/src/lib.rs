@@ -1,4 +1,4 @@
-//! The admin server, on the control thread (tokio): Linkerd's `/live`, `/ready`,
+//! The admin server, on the control thread (tokio): Linkerd's `/metrics`, `/live`, `/ready`,
 //! `/proxy-log-level`, `/env.json` and `/shutdown`. It knows nothing of protocols or shards:
 //! what it serves comes in through [`Admin`], a small set of hooks the binary fills in.
 //!
@@ -8,6 +8,8 @@
 
 #![forbid(unsafe_code)]
 
+mod metrics;
 mod server;
 
+pub use metrics::Exposition;
 pub use server::{serve, Admin, LogLevel, IDLE_TIMEOUT, MAX_BODY, MAX_HEAD};

@@ -40,6 +40,7 @@ pub struct Admin {
     pub env: Vec<(String, String)>,
     /// `Some` when `LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED=true`: starts a drain.
     pub shutdown: Option<Box<dyn Fn() + Send + Sync>>,
+    pub metrics: crate::Exposition,
 }
 
 /// One parsed request.
@@ -214,6 +215,9 @@ fn parse_head(req: &httparse::Request<'_, '_>) -> Result<(String, String, bool, 
 fn route(req: &Request, peer: SocketAddr, admin: &Admin) -> Response {
     let local = peer.ip().is_loopback();
     match req.path.as_str() {
+        "/metrics" => only(req, &["GET", "HEAD"], || {
+            Response::body(200, "text/plain; version=0.0.4", admin.metrics.render())
+        }),
         "/live" => only(req, &["GET", "HEAD"], || Response::text(200, "live\n")),
         "/ready" => only(req, &["GET", "HEAD"], || {
             if admin.ready.load(Ordering::Acquire) {

@@ -6,7 +6,7 @@ use std::io;
 use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 
-use ringlink_admin::{Admin, LogLevel};
+use ringlink_admin::{Admin, Exposition, LogLevel};
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -35,6 +35,8 @@ pub struct AdminSetup {
     pub env: Vec<(String, String)>,
     /// `LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED`.
     pub shutdown_enabled: bool,
+    /// Every shard's metrics, for `/metrics`.
+    pub metrics: Exposition,
 }
 
 /// A shard's view of the [`Phase`] (crosses threads; works on any runtime).
@@ -109,6 +111,7 @@ impl ControlThread {
                         log_level: admin.log_level,
                         env: admin.env,
                         shutdown,
+                        metrics: admin.metrics,
                     };
                     tokio::spawn(ringlink_admin::serve(listener, Arc::new(admin)));
                     let _ = ready_tx.send(Ok(()));

@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ringlink_admin::Exposition;
 use ringlink_control::thread::{AdminSetup, ControlThread};
 use ringlink_control::{Config, SystemEnv};
 
 use crate::listen;
+use crate::metrics::TcpMetrics;
 use crate::rt::{self, ShardSpec};
 use crate::shard::{Direction, ShardSeed, ShardSettings};
 use crate::{logging, sys};
@@ -107,6 +109,16 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
         orig_dst_override: config.orig_dst_override,
     });
 
+    let mut registries = Vec::with_capacity(shards);
+    let mut shard_metrics = Vec::with_capacity(shards);
+    for index in 0..shards {
+        let (registry, tcp) = TcpMetrics::for_shard(index).map_err(|error| Fatal {
+            code: EXIT_SOFTWARE,
+            message: format!("cannot register metrics: {error}"),
+        })?;
+        registries.push(registry);
+        shard_metrics.push(tcp);
+    }
     let admin_addr = config.admin_listen_addr;
     let admin_listener = std::net::TcpListener::bind(admin_addr).map_err(|error| Fatal {
         code: EXIT_OSERR,
@@ -120,6 +132,7 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
         log_level: Box::new(log),
         env: proxy_env(),
         shutdown_enabled: config.shutdown_endpoint_enabled,
+        metrics: Exposition::new(registries, env!("CARGO_PKG_VERSION")),
     })
     .map_err(|error| Fatal {
         code: EXIT_OSERR,
@@ -135,12 +148,14 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
         }
     }
     let mut handles = Vec::with_capacity(shards);
-    for (index, (listeners, cpu)) in per_shard.into_iter().zip(cpus).enumerate() {
+    let seeds = per_shard.into_iter().zip(cpus).zip(shard_metrics);
+    for (index, ((listeners, cpu), tcp)) in seeds.enumerate() {
         let seed = ShardSeed {
             index,
             settings: settings.clone(),
             listeners,
             phase: control.phase(),
+            tcp,
         };
         let handle = rt::spawn_shard(config.runtime, ShardSpec { index, cpu: *cpu }, seed)
             .map_err(|error| Fatal {

@@ -15,6 +15,9 @@ use std::rc::Rc;
 
 use tracing::Instrument;
 
+use prometheus::IntCounter;
+
+use crate::metrics::Peer;
 use crate::rt::{Reader, Runtime, Stream, Writer};
 use crate::shard::{Direction, ShardState, TaskGuard};
 use crate::sys;
@@ -67,17 +70,21 @@ pub async fn serve<R: Runtime>(
             Direction::Outbound => state.settings.outbound_connect_timeout,
             Direction::Inbound => state.settings.inbound_connect_timeout,
         };
+        let src = state.tcp.open(direction, Peer::Src, target);
         let upstream = match R::connect(target, timeout).await {
             Ok(upstream) => upstream,
             Err(error) => {
                 tracing::info!(%error, "Connect failed");
                 reset(client_fd);
+                src.close(None);
                 return;
             }
         };
         if state.is_closing() {
+            src.close(None);
             return;
         }
+        let dst = state.tcp.open(direction, Peer::Dst, target);
         let upstream_fd = upstream.as_raw_fd();
         entry.set_upstream(upstream_fd);
 
@@ -86,19 +93,31 @@ pub async fn serve<R: Runtime>(
         let (sent, received) = crate::join::join(
             copy(
                 &state,
-                &mut client_rx,
-                &mut upstream_tx,
+                (&mut client_rx, &mut upstream_tx),
                 [client_fd, upstream_fd],
+                [&src.read_bytes, &dst.write_bytes],
             ),
             copy(
                 &state,
-                &mut upstream_rx,
-                &mut client_tx,
+                (&mut upstream_rx, &mut client_tx),
                 [upstream_fd, client_fd],
+                [&dst.read_bytes, &src.write_bytes],
             ),
         )
         .await;
         tracing::debug!(?sent, ?received, "Connection closed");
+        // Which end each error came from: the client's (reading from it, writing to it) or
+        // the server's.
+        let client_error = match (&sent, &received) {
+            (Err(Ended::ReadFailed(e)), _) | (_, Err(Ended::WriteFailed(e))) => Some(e),
+            _ => None,
+        };
+        let server_error = match (&sent, &received) {
+            (Err(Ended::WriteFailed(e)), _) | (_, Err(Ended::ReadFailed(e))) => Some(e),
+            _ => None,
+        };
+        src.close(client_error);
+        dst.close(server_error);
         drop(R::Stream::reunite(client_rx, client_tx));
         drop(R::Stream::reunite(upstream_rx, upstream_tx));
         drop(entry);
@@ -143,12 +162,13 @@ fn target(state: &ShardState, direction: Direction, fd: RawFd) -> Option<SocketA
     })
 }
 
-/// Copies `src` to `dst` until the end of `src` or an error. `fds` is `[src, dst]`.
+/// Copies `src` to `dst` until the end of `src` or an error, counting bytes read from `src`
+/// and written to `dst`. `fds` is `[src, dst]`.
 async fn copy(
     state: &ShardState,
-    src: &mut impl Reader,
-    dst: &mut impl Writer,
+    (src, dst): (&mut impl Reader, &mut impl Writer),
     fds: [RawFd; 2],
+    [read_bytes, write_bytes]: [&IntCounter; 2],
 ) -> Result<u64, Ended> {
     let mut buf = Vec::with_capacity(SMALL_BUFFER);
     let mut total = 0u64;
@@ -165,12 +185,14 @@ async fn copy(
             Err(error) => break Ended::ReadFailed(error),
         };
         total += n as u64;
+        read_bytes.inc_by(n as u64);
         let filled = n == buf.capacity();
         let (written, returned) = dst.write_all(buf).await;
         buf = returned;
         if let Err(error) = written {
             break Ended::WriteFailed(error);
         }
+        write_bytes.inc_by(n as u64);
         if filled && buf.capacity() < LARGE_BUFFER {
             buf = state.take_buffer();
         } else if n < SMALL_BUFFER && buf.capacity() >= LARGE_BUFFER {

@@ -10,6 +10,7 @@ mod forward;
 mod join;
 mod listen;
 mod logging;
+mod metrics;
 mod orig_dst;
 pub mod rt;
 mod shard;

@@ -17,6 +17,7 @@ use ringlink_control::thread::{Phase, PhaseRx};
 use slab::Slab;
 
 use crate::forward;
+use crate::metrics::TcpMetrics;
 use crate::orig_dst::{FixedOrigDst, KernelOrigDst, OrigDst};
 use crate::rt::{Listener, Runtime, ShardMain};
 use crate::sys;
@@ -54,6 +55,7 @@ pub struct ShardSeed {
     pub settings: Arc<ShardSettings>,
     pub listeners: Vec<(Direction, std::net::TcpListener)>,
     pub phase: PhaseRx,
+    pub tcp: TcpMetrics,
 }
 
 /// A shard's own state, shared by its tasks through `Rc`.
@@ -61,6 +63,7 @@ pub struct ShardState {
     pub index: usize,
     pub settings: Arc<ShardSettings>,
     pub orig_dst: Box<dyn OrigDst>,
+    pub tcp: TcpMetrics,
     /// Open connections' sockets (client, upstream), so that a drain can close them.
     conns: RefCell<Slab<[RawFd; 2]>>,
     /// Tasks still running (accept loops and connections); the shard ends at zero.
@@ -109,7 +112,7 @@ impl ShardMain for ShardSeed {
 // === impl ShardState ===
 
 impl ShardState {
-    fn new(index: usize, settings: Arc<ShardSettings>) -> Self {
+    fn new(index: usize, settings: Arc<ShardSettings>, tcp: TcpMetrics) -> Self {
         let orig_dst: Box<dyn OrigDst> = match settings.orig_dst_override {
             Some(addr) => Box::new(FixedOrigDst(addr)),
             None => Box::new(KernelOrigDst),
@@ -118,6 +121,7 @@ impl ShardState {
             index,
             settings,
             orig_dst,
+            tcp,
             conns: RefCell::new(Slab::new()),
             tasks: Cell::new(0),
             closing: Cell::new(false),
@@ -238,8 +242,9 @@ pub async fn run<R: Runtime>(seed: ShardSeed) {
         settings,
         listeners,
         mut phase,
+        tcp,
     } = seed;
-    let state = Rc::new(ShardState::new(index, settings));
+    let state = Rc::new(ShardState::new(index, settings, tcp));
     for (direction, listener) in listeners {
         let addr = listener.local_addr().ok();
         match R::listener(listener) {

@@ -5,6 +5,7 @@
 //! that cargo builds it before the tests.
 
 pub mod http;
+pub mod metrics;
 pub mod netns;
 pub mod proc;
 pub mod proxy;

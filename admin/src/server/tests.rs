@@ -45,6 +45,7 @@ async fn start(shutdown_enabled: bool) -> Harness {
                 counter.fetch_add(1, Ordering::SeqCst);
             }) as Box<dyn Fn() + Send + Sync>
         }),
+        metrics: crate::Exposition::new(Vec::new(), "test"),
     };
     tokio::spawn(serve(listener, Arc::new(admin)));
     Harness {
@@ -77,6 +78,18 @@ async fn live_and_ready() {
     let (status, text) = call(h.addr, "GET", "/ready", "").await;
     assert_eq!(status, 200);
     assert!(text.ends_with("\r\n\r\nready\n"), "{text}");
+}
+
+#[tokio::test]
+async fn metrics_page_is_served() {
+    let h = start(false).await;
+    let (status, text) = call(h.addr, "GET", "/metrics", "").await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("content-type: text/plain; version=0.0.4"),
+        "{text}"
+    );
+    assert!(text.contains("proxy_build_info{version=\"test\""), "{text}");
 }
 
 #[tokio::test]
