@@ -37,6 +37,7 @@ const INBOUND_DETECT_TIMEOUT: &str = "LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT";
 const OUTBOUND_DETECT_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT";
 const INBOUND_OPAQUE_PORTS: &str = "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION";
 const SHUTDOWN_GRACE_PERIOD: &str = "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD";
+const METRICS_RETAIN_IDLE: &str = "LINKERD2_PROXY_METRICS_RETAIN_IDLE";
 const SHUTDOWN_ENDPOINT_ENABLED: &str = "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED";
 const LOG: &str = "LINKERD2_PROXY_LOG";
 const LOG_FORMAT: &str = "LINKERD2_PROXY_LOG_FORMAT";
@@ -54,6 +55,7 @@ const DEFAULT_OUTBOUND_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_INBOUND_DETECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_OUTBOUND_DETECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(2 * 60);
+const DEFAULT_METRICS_RETAIN_IDLE: Duration = Duration::from_secs(10 * 60);
 const DEFAULT_LOG_FILTER: &str = "warn,ringlink=info,ringlink_engine=info,ringlink_control=info";
 const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
 
@@ -98,6 +100,9 @@ pub struct Config {
     pub inbound_opaque_ports: PortSet,
     /// `LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD`, default 2m.
     pub shutdown_grace_period: Duration,
+    /// `LINKERD2_PROXY_METRICS_RETAIN_IDLE`, default 10m: series with no open connection and
+    /// no activity for this long are dropped.
+    pub metrics_retain_idle: Duration,
     /// `LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED` (`true`/`false`), default false.
     pub shutdown_endpoint_enabled: bool,
     /// `LINKERD2_PROXY_LOG`, trimmed; only non-emptiness is checked here (the engine checks
@@ -251,6 +256,7 @@ impl Config {
             read(env, INBOUND_OPAQUE_PORTS, |s| s.parse())?.unwrap_or_default();
 
         let shutdown_grace_period = duration(SHUTDOWN_GRACE_PERIOD, DEFAULT_SHUTDOWN_GRACE_PERIOD)?;
+        let metrics_retain_idle = duration(METRICS_RETAIN_IDLE, DEFAULT_METRICS_RETAIN_IDLE)?;
         let shutdown_endpoint_enabled =
             read(env, SHUTDOWN_ENDPOINT_ENABLED, parse_bool)?.unwrap_or(false);
 
@@ -275,6 +281,7 @@ impl Config {
             outbound_detect_timeout,
             inbound_opaque_ports,
             shutdown_grace_period,
+            metrics_retain_idle,
             shutdown_endpoint_enabled,
             log_filter,
             log_format,
@@ -300,6 +307,7 @@ impl Default for Config {
             outbound_detect_timeout: DEFAULT_OUTBOUND_DETECT_TIMEOUT,
             inbound_opaque_ports: PortSet::default(),
             shutdown_grace_period: DEFAULT_SHUTDOWN_GRACE_PERIOD,
+            metrics_retain_idle: DEFAULT_METRICS_RETAIN_IDLE,
             shutdown_endpoint_enabled: false,
             log_filter: DEFAULT_LOG_FILTER.to_string(),
             log_format: LogFormat::Plain,

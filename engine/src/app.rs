@@ -107,6 +107,7 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
         shutdown_grace_period: config.shutdown_grace_period,
         own_addrs: listening.iter().map(|(_, addr)| *addr).collect(),
         orig_dst_override: config.orig_dst_override,
+        metrics_retain_idle: config.metrics_retain_idle,
     });
 
     let mut registries = Vec::with_capacity(shards);

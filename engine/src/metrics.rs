@@ -5,9 +5,11 @@
 //! prometheus crate) happen once per connection when it opens; per read and write the shard
 //! only adds to counters it already holds.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
@@ -35,6 +37,20 @@ pub enum Peer {
     Src,
     /// The server the proxy connected to.
     Dst,
+}
+
+/// Which label sets a shard uses and since when they are idle, so that series for
+/// destinations no longer talked to are dropped (`LINKERD2_PROXY_METRICS_RETAIN_IDLE`) and the
+/// page cannot grow without bound. Shard-local.
+#[derive(Default)]
+pub struct TcpUsage {
+    entries: RefCell<HashMap<[String; 4], Usage>>,
+}
+
+struct Usage {
+    open: usize,
+    last: Instant,
+    errnos: Vec<String>,
 }
 
 /// One open connection's series, looked up once.
@@ -92,7 +108,13 @@ impl TcpMetrics {
     }
 
     /// Records a connection opening and returns its series.
-    pub fn open(&self, direction: Direction, peer: Peer, target: SocketAddr) -> PeerMetrics {
+    pub fn open(
+        &self,
+        usage: &TcpUsage,
+        direction: Direction,
+        peer: Peer,
+        target: SocketAddr,
+    ) -> PeerMetrics {
         let labels = [
             direction.as_str().to_string(),
             match peer {
@@ -103,6 +125,7 @@ impl TcpMetrics {
             TLS_DISABLED.to_string(),
             target.to_string(),
         ];
+        usage.opened(&labels);
         let values: [&str; 4] = [&labels[0], &labels[1], &labels[2], &labels[3]];
         self.open_total.with_label_values(&values).inc();
         let open = self.open_connections.with_label_values(&values);
@@ -121,13 +144,66 @@ impl TcpMetrics {
 
 impl PeerMetrics {
     /// Records the close, with the errno of the error that ended it, if any.
-    pub fn close(self, error: Option<&io::Error>) {
+    pub fn close(self, usage: &TcpUsage, error: Option<&io::Error>) {
         self.open.dec();
         let errno = error.map(errno_name).unwrap_or_default();
+        usage.closed(&self.labels, &errno);
         let [a, b, c, d] = &self.labels;
         self.close_total
             .with_label_values(&[a.as_str(), b, c, d, &errno])
             .inc();
+    }
+}
+
+// === impl TcpUsage ===
+
+impl TcpUsage {
+    fn opened(&self, labels: &[String; 4]) {
+        let mut entries = self.entries.borrow_mut();
+        let now = Instant::now();
+        let usage = entries.entry(labels.clone()).or_insert_with(|| Usage {
+            open: 0,
+            last: now,
+            errnos: Vec::new(),
+        });
+        usage.open += 1;
+        usage.last = now;
+    }
+
+    fn closed(&self, labels: &[String; 4], errno: &str) {
+        if let Some(usage) = self.entries.borrow_mut().get_mut(labels) {
+            usage.open = usage.open.saturating_sub(1);
+            usage.last = Instant::now();
+            if !usage.errnos.iter().any(|e| e == errno) {
+                usage.errnos.push(errno.to_string());
+            }
+        }
+    }
+
+    /// Drops the series of label sets with no open connection and no activity for `retain`.
+    /// Returns how many label sets were dropped.
+    pub fn evict(&self, metrics: &TcpMetrics, retain: Duration) -> usize {
+        let now = Instant::now();
+        let mut entries = self.entries.borrow_mut();
+        let before = entries.len();
+        entries.retain(|labels, usage| {
+            if usage.open > 0 || now.duration_since(usage.last) < retain {
+                return true;
+            }
+            let values: [&str; 4] = [&labels[0], &labels[1], &labels[2], &labels[3]];
+            let _ = metrics.open_total.remove_label_values(&values);
+            let _ = metrics.open_connections.remove_label_values(&values);
+            let _ = metrics.read_bytes.remove_label_values(&values);
+            let _ = metrics.write_bytes.remove_label_values(&values);
+            for errno in &usage.errnos {
+                let [a, b, c, d] = values;
+                let _ = metrics
+                    .close_total
+                    .remove_label_values(&[a, b, c, d, errno]);
+            }
+            false
+        });
+        before - entries.len()
     }
 }
 

@@ -17,7 +17,7 @@ use ringlink_control::thread::{Phase, PhaseRx};
 use slab::Slab;
 
 use crate::forward;
-use crate::metrics::TcpMetrics;
+use crate::metrics::{TcpMetrics, TcpUsage};
 use crate::orig_dst::{FixedOrigDst, KernelOrigDst, OrigDst};
 use crate::rt::{Listener, Runtime, ShardMain};
 use crate::sys;
@@ -47,6 +47,8 @@ pub struct ShardSettings {
     /// The addresses the proxy's listeners are bound to, for loop detection.
     pub own_addrs: Vec<SocketAddr>,
     pub orig_dst_override: Option<SocketAddr>,
+    /// How long an unused metric series is kept.
+    pub metrics_retain_idle: Duration,
 }
 
 /// What a shard thread is handed at startup (crosses into the shard thread once).
@@ -64,6 +66,7 @@ pub struct ShardState {
     pub settings: Arc<ShardSettings>,
     pub orig_dst: Box<dyn OrigDst>,
     pub tcp: TcpMetrics,
+    pub tcp_usage: TcpUsage,
     /// Open connections' sockets (client, upstream), so that a drain can close them.
     conns: RefCell<Slab<[RawFd; 2]>>,
     /// Tasks still running (accept loops and connections); the shard ends at zero.
@@ -122,6 +125,7 @@ impl ShardState {
             settings,
             orig_dst,
             tcp,
+            tcp_usage: TcpUsage::default(),
             conns: RefCell::new(Slab::new()),
             tasks: Cell::new(0),
             closing: Cell::new(false),
@@ -261,6 +265,8 @@ pub async fn run<R: Runtime>(seed: ShardSeed) {
         }
     }
 
+    R::spawn(evict_loop::<R>(state.task(), state.clone(), phase.clone()));
+
     let _ = phase.wait_for(|p| *p != Phase::Serving).await;
     let grace = state.settings.shutdown_grace_period;
     tracing::debug!(
@@ -293,6 +299,32 @@ pub async fn run<R: Runtime>(seed: ShardSeed) {
         state.tasks_done().await;
     }
     tracing::debug!(shard = index, "Shard stopped");
+}
+
+/// Drops idle metric series every quarter of the retention period, until the drain.
+async fn evict_loop<R: Runtime>(_task: TaskGuard, state: Rc<ShardState>, mut phase: PhaseRx) {
+    let retain = state.settings.metrics_retain_idle;
+    let every = (retain / 4).max(Duration::from_millis(100));
+    loop {
+        let draining = or(
+            async {
+                R::sleep(every).await;
+                false
+            },
+            async {
+                let _ = phase.wait_for(|p| *p != Phase::Serving).await;
+                true
+            },
+        )
+        .await;
+        if draining {
+            return;
+        }
+        let evicted = state.tcp_usage.evict(&state.tcp, retain);
+        if evicted > 0 {
+            tracing::debug!(shard = state.index, evicted, "Dropped idle metric series");
+        }
+    }
 }
 
 async fn accept_loop<R: Runtime>(

@@ -152,3 +152,45 @@ async fn page_passes_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn idle_series_are_dropped_after_retain_idle() {
+    let server = tcp::echo().await;
+    let proxy = proxy::new("monoio")
+        .env("LINKERD2_PROXY_METRICS_RETAIN_IDLE", "1s")
+        .orig_dst(server.addr)
+        .spawn();
+    let target = server.addr.to_string();
+    let by_target = [("target_addr", target.as_str())];
+    tcp::roundtrip(proxy.outbound, b"once").await.unwrap();
+    let series = scrape_until(&proxy, |s| sum(s, "tcp_close_total", &by_target) == 2.0).await;
+    assert_eq!(sum(&series, "tcp_open_total", &by_target), 2.0);
+    // An open connection keeps its series however long it idles.
+    let mut open = TcpStream::connect(proxy.outbound).await.unwrap();
+    open.write_all(b"x").await.unwrap();
+    let mut b = [0u8; 1];
+    open.read_exact(&mut b).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let series = scrape(&proxy).await;
+    assert_eq!(
+        sum(&series, "tcp_open_connections", &by_target),
+        2.0,
+        "{series:#?}"
+    );
+    drop(open);
+    // Once closed and idle past the retention, every family forgets the target.
+    let series = scrape_until(&proxy, |s| {
+        !s.iter()
+            .any(|x| x.labels.get("target_addr") == Some(&target))
+    })
+    .await;
+    let left: Vec<_> = series
+        .iter()
+        .filter(|x| x.labels.get("target_addr") == Some(&target))
+        .collect();
+    assert!(left.is_empty(), "{left:#?}");
+    // New traffic brings the series back.
+    tcp::roundtrip(proxy.outbound, b"again").await.unwrap();
+    let series = scrape(&proxy).await;
+    assert_eq!(sum(&series, "tcp_open_total", &by_target), 2.0);
+}

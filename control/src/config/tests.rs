@@ -33,12 +33,13 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-const ALL_DURATION_VARS: [&str; 5] = [
+const ALL_DURATION_VARS: [&str; 6] = [
     INBOUND_CONNECT_TIMEOUT,
     OUTBOUND_CONNECT_TIMEOUT,
     INBOUND_DETECT_TIMEOUT,
     OUTBOUND_DETECT_TIMEOUT,
     SHUTDOWN_GRACE_PERIOD,
+    METRICS_RETAIN_IDLE,
 ];
 
 // === parse_duration ===
@@ -130,6 +131,7 @@ fn defaults() {
     assert_eq!(c.outbound_detect_timeout, Duration::from_secs(10));
     assert!(c.inbound_opaque_ports.is_empty());
     assert_eq!(c.shutdown_grace_period, Duration::from_secs(120));
+    assert_eq!(c.metrics_retain_idle, Duration::from_secs(600));
     assert!(!c.shutdown_endpoint_enabled);
     assert_eq!(
         c.log_filter,
@@ -270,7 +272,9 @@ fn duration_vars_valid() {
         (INBOUND_DETECT_TIMEOUT, "2m"),
         (OUTBOUND_DETECT_TIMEOUT, "0"),
         (SHUTDOWN_GRACE_PERIOD, " 1h "),
+        (METRICS_RETAIN_IDLE, "30s"),
     ]);
+    assert_eq!(c.metrics_retain_idle, Duration::from_secs(30));
     assert_eq!(c.inbound_connect_timeout, Duration::from_secs(1));
     assert_eq!(c.outbound_connect_timeout, Duration::from_millis(250));
     assert_eq!(c.inbound_detect_timeout, Duration::from_secs(120));
