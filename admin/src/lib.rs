@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod gzip;
 mod metrics;
 mod server;
 

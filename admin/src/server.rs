@@ -50,6 +50,8 @@ struct Request {
     query: Option<String>,
     body: Vec<u8>,
     close: bool,
+    /// The client accepts `Content-Encoding: gzip`.
+    gzip: bool,
 }
 
 // === functions ===
@@ -112,6 +114,12 @@ async fn read_request(
             match req.parse(buf) {
                 Ok(httparse::Status::Complete(head_len)) => {
                     let parsed = parse_head(&req);
+                    let gzip = req.headers.iter().any(|h| {
+                        h.name.eq_ignore_ascii_case("accept-encoding")
+                            && String::from_utf8_lossy(h.value)
+                                .to_ascii_lowercase()
+                                .contains("gzip")
+                    });
                     let (method, target, close, length) = match parsed {
                         Ok(p) => p,
                         Err(response) => return Ok(Err(response)),
@@ -136,6 +144,7 @@ async fn read_request(
                         query,
                         body,
                         close,
+                        gzip,
                     })));
                 }
                 Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
@@ -216,7 +225,17 @@ fn route(req: &Request, peer: SocketAddr, admin: &Admin) -> Response {
     let local = peer.ip().is_loopback();
     match req.path.as_str() {
         "/metrics" => only(req, &["GET", "HEAD"], || {
-            Response::body(200, "text/plain; version=0.0.4", admin.metrics.render())
+            let page = admin.metrics.render();
+            if req.gzip {
+                Response::body(
+                    200,
+                    "text/plain; version=0.0.4",
+                    crate::gzip::compress(&page),
+                )
+                .header("content-encoding", "gzip")
+            } else {
+                Response::body(200, "text/plain; version=0.0.4", page)
+            }
         }),
         "/live" => only(req, &["GET", "HEAD"], || Response::text(200, "live\n")),
         "/ready" => only(req, &["GET", "HEAD"], || {

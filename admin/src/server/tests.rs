@@ -93,6 +93,26 @@ async fn metrics_page_is_served() {
 }
 
 #[tokio::test]
+async fn metrics_are_gzipped_when_asked() {
+    let h = start(false).await;
+    let mut stream = TcpStream::connect(h.addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\naccept-encoding: gzip\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    let gz = &raw[split + 4..];
+    let page = miniz_oxide::inflate::decompress_to_vec(&gz[10..gz.len() - 8]).unwrap();
+    assert!(String::from_utf8(page)
+        .unwrap()
+        .contains("proxy_build_info"));
+}
+
+#[tokio::test]
 async fn unknown_paths_and_wrong_methods() {
     let h = start(false).await;
     assert_eq!(call(h.addr, "GET", "/nope", "").await.0, 404);
