@@ -70,25 +70,21 @@ pub async fn serve<R: Runtime>(
             Direction::Outbound => state.settings.outbound_connect_timeout,
             Direction::Inbound => state.settings.inbound_connect_timeout,
         };
-        let src = state
-            .tcp
-            .open(&state.tcp_usage, direction, Peer::Src, target);
+        let src = state.tcp_open(direction, Peer::Src, target);
         let upstream = match R::connect(target, timeout).await {
             Ok(upstream) => upstream,
             Err(error) => {
                 tracing::info!(%error, "Connect failed");
                 reset(client_fd);
-                src.close(&state.tcp_usage, None);
+                state.tcp_close(src, None);
                 return;
             }
         };
         if state.is_closing() {
-            src.close(&state.tcp_usage, None);
+            state.tcp_close(src, None);
             return;
         }
-        let dst = state
-            .tcp
-            .open(&state.tcp_usage, direction, Peer::Dst, target);
+        let dst = state.tcp_open(direction, Peer::Dst, target);
         let upstream_fd = upstream.as_raw_fd();
         entry.set_upstream(upstream_fd);
 
@@ -120,8 +116,8 @@ pub async fn serve<R: Runtime>(
             (Err(Ended::WriteFailed(e)), _) | (_, Err(Ended::ReadFailed(e))) => Some(e),
             _ => None,
         };
-        src.close(&state.tcp_usage, client_error);
-        dst.close(&state.tcp_usage, server_error);
+        state.tcp_close(src, client_error);
+        state.tcp_close(dst, server_error);
         drop(R::Stream::reunite(client_rx, client_tx));
         drop(R::Stream::reunite(upstream_rx, upstream_tx));
         drop(entry);

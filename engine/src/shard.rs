@@ -17,7 +17,7 @@ use ringlink_control::thread::{Phase, PhaseRx};
 use slab::Slab;
 
 use crate::forward;
-use crate::metrics::{TcpMetrics, TcpUsage};
+use crate::metrics::{Peer, PeerMetrics, TcpMetrics, TcpUsage};
 use crate::orig_dst::{FixedOrigDst, KernelOrigDst, OrigDst};
 use crate::rt::{Listener, Runtime, ShardMain};
 use crate::sys;
@@ -145,6 +145,16 @@ impl ShardState {
             state: self.clone(),
             key,
         }
+    }
+
+    /// Records a TCP connection opening on this shard and returns its series.
+    pub fn tcp_open(&self, direction: Direction, peer: Peer, target: SocketAddr) -> PeerMetrics {
+        self.tcp.open(&self.tcp_usage, direction, peer, target)
+    }
+
+    /// Records a TCP connection closing, with the error that ended it, if any.
+    pub fn tcp_close(&self, metrics: PeerMetrics, error: Option<&std::io::Error>) {
+        metrics.close(&self.tcp_usage, error);
     }
 
     pub fn is_closing(&self) -> bool {
