@@ -108,6 +108,9 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
         own_addrs: listening.iter().map(|(_, addr)| *addr).collect(),
         orig_dst_override: config.orig_dst_override,
         metrics_retain_idle: config.metrics_retain_idle,
+        inbound_detect_timeout: config.inbound_detect_timeout,
+        outbound_detect_timeout: config.outbound_detect_timeout,
+        inbound_opaque_ports: config.inbound_opaque_ports.clone(),
     });
 
     let mut registries = Vec::with_capacity(shards);

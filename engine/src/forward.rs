@@ -17,9 +17,12 @@ use tracing::Instrument;
 
 use prometheus::IntCounter;
 
+use ringlink_protocols::Protocol;
+
 use crate::metrics::Peer;
 use crate::rt::{Reader, Runtime, Stream, Writer};
 use crate::shard::{Direction, ShardState, TaskGuard};
+use crate::sniff::{sniff, Sniffed};
 use crate::sys;
 
 /// First buffer of each direction.
@@ -57,8 +60,10 @@ pub async fn serve<R: Runtime>(
         client.addr = %peer,
         server.addr = tracing::field::Empty,
         direction = direction.as_str(),
+        protocol = tracing::field::Empty,
     );
     async move {
+        let mut client = client;
         let client_fd = client.as_raw_fd();
         let entry = state.register(client_fd);
         let Some(target) = target(&state, direction, client_fd) else {
@@ -88,8 +93,52 @@ pub async fn serve<R: Runtime>(
         let upstream_fd = upstream.as_raw_fd();
         entry.set_upstream(upstream_fd);
 
+        let opaque_port = direction == Direction::Inbound
+            && state.settings.inbound_opaque_ports.contains(target.port());
+        let first = if opaque_port {
+            tracing::Span::current().record("protocol", "opaque-port");
+            Vec::new()
+        } else {
+            let timeout = match direction {
+                Direction::Outbound => state.settings.outbound_detect_timeout,
+                Direction::Inbound => state.settings.inbound_detect_timeout,
+            };
+            match sniff::<R>(&mut client, &upstream, timeout).await {
+                Ok((sniffed, first)) => {
+                    tracing::Span::current().record("protocol", sniffed.name());
+                    if let Sniffed::Protocol(Protocol::Tls { sni: Some(sni) }) = &sniffed {
+                        tracing::debug!(tls.sni = %sni, "TLS ClientHello");
+                    }
+                    first
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "Client failed during detection");
+                    abort(upstream_fd, client_fd);
+                    state.tcp_close(src, Some(&error));
+                    state.tcp_close(dst, None);
+                    return;
+                }
+            }
+        };
+
         let (mut client_rx, mut client_tx) = client.into_split();
         let (mut upstream_rx, mut upstream_tx) = upstream.into_split();
+        // Replay what detection read before anything else goes upstream.
+        if !first.is_empty() {
+            let n = first.len() as u64;
+            src.read_bytes.inc_by(n);
+            let (written, _) = upstream_tx.write_all(first).await;
+            if let Err(error) = written {
+                tracing::debug!(%error, "Write failed");
+                abort(client_fd, upstream_fd);
+                state.tcp_close(src, None);
+                state.tcp_close(dst, Some(&error));
+                drop(R::Stream::reunite(client_rx, client_tx));
+                drop(R::Stream::reunite(upstream_rx, upstream_tx));
+                return;
+            }
+            dst.write_bytes.inc_by(n);
+        }
         let (sent, received) = crate::join::join(
             copy(
                 &state,

@@ -14,6 +14,7 @@ mod metrics;
 mod orig_dst;
 pub mod rt;
 mod shard;
+mod sniff;
 mod sys;
 
 pub use app::main;

@@ -54,14 +54,19 @@ pub trait Listener: 'static {
     fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>>;
 }
 
-/// A connected TCP stream that can be split into halves used concurrently by one task.
-pub trait Stream: AsRawFd + Sized + 'static {
+/// A connected TCP stream that can be split into halves used concurrently by one task. It
+/// can also be read whole, before it is split (protocol detection).
+pub trait Stream: Reader + AsRawFd + Sized + 'static {
     type Reader: Reader;
     type Writer: Writer;
     fn into_split(self) -> (Self::Reader, Self::Writer);
     /// Puts the halves of one stream back together, so that dropping it only closes the
     /// socket (a dropped write half may send FIN, which would turn a reset into an EOF).
     fn reunite(reader: Self::Reader, writer: Self::Writer) -> Option<Self>;
+    /// Completes when a read would not block (data, end of stream or an error is there).
+    /// It consumes nothing, so dropping it before it completes loses no data — unlike
+    /// dropping a pending read, which is why races use this and not `read`.
+    fn readable(&self) -> impl Future<Output = io::Result<()>>;
 }
 
 pub trait Reader {

@@ -49,6 +49,10 @@ pub struct ShardSettings {
     pub orig_dst_override: Option<SocketAddr>,
     /// How long an unused metric series is kept.
     pub metrics_retain_idle: Duration,
+    pub inbound_detect_timeout: Duration,
+    pub outbound_detect_timeout: Duration,
+    /// Inbound ports whose traffic skips detection.
+    pub inbound_opaque_ports: ringlink_control::PortSet,
 }
 
 /// What a shard thread is handed at startup (crosses into the shard thread once).

@@ -14,6 +14,9 @@ pub const MAX_DETECT_BYTES: usize = 5 + (16 << 10);
 /// Longest HTTP/1 request line accepted while looking for its end.
 const MAX_REQUEST_LINE: usize = 8 << 10;
 
+/// Longest method name that detection waits on.
+const MAX_METHOD: usize = 24;
+
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -76,6 +79,9 @@ pub fn detect(buf: &[u8]) -> Detected {
 /// line ends at the first LF (with or without CR, as RFC 9112 §2.2 lets servers accept).
 fn http1(buf: &[u8]) -> Detected {
     let mut headers = [httparse::EMPTY_HEADER; 0];
+    if !plausible_method(buf) {
+        return Detected::Protocol(Protocol::Opaque);
+    }
     let Some(end) = buf.iter().position(|b| *b == b'\n') else {
         // Not a whole line yet: go on only while it is valid so far and not too long.
         return match httparse::Request::new(&mut headers).parse(buf) {
@@ -92,6 +98,18 @@ fn http1(buf: &[u8]) -> Detected {
         Ok(httparse::Status::Complete(_)) => Detected::Protocol(Protocol::Http1),
         _ => Detected::Protocol(Protocol::Opaque),
     }
+}
+
+/// Whether `buf` starts like an HTTP method: 1 to [`MAX_METHOD`] uppercase letters (or `-`,
+/// `_`), then a space or the end of what was read. httparse accepts any token as a method,
+/// so without this a client-first protocol whose first message is a short lowercase word
+/// ("ping", "hello") would look like the start of a request and wait out the detect timeout.
+fn plausible_method(buf: &[u8]) -> bool {
+    let method_len = buf
+        .iter()
+        .position(|b| !(b.is_ascii_uppercase() || *b == b'-' || *b == b'_'))
+        .unwrap_or(buf.len());
+    (1..=MAX_METHOD).contains(&method_len) && buf.get(method_len).is_none_or(|b| *b == b' ')
 }
 
 #[cfg(test)]

@@ -107,6 +107,26 @@ impl Stream for GlStream {
     fn reunite(reader: GlReader, writer: GlWriter) -> Option<Self> {
         Rc::ptr_eq(&reader.0, &writer.0).then(|| GlStream(writer.0))
     }
+
+    // The shared borrow lasts while the peek waits; nothing borrows the stream mutably then,
+    // since a stream is only read whole before it is split.
+    #[allow(clippy::await_holding_refcell_ref)]
+    async fn readable(&self) -> io::Result<()> {
+        // An io_uring RECV with MSG_PEEK: waits for data and leaves it in the socket.
+        let stream = self.0.borrow();
+        let mut byte = [0u8; 1];
+        stream
+            .peek(&mut byte)
+            .await
+            .map(drop)
+            .map_err(io::Error::from)
+    }
+}
+
+impl Reader for GlStream {
+    async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        GlReader(self.0.clone()).read(buf).await
+    }
 }
 
 impl Reader for GlReader {

@@ -94,6 +94,17 @@ impl Stream for TcpStream {
     fn reunite(reader: Self::Reader, writer: Self::Writer) -> Option<Self> {
         reader.reunite(writer).ok()
     }
+
+    fn readable(&self) -> impl Future<Output = io::Result<()>> {
+        // A POLL_ADD on io_uring; `relaxed = false` re-checks with poll(2) on epoll.
+        TcpStream::readable(self, false)
+    }
+}
+
+impl Reader for TcpStream {
+    async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        AsyncReadRent::read(self, buf).await
+    }
 }
 
 impl Reader for OwnedReadHalf<TcpStream> {

@@ -83,6 +83,27 @@ fn not_http1() {
 }
 
 #[test]
+fn short_client_first_messages_do_not_wait() {
+    // Client-first protocols whose first bytes are not an uppercase method are decided at once.
+    for bytes in [
+        &b"ping"[..],
+        b"hello",
+        b"x",
+        b"get / HTTP/1.1",
+        b"{\"json\":1}",
+    ] {
+        assert_eq!(
+            detect(bytes),
+            Detected::Protocol(Protocol::Opaque),
+            "{bytes:?}"
+        );
+    }
+    // An uppercase word could still become a request line.
+    assert_eq!(detect(b"PING"), Detected::NeedMore);
+    assert_eq!(protocol(b"PING\r\n"), Protocol::Opaque);
+}
+
+#[test]
 fn an_endless_request_line_is_opaque() {
     let long = format!("GET /{} HTTP/1.1", "a".repeat(MAX_REQUEST_LINE));
     assert_eq!(protocol(long.as_bytes()), Protocol::Opaque);
