@@ -12,6 +12,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub const POD_IP: &str = "198.18.0.1";
 /// The peer host's address.
 pub const PEER_IP: &str = "198.18.0.2";
+/// The pod's and the peer's IPv6 addresses (unique-local, only inside these namespaces).
+pub const POD_IP6: &str = "fd00:198:18::1";
+pub const PEER_IP6: &str = "fd00:198:18::2";
+const POD_MAC: &str = "02:00:c6:12:00:01";
+const PEER_MAC: &str = "02:00:c6:12:00:02";
 /// The uid the proxy runs as, exempted from redirection like Linkerd's proxy uid.
 pub const PROXY_UID: u32 = 2102;
 
@@ -33,7 +38,7 @@ pub fn unavailable() -> Option<String> {
     if !crate::proc::is_root() {
         return Some("needs root (network namespaces and iptables)".into());
     }
-    for tool in ["ip", "iptables", "setpriv"] {
+    for tool in ["ip", "iptables", "ip6tables", "setpriv"] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
@@ -63,7 +68,8 @@ fn run(argv: &[&str]) {
 // === impl Topology ===
 
 impl Topology {
-    /// Creates the namespaces, the link, and Linkerd's proxy-init rules in the pod:
+    /// Creates the namespaces, the link (IPv4 and IPv6), and Linkerd's proxy-init rules in the
+    /// pod, for both families:
     /// inbound TCP to 4143, the app's outbound TCP to 4140, the proxy's own traffic (uid
     /// 2102) and loopback traffic exempt.
     pub fn create() -> Topology {
@@ -75,18 +81,49 @@ impl Topology {
         };
         run(&["ip", "netns", "add", &topo.pod]);
         run(&["ip", "netns", "add", &topo.peer]);
+        // No duplicate address detection in these namespaces: with it, link-local addresses
+        // stay tentative for ~1 s and the first IPv6 connect waits on neighbour discovery.
+        for ns in [&topo.pod, &topo.peer] {
+            for scope in ["all", "default"] {
+                let knob = format!("/proc/sys/net/ipv6/conf/{scope}/accept_dad");
+                topo.exec_in(ns, &["sh", "-c", &format!("echo 0 > {knob}")]);
+            }
+        }
         let (a, b) = (
             format!("rlp{n}x{}", std::process::id() % 10000),
             format!("rlq{n}x{}", std::process::id() % 10000),
         );
         run(&[
-            "ip", "link", "add", &a, "netns", &topo.pod, "type", "veth", "peer", "name", &b,
-            "netns", &topo.peer,
+            "ip", "link", "add", &a, "address", POD_MAC, "netns", &topo.pod, "type", "veth",
+            "peer", "name", &b, "address", PEER_MAC, "netns", &topo.peer,
         ]);
-        for (ns, dev, ip) in [(&topo.pod, &a, POD_IP), (&topo.peer, &b, PEER_IP)] {
-            topo.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", dev]);
+        for (ns, dev, ip, ip6, other_ip, other_ip6, other_mac) in [
+            (&topo.pod, &a, POD_IP, POD_IP6, PEER_IP, PEER_IP6, PEER_MAC),
+            (&topo.peer, &b, PEER_IP, PEER_IP6, POD_IP, POD_IP6, POD_MAC),
+        ] {
+            topo.exec_in(ns, &["ip", "addr", "add", &format!("{ip}/24"), "dev", dev]);
+            // nodad: usable at once, without duplicate address detection's delay.
+            let ip6 = format!("{ip6}/64");
+            topo.exec_in(ns, &["ip", "-6", "addr", "add", &ip6, "dev", dev, "nodad"]);
             topo.exec_in(ns, &["ip", "link", "set", dev, "up"]);
             topo.exec_in(ns, &["ip", "link", "set", "lo", "up"]);
+            // Static neighbours: no ARP or neighbour discovery on the first connect (IPv6
+            // neighbour discovery waits ~1 s while link-local addresses are tentative).
+            for other in [other_ip, other_ip6] {
+                let argv = [
+                    "ip",
+                    "neigh",
+                    "replace",
+                    other,
+                    "lladdr",
+                    other_mac,
+                    "nud",
+                    "permanent",
+                    "dev",
+                    dev,
+                ];
+                topo.exec_in(ns, &argv);
+            }
         }
         let uid = PROXY_UID;
         for rule in [
@@ -100,22 +137,13 @@ impl Topology {
             "-t nat -A PROXY_INIT_OUTPUT -p tcp -j REDIRECT --to-port 4140".into(),
             "-t nat -A OUTPUT -j PROXY_INIT_OUTPUT".into(),
         ] {
-            let mut argv = vec!["iptables"];
-            argv.extend(rule.split_whitespace());
-            topo.exec_in(&topo.pod, &argv);
+            for tool in ["iptables", "ip6tables"] {
+                let mut argv = vec![tool];
+                argv.extend(rule.split_whitespace());
+                topo.exec_in(&topo.pod, &argv);
+            }
         }
         topo
-    }
-
-    fn exec(&self, argv: &[&str]) {
-        // `ip addr add ... dev X` must run where X is; try the pod, then the peer.
-        let dev = argv[argv.len() - 1];
-        let ns = if dev.starts_with("rlp") {
-            &self.pod
-        } else {
-            &self.peer
-        };
-        self.exec_in(ns, argv);
     }
 
     pub fn exec_in(&self, ns: &str, argv: &[&str]) {

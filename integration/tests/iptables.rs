@@ -6,12 +6,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ringlink_integration::netns::{self, Topology, PEER_IP, POD_IP};
+use ringlink_integration::netns::{self, Topology, PEER_IP, PEER_IP6, POD_IP, POD_IP6};
 use ringlink_integration::{both_runtimes, proxy, tcp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-both_runtimes!(outbound_and_inbound_are_transparent);
+both_runtimes!(
+    outbound_and_inbound_are_transparent,
+    ipv6_is_transparent_too
+);
 
 /// Whether to run; panics with the reason when the environment cannot run these tests.
 fn can_run(test: &str) -> bool {
@@ -138,5 +141,93 @@ async fn outbound_and_inbound_are_transparent(runtime: &'static str) {
         proxy
             .wait_for_log("routing loop", Duration::from_secs(2))
             .await
+    );
+}
+
+async fn ipv6_is_transparent_too(runtime: &'static str) {
+    if !can_run("iptables::ipv6_is_transparent_too") {
+        return;
+    }
+    let topo = Topology::create();
+    // Linkerd's injector lists an IPv6 outbound address beside the IPv4 one; a dual-stack
+    // inbound listener takes both families.
+    let proxy = proxy::new(runtime)
+        .env(
+            "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDRS",
+            "127.0.0.1:4140,[::1]:4140",
+        )
+        .env("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "[::]:4143")
+        .wrapper(
+            &topo
+                .proxy_wrapper()
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+        .spawn();
+
+    // Outbound over IPv6: IP6T_SO_ORIGINAL_DST gives the peer's address.
+    let remote: SocketAddr = format!("[{PEER_IP6}]:8080").parse().unwrap();
+    let peer_ns = topo.peer.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        Topology::run_in(&peer_ns, move || async move {
+            let listener = tokio::net::TcpListener::bind(remote).await.unwrap();
+            ready_tx.send(()).unwrap();
+            let (mut stream, seen_from) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4];
+            stream.read_exact(&mut buf).await.unwrap();
+            stream.write_all(&buf).await.unwrap();
+            seen_from
+        })
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let (local, reply) = Topology::run_in(&topo.pod, move || async move {
+        let mut stream = TcpStream::connect(remote).await.unwrap();
+        let local = stream.local_addr().unwrap();
+        stream.write_all(b"six!").await.unwrap();
+        let mut buf = [0u8; 4];
+        stream.read_exact(&mut buf).await.unwrap();
+        (local, buf)
+    });
+    let seen_from = server.join().unwrap();
+    assert_eq!(&reply, b"six!");
+    assert_eq!(seen_from.ip().to_string(), POD_IP6);
+    assert_ne!(
+        seen_from.port(),
+        local.port(),
+        "IPv6 outbound bypassed the proxy"
+    );
+    assert!(
+        proxy
+            .wait_for_log(&format!("server.addr={remote}"), Duration::from_secs(2))
+            .await
+    );
+
+    // Inbound over IPv6: to the app on [::1] at the original port.
+    let app_ns = topo.pod.clone();
+    let (app_tx, app_rx) = std::sync::mpsc::channel();
+    let app = std::thread::spawn(move || {
+        Topology::run_in(&app_ns, move || async move {
+            let listener = tokio::net::TcpListener::bind("[::]:8081").await.unwrap();
+            app_tx.send(()).unwrap();
+            let (mut stream, seen_from) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4];
+            stream.read_exact(&mut buf).await.unwrap();
+            stream.write_all(&buf).await.unwrap();
+            seen_from
+        })
+    });
+    app_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let pod: SocketAddr = format!("[{POD_IP6}]:8081").parse().unwrap();
+    let reply = Topology::run_in(&topo.peer, move || async move {
+        tcp::roundtrip(pod, b"in-6").await.unwrap()
+    });
+    assert_eq!(reply, b"in-6");
+    let app_saw = app.join().unwrap();
+    assert_eq!(
+        app_saw.ip().to_string(),
+        "::1",
+        "inbound IPv6 bypassed the proxy"
     );
 }
