@@ -4,9 +4,12 @@
 
 use std::fs::File;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::io::AsyncWriteExt;
 
 /// The pod's address on the veth link.
 pub const POD_IP: &str = "198.18.0.1";
@@ -152,22 +155,41 @@ impl Topology {
         run(&full);
     }
 
-    /// A wrapper that runs a command in the pod as the proxy's uid.
-    pub fn proxy_wrapper(&self) -> Vec<String> {
-        let uid = PROXY_UID.to_string();
-        [
-            "ip",
-            "netns",
-            "exec",
-            &self.pod,
-            "setpriv",
-            &format!("--reuid={uid}"),
-            &format!("--regid={uid}"),
-            "--clear-groups",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    /// A proxy that runs in the pod as the proxy's uid (exempt from the redirect rules).
+    pub fn proxy(&self, runtime: &str) -> crate::proxy::Builder {
+        let uid = PROXY_UID;
+        crate::proxy::new(runtime).wrapper(vec![
+            "ip".into(),
+            "netns".into(),
+            "exec".into(),
+            self.pod.clone(),
+            "setpriv".into(),
+            format!("--reuid={uid}"),
+            format!("--regid={uid}"),
+            "--clear-groups".into(),
+        ])
+    }
+
+    /// Starts a server in namespace `ns` that accepts one connection on `addr` and echoes it
+    /// until end of stream; returns once it listens. Joining gives the peer address it saw.
+    pub fn echo_once_in(ns: &str, addr: SocketAddr) -> std::thread::JoinHandle<SocketAddr> {
+        let ns = ns.to_string();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let server = std::thread::spawn(move || {
+            Topology::run_in(&ns, move || async move {
+                let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+                ready_tx.send(()).unwrap();
+                let (mut stream, seen_from) = listener.accept().await.unwrap();
+                let (mut r, mut w) = stream.split();
+                tokio::io::copy(&mut r, &mut w).await.unwrap();
+                w.shutdown().await.unwrap();
+                seen_from
+            })
+        });
+        ready_rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("echo server in namespace did not start");
+        server
     }
 
     /// Runs `f` on a thread whose sockets live in namespace `ns`, on its own tokio runtime.

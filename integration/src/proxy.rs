@@ -122,8 +122,8 @@ impl Builder {
     }
 
     /// Runs the proxy through a wrapper command (e.g. `ip netns exec NS setpriv ...`).
-    pub fn wrapper(mut self, argv: &[&str]) -> Self {
-        self.wrapper = argv.iter().map(|s| s.to_string()).collect();
+    pub fn wrapper(mut self, argv: Vec<String>) -> Self {
+        self.wrapper = argv;
         self
     }
 

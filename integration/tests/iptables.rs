@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ringlink_integration::netns::{self, Topology, PEER_IP, PEER_IP6, POD_IP, POD_IP6};
-use ringlink_integration::{both_runtimes, proxy, tcp};
+use ringlink_integration::{both_runtimes, tcp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -35,56 +35,20 @@ async fn outbound_and_inbound_are_transparent(runtime: &'static str) {
         return;
     }
     let topo = Topology::create();
-    let proxy = proxy::new(runtime)
+    let proxy = topo
+        .proxy(runtime)
         .env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:4140")
         .env("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "0.0.0.0:4143")
-        .wrapper(
-            &topo
-                .proxy_wrapper()
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        )
         .spawn();
 
     // Outbound: the app in the pod connects to a server on the peer host. The rules send it
     // to the proxy, which connects from its own uid (exempt) to the original destination.
     let remote: SocketAddr = format!("{PEER_IP}:8080").parse().unwrap();
-    let peer_ns = topo.peer.clone();
-    let (server_tx, server_rx) = std::sync::mpsc::channel();
-    let server_thread = std::thread::spawn(move || {
-        Topology::run_in(&peer_ns, move || async move {
-            let listener = tokio::net::TcpListener::bind(remote).await.unwrap();
-            server_tx.send(()).unwrap();
-            let (mut stream, seen_from) = listener.accept().await.unwrap();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut n = 0u64;
-            loop {
-                match stream.read(&mut buf).await.unwrap() {
-                    0 => break,
-                    read => n += read as u64,
-                }
-            }
-            stream.write_all(&n.to_be_bytes()).await.unwrap();
-            seen_from
-        })
-    });
-    server_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    let (client_local, echoed) = Topology::run_in(&topo.pod, move || async move {
-        let mut stream = TcpStream::connect(remote).await.unwrap();
-        let local = stream.local_addr().unwrap();
-        tcp::write_pattern(&mut stream, 10 << 20).await.unwrap();
-        stream.shutdown().await.unwrap();
-        let mut count = [0u8; 8];
-        stream.read_exact(&mut count).await.unwrap();
-        (local, u64::from_be_bytes(count))
-    });
-    let seen_from = server_thread.join().unwrap();
-    assert_eq!(echoed, 10 << 20, "the peer received a different byte count");
+    let (app_local, seen_from) = app_to_peer(&topo, remote, 10 << 20);
     assert_eq!(seen_from.ip().to_string(), POD_IP);
     assert_ne!(
         seen_from.port(),
-        client_local.port(),
+        app_local.port(),
         "the peer saw the app's own connection: it did not go through the proxy"
     );
     assert!(
@@ -97,26 +61,7 @@ async fn outbound_and_inbound_are_transparent(runtime: &'static str) {
 
     // Inbound: the peer connects to the pod's address; PREROUTING sends it to 4143 and the
     // proxy forwards to the app on 127.0.0.1 at the same port.
-    let app_ns = topo.pod.clone();
-    let (app_tx, app_rx) = std::sync::mpsc::channel();
-    let app_thread = std::thread::spawn(move || {
-        Topology::run_in(&app_ns, move || async move {
-            let listener = tokio::net::TcpListener::bind("0.0.0.0:8081").await.unwrap();
-            app_tx.send(()).unwrap();
-            let (mut stream, seen_from) = listener.accept().await.unwrap();
-            let mut buf = [0u8; 5];
-            stream.read_exact(&mut buf).await.unwrap();
-            stream.write_all(&buf).await.unwrap();
-            seen_from
-        })
-    });
-    app_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    let pod: SocketAddr = format!("{POD_IP}:8081").parse().unwrap();
-    let reply = Topology::run_in(&topo.peer, move || async move {
-        tcp::roundtrip(pod, b"hello").await.unwrap()
-    });
-    assert_eq!(reply, b"hello");
-    let app_saw = app_thread.join().unwrap();
+    let app_saw = peer_to_app(&topo, "0.0.0.0:8081", &format!("{POD_IP}:8081"));
     assert!(
         app_saw.ip().is_loopback(),
         "the app saw {app_saw}: inbound traffic did not go through the proxy"
@@ -151,51 +96,22 @@ async fn ipv6_is_transparent_too(runtime: &'static str) {
     let topo = Topology::create();
     // Linkerd's injector lists an IPv6 outbound address beside the IPv4 one; a dual-stack
     // inbound listener takes both families.
-    let proxy = proxy::new(runtime)
+    let proxy = topo
+        .proxy(runtime)
         .env(
             "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDRS",
             "127.0.0.1:4140,[::1]:4140",
         )
         .env("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "[::]:4143")
-        .wrapper(
-            &topo
-                .proxy_wrapper()
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        )
         .spawn();
 
     // Outbound over IPv6: IP6T_SO_ORIGINAL_DST gives the peer's address.
     let remote: SocketAddr = format!("[{PEER_IP6}]:8080").parse().unwrap();
-    let peer_ns = topo.peer.clone();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let server = std::thread::spawn(move || {
-        Topology::run_in(&peer_ns, move || async move {
-            let listener = tokio::net::TcpListener::bind(remote).await.unwrap();
-            ready_tx.send(()).unwrap();
-            let (mut stream, seen_from) = listener.accept().await.unwrap();
-            let mut buf = [0u8; 4];
-            stream.read_exact(&mut buf).await.unwrap();
-            stream.write_all(&buf).await.unwrap();
-            seen_from
-        })
-    });
-    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    let (local, reply) = Topology::run_in(&topo.pod, move || async move {
-        let mut stream = TcpStream::connect(remote).await.unwrap();
-        let local = stream.local_addr().unwrap();
-        stream.write_all(b"six!").await.unwrap();
-        let mut buf = [0u8; 4];
-        stream.read_exact(&mut buf).await.unwrap();
-        (local, buf)
-    });
-    let seen_from = server.join().unwrap();
-    assert_eq!(&reply, b"six!");
+    let (app_local, seen_from) = app_to_peer(&topo, remote, 1 << 20);
     assert_eq!(seen_from.ip().to_string(), POD_IP6);
     assert_ne!(
         seen_from.port(),
-        local.port(),
+        app_local.port(),
         "IPv6 outbound bypassed the proxy"
     );
     assert!(
@@ -205,29 +121,45 @@ async fn ipv6_is_transparent_too(runtime: &'static str) {
     );
 
     // Inbound over IPv6: to the app on [::1] at the original port.
-    let app_ns = topo.pod.clone();
-    let (app_tx, app_rx) = std::sync::mpsc::channel();
-    let app = std::thread::spawn(move || {
-        Topology::run_in(&app_ns, move || async move {
-            let listener = tokio::net::TcpListener::bind("[::]:8081").await.unwrap();
-            app_tx.send(()).unwrap();
-            let (mut stream, seen_from) = listener.accept().await.unwrap();
-            let mut buf = [0u8; 4];
-            stream.read_exact(&mut buf).await.unwrap();
-            stream.write_all(&buf).await.unwrap();
-            seen_from
-        })
-    });
-    app_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    let pod: SocketAddr = format!("[{POD_IP6}]:8081").parse().unwrap();
-    let reply = Topology::run_in(&topo.peer, move || async move {
-        tcp::roundtrip(pod, b"in-6").await.unwrap()
-    });
-    assert_eq!(reply, b"in-6");
-    let app_saw = app.join().unwrap();
+    let app_saw = peer_to_app(&topo, "[::]:8081", &format!("[{POD_IP6}]:8081"));
     assert_eq!(
         app_saw.ip().to_string(),
         "::1",
         "inbound IPv6 bypassed the proxy"
     );
+}
+
+/// The app in the pod sends `size` bytes to `remote` on the peer host, which echoes them;
+/// checks every byte came back and returns the app's local address and the address the
+/// peer saw.
+fn app_to_peer(topo: &Topology, remote: SocketAddr, size: u64) -> (SocketAddr, SocketAddr) {
+    let server = Topology::echo_once_in(&topo.peer, remote);
+    let app_local = Topology::run_in(&topo.pod, move || async move {
+        let stream = TcpStream::connect(remote).await.unwrap();
+        let local = stream.local_addr().unwrap();
+        let (mut r, mut w) = stream.into_split();
+        let send = async {
+            let sent = tcp::write_pattern(&mut w, size).await.unwrap();
+            w.shutdown().await.unwrap();
+            sent
+        };
+        let (sent, (n, echoed)) =
+            tokio::join!(send, async { tcp::read_hash(&mut r).await.unwrap() });
+        assert_eq!(n, size, "the echo came back short");
+        assert_eq!(echoed, sent, "the echo came back different");
+        local
+    });
+    (app_local, server.join().unwrap())
+}
+
+/// The peer host connects to `pod_addr` and round-trips a message to an app listening on
+/// `app_bind` in the pod; returns the address the app saw.
+fn peer_to_app(topo: &Topology, app_bind: &str, pod_addr: &str) -> SocketAddr {
+    let app = Topology::echo_once_in(&topo.pod, app_bind.parse().unwrap());
+    let pod: SocketAddr = pod_addr.parse().unwrap();
+    let reply = Topology::run_in(&topo.peer, move || async move {
+        tcp::roundtrip(pod, b"hello").await.unwrap()
+    });
+    assert_eq!(reply, b"hello");
+    app.join().unwrap()
 }
