@@ -4,12 +4,14 @@
 //! Tests run the `ringlink-it` binary, which is the engine's `main` built in this package so
 //! that cargo builds it before the tests.
 
+pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod netns;
 pub mod proc;
 pub mod proxy;
 pub mod tcp;
+pub mod ws;
 
 /// Runs a test body once per shard runtime: `both_runtimes!(name)` expects an
 /// `async fn name(runtime: &'static str)` and makes `name::monoio` and `name::glommio`.
