@@ -9,21 +9,53 @@ use crate::proxy::ProxyKind;
 pub const USAGE: &str = "\
 usage: ringlink-bench [OPTIONS]
 
+  --tests NAME[,NAME]  tests to run, in order (default: all): http1, h2, bulk
   --only NAME[,NAME]   proxies to measure, in order (default: all):
-                       direct, ref-tokio, ringlink-monoio, ringlink-glommio
-  --duration SECS      length of each measured wrk run (default 10)
+                       direct, ref-tokio, ringlink-monoio, ringlink-glommio, nginx,
+                       haproxy (nginx and haproxy are skipped if not installed)
+  --duration SECS      length of each measured wrk and h2load run (default 10)
   --connections N      wrk keep-alive connections (default 50)
+  --h2-connections N   h2load connections (default 10)
+  --h2-streams N       h2load concurrent streams per connection (default 10)
   --bulk-mb MIB        MiB sent through each proxy in the bulk test (default 1024)
   --ringlink PATH      ringlink binary (default: `ringlink` next to this binary,
                        i.e. target/release/ringlink)
   -h, --help           print this help";
 
+/// One kind of load; each is one table of the output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Test {
+    /// wrk, HTTP/1.1 keep-alive request/response.
+    Http1,
+    /// h2load, h2c (prior-knowledge HTTP/2) request/response.
+    H2,
+    /// One connection streaming MiBs into a sink (not HTTP).
+    Bulk,
+}
+
 pub struct Options {
+    pub tests: Vec<Test>,
     pub proxies: Vec<ProxyKind>,
     pub duration_secs: u32,
     pub connections: u32,
+    pub h2_connections: u32,
+    pub h2_streams: u32,
     pub bulk_mib: u64,
     pub ringlink: PathBuf,
+}
+
+// === impl Test ===
+
+impl Test {
+    pub const ALL: [Self; 3] = [Self::Http1, Self::H2, Self::Bulk];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Http1 => "http1",
+            Self::H2 => "h2",
+            Self::Bulk => "bulk",
+        }
+    }
 }
 
 // === impl Options ===
@@ -32,9 +64,12 @@ impl Options {
     /// Parses `args` (without the program name); `Ok(None)` means help was asked for.
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Self>> {
         let mut opts = Options {
+            tests: Test::ALL.to_vec(),
             proxies: ProxyKind::ALL.to_vec(),
             duration_secs: 10,
             connections: 50,
+            h2_connections: 10,
+            h2_streams: 10,
             bulk_mib: 1024,
             ringlink: default_ringlink()?,
         };
@@ -51,9 +86,14 @@ impl Options {
                 .or_else(|| args.next())
                 .ok_or_else(|| anyhow!("{flag} needs a value\n\n{USAGE}"))?;
             match flag.as_str() {
-                "--only" => opts.proxies = parse_proxies(&value)?,
-                "--duration" => opts.duration_secs = number(&flag, &value)?,
-                "--connections" => opts.connections = number(&flag, &value)?,
+                "--tests" => opts.tests = parse_list(&flag, &value, &Test::ALL, Test::name)?,
+                "--only" => {
+                    opts.proxies = parse_list(&flag, &value, &ProxyKind::ALL, ProxyKind::name)?
+                }
+                "--duration" => opts.duration_secs = positive(&flag, &value)?,
+                "--connections" => opts.connections = positive(&flag, &value)?,
+                "--h2-connections" => opts.h2_connections = positive(&flag, &value)?,
+                "--h2-streams" => opts.h2_streams = positive(&flag, &value)?,
                 "--bulk-mb" => opts.bulk_mib = number(&flag, &value)?,
                 "--ringlink" => opts.ringlink = PathBuf::from(value),
                 _ => bail!("unknown option {flag}\n\n{USAGE}"),
@@ -63,23 +103,41 @@ impl Options {
     }
 }
 
-fn parse_proxies(list: &str) -> Result<Vec<ProxyKind>> {
-    let proxies = list
-        .split(',')
-        .map(|name| {
-            ProxyKind::from_name(name.trim()).ok_or_else(|| {
-                let known: Vec<_> = ProxyKind::ALL.iter().map(|k| k.name()).collect();
+/// A comma-separated list of names out of `all`, kept in the order given.
+fn parse_list<T: Copy + PartialEq>(
+    flag: &str,
+    list: &str,
+    all: &[T],
+    name: fn(T) -> &'static str,
+) -> Result<Vec<T>> {
+    let mut items = Vec::new();
+    for given in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let item = all
+            .iter()
+            .copied()
+            .find(|&item| name(item) == given)
+            .ok_or_else(|| {
+                let known: Vec<_> = all.iter().map(|&item| name(item)).collect();
                 anyhow!(
-                    "unknown proxy {name:?}: expected one of {}",
+                    "{flag}: unknown name {given:?}: expected one of {}",
                     known.join(", ")
                 )
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if proxies.is_empty() {
-        bail!("--only needs at least one proxy");
+            })?;
+        if !items.contains(&item) {
+            items.push(item);
+        }
     }
-    Ok(proxies)
+    if items.is_empty() {
+        bail!("{flag} needs at least one name");
+    }
+    Ok(items)
+}
+
+fn positive(flag: &str, value: &str) -> Result<u32> {
+    match number(flag, value)? {
+        0 => bail!("{flag} must be at least 1"),
+        n => Ok(n),
+    }
 }
 
 fn number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T>
@@ -93,4 +151,30 @@ where
 
 fn default_ringlink() -> Result<PathBuf> {
     Ok(crate::process::exe_dir()?.join("ringlink"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options> {
+        Options::parse(args.iter().map(|a| a.to_string())).map(|o| o.expect("not --help"))
+    }
+
+    #[test]
+    fn defaults_run_everything() {
+        let opts = parse(&[]).unwrap();
+        assert_eq!(opts.tests, Test::ALL);
+        assert_eq!(opts.proxies, ProxyKind::ALL);
+    }
+
+    #[test]
+    fn lists_keep_order_and_drop_repeats() {
+        let opts = parse(&["--tests", "bulk,h2,bulk", "--only=nginx,direct"]).unwrap();
+        assert_eq!(opts.tests, [Test::Bulk, Test::H2]);
+        assert_eq!(opts.proxies, [ProxyKind::Nginx, ProxyKind::Direct]);
+        assert!(parse(&["--tests", "http3"]).is_err());
+        assert!(parse(&["--tests", ","]).is_err());
+        assert!(parse(&["--duration", "0"]).is_err());
+    }
 }

@@ -1,9 +1,11 @@
-//! `ringlink-bench`: measures ringlink against no proxy and a reference tokio forwarder, in
-//! one run on one machine, so that the ratios between them mean something on a noisy host.
+//! `ringlink-bench`: measures ringlink against no proxy, a reference tokio forwarder, nginx
+//! and haproxy, in one run on one machine, so that the ratios between them mean something
+//! on a noisy host.
 //!
-//! For each proxy: (A) wrk, small keep-alive request/response, with the proxy's CPU time per
-//! request and RSS; (B) one connection streaming `--bulk-mb` MiB into a sink, with MiB/s and
-//! the proxy's CPU time per MiB. See `benches/README.md`.
+//! Tests, each one table: (http1) wrk, small HTTP/1.1 keep-alive request/response; (h2)
+//! h2load, the same over h2c; both with the proxy's CPU time per request and RSS; (bulk) one
+//! connection streaming `--bulk-mb` MiB into a sink, with MiB/s and the proxy's CPU time per
+//! MiB. Every proxy process is fresh for each test. See `benches/README.md`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -11,20 +13,24 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::args::{Options, USAGE};
+use crate::args::{Options, Test, USAGE};
+use crate::h2load::H2load;
 use crate::pinning::Pinning;
 use crate::process::Spawned;
 use crate::proxy::{Binaries, Proxy, ProxyKind};
-use crate::report::Row;
+use crate::report::{Measured, Row};
 use crate::wrk::Wrk;
 
 mod args;
 mod bulk;
+mod configs;
+mod h2load;
 mod pinning;
 mod process;
 mod procstat;
 mod proxy;
 mod report;
+mod tools;
 mod wrk;
 
 const WARM_UP_SECS: u32 = 2;
@@ -36,8 +42,7 @@ struct Bench<'a> {
     pin: &'a Pinning,
     bins: &'a Binaries,
     wrk: Wrk<'a>,
-    http_backend: SocketAddr,
-    sink_backend: SocketAddr,
+    h2load: H2load<'a>,
 }
 
 fn main() -> ExitCode {
@@ -60,106 +65,195 @@ fn run() -> Result<ExitCode> {
         pin: &pin,
         connections: opts.connections,
     };
-    wrk.check_installed()?;
+    let wrk_missing = wrk.unavailable()?;
+    let h2load = H2load {
+        pin: &pin,
+        clients: opts.h2_connections,
+        streams: opts.h2_streams,
+    };
+    let h2load_missing = H2load::unavailable();
     let bins = locate_binaries(&opts)?;
-
     let backend = bins.ref_forwarder.with_file_name("bench-backend");
-    let (http_addr, http_backend) = start_backend(&pin, &backend, &[])?;
-    let (sink_addr, sink_backend) = start_backend(&pin, &backend, &["--sink"])?;
 
-    println!("# ringlink-bench\n");
-    println!("- kernel: {}", kernel_version());
-    println!("{pin}");
-    println!(
-        "- test A: `wrk -t1 -c{} -d{}s --latency`, after a {WARM_UP_SECS} s warm-up run",
-        opts.connections, opts.duration_secs
-    );
-    println!(
-        "- test B: {} MiB over one connection into `bench-backend --sink`",
-        opts.bulk_mib
-    );
-    println!(
-        "- proxy CPU: utime + stime from /proc/PID/stat, resolution {:?}\n",
-        procstat::clock_tick()
-    );
-
+    print_header(&opts, &pin, &bins);
     let bench = Bench {
         opts: &opts,
         pin: &pin,
         bins: &bins,
         wrk,
-        http_backend: http_addr,
-        sink_backend: sink_addr,
+        h2load,
     };
-    let mut rows = Vec::new();
-    let mut notes = Vec::new();
-    for &kind in &opts.proxies {
-        match bench.measure(kind, &mut notes) {
-            Ok(row) => rows.push(row),
-            Err(error) => notes.push(format!("{}: FAILED: {error:#}", kind.name())),
+    let mut failed = false;
+    for &test in &opts.tests {
+        println!("\n## {}\n", test.name());
+        let missing = match test {
+            Test::Http1 => wrk_missing.as_ref(),
+            Test::H2 => h2load_missing.as_ref(),
+            Test::Bulk => None,
+        };
+        if let Some(reason) = missing {
+            eprintln!("{}: skipped: {reason}", test.name());
+            println!("Skipped: {reason}.");
+            continue;
+        }
+        let flags: &[&str] = match test {
+            Test::Http1 => &[],
+            Test::H2 => &["--h2"],
+            Test::Bulk => &["--sink"],
+        };
+        let (backend_addr, backend_process) = start_backend(&pin, &backend, flags)?;
+        let mut rows = Vec::new();
+        let mut notes = Vec::new();
+        for &kind in &opts.proxies {
+            if let Some(reason) = bins.unavailable(kind, test) {
+                eprintln!("{} {}: {reason}", kind.name(), test.name());
+                notes.push(format!("{}: {reason}", kind.name()));
+                continue;
+            }
+            eprintln!("{}: {}", kind.name(), test.name());
+            match bench.measure(test, kind, backend_addr, &mut notes) {
+                Ok(measured) => rows.push(Row { kind, measured }),
+                Err(error) => {
+                    eprintln!("{} {}: FAILED: {error:#}", kind.name(), test.name());
+                    notes.push(format!("{}: FAILED: {error:#}", kind.name()));
+                    failed = true;
+                }
+            }
+        }
+        backend_process.stop()?;
+
+        print!("{}", report::table(test, &rows));
+        for note in &notes {
+            println!("\n- {note}");
         }
     }
-    http_backend.stop()?;
-    sink_backend.stop()?;
-
-    print!("{}", report::table(&rows));
-    for note in &notes {
-        println!("\n- {note}");
-    }
-    Ok(if rows.len() == opts.proxies.len() {
-        ExitCode::SUCCESS
-    } else {
+    Ok(if failed {
         ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     })
+}
+
+fn print_header(opts: &Options, pin: &Pinning, bins: &Binaries) {
+    println!("# ringlink-bench\n");
+    println!("- kernel: {}", kernel_version());
+    println!("{pin}");
+    for test in &opts.tests {
+        match test {
+            Test::Http1 => println!(
+                "- http1: `wrk -t1 -c{} -d{}s --latency` after a {WARM_UP_SECS} s warm-up run, \
+                 backend `bench-backend` (HTTP/1.1)",
+                opts.connections, opts.duration_secs
+            ),
+            Test::H2 => println!(
+                "- h2: `h2load -t1 -c{} -m{} -D{}` (h2c, prior knowledge) after a \
+                 {WARM_UP_SECS} s warm-up run, backend `bench-backend --h2`; `req mean`, \
+                 `req sd`, `req max` are h2load's \"time for request\" (it reports no \
+                 percentiles)",
+                opts.h2_connections, opts.h2_streams, opts.duration_secs
+            ),
+            Test::Bulk => println!(
+                "- bulk: {} MiB over one connection into `bench-backend --sink` (L4)",
+                opts.bulk_mib
+            ),
+        }
+    }
+    if opts.proxies.contains(&ProxyKind::Nginx) {
+        match &bins.nginx {
+            Some(nginx) => println!(
+                "- nginx {}: `worker_processes 1`; http1 `proxy_pass` with upstream keepalive; \
+                 h2 `grpc_pass` to the h2c backend; bulk `stream` with `proxy_half_close`",
+                nginx.version_string()
+            ),
+            None => println!("- nginx: not installed"),
+        }
+    }
+    if opts.proxies.contains(&ProxyKind::Haproxy) {
+        match &bins.haproxy {
+            Some(haproxy) => println!(
+                "- haproxy {}: `nbthread 1`; http1 `mode http` with `http-reuse always`; h2 \
+                 `proto h2` on bind and server; bulk `mode tcp`",
+                tools::haproxy_version(haproxy)
+            ),
+            None => println!("- haproxy: not installed"),
+        }
+    }
+    println!(
+        "- proxy CPU: utime + stime from /proc/PID/stat, summed over the proxy's processes \
+         (nginx: master and worker), resolution {:?}",
+        procstat::clock_tick()
+    );
 }
 
 // === impl Bench ===
 
 impl Bench<'_> {
-    fn measure(&self, kind: ProxyKind, notes: &mut Vec<String>) -> Result<Row> {
+    /// Runs `test` through a fresh `kind` proxy in front of `backend`; notes non-fatal
+    /// oddities (load-generator errors) in `notes`.
+    fn measure(
+        &self,
+        test: Test,
+        kind: ProxyKind,
+        backend: SocketAddr,
+        notes: &mut Vec<String>,
+    ) -> Result<Measured> {
         let name = kind.name();
-
-        eprintln!("{name}: request/response");
-        let proxy = Proxy::start(kind, self.http_backend, self.bins, self.pin)?;
+        let proxy = Proxy::start(kind, test, backend, self.bins, self.pin)?;
         let url = format!("http://{}/", proxy.addr);
-        self.wrk.run(&url, WARM_UP_SECS).context("warm-up")?;
-        let cpu_before = proxy_cpu(&proxy)?;
-        let wrk = self.wrk.run(&url, self.opts.duration_secs)?;
-        let cpu_after = proxy_cpu(&proxy)?;
-        let rss_mib = match proxy.pid() {
-            Some(pid) => Some(procstat::rss_bytes(pid)? as f64 / MIB),
-            None => None,
+        let measured = match test {
+            Test::Http1 => {
+                self.wrk.run(&url, WARM_UP_SECS).context("warm-up")?;
+                let cpu_before = proxy.cpu_time()?;
+                let wrk = self.wrk.run(&url, self.opts.duration_secs)?;
+                let cpu_after = proxy.cpu_time()?;
+                let rss_mib = proxy.rss_bytes()?.map(|b| b as f64 / MIB);
+                notes.extend(
+                    wrk.errors
+                        .iter()
+                        .map(|e| format!("{name}: wrk reported {e}")),
+                );
+                Measured::Http1 {
+                    requests_per_sec: wrk.requests_per_sec,
+                    p50: wrk.p50,
+                    p99: wrk.p99,
+                    cpu_us_per_request: cpu_us(cpu_before, cpu_after)
+                        .map(|us| us / wrk.requests as f64),
+                    rss_mib,
+                }
+            }
+            Test::H2 => {
+                self.h2load.run(&url, WARM_UP_SECS).context("warm-up")?;
+                let cpu_before = proxy.cpu_time()?;
+                let h2 = self.h2load.run(&url, self.opts.duration_secs)?;
+                let cpu_after = proxy.cpu_time()?;
+                let rss_mib = proxy.rss_bytes()?.map(|b| b as f64 / MIB);
+                notes.extend(
+                    h2.errors
+                        .iter()
+                        .map(|e| format!("{name}: h2load reported {e}")),
+                );
+                Measured::H2 {
+                    requests_per_sec: h2.requests_per_sec,
+                    request_time: h2.request_time,
+                    cpu_us_per_request: cpu_us(cpu_before, cpu_after)
+                        .map(|us| us / h2.succeeded as f64),
+                    rss_mib,
+                }
+            }
+            Test::Bulk => {
+                let cpu_before = proxy.cpu_time()?;
+                let bulk = bulk::run(proxy.addr, self.opts.bulk_mib, self.pin.load_core())?;
+                let cpu_after = proxy.cpu_time()?;
+                Measured::Bulk {
+                    mib_per_sec: bulk.mib_per_sec(),
+                    cpu_us_per_mib: cpu_us(cpu_before, cpu_after)
+                        .map(|us| us / (bulk.bytes as f64 / MIB)),
+                }
+            }
         };
         proxy.stop()?;
-        notes.extend(
-            wrk.errors
-                .iter()
-                .map(|e| format!("{name}: wrk reported {e}")),
-        );
-
-        eprintln!("{name}: bulk");
-        let proxy = Proxy::start(kind, self.sink_backend, self.bins, self.pin)?;
-        let bulk_cpu_before = proxy_cpu(&proxy)?;
-        let bulk = bulk::run(proxy.addr, self.opts.bulk_mib, self.pin.load_core())?;
-        let bulk_cpu_after = proxy_cpu(&proxy)?;
-        proxy.stop()?;
-
-        Ok(Row {
-            kind,
-            requests_per_sec: wrk.requests_per_sec,
-            p50: wrk.p50,
-            p99: wrk.p99,
-            cpu_us_per_request: cpu_us(cpu_before, cpu_after).map(|us| us / wrk.requests as f64),
-            rss_mib,
-            bulk_mib_per_sec: bulk.mib_per_sec(),
-            cpu_us_per_mib: cpu_us(bulk_cpu_before, bulk_cpu_after)
-                .map(|us| us / (bulk.bytes as f64 / MIB)),
-        })
+        Ok(measured)
     }
-}
-
-fn proxy_cpu(proxy: &Proxy) -> Result<Option<Duration>> {
-    proxy.pid().map(procstat::cpu_time).transpose()
 }
 
 fn cpu_us(before: Option<Duration>, after: Option<Duration>) -> Option<f64> {
@@ -179,13 +273,18 @@ fn locate_binaries(opts: &Options) -> Result<Binaries> {
     if opts.proxies.iter().any(|kind| kind.is_ringlink()) && !opts.ringlink.is_file() {
         bail!(
             "ringlink binary {} not found: build it with `cargo build --release -p \
-             ringlink-engine`, pass --ringlink PATH, or use --only direct,ref-tokio",
+             ringlink-engine`, pass --ringlink PATH, or leave ringlink out with --only",
             opts.ringlink.display()
         );
     }
+    let wants = |kind| opts.proxies.contains(&kind);
     Ok(Binaries {
         ref_forwarder: dir.join("ref-forwarder"),
         ringlink: opts.ringlink.clone(),
+        nginx: wants(ProxyKind::Nginx).then(tools::Nginx::find).flatten(),
+        haproxy: wants(ProxyKind::Haproxy)
+            .then(|| tools::find_program("haproxy"))
+            .flatten(),
     })
 }
 

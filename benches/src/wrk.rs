@@ -26,19 +26,19 @@ pub struct Wrk<'a> {
 // === impl Wrk ===
 
 impl Wrk<'_> {
-    /// Fails with an installation hint if wrk or taskset cannot be run.
-    pub fn check_installed(&self) -> Result<()> {
+    /// Fails if taskset cannot be run; `Ok(Some(reason))` if wrk is missing.
+    pub fn unavailable(&self) -> Result<Option<String>> {
         let spawn = self.pin.load("wrk").arg("--version").output();
         match spawn {
             Err(error) if error.kind() == ErrorKind::NotFound => {
                 bail!("taskset not found: apt-get install util-linux")
             }
             Err(error) => bail!("cannot run taskset: {error}"),
-            Ok(out) if String::from_utf8_lossy(&out.stdout).contains("wrk") => Ok(()),
-            Ok(out) => bail!(
+            Ok(out) if String::from_utf8_lossy(&out.stdout).contains("wrk") => Ok(None),
+            Ok(out) => Ok(Some(format!(
                 "wrk not found (apt-get install wrk): {}",
                 String::from_utf8_lossy(&out.stderr).trim()
-            ),
+            ))),
         }
     }
 

@@ -4,6 +4,10 @@
 //! 12-byte `200 OK`. Requests are parsed only as far as their `\r\n\r\n` terminator (wrk sends
 //! bodiless GETs); pipelined requests are answered with one write.
 //!
+//! `bench-backend --h2 ADDR` speaks h2c (HTTP/2 over cleartext TCP with prior knowledge, no
+//! upgrade) and answers every request with `200`, `content-length: 12` and the same 12-byte
+//! body, without reading request bodies (h2load sends bodiless GETs).
+//!
 //! `bench-backend --sink ADDR` reads and discards everything a connection sends, then writes
 //! back the number of bytes it received as an 8-byte big-endian integer and closes.
 //!
@@ -11,9 +15,11 @@
 
 use std::io;
 
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+const BODY: &[u8] = b"hello world\n";
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\nhello world\n";
 const HEAD_END: &[u8] = b"\r\n\r\n";
 /// A request head longer than this closes the connection.
@@ -22,6 +28,7 @@ const MAX_HEAD: usize = 64 << 10;
 #[derive(Clone, Copy)]
 enum Mode {
     Http,
+    H2,
     Sink,
 }
 
@@ -29,8 +36,9 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (mode, addr) = match args.as_slice() {
         [addr] => (Mode::Http, addr.as_str()),
+        [flag, addr] if flag == "--h2" => (Mode::H2, addr.as_str()),
         [flag, addr] if flag == "--sink" => (Mode::Sink, addr.as_str()),
-        _ => anyhow::bail!("usage: bench-backend [--sink] LISTEN_ADDR"),
+        _ => anyhow::bail!("usage: bench-backend [--h2 | --sink] LISTEN_ADDR"),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -40,11 +48,12 @@ fn main() -> anyhow::Result<()> {
         loop {
             let (stream, _) = listener.accept().await?;
             tokio::spawn(async move {
-                // Resets at the end of a wrk run are expected; nothing to report.
-                let _ = match mode {
-                    Mode::Http => serve_http(stream).await,
-                    Mode::Sink => serve_sink(stream).await,
-                };
+                // Resets at the end of a load run are expected; nothing to report.
+                match mode {
+                    Mode::Http => drop(serve_http(stream).await),
+                    Mode::H2 => drop(serve_h2(stream).await),
+                    Mode::Sink => drop(serve_sink(stream).await),
+                }
             });
         }
     })
@@ -78,6 +87,23 @@ async fn serve_http(mut stream: TcpStream) -> io::Result<()> {
             out.clear();
         }
     }
+}
+
+async fn serve_h2(stream: TcpStream) -> anyhow::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut conn = h2::server::handshake(stream).await?;
+    // `accept` also drives the connection; responses are queued without waiting, so one
+    // task serves all streams of the connection.
+    while let Some(request) = conn.accept().await {
+        let (_request, mut respond) = request?;
+        let response = http::Response::builder()
+            .status(200)
+            .header(http::header::CONTENT_LENGTH, BODY.len())
+            .body(())?;
+        let mut body = respond.send_response(response, false)?;
+        body.send_data(Bytes::from_static(BODY), true)?;
+    }
+    Ok(())
 }
 
 async fn serve_sink(mut stream: TcpStream) -> io::Result<()> {
