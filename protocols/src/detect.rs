@@ -113,4 +113,6 @@ fn plausible_method(buf: &[u8]) -> bool {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;

@@ -23,6 +23,8 @@ pub use head::{Header, Headers, RequestHead, ResponseHead, Version};
 pub use parse::{parse_request, parse_response, Parsed};
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
 
 // === types ===
