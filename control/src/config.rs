@@ -39,6 +39,10 @@ const INBOUND_OPAQUE_PORTS: &str = "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCO
 const SHUTDOWN_GRACE_PERIOD: &str = "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD";
 const METRICS_RETAIN_IDLE: &str = "LINKERD2_PROXY_METRICS_RETAIN_IDLE";
 const SHUTDOWN_ENDPOINT_ENABLED: &str = "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED";
+const DNS_MIN_TTL: &str = "LINKERD2_PROXY_DNS_MIN_TTL";
+const DNS_MAX_TTL: &str = "LINKERD2_PROXY_DNS_MAX_TTL";
+const POOL_IDLE_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT";
+const MAX_IDLE_CONNS_PER_ENDPOINT: &str = "LINKERD2_PROXY_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT";
 const LOG: &str = "LINKERD2_PROXY_LOG";
 const LOG_FORMAT: &str = "LINKERD2_PROXY_LOG_FORMAT";
 const RUNTIME: &str = "RINGLINK_RUNTIME";
@@ -56,6 +60,10 @@ const DEFAULT_INBOUND_DETECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_OUTBOUND_DETECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(2 * 60);
 const DEFAULT_METRICS_RETAIN_IDLE: Duration = Duration::from_secs(10 * 60);
+const DEFAULT_DNS_MIN_TTL: Duration = Duration::from_secs(1);
+const DEFAULT_DNS_MAX_TTL: Duration = Duration::from_secs(5 * 60);
+const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+const DEFAULT_MAX_IDLE_CONNS_PER_ENDPOINT: usize = 100;
 const DEFAULT_LOG_FILTER: &str = "warn,ringlink=info,ringlink_engine=info,ringlink_control=info";
 const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
 
@@ -105,6 +113,15 @@ pub struct Config {
     pub metrics_retain_idle: Duration,
     /// `LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED` (`true`/`false`), default false.
     pub shutdown_endpoint_enabled: bool,
+    /// `LINKERD2_PROXY_DNS_MIN_TTL`, default 1s: DNS answers are cached at least this long.
+    pub dns_min_ttl: Duration,
+    /// `LINKERD2_PROXY_DNS_MAX_TTL`, default 5m: and at most this long.
+    pub dns_max_ttl: Duration,
+    /// `LINKERD2_PROXY_OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT`, default 3s: idle upstream
+    /// HTTP/1 connections are closed after this long.
+    pub pool_idle_timeout: Duration,
+    /// `LINKERD2_PROXY_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT`, default 100 (0 disables pooling).
+    pub max_idle_conns_per_endpoint: usize,
     /// `LINKERD2_PROXY_LOG`, trimmed; only non-emptiness is checked here (the engine checks
     /// the syntax with tracing's `EnvFilter`).
     pub log_filter: String,
@@ -259,6 +276,21 @@ impl Config {
         let metrics_retain_idle = duration(METRICS_RETAIN_IDLE, DEFAULT_METRICS_RETAIN_IDLE)?;
         let shutdown_endpoint_enabled =
             read(env, SHUTDOWN_ENDPOINT_ENABLED, parse_bool)?.unwrap_or(false);
+        let dns_min_ttl = duration(DNS_MIN_TTL, DEFAULT_DNS_MIN_TTL)?;
+        let dns_max_ttl = duration(DNS_MAX_TTL, DEFAULT_DNS_MAX_TTL)?;
+        if dns_max_ttl < dns_min_ttl {
+            return Err(ConfigError {
+                var: DNS_MAX_TTL,
+                value: env.var(DNS_MAX_TTL)?.unwrap_or_default(),
+                reason: format!("must not be less than {DNS_MIN_TTL}"),
+            });
+        }
+        let pool_idle_timeout = duration(POOL_IDLE_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT)?;
+        let max_idle_conns_per_endpoint = read(env, MAX_IDLE_CONNS_PER_ENDPOINT, |s| {
+            s.parse::<usize>()
+                .map_err(|_| "expected a number of connections".to_string())
+        })?
+        .unwrap_or(DEFAULT_MAX_IDLE_CONNS_PER_ENDPOINT);
 
         let log_filter =
             read(env, LOG, parse_log_filter)?.unwrap_or_else(|| DEFAULT_LOG_FILTER.to_string());
@@ -283,6 +315,10 @@ impl Config {
             shutdown_grace_period,
             metrics_retain_idle,
             shutdown_endpoint_enabled,
+            dns_min_ttl,
+            dns_max_ttl,
+            pool_idle_timeout,
+            max_idle_conns_per_endpoint,
             log_filter,
             log_format,
             runtime,
@@ -309,6 +345,10 @@ impl Default for Config {
             shutdown_grace_period: DEFAULT_SHUTDOWN_GRACE_PERIOD,
             metrics_retain_idle: DEFAULT_METRICS_RETAIN_IDLE,
             shutdown_endpoint_enabled: false,
+            dns_min_ttl: DEFAULT_DNS_MIN_TTL,
+            dns_max_ttl: DEFAULT_DNS_MAX_TTL,
+            pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+            max_idle_conns_per_endpoint: DEFAULT_MAX_IDLE_CONNS_PER_ENDPOINT,
             log_filter: DEFAULT_LOG_FILTER.to_string(),
             log_format: LogFormat::Plain,
             runtime: RuntimeKind::Monoio,

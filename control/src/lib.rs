@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod dns;
 pub mod thread;
 
 pub use config::{Config, ConfigError, Cores, Env, LogFormat, PortSet, RuntimeKind, SystemEnv};

@@ -1,6 +1,7 @@
 //! The control thread: a tokio current-thread runtime on its own OS thread. It owns
 //! everything tokio-based, which must never run on a shard (DESIGN.md §2). Today that is
-//! signal handling, the shutdown phase it publishes to every shard, and the admin server.
+//! signal handling, the shutdown phase it publishes to every shard, the admin server, and
+//! DNS resolution for shards ([`crate::dns`]).
 
 use std::io;
 use std::sync::atomic::AtomicBool;
@@ -39,6 +40,12 @@ pub struct AdminSetup {
     pub metrics: Exposition,
 }
 
+/// What the control thread needs to resolve names for shards.
+pub struct DnsSetup {
+    pub requests: tokio::sync::mpsc::Receiver<crate::dns::DnsRequest>,
+    pub ttl: crate::dns::DnsTtl,
+}
+
 /// A shard's view of the [`Phase`] (crosses threads; works on any runtime).
 pub type PhaseRx = watch::Receiver<Phase>;
 
@@ -54,7 +61,7 @@ pub struct ControlThread {
 impl ControlThread {
     /// Starts the control thread; returns once its signal handlers are installed, so a
     /// signal sent after this returns is never lost to the default action.
-    pub fn spawn(admin: AdminSetup) -> io::Result<ControlThread> {
+    pub fn spawn(admin: AdminSetup, dns: DnsSetup) -> io::Result<ControlThread> {
         let (phase, _) = watch::channel(Phase::Serving);
         let publisher = phase.clone();
         let (ready_tx, ready_rx) = mpsc::sync_channel::<io::Result<()>>(1);
@@ -114,6 +121,7 @@ impl ControlThread {
                         metrics: admin.metrics,
                     };
                     tokio::spawn(ringlink_admin::serve(listener, Arc::new(admin)));
+                    tokio::spawn(crate::dns::serve(dns.requests, dns.ttl));
                     let _ = ready_tx.send(Ok(()));
                     loop {
                         let name = tokio::select! {

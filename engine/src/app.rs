@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ringlink_admin::Exposition;
-use ringlink_control::thread::{AdminSetup, ControlThread};
+use ringlink_control::thread::{AdminSetup, ControlThread, DnsSetup};
 use ringlink_control::{Config, SystemEnv};
 
 use crate::listen;
@@ -111,7 +111,10 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
         inbound_detect_timeout: config.inbound_detect_timeout,
         outbound_detect_timeout: config.outbound_detect_timeout,
         inbound_opaque_ports: config.inbound_opaque_ports.clone(),
+        pool_idle_timeout: config.pool_idle_timeout,
+        max_idle_conns_per_endpoint: config.max_idle_conns_per_endpoint,
     });
+    let (dns_tx, dns_requests) = ringlink_control::dns::channel();
 
     let mut registries = Vec::with_capacity(shards);
     let mut shard_metrics = Vec::with_capacity(shards);
@@ -130,14 +133,23 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
     })?;
     let admin_addr = admin_listener.local_addr().unwrap_or(admin_addr);
     let ready = Arc::new(AtomicBool::new(false));
-    let control = ControlThread::spawn(AdminSetup {
-        listener: admin_listener,
-        ready: ready.clone(),
-        log_level: Box::new(log),
-        env: proxy_env(),
-        shutdown_enabled: config.shutdown_endpoint_enabled,
-        metrics: Exposition::new(registries, env!("CARGO_PKG_VERSION")),
-    })
+    let control = ControlThread::spawn(
+        AdminSetup {
+            listener: admin_listener,
+            ready: ready.clone(),
+            log_level: Box::new(log),
+            env: proxy_env(),
+            shutdown_enabled: config.shutdown_endpoint_enabled,
+            metrics: Exposition::new(registries, env!("CARGO_PKG_VERSION")),
+        },
+        DnsSetup {
+            requests: dns_requests,
+            ttl: ringlink_control::dns::DnsTtl {
+                min: config.dns_min_ttl,
+                max: config.dns_max_ttl,
+            },
+        },
+    )
     .map_err(|error| Fatal {
         code: EXIT_OSERR,
         message: format!("cannot start the control thread: {error}"),
@@ -160,6 +172,7 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
             listeners,
             phase: control.phase(),
             tcp,
+            dns: dns_tx.clone(),
         };
         let handle = rt::spawn_shard(config.runtime, ShardSpec { index, cpu: *cpu }, seed)
             .map_err(|error| Fatal {

@@ -12,6 +12,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
+use std::time::Duration;
 
 use tracing::Instrument;
 
@@ -19,7 +20,10 @@ use prometheus::IntCounter;
 
 use ringlink_protocols::Protocol;
 
+use crate::http1::reply::ProxyError;
+use crate::http1::{Eager, Route};
 use crate::metrics::Peer;
+use crate::pool::Upstream;
 use crate::rt::{Reader, Runtime, Stream, Writer};
 use crate::shard::{Direction, ShardState, TaskGuard};
 use crate::sniff::{sniff, Sniffed};
@@ -33,9 +37,21 @@ pub const LARGE_BUFFER: usize = 64 << 10;
 
 // === types ===
 
+/// How long a client whose destination could not be reached gets to show it speaks HTTP
+/// (and so be answered 502/504 rather than reset). HTTP clients send their request at once.
+const DETECT_AFTER_CONNECT_FAILURE: Duration = Duration::from_millis(100);
+
+/// Where an accepted connection goes.
+enum Dest {
+    /// Its (inbound: local) target.
+    Target(SocketAddr),
+    /// It was sent to the proxy's own outbound listener (this local address), not redirected.
+    Proxy(SocketAddr),
+}
+
 /// How one direction of a connection ended.
 #[derive(Debug)]
-enum Ended {
+pub enum Ended {
     /// The source closed; the end of stream was passed on.
     Eof,
     /// Reading the source failed (e.g. it was reset).
@@ -66,9 +82,45 @@ pub async fn serve<R: Runtime>(
         let mut client = client;
         let client_fd = client.as_raw_fd();
         let entry = state.register(client_fd);
-        let Some(target) = target(&state, direction, client_fd) else {
+        let Some(dest) = destination(&state, direction, client_fd) else {
             reset(client_fd);
             return;
+        };
+        let target = match dest {
+            Dest::Target(target) => target,
+            Dest::Proxy(local) => {
+                // Addressed to the proxy itself: only HTTP can say where it goes.
+                let src = state.tcp_open(direction, Peer::Src, local);
+                let timeout = state.settings.outbound_detect_timeout;
+                let error = match sniff::<R>(&mut client, None, timeout).await {
+                    Ok((Sniffed::Protocol(Protocol::Http1), first)) => {
+                        tracing::Span::current().record("protocol", "http/1");
+                        Box::pin(crate::http1::serve::<R>(
+                            &state,
+                            direction,
+                            Route::ByAuthority,
+                            client,
+                            first,
+                            Eager::None,
+                            &src,
+                            &entry,
+                        ))
+                        .await
+                    }
+                    Ok((sniffed, _)) => {
+                        tracing::Span::current().record("protocol", sniffed.name());
+                        tracing::warn!(
+                            "Refusing a connection addressed to the proxy itself that is not \
+                             HTTP (routing loop)"
+                        );
+                        reset(client_fd);
+                        None
+                    }
+                    Err(error) => Some(error),
+                };
+                state.tcp_close(src, error.as_ref());
+                return;
+            }
         };
         tracing::Span::current().record("server.addr", tracing::field::display(target));
         let timeout = match direction {
@@ -76,12 +128,71 @@ pub async fn serve<R: Runtime>(
             Direction::Inbound => state.settings.inbound_connect_timeout,
         };
         let src = state.tcp_open(direction, Peer::Src, target);
+        // An idle pooled HTTP/1 connection to the target means it speaks HTTP: detect
+        // without a new connection, and serve the first request on the pooled one.
+        let mut replay = None;
+        if let Some(pooled) = state.pool::<R>().take(target) {
+            let timeout = match direction {
+                Direction::Outbound => state.settings.outbound_detect_timeout,
+                Direction::Inbound => state.settings.inbound_detect_timeout,
+            };
+            match sniff::<R>(&mut client, None, timeout).await {
+                Ok((Sniffed::Protocol(Protocol::Http1), first)) => {
+                    tracing::Span::current().record("protocol", "http/1");
+                    let error = Box::pin(crate::http1::serve::<R>(
+                        &state,
+                        direction,
+                        Route::Fixed(target),
+                        client,
+                        first,
+                        Eager::Open(pooled),
+                        &src,
+                        &entry,
+                    ))
+                    .await;
+                    state.tcp_close(src, error.as_ref());
+                    return;
+                }
+                Ok((sniffed, first)) => {
+                    state.pool::<R>().put(pooled);
+                    tracing::Span::current().record("protocol", sniffed.name());
+                    replay = Some(first);
+                }
+                Err(error) => {
+                    state.pool::<R>().put(pooled);
+                    state.tcp_close(src, Some(&error));
+                    return;
+                }
+            }
+        }
         let upstream = match R::connect(target, timeout).await {
             Ok(upstream) => upstream,
             Err(error) => {
                 tracing::info!(%error, "Connect failed");
-                reset(client_fd);
-                state.tcp_close(src, None);
+                // An HTTP client that already sent its request gets a 502/504, not a reset.
+                let failed = connect_failed::<R>(&state, direction, &mut client, target, error);
+                let error = failed.await;
+                match error {
+                    Some((first, eager)) => {
+                        tracing::Span::current().record("protocol", "http/1");
+                        let error = Box::pin(crate::http1::serve::<R>(
+                            &state,
+                            direction,
+                            Route::Fixed(target),
+                            client,
+                            first,
+                            eager,
+                            &src,
+                            &entry,
+                        ))
+                        .await;
+                        state.tcp_close(src, error.as_ref());
+                    }
+                    None => {
+                        reset(client_fd);
+                        state.tcp_close(src, None);
+                    }
+                }
                 return;
             }
         };
@@ -89,13 +200,14 @@ pub async fn serve<R: Runtime>(
             state.tcp_close(src, None);
             return;
         }
-        let dst = state.tcp_open(direction, Peer::Dst, target);
         let upstream_fd = upstream.as_raw_fd();
         entry.set_upstream(upstream_fd);
 
         let opaque_port = direction == Direction::Inbound
             && state.settings.inbound_opaque_ports.contains(target.port());
-        let first = if opaque_port {
+        let first = if let Some(first) = replay {
+            first
+        } else if opaque_port {
             tracing::Span::current().record("protocol", "opaque-port");
             Vec::new()
         } else {
@@ -103,7 +215,25 @@ pub async fn serve<R: Runtime>(
                 Direction::Outbound => state.settings.outbound_detect_timeout,
                 Direction::Inbound => state.settings.inbound_detect_timeout,
             };
-            match sniff::<R>(&mut client, &upstream, timeout).await {
+            match sniff::<R>(&mut client, Some(&upstream), timeout).await {
+                Ok((Sniffed::Protocol(Protocol::Http1), first)) => {
+                    tracing::Span::current().record("protocol", "http/1");
+                    let eager =
+                        Eager::Open(Upstream::from_stream(&state, direction, target, upstream));
+                    let error = Box::pin(crate::http1::serve::<R>(
+                        &state,
+                        direction,
+                        Route::Fixed(target),
+                        client,
+                        first,
+                        eager,
+                        &src,
+                        &entry,
+                    ))
+                    .await;
+                    state.tcp_close(src, error.as_ref());
+                    return;
+                }
                 Ok((sniffed, first)) => {
                     tracing::Span::current().record("protocol", sniffed.name());
                     if let Sniffed::Protocol(Protocol::Tls { sni: Some(sni) }) = &sniffed {
@@ -115,11 +245,11 @@ pub async fn serve<R: Runtime>(
                     tracing::debug!(%error, "Client failed during detection");
                     abort(upstream_fd, client_fd);
                     state.tcp_close(src, Some(&error));
-                    state.tcp_close(dst, None);
                     return;
                 }
             }
         };
+        let dst = state.tcp_open(direction, Peer::Dst, target);
 
         let (mut client_rx, mut client_tx) = client.into_split();
         let (mut upstream_rx, mut upstream_tx) = upstream.into_split();
@@ -175,8 +305,40 @@ pub async fn serve<R: Runtime>(
     .await
 }
 
-/// Where to forward a connection, or `None` (logged) when it must be refused.
-fn target(state: &ShardState, direction: Direction, fd: RawFd) -> Option<SocketAddr> {
+/// After the connection to `target` failed: if the client has already sent an HTTP/1
+/// request (or sends one within [`DETECT_AFTER_CONNECT_FAILURE`]), the bytes read and the
+/// failure to answer it with; otherwise `None`, and the caller resets the client.
+async fn connect_failed<R: Runtime>(
+    state: &ShardState,
+    direction: Direction,
+    client: &mut R::Stream,
+    target: SocketAddr,
+    error: io::Error,
+) -> Option<(Vec<u8>, Eager<R>)> {
+    let opaque_port = direction == Direction::Inbound
+        && state.settings.inbound_opaque_ports.contains(target.port());
+    if opaque_port {
+        return None;
+    }
+    match sniff::<R>(client, None, DETECT_AFTER_CONNECT_FAILURE).await {
+        Ok((Sniffed::Protocol(Protocol::Http1), first)) => {
+            let timeout = match direction {
+                Direction::Outbound => state.settings.outbound_connect_timeout,
+                Direction::Inbound => state.settings.inbound_connect_timeout,
+            };
+            let failure = if error.kind() == io::ErrorKind::TimedOut {
+                ProxyError::ConnectTimeout(timeout)
+            } else {
+                ProxyError::Connect(error)
+            };
+            Some((first, Eager::Failed(target, failure)))
+        }
+        _ => None,
+    }
+}
+
+/// Where a connection goes, or `None` (logged) when it must be refused.
+fn destination(state: &ShardState, direction: Direction, fd: RawFd) -> Option<Dest> {
     let local = match sys::local_addr(fd) {
         Ok(local) => local,
         Err(error) => {
@@ -192,13 +354,16 @@ fn target(state: &ShardState, direction: Direction, fd: RawFd) -> Option<SocketA
         }
     };
     if state.is_own_listener(orig_dst, local) {
+        if direction == Direction::Outbound {
+            return Some(Dest::Proxy(local));
+        }
         tracing::warn!(
             dst.addr = %orig_dst,
             "Refusing a connection whose original destination is the proxy itself (routing loop)"
         );
         return None;
     }
-    Some(match direction {
+    Some(Dest::Target(match direction {
         Direction::Outbound => orig_dst,
         // Inbound traffic goes to the application in this pod, on the port it was sent to.
         Direction::Inbound => {
@@ -208,12 +373,12 @@ fn target(state: &ShardState, direction: Direction, fd: RawFd) -> Option<SocketA
             };
             SocketAddr::new(loopback, orig_dst.port())
         }
-    })
+    }))
 }
 
 /// Copies `src` to `dst` until the end of `src` or an error, counting bytes read from `src`
 /// and written to `dst`. `fds` is `[src, dst]`.
-async fn copy(
+pub async fn copy(
     state: &ShardState,
     (src, dst): (&mut impl Reader, &mut impl Writer),
     fds: [RawFd; 2],

@@ -6,12 +6,15 @@
 //! the only cross-thread values are snapshots from the control thread.
 
 mod app;
+mod dns;
 mod forward;
+mod http1;
 mod join;
 mod listen;
 mod logging;
 mod metrics;
 mod orig_dst;
+mod pool;
 pub mod rt;
 mod shard;
 mod sniff;

@@ -73,6 +73,11 @@ pub trait Reader {
     /// Reads up to `buf.capacity()` bytes, replacing the buffer's contents: on success
     /// `buf.len()` is the number of bytes read, 0 at end of stream.
     fn read(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
+
+    /// Reads into the spare capacity after `buf.len()`, keeping what is there: on success
+    /// the buffer grew by the returned count, 0 at end of stream. The caller makes sure
+    /// there is spare capacity.
+    fn read_more(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
 }
 
 pub trait Writer {

@@ -19,6 +19,7 @@ use slab::Slab;
 use crate::forward;
 use crate::metrics::{Peer, PeerMetrics, TcpMetrics, TcpUsage};
 use crate::orig_dst::{FixedOrigDst, KernelOrigDst, OrigDst};
+use crate::pool::Pool;
 use crate::rt::{Listener, Runtime, ShardMain};
 use crate::sys;
 
@@ -53,6 +54,10 @@ pub struct ShardSettings {
     pub outbound_detect_timeout: Duration,
     /// Inbound ports whose traffic skips detection.
     pub inbound_opaque_ports: ringlink_control::PortSet,
+    /// Idle upstream HTTP/1 connections are closed after this long.
+    pub pool_idle_timeout: Duration,
+    /// At most this many idle upstream HTTP/1 connections per endpoint.
+    pub max_idle_conns_per_endpoint: usize,
 }
 
 /// What a shard thread is handed at startup (crosses into the shard thread once).
@@ -62,6 +67,8 @@ pub struct ShardSeed {
     pub listeners: Vec<(Direction, std::net::TcpListener)>,
     pub phase: PhaseRx,
     pub tcp: TcpMetrics,
+    /// Requests to the control thread's resolver.
+    pub dns: ringlink_control::dns::DnsTx,
 }
 
 /// A shard's own state, shared by its tasks through `Rc`.
@@ -71,8 +78,14 @@ pub struct ShardState {
     pub orig_dst: Box<dyn OrigDst>,
     pub tcp: TcpMetrics,
     pub tcp_usage: TcpUsage,
-    /// Open connections' sockets (client, upstream), so that a drain can close them.
-    conns: RefCell<Slab<[RawFd; 2]>>,
+    /// Open connections' sockets (client, upstream), so that a drain can close them, and
+    /// whether the connection is idle between HTTP requests.
+    conns: RefCell<Slab<([RawFd; 2], bool)>>,
+    /// Set once the drain begins: HTTP connections close after their current request.
+    draining: Cell<bool>,
+    /// The upstream HTTP/1 connection pool, a `pool::Pool<R>` for the shard's runtime.
+    pool: std::cell::OnceCell<Box<dyn std::any::Any>>,
+    pub dns: crate::dns::ShardDns,
     /// Tasks still running (accept loops and connections); the shard ends at zero.
     tasks: Cell<usize>,
     /// Set once the grace period is over: connections still opening are closed at once.
@@ -119,7 +132,12 @@ impl ShardMain for ShardSeed {
 // === impl ShardState ===
 
 impl ShardState {
-    fn new(index: usize, settings: Arc<ShardSettings>, tcp: TcpMetrics) -> Self {
+    fn new(
+        index: usize,
+        settings: Arc<ShardSettings>,
+        tcp: TcpMetrics,
+        dns: ringlink_control::dns::DnsTx,
+    ) -> Self {
         let orig_dst: Box<dyn OrigDst> = match settings.orig_dst_override {
             Some(addr) => Box::new(FixedOrigDst(addr)),
             None => Box::new(KernelOrigDst),
@@ -131,6 +149,9 @@ impl ShardState {
             tcp,
             tcp_usage: TcpUsage::default(),
             conns: RefCell::new(Slab::new()),
+            draining: Cell::new(false),
+            pool: std::cell::OnceCell::new(),
+            dns: crate::dns::ShardDns::new(dns),
             tasks: Cell::new(0),
             closing: Cell::new(false),
             drain_waiter: Cell::new(None),
@@ -144,7 +165,7 @@ impl ShardState {
     }
 
     pub fn register(self: &Rc<Self>, client: RawFd) -> ConnEntry {
-        let key = self.conns.borrow_mut().insert([client, -1]);
+        let key = self.conns.borrow_mut().insert(([client, -1], false));
         ConnEntry {
             state: self.clone(),
             key,
@@ -159,6 +180,34 @@ impl ShardState {
     /// Records a TCP connection closing, with the error that ended it, if any.
     pub fn tcp_close(&self, metrics: PeerMetrics, error: Option<&std::io::Error>) {
         metrics.close(&self.tcp_usage, error);
+    }
+
+    /// The shard's pool of idle upstream HTTP/1 connections.
+    pub fn pool<R: Runtime>(&self) -> &Pool<R> {
+        self.pool
+            .get_or_init(|| {
+                Box::new(Pool::<R>::new(
+                    self.settings.max_idle_conns_per_endpoint,
+                    self.settings.pool_idle_timeout,
+                ))
+            })
+            .downcast_ref()
+            .expect("a shard runs on one runtime")
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Starts the drain: HTTP connections idle between requests are closed now (their
+    /// tasks see end of stream), busy ones after their current response.
+    fn start_drain(&self) {
+        self.draining.set(true);
+        for (_, (fds, idle)) in self.conns.borrow().iter() {
+            if *idle {
+                let _ = sys::shutdown(fds[0], std::net::Shutdown::Both);
+            }
+        }
     }
 
     pub fn is_closing(&self) -> bool {
@@ -195,7 +244,7 @@ impl ShardState {
     /// error and return by themselves.
     fn close_all(&self) {
         self.closing.set(true);
-        for (_, fds) in self.conns.borrow().iter() {
+        for (_, (fds, _)) in self.conns.borrow().iter() {
             for fd in fds.iter().copied().filter(|fd| *fd >= 0) {
                 let _ = sys::shutdown(fd, std::net::Shutdown::Both);
             }
@@ -238,8 +287,20 @@ impl Drop for TaskGuard {
 
 impl ConnEntry {
     pub fn set_upstream(&self, fd: RawFd) {
-        if let Some(fds) = self.state.conns.borrow_mut().get_mut(self.key) {
+        if let Some((fds, _)) = self.state.conns.borrow_mut().get_mut(self.key) {
             fds[1] = fd;
+        }
+    }
+
+    /// Marks the connection idle between HTTP requests (closed at once by a drain) or not.
+    pub fn set_idle(&self, idle: bool) {
+        if let Some((_, entry)) = self.state.conns.borrow_mut().get_mut(self.key) {
+            *entry = idle;
+        }
+        if idle && self.state.is_draining() {
+            if let Some(([client, _], _)) = self.state.conns.borrow().get(self.key) {
+                let _ = sys::shutdown(*client, std::net::Shutdown::Both);
+            }
         }
     }
 }
@@ -261,8 +322,9 @@ pub async fn run<R: Runtime>(seed: ShardSeed) {
         listeners,
         mut phase,
         tcp,
+        dns,
     } = seed;
-    let state = Rc::new(ShardState::new(index, settings, tcp));
+    let state = Rc::new(ShardState::new(index, settings, tcp, dns));
     for (direction, listener) in listeners {
         let addr = listener.local_addr().ok();
         match R::listener(listener) {
@@ -280,8 +342,15 @@ pub async fn run<R: Runtime>(seed: ShardSeed) {
     }
 
     R::spawn(evict_loop::<R>(state.task(), state.clone(), phase.clone()));
+    R::spawn(pool_sweep_loop::<R>(
+        state.task(),
+        state.clone(),
+        phase.clone(),
+    ));
 
     let _ = phase.wait_for(|p| *p != Phase::Serving).await;
+    state.start_drain();
+    state.pool::<R>().clear();
     let grace = state.settings.shutdown_grace_period;
     tracing::debug!(
         shard = index,
@@ -337,6 +406,35 @@ async fn evict_loop<R: Runtime>(_task: TaskGuard, state: Rc<ShardState>, mut pha
         let evicted = state.tcp_usage.evict(&state.tcp, retain);
         if evicted > 0 {
             tracing::debug!(shard = state.index, evicted, "Dropped idle metric series");
+        }
+    }
+}
+
+/// Closes expired idle upstream connections, until the drain.
+async fn pool_sweep_loop<R: Runtime>(_task: TaskGuard, state: Rc<ShardState>, mut phase: PhaseRx) {
+    let every = (state.settings.pool_idle_timeout / 2).max(Duration::from_millis(50));
+    loop {
+        let draining = or(
+            async {
+                R::sleep(every).await;
+                false
+            },
+            async {
+                let _ = phase.wait_for(|p| *p != Phase::Serving).await;
+                true
+            },
+        )
+        .await;
+        if draining {
+            return;
+        }
+        let closed = state.pool::<R>().sweep();
+        if closed > 0 {
+            tracing::debug!(
+                shard = state.index,
+                closed,
+                "Closed idle upstream connections"
+            );
         }
     }
 }

@@ -57,10 +57,11 @@ impl Sniffed {
 
 // === functions ===
 
-/// Detects what `client` speaks, returning the answer and the bytes read from it.
+/// Detects what `client` speaks, returning the answer and the bytes read from it. Without
+/// an `upstream` (nothing to connect to yet), only the client and the timeout can decide.
 pub async fn sniff<R: Runtime>(
     client: &mut R::Stream,
-    upstream: &R::Stream,
+    upstream: Option<&R::Stream>,
     timeout: Duration,
 ) -> io::Result<(Sniffed, Vec<u8>)> {
     let deadline = Instant::now() + timeout;
@@ -70,7 +71,12 @@ pub async fn sniff<R: Runtime>(
         let remaining = deadline.saturating_duration_since(Instant::now());
         let first = first_of(
             async { client.readable().await.map(|()| First::Client) },
-            async { upstream.readable().await.map(|()| First::Server) },
+            async {
+                match upstream {
+                    Some(upstream) => upstream.readable().await.map(|()| First::Server),
+                    None => std::future::pending().await,
+                }
+            },
             async {
                 R::sleep(remaining).await;
                 Ok(First::Deadline)

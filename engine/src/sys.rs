@@ -110,6 +110,23 @@ pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether an idle connection can still carry a request: nothing to read and no end of
+/// stream, checked without blocking (`recv` with `MSG_PEEK | MSG_DONTWAIT`). A server that
+/// closed its idle connection, or sent bytes nobody asked for, makes it unusable.
+pub fn is_idle_and_open(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: one writable byte at a valid address; a stale fd only yields an error.
+    let rc = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    rc < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}
+
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft limit.
 pub fn raise_nofile_limit() -> io::Result<u64> {
     let mut limit = libc::rlimit {

@@ -6,6 +6,7 @@
 
 pub mod grpc;
 pub mod http;
+pub mod http1;
 pub mod metrics;
 pub mod netns;
 pub mod proc;

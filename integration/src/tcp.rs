@@ -170,3 +170,27 @@ pub async fn roundtrip(addr: SocketAddr, msg: &[u8]) -> std::io::Result<Vec<u8>>
     stream.read_exact(&mut back).await?;
     Ok(back)
 }
+
+/// A listener with backlog 0 and its queue filled by connections nobody accepts.
+pub fn unresponsive_listener() -> (
+    std::net::SocketAddr,
+    Vec<std::net::TcpStream>,
+    std::net::TcpListener,
+) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // std's bind listens with backlog 128; shrink it by listening again.
+    #[allow(unsafe_code)]
+    // SAFETY: listen(2) on a socket we own.
+    unsafe {
+        libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 0)
+    };
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(100)) {
+            Ok(s) => fillers.push(s),
+            Err(_) => break,
+        }
+    }
+    (addr, fillers, listener)
+}

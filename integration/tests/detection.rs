@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use ringlink_integration::http1::{self, Conn, Reply};
 use ringlink_integration::{both_runtimes, proxy, tcp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -57,17 +58,15 @@ async fn server_speaks_first_without_waiting(runtime: &'static str) {
 }
 
 async fn split_request_line_is_replayed(runtime: &'static str) {
-    let server = tcp::echo().await;
+    let server = http1::server(|req| Reply::ok(&format!("{} {}", req.method, req.target))).await;
     let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
-    let mut stream = TcpStream::connect(proxy.outbound).await.unwrap();
-    stream.write_all(b"GET / HTT").await.unwrap();
+    let mut conn = Conn::connect(proxy.outbound).await;
+    conn.send("GET /split HTT").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    stream.write_all(b"P/1.1\r\nhost: x\r\n\r\n").await.unwrap();
-    let sent = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
-    let mut back = vec![0u8; sent.len()];
-    stream.read_exact(&mut back).await.unwrap();
-    assert_eq!(back, sent);
-    drop(stream);
+    conn.send("P/1.1\r\nhost: x\r\n\r\n").await;
+    let res = conn.response("GET").await.unwrap();
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body_str(), "GET /split");
     assert!(
         proxy
             .wait_for_log("protocol=\"http/1\"", Duration::from_secs(2))

@@ -39,6 +39,8 @@ async fn outbound_and_inbound_are_transparent(runtime: &'static str) {
         .proxy(runtime)
         .env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:4140")
         .env("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "0.0.0.0:4143")
+        // The loop check below waits for detection on a silent connection.
+        .env("LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT", "1s")
         .spawn();
 
     // Outbound: the app in the pod connects to a server on the peer host. The rules send it

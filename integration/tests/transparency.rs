@@ -171,7 +171,7 @@ async fn refusal(addr: std::net::SocketAddr) -> Result<(), std::io::ErrorKind> {
 
 async fn connect_timeout_is_honoured(runtime: &'static str) {
     // A listener whose accept queue is full drops SYNs, so connecting to it hangs.
-    let socket = socket2_free_listener_with_full_backlog();
+    let socket = tcp::unresponsive_listener();
     let target = socket.0;
     let proxy = proxy::new(runtime)
         .env("LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT", "300ms")
@@ -197,34 +197,27 @@ async fn connect_timeout_is_honoured(runtime: &'static str) {
     drop(socket);
 }
 
-/// A listener with backlog 0 and its queue filled by connections nobody accepts.
-fn socket2_free_listener_with_full_backlog() -> (
-    std::net::SocketAddr,
-    Vec<std::net::TcpStream>,
-    std::net::TcpListener,
-) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    // std's bind listens with backlog 128; shrink it by listening again.
-    #[allow(unsafe_code)]
-    // SAFETY: listen(2) on a socket we own.
-    unsafe {
-        libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 0)
-    };
-    let mut fillers = Vec::new();
-    for _ in 0..4 {
-        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
-            Ok(s) => fillers.push(s),
-            Err(_) => break,
-        }
-    }
-    (addr, fillers, listener)
-}
-
 async fn loop_to_own_listener_is_refused(runtime: &'static str) {
     // No override: the kernel has no NAT record for a connection made straight to the
-    // outbound port, so its original destination is the proxy itself.
-    let proxy = proxy::new(runtime).spawn();
+    // outbound port, so its original destination is the proxy itself. Only HTTP, routed by
+    // its authority, may use it; anything else is a loop.
+    let proxy = proxy::new(runtime)
+        .env("LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT", "500ms")
+        .spawn();
+    let mut stream = TcpStream::connect(proxy.outbound).await.unwrap();
+    stream
+        .write_all(b"\x16not http, not anything\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf))
+        .await
+        .expect("the connection was left open");
+    assert_eq!(
+        read.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset)
+    );
+    // A client that says nothing is refused once the detect timeout has passed.
     assert_eq!(
         refusal(proxy.outbound).await,
         Err(std::io::ErrorKind::ConnectionReset)

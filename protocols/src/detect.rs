@@ -11,7 +11,8 @@ pub use client_hello::server_name;
 /// Most bytes detection ever asks for: a TLS record header plus the largest TLS record.
 pub const MAX_DETECT_BYTES: usize = 5 + (16 << 10);
 
-/// Longest HTTP/1 request line accepted while looking for its end.
+/// Longest HTTP/1 request line (with its line end) that detection accepts; a longer one is
+/// opaque, however its bytes arrive.
 const MAX_REQUEST_LINE: usize = 8 << 10;
 
 /// Longest method name that detection waits on.
@@ -82,7 +83,10 @@ fn http1(buf: &[u8]) -> Detected {
     if !plausible_method(buf) {
         return Detected::Protocol(Protocol::Opaque);
     }
-    let Some(end) = buf.iter().position(|b| *b == b'\n') else {
+    // A line end past the limit counts as no line end, so the answer never depends on how
+    // the bytes were split into reads.
+    let window = &buf[..buf.len().min(MAX_REQUEST_LINE)];
+    let Some(end) = window.iter().position(|b| *b == b'\n') else {
         // Not a whole line yet: go on only while it is valid so far and not too long.
         return match httparse::Request::new(&mut headers).parse(buf) {
             Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST_LINE => Detected::NeedMore,

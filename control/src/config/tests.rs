@@ -693,3 +693,41 @@ fn hash_map_env() {
     assert_eq!(map.var(RUNTIME), Ok(Some("glommio".to_string())));
     assert_eq!(map.var(LOG), Ok(None));
 }
+
+#[test]
+fn dns_ttls_and_pool_settings() {
+    let config = Config::from_env(&env(&[])).unwrap();
+    assert_eq!(config.dns_min_ttl, Duration::from_secs(1));
+    assert_eq!(config.dns_max_ttl, Duration::from_secs(300));
+    assert_eq!(config.pool_idle_timeout, Duration::from_secs(3));
+    assert_eq!(config.max_idle_conns_per_endpoint, 100);
+    let config = Config::from_env(&env(&[
+        ("LINKERD2_PROXY_DNS_MIN_TTL", "10s"),
+        ("LINKERD2_PROXY_DNS_MAX_TTL", "1m"),
+        (
+            "LINKERD2_PROXY_OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT",
+            "500ms",
+        ),
+        ("LINKERD2_PROXY_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT", "0"),
+    ]))
+    .unwrap();
+    assert_eq!(config.dns_min_ttl, Duration::from_secs(10));
+    assert_eq!(config.dns_max_ttl, Duration::from_secs(60));
+    assert_eq!(config.pool_idle_timeout, Duration::from_millis(500));
+    assert_eq!(config.max_idle_conns_per_endpoint, 0);
+    let error = Config::from_env(&env(&[
+        ("LINKERD2_PROXY_DNS_MIN_TTL", "10s"),
+        ("LINKERD2_PROXY_DNS_MAX_TTL", "5s"),
+    ]))
+    .unwrap_err();
+    assert_eq!(error.var, "LINKERD2_PROXY_DNS_MAX_TTL");
+    let error = Config::from_env(&env(&[(
+        "LINKERD2_PROXY_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT",
+        "-1",
+    )]))
+    .unwrap_err();
+    assert_eq!(
+        error.var,
+        "LINKERD2_PROXY_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT"
+    );
+}

@@ -127,6 +127,10 @@ impl Reader for GlStream {
     async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         GlReader(self.0.clone()).read(buf).await
     }
+
+    async fn read_more(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        GlReader(self.0.clone()).read_more(buf).await
+    }
 }
 
 impl Reader for GlReader {
@@ -138,6 +142,16 @@ impl Reader for GlReader {
         let result =
             poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut buf)).await;
         buf.truncate(*result.as_ref().unwrap_or(&0));
+        (result, buf)
+    }
+
+    async fn read_more(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        let len = buf.len();
+        buf.resize(buf.capacity(), 0);
+        let stream = &self.0;
+        let result =
+            poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut buf[len..])).await;
+        buf.truncate(len + *result.as_ref().unwrap_or(&0));
         (result, buf)
     }
 }

@@ -9,6 +9,7 @@ use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
 use ::monoio as mono;
+use mono::buf::IoBufMut;
 use mono::io::{
     AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
 };
@@ -105,12 +106,29 @@ impl Reader for TcpStream {
     async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         AsyncReadRent::read(self, buf).await
     }
+
+    async fn read_more(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        read_more(self, buf).await
+    }
 }
 
 impl Reader for OwnedReadHalf<TcpStream> {
     async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         AsyncReadRent::read(self, buf).await
     }
+
+    async fn read_more(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        read_more(self, buf).await
+    }
+}
+
+/// A read into `buf[len..capacity]`: monoio's `SliceMut` sets the length to
+/// `len + read` on completion.
+async fn read_more(io: &mut impl AsyncReadRent, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+    let len = buf.len();
+    let cap = buf.capacity();
+    let (result, slice) = io.read(buf.slice_mut(len..cap)).await;
+    (result, slice.into_inner())
 }
 
 impl Writer for OwnedWriteHalf<TcpStream> {

@@ -211,3 +211,22 @@ fn arbitrary_bytes_never_panic_and_prefixes_are_consistent() {
         }
     }
 }
+
+#[test]
+fn long_request_lines_are_opaque_however_they_arrive() {
+    // Found by the `detect` fuzz target's prefix property: the answer for a line ending
+    // just past the limit used to depend on where reads split it.
+    let line = format!("GET /{} HTTP/1.1\n", "a".repeat(8178));
+    let bytes = line.as_bytes();
+    for cut in [8191, 8192, bytes.len()] {
+        let answer = detect(&bytes[..cut]);
+        assert!(
+            matches!(
+                answer,
+                Detected::NeedMore | Detected::Protocol(Protocol::Opaque)
+            ),
+            "{cut}: {answer:?}"
+        );
+    }
+    assert_eq!(detect(bytes), Detected::Protocol(Protocol::Opaque));
+}

@@ -1,0 +1,735 @@
+//! HTTP/1.1 proxying: one task per client connection, its requests served in order, each on
+//! an upstream connection from the shard's [`Pool`].
+//!
+//! Per request: read and check the head (limits, framing — anything ambiguous is answered
+//! 400 and the connection closed, nothing forwarded) → pick the endpoint (the original
+//! destination, or the request's authority when the client addressed the proxy itself) →
+//! take an idle connection or connect → write the rewritten head and stream the body →
+//! read the response head (forwarding 1xx) → stream the response body → pool the upstream
+//! connection if it is clean → next request, if both sides keep the connection alive.
+//! Upgrades (101) and CONNECT (2xx) turn both connections into a tunnel.
+//!
+//! Failures are answered, not dropped: 502 when the upstream cannot be reached or fails
+//! before its response head, 504 on connect timeout, 400/431 for bad requests, each with
+//! `l5d-proxy-error`.
+
+mod pipe;
+pub mod reply;
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use ringlink_protocols::http1::{
+    self, keep_alive, parse_request, parse_response, request_body, response_body, strip_hop_by_hop,
+    BodyKind, Limits, RequestHead, ResponseHead, Version,
+};
+
+use crate::metrics::PeerMetrics;
+use crate::pool::Upstream;
+use crate::rt::{Runtime, Stream};
+use crate::shard::{ConnEntry, Direction, ShardState};
+use pipe::{BodyError, Chunks, HeadError, Inbox, Outbox};
+use reply::{error_response, ProxyError};
+
+/// How long the rest of a head may take once its first byte arrived (slow-loris bound).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+// === types ===
+
+/// Where a connection's requests go.
+#[derive(Clone, Copy, Debug)]
+pub enum Route {
+    /// Every request to this address (the original destination).
+    Fixed(SocketAddr),
+    /// Each request to its own authority (`l5d-dst-override`, absolute-form URI or `Host`):
+    /// the client addressed the proxy itself, as a forward proxy.
+    ByAuthority,
+}
+
+/// The upstream connection detection left behind, for the first request to its address.
+pub enum Eager<R: Runtime> {
+    None,
+    /// Opened and unused.
+    Open(Upstream<R>),
+    /// Connecting failed: the first request to this address is answered with the error.
+    Failed(SocketAddr, ProxyError),
+}
+
+/// One client connection being served.
+struct Session<'a, R: Runtime> {
+    state: &'a Rc<ShardState>,
+    direction: Direction,
+    route: Route,
+    rx: <R::Stream as Stream>::Reader,
+    tx: <R::Stream as Stream>::Writer,
+    fd: RawFd,
+    buf: Vec<u8>,
+    metrics: &'a PeerMetrics,
+    entry: &'a ConnEntry,
+    limits: Limits,
+}
+
+/// How an exchange ended, for the session loop.
+enum Next {
+    /// Serve the next request.
+    Continue,
+    /// Close the client connection gracefully.
+    Close,
+    /// Close the client connection with a reset (a response could not be completed).
+    Abort(io::Error),
+}
+
+/// What a request turned out to need, decided from its head.
+struct Plan {
+    target: SocketAddr,
+    body: BodyKind,
+    client_version: Version,
+    client_keep_alive: bool,
+    expect_continue: bool,
+    /// `Upgrade` protocol that is forwarded (never `h2c`).
+    upgrade: bool,
+    connect: bool,
+    /// A request that may be sent again on a new connection if a reused one was closed
+    /// before it answered.
+    retryable: bool,
+}
+
+// === functions ===
+
+/// Serves HTTP/1 requests on `client` until either side ends the connection. `first` holds
+/// the bytes detection read; `eager` is the connection detection opened to the original
+/// destination, used for the first request that goes there.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve<R: Runtime>(
+    state: &Rc<ShardState>,
+    direction: Direction,
+    route: Route,
+    client: R::Stream,
+    first: Vec<u8>,
+    eager: Eager<R>,
+    metrics: &PeerMetrics,
+    entry: &ConnEntry,
+) -> Option<io::Error> {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&client);
+    let (rx, tx) = client.into_split();
+    let mut session = Session::<R> {
+        state,
+        direction,
+        route,
+        rx,
+        tx,
+        fd,
+        buf: first,
+        metrics,
+        entry,
+        limits: Limits::default(),
+    };
+    let mut eager = eager;
+    let error = loop {
+        match session.exchange(&mut eager).await {
+            Next::Continue => continue,
+            Next::Close => break None,
+            Next::Abort(error) => {
+                let _ = crate::sys::set_linger_zero(session.fd);
+                break Some(error);
+            }
+        }
+    };
+    drop(eager);
+    let Session { rx, tx, .. } = session;
+    drop(R::Stream::reunite(rx, tx));
+    error
+}
+
+impl<R: Runtime> Session<'_, R> {
+    /// One request and its response.
+    async fn exchange(&mut self, eager: &mut Eager<R>) -> Next {
+        self.entry.set_idle(true);
+        let head = {
+            let mut inbox = Inbox {
+                rx: &mut self.rx,
+                buf: &mut self.buf,
+                read_bytes: &self.metrics.read_bytes,
+            };
+            inbox
+                .read_head::<R, _>(&self.limits, HEAD_TIMEOUT, parse_request)
+                .await
+        };
+        self.entry.set_idle(false);
+        let mut head = match head {
+            Ok(Some(head)) => head,
+            Ok(None) => return Next::Close,
+            Err(HeadError::Io(error)) => return Next::Abort(error),
+            Err(HeadError::Timeout) => {
+                return self.refuse(ProxyError::RequestTimeout).await;
+            }
+            Err(HeadError::Parse(error)) => {
+                tracing::info!(%error, "Invalid request");
+                let status = error.status();
+                return self
+                    .refuse(ProxyError::BadRequest(status, error.to_string()))
+                    .await;
+            }
+        };
+        let plan = match self.plan(&mut head).await {
+            Ok(plan) => plan,
+            Err(error) => return self.refuse(error).await,
+        };
+        tracing::debug!(
+            method = %head.method,
+            target = %head.target,
+            dst.addr = %plan.target,
+            "Request"
+        );
+        if plan.connect && matches!(self.route, Route::ByAuthority) {
+            return self.connect_tunnel(plan.target).await;
+        }
+
+        let mut out = Vec::with_capacity(512);
+        http1::encode_request(&head, &mut out);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut conn = match self.upstream(plan.target, eager, attempt > 1).await {
+                Ok(conn) => conn,
+                Err(error) => return self.fail(&plan, error).await,
+            };
+            self.entry.set_upstream(conn.fd);
+            let dispatched = self.dispatch(&head, &plan, &mut conn, out.clone()).await;
+            self.entry.set_upstream(-1);
+            match dispatched {
+                Dispatched::Done(next) => return next,
+                Dispatched::Reusable(next) => {
+                    self.state.pool::<R>().put(conn);
+                    return next;
+                }
+                Dispatched::Retry(error) if plan.retryable && conn.reused && attempt == 1 => {
+                    tracing::debug!(%error, "Reused connection was closed; retrying");
+                    conn.error = Some(error);
+                }
+                Dispatched::Retry(error) => {
+                    let failed = ProxyError::Upstream(error.to_string());
+                    conn.error = Some(error);
+                    return self.fail(&plan, failed).await;
+                }
+            }
+        }
+    }
+
+    /// Checks the request and rewrites its head for the upstream hop.
+    async fn plan(&mut self, head: &mut RequestHead) -> Result<Plan, ProxyError> {
+        let bad = |why: &str| ProxyError::BadRequest(400, why.to_string());
+        let body = request_body(head).map_err(|e| ProxyError::BadRequest(400, e.to_string()))?;
+        let connect = head.method == "CONNECT";
+        if connect && parse_authority(&head.target).is_none() {
+            return Err(bad("CONNECT target must be host:port"));
+        }
+        if head.version == Version::Http11 && head.headers.count("host") != 1 && !connect {
+            return Err(bad("HTTP/1.1 request needs exactly one Host header"));
+        }
+        let target = match self.route {
+            Route::Fixed(addr) => addr,
+            Route::ByAuthority => {
+                let authority = head
+                    .headers
+                    .get("l5d-dst-override")
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .map(str::to_string)
+                    .or_else(|| head.authority().map(str::to_string))
+                    .ok_or_else(|| bad("no authority to route by"))?;
+                let (host, port) = parse_authority(&authority)
+                    .ok_or_else(|| bad("authority is not host[:port]"))?;
+                crate::dns::resolve::<R>(self.state, &host, port)
+                    .await
+                    .map_err(ProxyError::Resolve)?
+            }
+        };
+        let client_version = head.version;
+        let client_keep_alive = keep_alive(head.version, &head.headers) && !connect;
+        let upgrade_to = upgrade_protocol(head);
+        let expect_continue = head.headers.has_token("expect", "100-continue")
+            && body != BodyKind::Empty
+            && head.version == Version::Http11;
+        strip_hop_by_hop(&mut head.headers);
+        if let Some(protocol) = &upgrade_to {
+            head.headers.append("connection", "upgrade");
+            head.headers.append("upgrade", protocol.as_bytes());
+        }
+        if body == BodyKind::Chunked {
+            head.headers.append("transfer-encoding", "chunked");
+        }
+        if matches!(self.route, Route::ByAuthority) {
+            head.headers.remove("l5d-dst-override");
+            if head.is_absolute_form() {
+                if head.headers.get("host").is_none() {
+                    if let Some(authority) = head.authority().map(str::to_string) {
+                        head.headers.append("host", authority);
+                    }
+                }
+                head.to_origin_form();
+            }
+        }
+        if head.headers.get("host").is_none() {
+            head.headers.append("host", target.to_string());
+        }
+        head.version = Version::Http11;
+        let idempotent = matches!(
+            head.method.as_str(),
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        );
+        Ok(Plan {
+            target,
+            body,
+            client_version,
+            client_keep_alive,
+            expect_continue,
+            upgrade: upgrade_to.is_some(),
+            connect,
+            retryable: idempotent && body == BodyKind::Empty && upgrade_to.is_none(),
+        })
+    }
+
+    /// An idle pooled connection to `target`, the eager one, or a new one.
+    async fn upstream(
+        &mut self,
+        target: SocketAddr,
+        eager: &mut Eager<R>,
+        fresh: bool,
+    ) -> Result<Upstream<R>, ProxyError> {
+        if !fresh {
+            let matches = match eager {
+                Eager::Open(conn) => conn.addr == target,
+                Eager::Failed(addr, _) => *addr == target,
+                Eager::None => false,
+            };
+            if matches {
+                match std::mem::replace(eager, Eager::None) {
+                    Eager::Open(conn) => return Ok(conn),
+                    Eager::Failed(_, error) => return Err(error),
+                    Eager::None => {}
+                }
+            }
+            if let Some(conn) = self.state.pool::<R>().take(target) {
+                return Ok(conn);
+            }
+        }
+        match Upstream::<R>::connect(self.state, self.direction, target).await {
+            Ok(conn) => Ok(conn),
+            Err(error) if error.kind() == io::ErrorKind::TimedOut => {
+                tracing::info!(dst.addr = %target, "Connect timed out");
+                Err(ProxyError::ConnectTimeout(self.connect_timeout()))
+            }
+            Err(error) => {
+                tracing::info!(dst.addr = %target, %error, "Connect failed");
+                Err(ProxyError::Connect(error))
+            }
+        }
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        match self.direction {
+            Direction::Outbound => self.state.settings.outbound_connect_timeout,
+            Direction::Inbound => self.state.settings.inbound_connect_timeout,
+        }
+    }
+
+    /// Sends the request on `conn` and relays the response.
+    async fn dispatch(
+        &mut self,
+        head: &RequestHead,
+        plan: &Plan,
+        conn: &mut Upstream<R>,
+        mut out: Vec<u8>,
+    ) -> Dispatched {
+        let up_metrics = conn.metrics();
+        let (up_read, up_write) = (
+            up_metrics.read_bytes.clone(),
+            up_metrics.write_bytes.clone(),
+        );
+        let mut up_buf = Vec::with_capacity(crate::forward::SMALL_BUFFER);
+        let send_body_now = !plan.expect_continue;
+        let mut outbox = Outbox {
+            tx: &mut conn.tx,
+            write_bytes: &up_write,
+        };
+        let (written, returned) = outbox.write(std::mem::take(&mut out)).await;
+        drop(returned);
+        if let Err(error) = written {
+            return Dispatched::Retry(error);
+        }
+        let mut body_sent = plan.body == BodyKind::Empty;
+        if send_body_now && !body_sent {
+            match self.send_body(plan, &mut conn.tx, &up_write).await {
+                Ok(()) => body_sent = true,
+                Err(BodyError::Dst(error)) => {
+                    // The server may have answered early (e.g. 413) and closed: relay its
+                    // response if there is one; the client's body is then unread.
+                    tracing::debug!(%error, "Upstream stopped reading the request body");
+                }
+                Err(error) => return Dispatched::Done(self.body_failed(error)),
+            }
+        }
+
+        // The response head, relaying interim (1xx) responses.
+        let mut response_started = false;
+        let response = loop {
+            let mut inbox = Inbox {
+                rx: &mut conn.rx,
+                buf: &mut up_buf,
+                read_bytes: &up_read,
+            };
+            let read = inbox
+                .read_head::<R, ResponseHead>(&self.limits, Duration::MAX / 4, parse_response)
+                .await;
+            let mut res = match read {
+                Ok(Some(res)) => res,
+                Ok(None) if !response_started => {
+                    return Dispatched::Retry(io::ErrorKind::UnexpectedEof.into())
+                }
+                Ok(None) => {
+                    return Dispatched::Done(Next::Abort(io::ErrorKind::UnexpectedEof.into()))
+                }
+                Err(HeadError::Io(error)) if !response_started => return Dispatched::Retry(error),
+                Err(HeadError::Io(error)) => return Dispatched::Done(Next::Abort(error)),
+                Err(HeadError::Timeout) => unreachable!("no response head timeout"),
+                Err(HeadError::Parse(error)) => {
+                    conn.error = Some(io::Error::other(error.to_string()));
+                    return Dispatched::Done(
+                        self.fail(
+                            plan,
+                            ProxyError::Upstream(format!("invalid response: {error}")),
+                        )
+                        .await,
+                    );
+                }
+            };
+            response_started = true;
+            if res.status == 101 && plan.upgrade {
+                break res;
+            }
+            if (100..200).contains(&res.status) {
+                // Interim responses go to HTTP/1.1 clients only; 100 releases the body.
+                if plan.client_version == Version::Http11 {
+                    res.version = Version::Http11;
+                    strip_hop_by_hop(&mut res.headers);
+                    let mut out = Vec::with_capacity(64);
+                    http1::encode_response(&res, &mut out);
+                    let mut client = Outbox {
+                        tx: &mut self.tx,
+                        write_bytes: &self.metrics.write_bytes,
+                    };
+                    if let (Err(error), _) = client.write(out).await {
+                        return Dispatched::Done(Next::Abort(error));
+                    }
+                }
+                if res.status == 100 && !body_sent {
+                    match self.send_body(plan, &mut conn.tx, &up_write).await {
+                        Ok(()) => body_sent = true,
+                        Err(BodyError::Dst(error)) => {
+                            return Dispatched::Done(Next::Abort(error));
+                        }
+                        Err(error) => return Dispatched::Done(self.body_failed(error)),
+                    }
+                }
+                continue;
+            }
+            break res;
+        };
+
+        let mut res = response;
+        let res_body = match response_body(&head.method, &res) {
+            Ok(kind) => kind,
+            Err(error) => {
+                conn.error = Some(io::Error::other(error.to_string()));
+                return Dispatched::Done(
+                    self.fail(
+                        plan,
+                        ProxyError::Upstream(format!("invalid response: {error}")),
+                    )
+                    .await,
+                );
+            }
+        };
+        let tunnel = (res.status == 101 && plan.upgrade)
+            || (plan.connect && (200..300).contains(&res.status));
+        let server_keep_alive =
+            keep_alive(res.version, &res.headers) && res_body != BodyKind::UntilClose && !tunnel;
+        // Whether the client connection can carry another request after this one.
+        let mut client_keep_alive =
+            plan.client_keep_alive && body_sent && !self.state.is_draining() && !tunnel;
+        let upgrade_protocol = res.headers.get("upgrade").map(<[u8]>::to_vec);
+        strip_hop_by_hop(&mut res.headers);
+        res.version = plan.client_version;
+        let chunks = match res_body {
+            BodyKind::Chunked if plan.client_version == Version::Http11 => {
+                res.headers.append("transfer-encoding", "chunked");
+                Chunks::Keep
+            }
+            BodyKind::Chunked => {
+                // An HTTP/1.0 client cannot read chunks: send the data, end by closing.
+                client_keep_alive = false;
+                Chunks::Strip
+            }
+            BodyKind::UntilClose => {
+                client_keep_alive = false;
+                Chunks::Keep
+            }
+            _ => Chunks::Keep,
+        };
+        if tunnel {
+            if let Some(protocol) = upgrade_protocol {
+                res.headers.append("connection", "upgrade");
+                res.headers.append("upgrade", protocol);
+            }
+        } else if !client_keep_alive {
+            res.headers.append("connection", "close");
+        } else if plan.client_version == Version::Http10 {
+            res.headers.append("connection", "keep-alive");
+        }
+        let mut out = Vec::with_capacity(256);
+        http1::encode_response(&res, &mut out);
+        let mut client = Outbox {
+            tx: &mut self.tx,
+            write_bytes: &self.metrics.write_bytes,
+        };
+        if let (Err(error), _) = client.write(out).await {
+            return Dispatched::Done(Next::Abort(error));
+        }
+        if tunnel {
+            return Dispatched::Done(self.tunnel(conn, up_buf).await);
+        }
+        let mut inbox = Inbox {
+            rx: &mut conn.rx,
+            buf: &mut up_buf,
+            read_bytes: &up_read,
+        };
+        let relayed = pipe::body(
+            self.state,
+            res_body,
+            chunks,
+            &self.limits,
+            &mut inbox,
+            &mut client,
+        )
+        .await;
+        match relayed {
+            Ok(()) => {}
+            Err(BodyError::Dst(error)) => return Dispatched::Done(Next::Abort(error)),
+            Err(BodyError::Src(error)) => {
+                tracing::debug!(%error, "Upstream failed during the response body");
+                conn.error = Some(io::Error::new(error.kind(), error.to_string()));
+                return Dispatched::Done(Next::Abort(error));
+            }
+            Err(BodyError::Framing(error)) => {
+                tracing::info!(%error, "Invalid response body");
+                return Dispatched::Done(Next::Abort(io::Error::other(error.to_string())));
+            }
+        }
+        let next = if client_keep_alive {
+            Next::Continue
+        } else {
+            Next::Close
+        };
+        if server_keep_alive && body_sent && up_buf.is_empty() {
+            Dispatched::Reusable(next)
+        } else {
+            Dispatched::Done(next)
+        }
+    }
+
+    /// Streams the request body from the client to the upstream connection.
+    async fn send_body(
+        &mut self,
+        plan: &Plan,
+        tx: &mut <R::Stream as Stream>::Writer,
+        write_bytes: &prometheus::IntCounter,
+    ) -> Result<(), BodyError> {
+        let mut inbox = Inbox {
+            rx: &mut self.rx,
+            buf: &mut self.buf,
+            read_bytes: &self.metrics.read_bytes,
+        };
+        let mut outbox = Outbox { tx, write_bytes };
+        pipe::body(
+            self.state,
+            plan.body,
+            Chunks::Keep,
+            &self.limits,
+            &mut inbox,
+            &mut outbox,
+        )
+        .await
+    }
+
+    fn body_failed(&mut self, error: BodyError) -> Next {
+        match error {
+            BodyError::Framing(error) => {
+                tracing::info!(%error, "Invalid request body");
+                Next::Abort(io::Error::other(error.to_string()))
+            }
+            BodyError::Src(error) | BodyError::Dst(error) => Next::Abort(error),
+        }
+    }
+
+    /// Answers a request the proxy refuses, then closes the connection.
+    async fn refuse(&mut self, error: ProxyError) -> Next {
+        tracing::info!(status = error.status(), error = %error.message(), "Refused request");
+        let out = error_response(&error, true);
+        let mut client = Outbox {
+            tx: &mut self.tx,
+            write_bytes: &self.metrics.write_bytes,
+        };
+        let _ = client.write(out).await;
+        Next::Close
+    }
+
+    /// Answers a request that could not be forwarded. The connection stays open only if the
+    /// request had no body left unread.
+    async fn fail(&mut self, plan: &Plan, error: ProxyError) -> Next {
+        tracing::info!(status = error.status(), error = %error.message(), "Request failed");
+        let keep =
+            plan.client_keep_alive && plan.body == BodyKind::Empty && !self.state.is_draining();
+        let out = error_response(&error, !keep);
+        let mut client = Outbox {
+            tx: &mut self.tx,
+            write_bytes: &self.metrics.write_bytes,
+        };
+        match client.write(out).await {
+            (Ok(()), _) if keep => Next::Continue,
+            (Ok(()), _) => Next::Close,
+            (Err(error), _) => Next::Abort(error),
+        }
+    }
+
+    /// CONNECT addressed to the proxy: connect to the authority, answer 200, tunnel.
+    async fn connect_tunnel(&mut self, target: SocketAddr) -> Next {
+        let plan_close = Plan {
+            target,
+            body: BodyKind::Empty,
+            client_version: Version::Http11,
+            client_keep_alive: false,
+            expect_continue: false,
+            upgrade: false,
+            connect: true,
+            retryable: false,
+        };
+        let mut conn = match Upstream::<R>::connect(self.state, self.direction, target).await {
+            Ok(conn) => conn,
+            Err(error) if error.kind() == io::ErrorKind::TimedOut => {
+                return self
+                    .fail(
+                        &plan_close,
+                        ProxyError::ConnectTimeout(self.connect_timeout()),
+                    )
+                    .await
+            }
+            Err(error) => return self.fail(&plan_close, ProxyError::Connect(error)).await,
+        };
+        self.entry.set_upstream(conn.fd);
+        let mut client = Outbox {
+            tx: &mut self.tx,
+            write_bytes: &self.metrics.write_bytes,
+        };
+        if let (Err(error), _) = client.write(b"HTTP/1.1 200 OK\r\n\r\n".to_vec()).await {
+            return Next::Abort(error);
+        }
+        self.tunnel(&mut conn, Vec::new()).await
+    }
+
+    /// Copies bytes both ways until both sides are done, starting with what each side
+    /// already sent past its head.
+    async fn tunnel(&mut self, conn: &mut Upstream<R>, up_buf: Vec<u8>) -> Next {
+        let up_metrics = conn.metrics();
+        let (up_read, up_write) = (
+            up_metrics.read_bytes.clone(),
+            up_metrics.write_bytes.clone(),
+        );
+        if !self.buf.is_empty() {
+            let mut outbox = Outbox {
+                tx: &mut conn.tx,
+                write_bytes: &up_write,
+            };
+            if let (Err(error), _) = outbox.write(std::mem::take(&mut self.buf)).await {
+                return Next::Abort(error);
+            }
+        }
+        if !up_buf.is_empty() {
+            let mut client = Outbox {
+                tx: &mut self.tx,
+                write_bytes: &self.metrics.write_bytes,
+            };
+            if let (Err(error), _) = client.write(up_buf).await {
+                return Next::Abort(error);
+            }
+        }
+        let (sent, received) = crate::join::join(
+            crate::forward::copy(
+                self.state,
+                (&mut self.rx, &mut conn.tx),
+                [self.fd, conn.fd],
+                [&self.metrics.read_bytes, &up_write],
+            ),
+            crate::forward::copy(
+                self.state,
+                (&mut conn.rx, &mut self.tx),
+                [conn.fd, self.fd],
+                [&up_read, &self.metrics.write_bytes],
+            ),
+        )
+        .await;
+        tracing::debug!(?sent, ?received, "Tunnel closed");
+        Next::Close
+    }
+}
+
+/// The outcome of sending a request on one connection.
+enum Dispatched {
+    /// The exchange is over; the upstream connection is closed.
+    Done(Next),
+    /// The exchange is over and left the upstream connection clean, ready for another.
+    Reusable(Next),
+    /// The connection failed before any response byte: the request may be retried.
+    Retry(io::Error),
+}
+
+/// The protocol an `Upgrade` request asks for, if it is one the proxy tunnels: anything but
+/// `h2c` (which is stripped: the upstream hop stays HTTP/1.1).
+fn upgrade_protocol(head: &RequestHead) -> Option<String> {
+    if !head.headers.has_token("connection", "upgrade") {
+        return None;
+    }
+    let value = std::str::from_utf8(head.headers.get("upgrade")?)
+        .ok()?
+        .trim();
+    if value.is_empty() || value.eq_ignore_ascii_case("h2c") {
+        return None;
+    }
+    Some(value.to_string())
+}
+
+/// `host[:port]` (port 80 by default), with IPv6 literals in brackets.
+pub fn parse_authority(authority: &str) -> Option<(String, u16)> {
+    let authority = authority.trim();
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(port) => port.parse().ok()?,
+            None if after.is_empty() => 80,
+            None => return None,
+        };
+        (host, port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, port.parse().ok()?),
+            None => (authority, 80),
+        }
+    };
+    let valid = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
+    valid.then(|| (host.to_string(), port))
+}
