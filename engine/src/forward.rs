@@ -28,6 +28,7 @@ use crate::rt::{Reader, Runtime, Stream, Writer};
 use crate::shard::{Direction, ShardState, TaskGuard};
 use crate::sniff::{sniff, Sniffed};
 use crate::sys;
+use ringlink_control::thread::PhaseRx;
 
 /// First buffer of each direction.
 pub const SMALL_BUFFER: usize = 4 << 10;
@@ -69,6 +70,7 @@ pub async fn serve<R: Runtime>(
     direction: Direction,
     client: R::Stream,
     peer: SocketAddr,
+    phase: PhaseRx,
 ) {
     let span = tracing::info_span!(
         "conn",
@@ -104,6 +106,20 @@ pub async fn serve<R: Runtime>(
                             Eager::None,
                             &src,
                             &entry,
+                        ))
+                        .await
+                    }
+                    Ok((Sniffed::Protocol(Protocol::Http2), first)) => {
+                        tracing::Span::current().record("protocol", "h2");
+                        Box::pin(crate::h2::serve::<R>(
+                            &state,
+                            direction,
+                            Route::ByAuthority,
+                            client,
+                            first,
+                            None,
+                            &src,
+                            phase,
                         ))
                         .await
                     }
@@ -153,6 +169,23 @@ pub async fn serve<R: Runtime>(
                     state.tcp_close(src, error.as_ref());
                     return;
                 }
+                Ok((Sniffed::Protocol(Protocol::Http2), first)) => {
+                    state.pool::<R>().put(pooled);
+                    tracing::Span::current().record("protocol", "h2");
+                    let error = Box::pin(crate::h2::serve::<R>(
+                        &state,
+                        direction,
+                        Route::Fixed(target),
+                        client,
+                        first,
+                        None,
+                        &src,
+                        phase,
+                    ))
+                    .await;
+                    state.tcp_close(src, error.as_ref());
+                    return;
+                }
                 Ok((sniffed, first)) => {
                     state.pool::<R>().put(pooled);
                     tracing::Span::current().record("protocol", sniffed.name());
@@ -173,7 +206,22 @@ pub async fn serve<R: Runtime>(
                 let failed = connect_failed::<R>(&state, direction, &mut client, target, error);
                 let error = failed.await;
                 match error {
-                    Some((first, eager)) => {
+                    Some((Protocol::Http2, first, _)) => {
+                        tracing::Span::current().record("protocol", "h2");
+                        let error = Box::pin(crate::h2::serve::<R>(
+                            &state,
+                            direction,
+                            Route::Fixed(target),
+                            client,
+                            first,
+                            None,
+                            &src,
+                            phase,
+                        ))
+                        .await;
+                        state.tcp_close(src, error.as_ref());
+                    }
+                    Some((_, first, eager)) => {
                         tracing::Span::current().record("protocol", "http/1");
                         let error = Box::pin(crate::http1::serve::<R>(
                             &state,
@@ -229,6 +277,23 @@ pub async fn serve<R: Runtime>(
                         eager,
                         &src,
                         &entry,
+                    ))
+                    .await;
+                    state.tcp_close(src, error.as_ref());
+                    return;
+                }
+                Ok((Sniffed::Protocol(Protocol::Http2), first)) => {
+                    tracing::Span::current().record("protocol", "h2");
+                    entry.set_upstream(-1);
+                    let error = Box::pin(crate::h2::serve::<R>(
+                        &state,
+                        direction,
+                        Route::Fixed(target),
+                        client,
+                        first,
+                        Some(upstream),
+                        &src,
+                        phase,
                     ))
                     .await;
                     state.tcp_close(src, error.as_ref());
@@ -314,13 +379,16 @@ async fn connect_failed<R: Runtime>(
     client: &mut R::Stream,
     target: SocketAddr,
     error: io::Error,
-) -> Option<(Vec<u8>, Eager<R>)> {
+) -> Option<(Protocol, Vec<u8>, Eager<R>)> {
     let opaque_port = direction == Direction::Inbound
         && state.settings.inbound_opaque_ports.contains(target.port());
     if opaque_port {
         return None;
     }
     match sniff::<R>(client, None, DETECT_AFTER_CONNECT_FAILURE).await {
+        Ok((Sniffed::Protocol(Protocol::Http2), first)) => {
+            Some((Protocol::Http2, first, Eager::None))
+        }
         Ok((Sniffed::Protocol(Protocol::Http1), first)) => {
             let timeout = match direction {
                 Direction::Outbound => state.settings.outbound_connect_timeout,
@@ -331,7 +399,7 @@ async fn connect_failed<R: Runtime>(
             } else {
                 ProxyError::Connect(error)
             };
-            Some((first, Eager::Failed(target, failure)))
+            Some((Protocol::Http1, first, Eager::Failed(target, failure)))
         }
         _ => None,
     }

@@ -8,6 +8,7 @@
 mod app;
 mod dns;
 mod forward;
+mod h2;
 mod http1;
 mod join;
 mod listen;

@@ -29,6 +29,12 @@ pub trait Runtime: Sized + 'static {
     const NAME: &'static str;
     type Listener: Listener<Stream = Self::Stream>;
     type Stream: Stream;
+    /// A stream with tokio's poll-based I/O traits, for the h2 crate (which needs no
+    /// runtime, only those traits).
+    type PollIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static;
+
+    /// Converts a whole (never split) stream for h2.
+    fn poll_io(stream: Self::Stream) -> io::Result<Self::PollIo>;
 
     /// Takes over a bound, listening, non-blocking std listener.
     fn listener(listener: std::net::TcpListener) -> io::Result<Self::Listener>;

@@ -461,6 +461,7 @@ async fn accept_loop<R: Runtime>(
                     direction,
                     stream,
                     peer,
+                    phase.clone(),
                 ));
             }
             Some(Err(error)) => {

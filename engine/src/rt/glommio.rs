@@ -44,6 +44,17 @@ pub struct GlWriter(Rc<RefCell<TcpStream>>);
 // === impl Glommio ===
 
 impl Runtime for Glommio {
+    type PollIo = tokio_util::compat::Compat<TcpStream>;
+
+    fn poll_io(stream: GlStream) -> io::Result<Self::PollIo> {
+        let stream = Rc::try_unwrap(stream.0)
+            .map_err(|_| io::Error::other("stream is still split"))?
+            .into_inner();
+        Ok(tokio_util::compat::FuturesAsyncReadCompatExt::compat(
+            stream,
+        ))
+    }
+
     const NAME: &'static str = "glommio";
     type Listener = TcpListener;
     type Stream = GlStream;

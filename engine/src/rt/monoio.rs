@@ -46,6 +46,12 @@ pub struct Monoio;
 // === impl Monoio ===
 
 impl Runtime for Monoio {
+    type PollIo = mono::net::tcp::stream_poll::TcpStreamPoll;
+
+    fn poll_io(stream: TcpStream) -> io::Result<Self::PollIo> {
+        mono::io::IntoPollIo::into_poll_io(stream)
+    }
+
     const NAME: &'static str = "monoio";
     type Listener = TcpListener;
     type Stream = TcpStream;

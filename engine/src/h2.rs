@@ -1,0 +1,567 @@
+//! HTTP/2 proxying with the h2 crate: the client connection is served by an h2 server, each
+//! stream is forwarded on a multiplexed h2 client connection to its target, in its own
+//! shard task, with flow control passing back-pressure through.
+//!
+//! - Trailers (gRPC status) are forwarded; RST_STREAM is passed on in both directions with
+//!   its reason; a client stream reset while waiting for the response cancels the upstream
+//!   stream.
+//! - h2 has no timers: PING keep-alive runs on the shard runtime's timer (a PING every
+//!   [`KEEPALIVE_INTERVAL`]; no PONG within [`KEEPALIVE_TIMEOUT`] closes the connection).
+//! - The drain sends GOAWAY and lets open streams finish.
+//! - Limits against abuse: concurrent streams, header list size, pending-accept and local
+//!   error resets (rapid reset, CVE-2023-44487 and its 2024 cousin), send buffer; the h2
+//!   crate bounds CONTINUATION frames by the header list size and keeps at most one PING
+//!   and one SETTINGS acknowledgement pending; runs of empty DATA frames (CVE-2019-9518)
+//!   are bounded here ([`MAX_EMPTY_DATA_FRAMES`]).
+//! - Failures are answered: 502/504 with `l5d-proxy-error`, or for gRPC requests a
+//!   trailers-only response with `grpc-status` UNAVAILABLE (14) or DEADLINE_EXCEEDED (4).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::future::or;
+use h2::{client::SendRequest, server::SendResponse, Reason, RecvStream, SendStream};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use prometheus::IntCounter;
+use ringlink_control::thread::{Phase, PhaseRx};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::http1::reply::ProxyError;
+use crate::http1::Route;
+use crate::metrics::{Peer, PeerMetrics};
+use crate::rt::Runtime;
+use crate::shard::{ConnEntry, Direction, ShardState};
+
+/// Streams a client may have open at once.
+pub const MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Largest header list (after HPACK decoding) accepted, in bytes.
+pub const MAX_HEADER_LIST_SIZE: u32 = 64 << 10;
+/// Streams reset by the client before they were accepted that may wait (rapid reset).
+pub const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// Streams the proxy may reset for protocol errors before the connection is closed.
+pub const MAX_LOCAL_ERROR_RESETS: usize = 64;
+/// Bytes buffered per stream for sending.
+pub const MAX_SEND_BUFFER: usize = 256 << 10;
+/// Consecutive empty DATA frames on one stream before it is reset.
+pub const MAX_EMPTY_DATA_FRAMES: usize = 100;
+/// How often an idle client connection is pinged.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a PING may go unanswered before the connection is closed.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+// === types ===
+
+/// tokio-style I/O over a shard stream, replaying the bytes detection read first and
+/// counting bytes for the TCP metrics.
+pub struct Io<T> {
+    inner: T,
+    replay: Vec<u8>,
+    at: usize,
+    read_bytes: IntCounter,
+    write_bytes: IntCounter,
+}
+
+/// The upstream connections of one client connection, by target.
+struct Upstreams<R: Runtime> {
+    state: Rc<ShardState>,
+    direction: Direction,
+    by_target: RefCell<HashMap<SocketAddr, SendRequest<Bytes>>>,
+    /// The connection detection opened to the original destination, not yet used.
+    eager: RefCell<Option<(SocketAddr, R::Stream)>>,
+}
+
+// === impl Io ===
+
+impl<T> Io<T> {
+    pub fn new(inner: T, replay: Vec<u8>, metrics: &PeerMetrics) -> Self {
+        metrics.read_bytes.inc_by(replay.len() as u64);
+        Io {
+            inner,
+            replay,
+            at: 0,
+            read_bytes: metrics.read_bytes.clone(),
+            write_bytes: metrics.write_bytes.clone(),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Io<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.at < this.replay.len() {
+            let n = (this.replay.len() - this.at).min(buf.remaining());
+            buf.put_slice(&this.replay[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.replay.len() {
+                this.replay = Vec::new();
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result {
+            this.read_bytes.inc_by((buf.filled().len() - before) as u64);
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Io<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = result {
+            self.write_bytes.inc_by(n as u64);
+        }
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+// === functions ===
+
+/// Serves an HTTP/2 client connection until it closes. `first` holds the bytes detection
+/// read (the preface); `eager` the connection detection opened to the original destination.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve<R: Runtime>(
+    state: &Rc<ShardState>,
+    direction: Direction,
+    route: Route,
+    client: R::Stream,
+    first: Vec<u8>,
+    eager: Option<R::Stream>,
+    metrics: &PeerMetrics,
+    phase: PhaseRx,
+) -> Option<io::Error> {
+    let fd = client.as_raw_fd();
+    let io = match R::poll_io(client) {
+        Ok(io) => Io::new(io, first, metrics),
+        Err(error) => return Some(error),
+    };
+    let handshake = h2::server::Builder::new()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+        .max_send_buffer_size(MAX_SEND_BUFFER)
+        .handshake::<_, Bytes>(io);
+    let detect_timeout = match direction {
+        Direction::Outbound => state.settings.outbound_detect_timeout,
+        Direction::Inbound => state.settings.inbound_detect_timeout,
+    };
+    let handshaken = or(async { Some(handshake.await) }, async {
+        R::sleep(detect_timeout).await;
+        None
+    })
+    .await;
+    let mut conn = match handshaken {
+        Some(Ok(conn)) => conn,
+        Some(Err(error)) => {
+            tracing::info!(%error, "HTTP/2 handshake failed");
+            let _ = crate::sys::set_linger_zero(fd);
+            return error
+                .into_io()
+                .or_else(|| Some(io::Error::other("h2 handshake")));
+        }
+        None => {
+            tracing::info!("HTTP/2 client sent no SETTINGS");
+            let _ = crate::sys::set_linger_zero(fd);
+            return Some(io::ErrorKind::TimedOut.into());
+        }
+    };
+    let upstreams = Rc::new(Upstreams::<R> {
+        state: state.clone(),
+        direction,
+        by_target: RefCell::new(HashMap::new()),
+        eager: RefCell::new(eager.and_then(|s| match route {
+            Route::Fixed(addr) => Some((addr, s)),
+            Route::ByAuthority => None,
+        })),
+    });
+
+    let mut ping = conn.ping_pong();
+    let mut phase = phase;
+    let mut draining = *phase.borrow() != Phase::Serving;
+    if draining {
+        conn.graceful_shutdown();
+    }
+    let mut tick = Box::pin(R::sleep(KEEPALIVE_INTERVAL));
+    let mut ping_sent: Option<Instant> = None;
+    let error = loop {
+        let mut drain = Box::pin(async {
+            if draining {
+                std::future::pending::<()>().await;
+            }
+            let _ = phase.wait_for(|p| *p != Phase::Serving).await;
+        });
+        let event = poll_fn(|cx| {
+            if let Poll::Ready(accepted) = conn.poll_accept(cx) {
+                return Poll::Ready(Event::Accept(accepted));
+            }
+            if let (Some(ping), Some(_)) = (ping.as_mut(), ping_sent) {
+                if let Poll::Ready(pong) = ping.poll_pong(cx) {
+                    return Poll::Ready(Event::Pong(pong.is_ok()));
+                }
+            }
+            if drain.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Drain);
+            }
+            if tick.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Tick);
+            }
+            Poll::Pending
+        })
+        .await;
+        drop(drain);
+        match event {
+            Event::Accept(None) => break None,
+            Event::Accept(Some(Err(error))) => {
+                tracing::debug!(%error, "HTTP/2 connection failed");
+                break error.into_io();
+            }
+            Event::Accept(Some(Ok((request, respond)))) => {
+                let task = state.task();
+                let upstreams = upstreams.clone();
+                R::spawn(async move {
+                    let _task = task;
+                    proxy_stream::<R>(upstreams, route, request, respond).await;
+                });
+            }
+            Event::Pong(ok) => {
+                ping_sent = None;
+                if !ok {
+                    break None;
+                }
+            }
+            Event::Drain => {
+                draining = true;
+                tracing::debug!("Draining: GOAWAY");
+                conn.graceful_shutdown();
+            }
+            Event::Tick => {
+                if ping_sent.is_some_and(|at| at.elapsed() >= KEEPALIVE_TIMEOUT) {
+                    tracing::info!("HTTP/2 client did not answer PING; closing");
+                    break Some(io::ErrorKind::TimedOut.into());
+                }
+                if ping_sent.is_none() {
+                    if let Some(ping) = ping.as_mut() {
+                        if ping.send_ping(h2::Ping::opaque()).is_ok() {
+                            ping_sent = Some(Instant::now());
+                        }
+                    }
+                }
+                tick = Box::pin(R::sleep(KEEPALIVE_INTERVAL));
+            }
+        }
+    };
+    // Let the connection flush what it owes (GOAWAY, last frames).
+    let _ = poll_fn(|cx| conn.poll_closed(cx)).await;
+    error
+}
+
+/// A stream the client opened, or why the connection ended.
+type Accepted = Option<Result<(Request<RecvStream>, SendResponse<Bytes>), h2::Error>>;
+
+/// What woke the connection loop. Short-lived, so the size of `Accept` does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Event {
+    Accept(Accepted),
+    Pong(bool),
+    Drain,
+    Tick,
+}
+
+/// Forwards one stream and its response.
+async fn proxy_stream<R: Runtime>(
+    upstreams: Rc<Upstreams<R>>,
+    route: Route,
+    request: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
+    let (mut parts, body) = request.into_parts();
+    let grpc = is_grpc(&parts.headers);
+    let target = match route {
+        Route::Fixed(addr) => addr,
+        Route::ByAuthority => {
+            let authority = parts
+                .headers
+                .get("l5d-dst-override")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+            parts.headers.remove("l5d-dst-override");
+            let Some((host, port)) = authority.as_deref().and_then(crate::http1::parse_authority)
+            else {
+                let error = ProxyError::BadRequest(400, "no authority to route by".into());
+                return answer_error(&mut respond, grpc, &error);
+            };
+            match crate::dns::resolve::<R>(&upstreams.state, &host, port).await {
+                Ok(addr) => addr,
+                Err(why) => return answer_error(&mut respond, grpc, &ProxyError::Resolve(why)),
+            }
+        }
+    };
+    let send = match upstreams.get(target).await {
+        Ok(send) => send,
+        Err(error) => return answer_error(&mut respond, grpc, &error),
+    };
+    let mut send = match send.ready().await {
+        Ok(send) => send,
+        Err(error) => {
+            upstreams.forget(target);
+            let error = ProxyError::Upstream(error.to_string());
+            return answer_error(&mut respond, grpc, &error);
+        }
+    };
+    let end = body.is_end_stream();
+    let (response, up_body) = match send.send_request(Request::from_parts(parts, ()), end) {
+        Ok(sent) => sent,
+        Err(error) => {
+            let error = ProxyError::Upstream(error.to_string());
+            return answer_error(&mut respond, grpc, &error);
+        }
+    };
+    let request_side = async {
+        if !end {
+            pump(body, up_body).await;
+        }
+    };
+    let response_side = async {
+        // A client reset while waiting drops the response future, which cancels the
+        // upstream stream.
+        let waited = or(async { Some(response.await) }, async {
+            let reason = poll_fn(|cx| respond.poll_reset(cx)).await;
+            tracing::debug!(?reason, "Client reset the stream");
+            None
+        })
+        .await;
+        match waited {
+            None => {}
+            Some(Ok(response)) => {
+                let (parts, up_body) = response.into_parts();
+                let end = up_body.is_end_stream();
+                match respond.send_response(Response::from_parts(parts, ()), end) {
+                    Ok(down) if !end => pump(up_body, down).await,
+                    Ok(_) => {}
+                    Err(error) => tracing::debug!(%error, "Client stream gone"),
+                }
+            }
+            Some(Err(error)) => match error.reason() {
+                Some(reason) if error.is_remote() || error.is_reset() => {
+                    respond.send_reset(reason);
+                }
+                _ => {
+                    let error = ProxyError::Upstream(error.to_string());
+                    answer_error(&mut respond, grpc, &error);
+                }
+            },
+        }
+    };
+    crate::join::join(request_side, response_side).await;
+}
+
+/// Moves a body (data, then trailers) from `from` to `to`, releasing `from`'s flow-control
+/// window only as `to` accepts the data: a slow reader slows the writer.
+async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>) {
+    let mut empty = 0;
+    loop {
+        match poll_fn(|cx| from.poll_data(cx)).await {
+            None => break,
+            Some(Ok(data)) if data.is_empty() => {
+                empty += 1;
+                if empty > MAX_EMPTY_DATA_FRAMES {
+                    tracing::info!("Too many empty DATA frames; resetting the stream");
+                    to.send_reset(Reason::CANCEL);
+                    return;
+                }
+            }
+            Some(Ok(mut data)) => {
+                empty = 0;
+                let n = data.len();
+                while !data.is_empty() {
+                    to.reserve_capacity(data.len());
+                    match poll_fn(|cx| to.poll_capacity(cx)).await {
+                        Some(Ok(0)) => continue,
+                        Some(Ok(cap)) => {
+                            let chunk = data.split_to(cap.min(data.len()));
+                            if to.send_data(chunk, false).is_err() {
+                                return;
+                            }
+                        }
+                        // The receiving side reset or went away.
+                        _ => return,
+                    }
+                }
+                let _ = from.flow_control().release_capacity(n);
+            }
+            Some(Err(error)) => {
+                to.send_reset(error.reason().unwrap_or(Reason::CANCEL));
+                return;
+            }
+        }
+    }
+    match poll_fn(|cx| from.poll_trailers(cx)).await {
+        Ok(Some(trailers)) => {
+            let _ = to.send_trailers(trailers);
+        }
+        Ok(None) => {
+            let _ = to.send_data(Bytes::new(), true);
+        }
+        Err(error) => to.send_reset(error.reason().unwrap_or(Reason::CANCEL)),
+    }
+}
+
+/// Answers a stream the proxy could not forward.
+fn answer_error(respond: &mut SendResponse<Bytes>, grpc: bool, error: &ProxyError) {
+    tracing::info!(status = error.status(), error = %error.message(), "Request failed");
+    let message = error.message().replace(['\r', '\n'], " ");
+    let mut response = Response::new(());
+    *response.status_mut() = if grpc {
+        // Trailers-only: status 200, gRPC status in the (only) header block.
+        StatusCode::OK
+    } else {
+        StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_GATEWAY)
+    };
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&message) {
+        headers.insert("l5d-proxy-error", value.clone());
+        if grpc {
+            headers.insert("grpc-message", value);
+        }
+    }
+    if grpc {
+        headers.insert("content-type", HeaderValue::from_static("application/grpc"));
+        let code = if error.status() == 504 { "4" } else { "14" };
+        headers.insert("grpc-status", HeaderValue::from_static(code));
+        let _ = respond.send_response(response, true);
+    } else {
+        let body = Bytes::from(format!("{message}\n"));
+        headers.insert("content-type", HeaderValue::from_static("text/plain"));
+        headers.insert("content-length", HeaderValue::from(body.len()));
+        if let Ok(mut stream) = respond.send_response(response, false) {
+            let _ = stream.send_data(body, true);
+        }
+    }
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+// === impl Upstreams ===
+
+impl<R: Runtime> Upstreams<R> {
+    /// The h2 connection to `target`, connecting (or using the eager connection) once.
+    async fn get(&self, target: SocketAddr) -> Result<SendRequest<Bytes>, ProxyError> {
+        if let Some(send) = self.by_target.borrow().get(&target) {
+            return Ok(send.clone());
+        }
+        let eager = {
+            let mut eager = self.eager.borrow_mut();
+            match eager.take() {
+                Some((addr, stream)) if addr == target => Some(stream),
+                other => {
+                    *eager = other;
+                    None
+                }
+            }
+        };
+        let stream = match eager {
+            Some(stream) => stream,
+            None => {
+                let timeout = match self.direction {
+                    Direction::Outbound => self.state.settings.outbound_connect_timeout,
+                    Direction::Inbound => self.state.settings.inbound_connect_timeout,
+                };
+                match R::connect(target, timeout).await {
+                    Ok(stream) => stream,
+                    Err(error) if error.kind() == io::ErrorKind::TimedOut => {
+                        return Err(ProxyError::ConnectTimeout(timeout))
+                    }
+                    Err(error) => return Err(ProxyError::Connect(error)),
+                }
+            }
+        };
+        // Another stream may have connected meanwhile.
+        if let Some(send) = self.by_target.borrow().get(&target) {
+            return Ok(send.clone());
+        }
+        let send = connect_h2::<R>(&self.state, self.direction, target, stream).await?;
+        self.by_target.borrow_mut().insert(target, send.clone());
+        Ok(send)
+    }
+
+    fn forget(&self, target: SocketAddr) {
+        self.by_target.borrow_mut().remove(&target);
+    }
+}
+
+/// The h2 client handshake on `stream`; the connection is driven by its own task, which
+/// ends when the server closes it or every handle to it is gone.
+async fn connect_h2<R: Runtime>(
+    state: &Rc<ShardState>,
+    direction: Direction,
+    target: SocketAddr,
+    stream: R::Stream,
+) -> Result<SendRequest<Bytes>, ProxyError> {
+    let fd = stream.as_raw_fd();
+    let metrics = state.tcp_open(direction, Peer::Dst, target);
+    let io = match R::poll_io(stream) {
+        Ok(io) => Io::new(io, Vec::new(), &metrics),
+        Err(error) => {
+            state.tcp_close(metrics, Some(&error));
+            return Err(ProxyError::Upstream(error.to_string()));
+        }
+    };
+    let handshake = h2::client::Builder::new()
+        .max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .max_send_buffer_size(MAX_SEND_BUFFER)
+        .handshake::<_, Bytes>(io)
+        .await;
+    let (send, conn) = match handshake {
+        Ok(pair) => pair,
+        Err(error) => {
+            let io_error = io::Error::other(error.to_string());
+            state.tcp_close(metrics, Some(&io_error));
+            return Err(ProxyError::Upstream(format!("HTTP/2 handshake: {error}")));
+        }
+    };
+    let task = state.task();
+    let entry: ConnEntry = state.register(fd);
+    let state = state.clone();
+    R::spawn(async move {
+        let _task = task;
+        let _entry = entry;
+        let result = conn.await;
+        let error = result.err().and_then(|e| e.into_io());
+        state.tcp_close(metrics, error.as_ref());
+    });
+    Ok(send)
+}
