@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::future::or;
+use futures_util::future::{FutureExt, Shared};
 use h2::{client::SendRequest, server::SendResponse, Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use prometheus::IntCounter;
@@ -38,8 +39,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::http1::reply::ProxyError;
 use crate::http1::Route;
 use crate::metrics::{Peer, PeerMetrics};
-use crate::rt::Runtime;
+use crate::rt::{Reader, Runtime};
 use crate::shard::{ConnEntry, Direction, ShardState};
+
+/// `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`.
+const PREFACE_LEN: usize = 24;
 
 /// Streams a client may have open at once.
 pub const MAX_CONCURRENT_STREAMS: u32 = 100;
@@ -74,7 +78,7 @@ pub struct Io<T> {
 struct Upstreams<R: Runtime> {
     state: Rc<ShardState>,
     direction: Direction,
-    by_target: RefCell<HashMap<SocketAddr, SendRequest<Bytes>>>,
+    by_target: RefCell<HashMap<SocketAddr, Shared<Connecting>>>,
     /// The connection detection opened to the original destination, not yet used.
     eager: RefCell<Option<(SocketAddr, R::Stream)>>,
 }
@@ -158,6 +162,46 @@ pub async fn serve<R: Runtime>(
     phase: PhaseRx,
 ) -> Option<io::Error> {
     let fd = client.as_raw_fd();
+    let mut client = client;
+    let mut first = first;
+    let detect_timeout = match direction {
+        Direction::Outbound => state.settings.outbound_detect_timeout,
+        Direction::Inbound => state.settings.inbound_detect_timeout,
+    };
+    // RFC 9113 §3.4: the preface must be followed by SETTINGS. The h2 crate would accept
+    // other frames first, so the first frame header is checked here.
+    let frame = PREFACE_LEN + 9;
+    while first.len() < frame {
+        first.reserve(frame);
+        let read = or(
+            async { Some(client.read_more(std::mem::take(&mut first)).await) },
+            async {
+                R::sleep(detect_timeout).await;
+                None
+            },
+        )
+        .await;
+        match read {
+            Some((Ok(n), buf)) if n > 0 => first = buf,
+            Some((Ok(_), _)) => return None,
+            Some((Err(error), _)) => return Some(error),
+            None => return Some(io::ErrorKind::TimedOut.into()),
+        }
+    }
+    let (kind, flags) = (first[PREFACE_LEN + 3], first[PREFACE_LEN + 4]);
+    if kind != 0x4 || flags & 0x1 != 0 {
+        tracing::info!(frame.kind = kind, "HTTP/2 preface not followed by SETTINGS");
+        metrics.read_bytes.inc_by(first.len() as u64);
+        // GOAWAY, last stream 0, PROTOCOL_ERROR.
+        let goaway = vec![0, 0, 8, 0x7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        let (rx, mut tx) = crate::rt::Stream::into_split(client);
+        if let (Ok(()), _) = crate::rt::Writer::write_all(&mut tx, goaway).await {
+            metrics.write_bytes.inc_by(17);
+        }
+        let _ = crate::rt::Writer::shutdown(&mut tx).await;
+        drop(<R::Stream as crate::rt::Stream>::reunite(rx, tx));
+        return Some(io::Error::other("HTTP/2 protocol error"));
+    }
     let io = match R::poll_io(client) {
         Ok(io) => Io::new(io, first, metrics),
         Err(error) => return Some(error),
@@ -169,10 +213,6 @@ pub async fn serve<R: Runtime>(
         .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
         .max_send_buffer_size(MAX_SEND_BUFFER)
         .handshake::<_, Bytes>(io);
-    let detect_timeout = match direction {
-        Direction::Outbound => state.settings.outbound_detect_timeout,
-        Direction::Inbound => state.settings.inbound_detect_timeout,
-    };
     let handshaken = or(async { Some(handshake.await) }, async {
         R::sleep(detect_timeout).await;
         None
@@ -193,6 +233,7 @@ pub async fn serve<R: Runtime>(
             return Some(io::ErrorKind::TimedOut.into());
         }
     };
+    tracing::debug!("Serving HTTP/2");
     let upstreams = Rc::new(Upstreams::<R> {
         state: state.clone(),
         direction,
@@ -478,48 +519,85 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 // === impl Upstreams ===
 
 impl<R: Runtime> Upstreams<R> {
-    /// The h2 connection to `target`, connecting (or using the eager connection) once.
+    /// The h2 connection to `target`. The first stream to ask connects (or uses the eager
+    /// connection); streams asking meanwhile wait for the same connection.
     async fn get(&self, target: SocketAddr) -> Result<SendRequest<Bytes>, ProxyError> {
-        if let Some(send) = self.by_target.borrow().get(&target) {
-            return Ok(send.clone());
-        }
-        let eager = {
-            let mut eager = self.eager.borrow_mut();
-            match eager.take() {
-                Some((addr, stream)) if addr == target => Some(stream),
-                other => {
-                    *eager = other;
-                    None
-                }
-            }
-        };
-        let stream = match eager {
-            Some(stream) => stream,
+        let existing = self.by_target.borrow().get(&target).cloned();
+        let shared = match existing {
+            Some(shared) => shared,
             None => {
-                let timeout = match self.direction {
-                    Direction::Outbound => self.state.settings.outbound_connect_timeout,
-                    Direction::Inbound => self.state.settings.inbound_connect_timeout,
-                };
-                match R::connect(target, timeout).await {
-                    Ok(stream) => stream,
-                    Err(error) if error.kind() == io::ErrorKind::TimedOut => {
-                        return Err(ProxyError::ConnectTimeout(timeout))
+                let eager = {
+                    let mut eager = self.eager.borrow_mut();
+                    match eager.take() {
+                        Some((addr, stream)) if addr == target => Some(stream),
+                        other => {
+                            *eager = other;
+                            None
+                        }
                     }
-                    Err(error) => return Err(ProxyError::Connect(error)),
-                }
+                };
+                let (state, direction) = (self.state.clone(), self.direction);
+                let connecting: Connecting = Box::pin(async move {
+                    let stream = match eager {
+                        Some(stream) => stream,
+                        None => {
+                            let timeout = match direction {
+                                Direction::Outbound => state.settings.outbound_connect_timeout,
+                                Direction::Inbound => state.settings.inbound_connect_timeout,
+                            };
+                            R::connect(target, timeout)
+                                .await
+                                .map_err(|e| ConnectFailure::from_io(&e, timeout))?
+                        }
+                    };
+                    connect_h2::<R>(&state, direction, target, stream).await
+                });
+                let shared = connecting.shared();
+                self.by_target.borrow_mut().insert(target, shared.clone());
+                shared
             }
         };
-        // Another stream may have connected meanwhile.
-        if let Some(send) = self.by_target.borrow().get(&target) {
-            return Ok(send.clone());
+        match shared.await {
+            Ok(send) => Ok(send),
+            Err(failure) => {
+                // The next stream tries again.
+                self.forget(target);
+                Err(failure.into_error())
+            }
         }
-        let send = connect_h2::<R>(&self.state, self.direction, target, stream).await?;
-        self.by_target.borrow_mut().insert(target, send.clone());
-        Ok(send)
     }
 
     fn forget(&self, target: SocketAddr) {
         self.by_target.borrow_mut().remove(&target);
+    }
+}
+
+/// A connection being (or already) made, awaited by every stream to its target.
+type Connecting = Pin<Box<dyn Future<Output = Result<SendRequest<Bytes>, ConnectFailure>>>>;
+
+/// Why an upstream h2 connection could not be made (cloneable, for every waiting stream).
+#[derive(Clone, Debug)]
+struct ConnectFailure {
+    timeout: Option<Duration>,
+    kind: io::ErrorKind,
+    message: String,
+}
+
+impl ConnectFailure {
+    fn from_io(error: &io::Error, timeout: Duration) -> Self {
+        ConnectFailure {
+            timeout: (error.kind() == io::ErrorKind::TimedOut).then_some(timeout),
+            kind: error.kind(),
+            message: error.to_string(),
+        }
+    }
+
+    fn into_error(self) -> ProxyError {
+        match self.timeout {
+            Some(timeout) => ProxyError::ConnectTimeout(timeout),
+            None if self.kind == io::ErrorKind::Other => ProxyError::Upstream(self.message),
+            None => ProxyError::Connect(io::Error::new(self.kind, self.message)),
+        }
     }
 }
 
@@ -530,14 +608,15 @@ async fn connect_h2<R: Runtime>(
     direction: Direction,
     target: SocketAddr,
     stream: R::Stream,
-) -> Result<SendRequest<Bytes>, ProxyError> {
+) -> Result<SendRequest<Bytes>, ConnectFailure> {
     let fd = stream.as_raw_fd();
     let metrics = state.tcp_open(direction, Peer::Dst, target);
     let io = match R::poll_io(stream) {
         Ok(io) => Io::new(io, Vec::new(), &metrics),
         Err(error) => {
+            let failure = ConnectFailure::from_io(&error, Duration::ZERO);
             state.tcp_close(metrics, Some(&error));
-            return Err(ProxyError::Upstream(error.to_string()));
+            return Err(failure);
         }
     };
     let handshake = h2::client::Builder::new()
@@ -550,7 +629,11 @@ async fn connect_h2<R: Runtime>(
         Err(error) => {
             let io_error = io::Error::other(error.to_string());
             state.tcp_close(metrics, Some(&io_error));
-            return Err(ProxyError::Upstream(format!("HTTP/2 handshake: {error}")));
+            return Err(ConnectFailure {
+                timeout: None,
+                kind: io::ErrorKind::Other,
+                message: format!("HTTP/2 handshake: {error}"),
+            });
         }
     };
     let task = state.task();

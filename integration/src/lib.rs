@@ -5,6 +5,7 @@
 //! that cargo builds it before the tests.
 
 pub mod grpc;
+pub mod h2;
 pub mod http;
 pub mod http1;
 pub mod metrics;

@@ -1,0 +1,275 @@
+//! HTTP/2 and gRPC through the proxy: streams multiplexed on one upstream connection,
+//! bodies with flow control, trailers (gRPC status) preserved, RST_STREAM passed on both
+//! ways, failures answered (502 or a gRPC status), GOAWAY on drain, real clients.
+
+use std::process::Command;
+use std::time::Duration;
+
+use h2::Reason;
+use http::HeaderMap;
+use ringlink_integration::grpc::{self, EchoClient, EchoRequest};
+use ringlink_integration::h2::{self as h2srv, Client};
+use ringlink_integration::{both_runtimes, proxy, tcp};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+
+both_runtimes!(
+    outbound_and_inbound_h2,
+    concurrent_streams_share_one_upstream_connection,
+    bodies_and_trailers_are_preserved,
+    server_reset_reaches_client,
+    client_reset_reaches_server,
+    grpc_unary_status_and_trailers,
+    grpc_bidirectional_streaming,
+    grpc_to_unreachable_server_gets_unavailable,
+    h2_to_unreachable_server_gets_502,
+    h2_routes_by_authority_when_addressed_directly,
+    preface_without_settings_is_refused,
+    drain_sends_goaway_and_finishes_streams,
+    curl_and_h2load,
+);
+
+async fn outbound_and_inbound_h2(runtime: &'static str) {
+    let server = h2srv::server().await;
+    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    for port in [proxy.outbound, proxy.inbound] {
+        let client = Client::connect(port).await;
+        let reply = client
+            .request("GET", "http://svc.test/hello", Vec::new(), None)
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body, b"/hello");
+    }
+    assert_eq!(server.authorities(), ["svc.test", "svc.test"]);
+    assert!(
+        proxy
+            .wait_for_log("protocol=\"h2\"", Duration::from_secs(2))
+            .await
+    );
+}
+
+async fn concurrent_streams_share_one_upstream_connection(runtime: &'static str) {
+    let server = h2srv::server().await;
+    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    let client = Client::connect(proxy.outbound).await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .request("GET", &format!("http://svc/{i}"), Vec::new(), None)
+                .await
+        }));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        let reply = task.await.unwrap().unwrap();
+        assert_eq!(reply.body, format!("/{i}").as_bytes());
+    }
+    assert_eq!(server.connections(), 1);
+}
+
+async fn bodies_and_trailers_are_preserved(runtime: &'static str) {
+    let server = h2srv::server().await;
+    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    let client = Client::connect(proxy.outbound).await;
+    // Larger than every default flow-control window, so back-pressure must work.
+    let body: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-client-trailer", "sent".parse().unwrap());
+    let reply = client
+        .request("POST", "http://svc/echo", body.clone(), Some(trailers))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(reply.body == body, "the body came back different");
+    let trailers = reply.trailers.expect("trailers");
+    assert_eq!(trailers["x-client-trailer"], "sent");
+    assert_eq!(trailers["x-server-trailer"], "done");
+    // An empty body stays empty.
+    let reply = client
+        .request("POST", "http://svc/echo", Vec::new(), None)
+        .await
+        .unwrap();
+    assert!(reply.body.is_empty());
+}
+
+async fn server_reset_reaches_client(runtime: &'static str) {
+    let server = h2srv::server().await;
+    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    let client = Client::connect(proxy.outbound).await;
+    let error = client
+        .request("GET", "http://svc/reset", Vec::new(), None)
+        .await
+        .expect_err("a reset stream");
+    assert_eq!(error.reason(), Some(Reason::REFUSED_STREAM), "{error}");
+    // The connection survives a stream reset.
+    let reply = client
+        .request("GET", "http://svc/after", Vec::new(), None)
+        .await
+        .unwrap();
+    assert_eq!(reply.body, b"/after");
+}
+
+async fn client_reset_reaches_server(runtime: &'static str) {
+    let server = h2srv::server().await;
+    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    let client = Client::connect(proxy.outbound).await;
+    client
+        .open_and_reset("http://svc/wait-reset", Reason::CANCEL)
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while server.resets().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no reset upstream");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.resets(), [Reason::CANCEL]);
+}
+
+async fn grpc_unary_status_and_trailers(runtime: &'static str) {
+    let (addr, _server) = grpc::serve("127.0.0.1:0".parse().unwrap()).await;
+    let proxy = proxy::new(runtime).orig_dst(addr).spawn();
+    let mut client = EchoClient::connect_via(proxy.outbound, "echo.svc:8080")
+        .await
+        .unwrap();
+    let (reply, trailers) = client.echo(EchoRequest::ok("hi")).await.unwrap();
+    assert_eq!(reply.message, "hi");
+    assert_eq!(trailers.get(grpc::TRAILER).unwrap(), "ok");
+    let status = client
+        .echo(EchoRequest::fail(Code::PermissionDenied, "nope"))
+        .await
+        .expect_err("a failing status");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(status.message(), "nope");
+    assert_eq!(status.metadata().get(grpc::TRAILER).unwrap(), "nope");
+}
+
+async fn grpc_bidirectional_streaming(runtime: &'static str) {
+    let (addr, _server) = grpc::serve("127.0.0.1:0".parse().unwrap()).await;
+    let proxy = proxy::new(runtime).orig_dst(addr).spawn();
+    let mut client = EchoClient::connect_via(proxy.outbound, "echo.svc:8080")
+        .await
+        .unwrap();
+    let mut chat = client.chat().await.unwrap();
+    for i in 0..20 {
+        // Each reply arrives before the next message is sent: nothing is buffered whole.
+        assert_eq!(chat.say(&format!("m{i}")).await.unwrap(), format!("m{i}"));
+    }
+    let (rest, trailers) = chat.finish().await.unwrap();
+    assert!(rest.is_empty());
+    assert_eq!(trailers.get(grpc::TRAILER).unwrap(), "ok");
+    let failed = client
+        .chat_all([
+            EchoRequest::ok("a"),
+            EchoRequest::fail(Code::ResourceExhausted, "too much"),
+        ])
+        .await
+        .expect_err("the stream fails");
+    assert_eq!(failed.code(), Code::ResourceExhausted);
+}
+
+async fn grpc_to_unreachable_server_gets_unavailable(runtime: &'static str) {
+    let proxy = proxy::new(runtime).orig_dst(tcp::closed_port()).spawn();
+    let mut client = EchoClient::connect_via(proxy.outbound, "echo.svc:8080")
+        .await
+        .unwrap();
+    let status = client.echo(EchoRequest::ok("hi")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.metadata().get("l5d-proxy-error").is_some());
+}
+
+async fn h2_to_unreachable_server_gets_502(runtime: &'static str) {
+    let proxy = proxy::new(runtime).orig_dst(tcp::closed_port()).spawn();
+    let client = Client::connect(proxy.outbound).await;
+    let reply = client
+        .request("GET", "http://svc/", Vec::new(), None)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 502);
+    assert!(reply.headers.get("l5d-proxy-error").is_some());
+}
+
+async fn h2_routes_by_authority_when_addressed_directly(runtime: &'static str) {
+    let server = h2srv::server().await;
+    let proxy = proxy::new(runtime).spawn();
+    let client = Client::connect(proxy.outbound).await;
+    let reply = client
+        .request(
+            "GET",
+            &format!("http://localhost:{}/by-name", server.addr.port()),
+            Vec::new(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", proxy.logs());
+    assert_eq!(reply.body, b"/by-name");
+}
+
+async fn preface_without_settings_is_refused(runtime: &'static str) {
+    let server = h2srv::server().await;
+    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    let mut stream = tokio::net::TcpStream::connect(proxy.outbound)
+        .await
+        .unwrap();
+    // The preface, then a PING frame where SETTINGS must come.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x08\x06\x00\x00\x00\x00\x00ABCDEFGH")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    // The proxy closes the connection (after its own SETTINGS and a GOAWAY, or with a
+    // reset) well before the 10 s detect timeout.
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut all))
+        .await
+        .expect("the connection was left open");
+    if let Some(goaway) = all.windows(4).position(|w| w[3] == 0x07 && w[0] == 0) {
+        // A GOAWAY frame header: length 0x0000xx, type 7; its error code is PROTOCOL_ERROR.
+        let code = &all[goaway + 9 + 4..goaway + 9 + 8];
+        assert_eq!(code, [0, 0, 0, 1], "GOAWAY with PROTOCOL_ERROR");
+    }
+    assert_eq!(
+        server.connections(),
+        1,
+        "only the eager connection was made"
+    );
+    assert!(server.authorities().is_empty());
+}
+
+async fn drain_sends_goaway_and_finishes_streams(runtime: &'static str) {
+    let server = h2srv::server().await;
+    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    let client = Client::connect(proxy.outbound).await;
+    let reply = client
+        .request("GET", "http://svc/before", Vec::new(), None)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    proxy.signal(libc::SIGTERM);
+    // After GOAWAY, new streams are refused by the client library or the proxy, and the
+    // proxy exits once the connection is done.
+    let mut proxy = proxy;
+    let exited = proxy.wait_exit(Duration::from_secs(10)).await;
+    assert!(exited.is_some_and(|s| s.success()), "{}", proxy.logs());
+    assert!(proxy.logs().contains("GOAWAY"), "{}", proxy.logs());
+}
+
+async fn curl_and_h2load(runtime: &'static str) {
+    let server = h2srv::server().await;
+    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    let url = format!("http://{}/curl", proxy.outbound);
+    let curl = Command::new("curl")
+        .args(["-sS", "--http2-prior-knowledge", &url])
+        .output()
+        .expect("curl is installed (.ci/run installs it)");
+    assert_eq!(String::from_utf8_lossy(&curl.stdout), "/curl");
+    let h2load = Command::new("h2load")
+        .args(["-n", "2000", "-c", "4", "-m", "10", &url])
+        .output()
+        .expect("h2load is installed (nghttp2-client; .ci/run installs it)");
+    let out = String::from_utf8_lossy(&h2load.stdout);
+    assert!(
+        out.contains("2000 succeeded, 0 failed, 0 errored"),
+        "h2load: {out}"
+    );
+}
