@@ -100,17 +100,18 @@ pub fn keep_alive(version: Version, headers: &Headers) -> bool {
 /// `Keep-Alive`, `Proxy-Connection`, `TE`, `Transfer-Encoding` and `Upgrade`. The caller adds
 /// back the framing and connection headers of the hop it writes to.
 pub fn strip_hop_by_hop(headers: &mut Headers) {
-    let named: Vec<String> = headers
+    let connection: Vec<u8> = headers
         .get_all("connection")
-        .flat_map(|value| value.split(|&b| b == b','))
-        .filter_map(|token| std::str::from_utf8(token).ok())
-        .map(|token| token.trim().to_ascii_lowercase())
-        .filter(|token| !token.is_empty())
+        .flat_map(|value| [value, b","].concat())
         .collect();
+    let named = |name: &str| {
+        connection
+            .split(|&b| b == b',')
+            .any(|token| head::trim(token).eq_ignore_ascii_case(name.as_bytes()))
+    };
     headers.retain(|header| {
         let name = header.name.as_str();
-        !(HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-            || named.iter().any(|n| name.eq_ignore_ascii_case(n)))
+        !(HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) || named(name))
     });
 }
 

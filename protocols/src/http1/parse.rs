@@ -22,8 +22,10 @@ pub enum Parsed<T> {
 /// names, whitespace before a colon, obs-fold line continuations and control characters in
 /// values. Those, and a head over [`Limits`], are errors, never guesses.
 pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed<RequestHead>, Error> {
-    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut slots);
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let slots = slots(&mut stack, &mut heap, limits.max_headers);
+    let mut req = httparse::Request::new(slots);
     let window = &buf[..buf.len().min(limits.max_head_bytes)];
     match req.parse(window) {
         Ok(httparse::Status::Complete(n)) => {
@@ -43,8 +45,10 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed<RequestHead>,
 
 /// Parses a response head from the start of `buf`.
 pub fn parse_response(buf: &[u8], limits: &Limits) -> Result<Parsed<ResponseHead>, Error> {
-    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut res = httparse::Response::new(&mut slots);
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let slots = slots(&mut stack, &mut heap, limits.max_headers);
+    let mut res = httparse::Response::new(slots);
     let window = &buf[..buf.len().min(limits.max_head_bytes)];
     match res.parse(window) {
         Ok(httparse::Status::Complete(n)) => {
@@ -59,6 +63,23 @@ pub fn parse_response(buf: &[u8], limits: &Limits) -> Result<Parsed<ResponseHead
         }
         Ok(httparse::Status::Partial) => partial(buf, limits),
         Err(error) => Err(convert(error, limits)),
+    }
+}
+
+/// Header slots on the stack for up to this many fields (the default limit), so parsing a
+/// head allocates only for what it keeps.
+const STACK_HEADERS: usize = 100;
+
+fn slots<'s, 'h>(
+    stack: &'s mut [httparse::Header<'h>; STACK_HEADERS],
+    heap: &'s mut Vec<httparse::Header<'h>>,
+    max: usize,
+) -> &'s mut [httparse::Header<'h>] {
+    if max <= STACK_HEADERS {
+        &mut stack[..max]
+    } else {
+        heap.resize(max, httparse::EMPTY_HEADER);
+        heap
     }
 }
 
