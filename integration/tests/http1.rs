@@ -31,6 +31,7 @@ both_runtimes!(
     connect_timeout_is_504,
     invalid_response_is_502,
     large_body_is_streamed_with_bounded_memory,
+    curl_through_the_proxy,
 );
 
 fn echo_target() -> impl Fn(&http1::Request) -> Reply + Send + Sync + 'static {
@@ -523,4 +524,51 @@ async fn large_body_is_streamed_with_bounded_memory(runtime: &'static str) {
         grown < 32 << 10,
         "proxy grew by {grown} KiB for a 256 MiB body"
     );
+}
+
+async fn curl_through_the_proxy(runtime: &'static str) {
+    let server = http1::server(|req| {
+        Reply::ok(&format!("{} {} {}", req.method, req.target, req.body.len()))
+    })
+    .await;
+    let proxy = proxy::new(runtime).spawn();
+    let curl = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .args(&args)
+            .output()
+            .await
+            .expect("curl is installed (.ci/run installs it)");
+        assert!(
+            out.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let url = format!("http://localhost:{}/via-proxy", server.addr.port());
+    // As a forward proxy: absolute-form, routed by its authority (resolved by DNS).
+    let body = curl(vec![
+        "-x".into(),
+        format!("http://{}", proxy.outbound),
+        url.clone(),
+    ])
+    .await;
+    assert_eq!(body, "GET /via-proxy 0");
+    // A chunked upload and keep-alive reuse in one curl run.
+    let body = curl(vec![
+        "-x".into(),
+        format!("http://{}", proxy.outbound),
+        "-H".into(),
+        "Transfer-Encoding: chunked".into(),
+        "--data-binary".into(),
+        "0123456789".into(),
+        url.clone(),
+        "--next".into(),
+        "-x".into(),
+        format!("http://{}", proxy.outbound),
+        url,
+    ])
+    .await;
+    assert_eq!(body, "POST /via-proxy 10GET /via-proxy 0");
 }
