@@ -20,6 +20,10 @@ usage: ringlink-bench [OPTIONS]
   --bulk-mb MIB        MiB sent through each proxy in the bulk test (default 1024)
   --ringlink PATH      ringlink binary (default: `ringlink` next to this binary,
                        i.e. target/release/ringlink)
+  --metrics-cost N     instead of the tests: N rounds of the http1 load through each
+                       ringlink in --only, with metrics recording on and with
+                       RINGLINK_METRICS_RECORDING=off, alternating; CPU µs/request of
+                       each and the difference
   -h, --help           print this help";
 
 /// One kind of load; each is one table of the output.
@@ -42,6 +46,8 @@ pub struct Options {
     pub h2_streams: u32,
     pub bulk_mib: u64,
     pub ringlink: PathBuf,
+    /// `--metrics-cost N`: rounds of the recording on/off comparison, instead of the tests.
+    pub metrics_cost_rounds: Option<u32>,
 }
 
 // === impl Test ===
@@ -72,6 +78,7 @@ impl Options {
             h2_streams: 10,
             bulk_mib: 1024,
             ringlink: default_ringlink()?,
+            metrics_cost_rounds: None,
         };
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -96,6 +103,7 @@ impl Options {
                 "--h2-streams" => opts.h2_streams = positive(&flag, &value)?,
                 "--bulk-mb" => opts.bulk_mib = number(&flag, &value)?,
                 "--ringlink" => opts.ringlink = PathBuf::from(value),
+                "--metrics-cost" => opts.metrics_cost_rounds = Some(positive(&flag, &value)?),
                 _ => bail!("unknown option {flag}\n\n{USAGE}"),
             }
         }
@@ -176,5 +184,14 @@ mod tests {
         assert!(parse(&["--tests", "http3"]).is_err());
         assert!(parse(&["--tests", ","]).is_err());
         assert!(parse(&["--duration", "0"]).is_err());
+    }
+
+    #[test]
+    fn metrics_cost_rounds() {
+        assert_eq!(parse(&[]).unwrap().metrics_cost_rounds, None);
+        let opts = parse(&["--metrics-cost", "3"]).unwrap();
+        assert_eq!(opts.metrics_cost_rounds, Some(3));
+        assert!(parse(&["--metrics-cost", "0"]).is_err());
+        assert!(parse(&["--metrics-cost"]).is_err());
     }
 }

@@ -25,6 +25,7 @@ mod args;
 mod bulk;
 mod configs;
 mod h2load;
+mod metrics_cost;
 mod pinning;
 mod process;
 mod procstat;
@@ -83,6 +84,9 @@ fn run() -> Result<ExitCode> {
         wrk,
         h2load,
     };
+    if let Some(rounds) = opts.metrics_cost_rounds {
+        return metrics_cost::run(&bench, &backend, wrk_missing.as_deref(), rounds);
+    }
     let mut failed = false;
     for &test in &opts.tests {
         println!("\n## {}\n", test.name());
@@ -138,7 +142,12 @@ fn print_header(opts: &Options, pin: &Pinning, bins: &Binaries) {
     println!("# ringlink-bench\n");
     println!("- kernel: {}", kernel_version());
     println!("{pin}");
-    for test in &opts.tests {
+    let tests: &[Test] = if opts.metrics_cost_rounds.is_some() {
+        &[Test::Http1]
+    } else {
+        &opts.tests
+    };
+    for test in tests {
         match test {
             Test::Http1 => println!(
                 "- http1: `wrk -t1 -c{} -d{}s --latency` after a {WARM_UP_SECS} s warm-up run, \
@@ -158,7 +167,7 @@ fn print_header(opts: &Options, pin: &Pinning, bins: &Binaries) {
             ),
         }
     }
-    if opts.proxies.contains(&ProxyKind::Nginx) {
+    if opts.metrics_cost_rounds.is_none() && opts.proxies.contains(&ProxyKind::Nginx) {
         match &bins.nginx {
             Some(nginx) => println!(
                 "- nginx {}: `worker_processes 1`; http1 `proxy_pass` with upstream keepalive; \
@@ -168,7 +177,7 @@ fn print_header(opts: &Options, pin: &Pinning, bins: &Binaries) {
             None => println!("- nginx: not installed"),
         }
     }
-    if opts.proxies.contains(&ProxyKind::Haproxy) {
+    if opts.metrics_cost_rounds.is_none() && opts.proxies.contains(&ProxyKind::Haproxy) {
         match &bins.haproxy {
             Some(haproxy) => println!(
                 "- haproxy {}: `nbthread 1`; http1 `mode http` with `http-reuse always`; h2 \

@@ -122,6 +122,18 @@ impl Proxy {
         bins: &Binaries,
         pin: &Pinning,
     ) -> Result<Self> {
+        Self::start_with_env(kind, test, target, bins, pin, &[])
+    }
+
+    /// [`Proxy::start`], with `env` added to ringlink's environment (ignored for the others).
+    pub fn start_with_env(
+        kind: ProxyKind,
+        test: Test,
+        target: SocketAddr,
+        bins: &Binaries,
+        pin: &Pinning,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let mut conf = None;
         let (addr, mut process) = match kind {
             ProxyKind::Direct => {
@@ -157,7 +169,8 @@ impl Proxy {
                     .env("LINKERD2_PROXY_CORES", "1")
                     .env("RINGLINK_RUNTIME", runtime)
                     .env("RINGLINK_ORIG_DST_OVERRIDE", target.to_string())
-                    .env("LINKERD2_PROXY_LOG", "warn");
+                    .env("LINKERD2_PROXY_LOG", "warn")
+                    .envs(env.iter().copied());
                 (outbound, Spawned::spawn(kind.name(), cmd)?)
             }
             ProxyKind::Nginx => {

@@ -48,6 +48,7 @@ const LOG_FORMAT: &str = "LINKERD2_PROXY_LOG_FORMAT";
 const RUNTIME: &str = "RINGLINK_RUNTIME";
 const LISTEN_BACKLOG: &str = "RINGLINK_LISTEN_BACKLOG";
 const ORIG_DST_OVERRIDE: &str = "RINGLINK_ORIG_DST_OVERRIDE";
+const METRICS_RECORDING: &str = "RINGLINK_METRICS_RECORDING";
 
 // Defaults, as in linkerd2-proxy.
 const DEFAULT_OUTBOUND_LISTEN_ADDR: SocketAddr = v4([127, 0, 0, 1], 4140);
@@ -134,6 +135,10 @@ pub struct Config {
     /// `RINGLINK_ORIG_DST_OVERRIDE`: a fixed original destination used instead of
     /// `SO_ORIGINAL_DST` (a test and development seam). Default unset.
     pub orig_dst_override: Option<SocketAddr>,
+    /// `RINGLINK_METRICS_RECORDING` (`on`/`off`), default on. Off skips recording TCP and
+    /// HTTP metrics on the request path (the families stay registered, with no series): a
+    /// switch to measure what recording costs.
+    pub metrics_recording: bool,
 }
 
 /// Log output format (`LINKERD2_PROXY_LOG_FORMAT`).
@@ -300,6 +305,7 @@ impl Config {
         let listen_backlog =
             read(env, LISTEN_BACKLOG, parse_listen_backlog)?.unwrap_or(DEFAULT_LISTEN_BACKLOG);
         let orig_dst_override = read(env, ORIG_DST_OVERRIDE, parse_socket_addr)?;
+        let metrics_recording = read(env, METRICS_RECORDING, parse_on_off)?.unwrap_or(true);
 
         Ok(Config {
             outbound_listen_addrs,
@@ -324,6 +330,7 @@ impl Config {
             runtime,
             listen_backlog,
             orig_dst_override,
+            metrics_recording,
         })
     }
 }
@@ -354,6 +361,7 @@ impl Default for Config {
             runtime: RuntimeKind::Monoio,
             listen_backlog: DEFAULT_LISTEN_BACKLOG,
             orig_dst_override: None,
+            metrics_recording: true,
         }
     }
 }
@@ -576,6 +584,14 @@ fn parse_bool(s: &str) -> Result<bool, String> {
         s if s.eq_ignore_ascii_case("true") => Ok(true),
         s if s.eq_ignore_ascii_case("false") => Ok(false),
         _ => Err("expected true or false".to_string()),
+    }
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        s if s.eq_ignore_ascii_case("on") => Ok(true),
+        s if s.eq_ignore_ascii_case("off") => Ok(false),
+        _ => Err("expected on or off".to_string()),
     }
 }
 

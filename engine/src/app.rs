@@ -12,7 +12,7 @@ use ringlink_control::thread::{AdminSetup, ControlThread, DnsSetup};
 use ringlink_control::{Config, SystemEnv};
 
 use crate::listen;
-use crate::metrics::TcpMetrics;
+use crate::metrics::{HttpFamilies, TcpMetrics};
 use crate::rt::{self, ShardSpec};
 use crate::shard::{Direction, ShardSeed, ShardSettings};
 use crate::{logging, sys};
@@ -108,6 +108,7 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
         own_addrs: listening.iter().map(|(_, addr)| *addr).collect(),
         orig_dst_override: config.orig_dst_override,
         metrics_retain_idle: config.metrics_retain_idle,
+        metrics_recording: config.metrics_recording,
         inbound_detect_timeout: config.inbound_detect_timeout,
         outbound_detect_timeout: config.outbound_detect_timeout,
         inbound_opaque_ports: config.inbound_opaque_ports.clone(),
@@ -119,12 +120,14 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
     let mut registries = Vec::with_capacity(shards);
     let mut shard_metrics = Vec::with_capacity(shards);
     for index in 0..shards {
-        let (registry, tcp) = TcpMetrics::for_shard(index).map_err(|error| Fatal {
+        let metrics_error = |error: prometheus::Error| Fatal {
             code: EXIT_SOFTWARE,
             message: format!("cannot register metrics: {error}"),
-        })?;
+        };
+        let (registry, tcp) = TcpMetrics::for_shard(index).map_err(metrics_error)?;
+        let http = HttpFamilies::register(&registry).map_err(metrics_error)?;
         registries.push(registry);
-        shard_metrics.push(tcp);
+        shard_metrics.push((tcp, http));
     }
     let admin_addr = config.admin_listen_addr;
     let admin_listener = std::net::TcpListener::bind(admin_addr).map_err(|error| Fatal {
@@ -165,13 +168,14 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
     }
     let mut handles = Vec::with_capacity(shards);
     let seeds = per_shard.into_iter().zip(cpus).zip(shard_metrics);
-    for (index, ((listeners, cpu), tcp)) in seeds.enumerate() {
+    for (index, ((listeners, cpu), (tcp, http))) in seeds.enumerate() {
         let seed = ShardSeed {
             index,
             settings: settings.clone(),
             listeners,
             phase: control.phase(),
             tcp,
+            http,
             dns: dns_tx.clone(),
         };
         let handle = rt::spawn_shard(config.runtime, ShardSpec { index, cpu: *cpu }, seed)
@@ -204,6 +208,9 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
         tls = "disabled",
         "Identity is not configured; proxying in plaintext"
     );
+    if !config.metrics_recording {
+        tracing::info!("RINGLINK_METRICS_RECORDING=off: TCP and HTTP metrics are not recorded");
+    }
 
     // Wait for the shards, nudging them if their runtime needs it. Handles are joined only
     // once every shard has finished, so a nudged thread id is always valid.

@@ -27,7 +27,9 @@ use ringlink_protocols::http1::{
     BodyKind, Limits, RequestHead, ResponseHead, Version,
 };
 
-use crate::metrics::PeerMetrics;
+use crate::metrics::{
+    is_grpc, parse_grpc_status, proxy_error_label, PeerMetrics, RequestMetrics, RouteCache,
+};
 use crate::pool::Upstream;
 use crate::rt::{Runtime, Stream};
 use crate::shard::{ConnEntry, Direction, ShardState};
@@ -70,6 +72,9 @@ struct Session<'a, R: Runtime> {
     metrics: &'a PeerMetrics,
     entry: &'a ConnEntry,
     limits: Limits,
+    /// The HTTP metrics of the connection's last route, and of the request being served.
+    routes: RouteCache,
+    request: RequestMetrics,
 }
 
 /// How an exchange ended, for the session loop.
@@ -126,10 +131,17 @@ pub async fn serve<R: Runtime>(
         metrics,
         entry,
         limits: Limits::default(),
+        routes: RouteCache::default(),
+        request: RequestMetrics::default(),
     };
     let mut eager = eager;
     let error = loop {
-        match session.exchange(&mut eager).await {
+        let next = session.exchange(&mut eager).await;
+        if matches!(next, Next::Abort(_)) {
+            session.request.error("io");
+        }
+        session.request.end();
+        match next {
             Next::Continue => continue,
             Next::Close => break None,
             Next::Abort(error) => {
@@ -164,20 +176,26 @@ impl<R: Runtime> Session<'_, R> {
             Ok(None) => return Next::Close,
             Err(HeadError::Io(error)) => return Next::Abort(error),
             Err(HeadError::Timeout) => {
-                return self.refuse(ProxyError::RequestTimeout).await;
+                return self.refuse(None, ProxyError::RequestTimeout).await;
             }
             Err(HeadError::Parse(error)) => {
                 tracing::info!(%error, "Invalid request");
                 let status = error.status();
                 return self
-                    .refuse(ProxyError::BadRequest(status, error.to_string()))
+                    .refuse(None, ProxyError::BadRequest(status, error.to_string()))
                     .await;
             }
         };
         let plan = match self.plan(&mut head).await {
             Ok(plan) => plan,
-            Err(error) => return self.refuse(error).await,
+            Err(error) => return self.refuse(head.authority(), error).await,
         };
+        self.request = self.state.http_metrics.start(
+            &mut self.routes,
+            self.direction,
+            head.authority(),
+            Some(plan.target),
+        );
         tracing::debug!(
             method = %head.method,
             target = %head.target,
@@ -390,10 +408,14 @@ impl<R: Runtime> Session<'_, R> {
                     return Dispatched::Retry(io::ErrorKind::UnexpectedEof.into())
                 }
                 Ok(None) => {
-                    return Dispatched::Done(Next::Abort(io::ErrorKind::UnexpectedEof.into()))
+                    self.request.error("upstream");
+                    return Dispatched::Done(Next::Abort(io::ErrorKind::UnexpectedEof.into()));
                 }
                 Err(HeadError::Io(error)) if !response_started => return Dispatched::Retry(error),
-                Err(HeadError::Io(error)) => return Dispatched::Done(Next::Abort(error)),
+                Err(HeadError::Io(error)) => {
+                    self.request.error("upstream");
+                    return Dispatched::Done(Next::Abort(error));
+                }
                 Err(HeadError::Timeout) => unreachable!("no response head timeout"),
                 Err(HeadError::Parse(error)) => {
                     conn.error = Some(io::Error::other(error.to_string()));
@@ -422,6 +444,7 @@ impl<R: Runtime> Session<'_, R> {
                         write_bytes: &self.metrics.write_bytes,
                     };
                     if let (Err(error), _) = client.write(out).await {
+                        self.request.error("client");
                         return Dispatched::Done(Next::Abort(error));
                     }
                 }
@@ -429,6 +452,7 @@ impl<R: Runtime> Session<'_, R> {
                     match self.send_body(plan, &mut conn.tx, &up_write).await {
                         Ok(()) => body_sent = true,
                         Err(BodyError::Dst(error)) => {
+                            self.request.error("upstream");
                             return Dispatched::Done(Next::Abort(error));
                         }
                         Err(error) => return Dispatched::Done(self.body_failed(error)),
@@ -440,6 +464,11 @@ impl<R: Runtime> Session<'_, R> {
         };
 
         let mut res = response;
+        let grpc = is_grpc(res.headers.get("content-type"));
+        self.request.response_head(res.status, grpc);
+        if let Some(code) = res.headers.get("grpc-status").and_then(parse_grpc_status) {
+            self.request.grpc_status(code);
+        }
         let res_body = match response_body(&head.method, &res) {
             Ok(kind) => kind,
             Err(error) => {
@@ -496,9 +525,11 @@ impl<R: Runtime> Session<'_, R> {
             write_bytes: &self.metrics.write_bytes,
         };
         if let (Err(error), _) = client.write(out).await {
+            self.request.error("client");
             return Dispatched::Done(Next::Abort(error));
         }
         if tunnel {
+            self.request.end();
             return Dispatched::Done(self.tunnel(conn, up_buf).await);
         }
         let mut inbox = Inbox {
@@ -517,13 +548,18 @@ impl<R: Runtime> Session<'_, R> {
         .await;
         match relayed {
             Ok(()) => {}
-            Err(BodyError::Dst(error)) => return Dispatched::Done(Next::Abort(error)),
+            Err(BodyError::Dst(error)) => {
+                self.request.error("client");
+                return Dispatched::Done(Next::Abort(error));
+            }
             Err(BodyError::Src(error)) => {
+                self.request.error("upstream");
                 tracing::debug!(%error, "Upstream failed during the response body");
                 conn.error = Some(io::Error::new(error.kind(), error.to_string()));
                 return Dispatched::Done(Next::Abort(error));
             }
             Err(BodyError::Framing(error)) => {
+                self.request.error("upstream");
                 tracing::info!(%error, "Invalid response body");
                 return Dispatched::Done(Next::Abort(io::Error::other(error.to_string())));
             }
@@ -565,6 +601,7 @@ impl<R: Runtime> Session<'_, R> {
     }
 
     fn body_failed(&mut self, error: BodyError) -> Next {
+        self.request.error("client");
         match error {
             BodyError::Framing(error) => {
                 tracing::info!(%error, "Invalid request body");
@@ -575,8 +612,17 @@ impl<R: Runtime> Session<'_, R> {
     }
 
     /// Answers a request the proxy refuses, then closes the connection.
-    async fn refuse(&mut self, error: ProxyError) -> Next {
+    async fn refuse(&mut self, authority: Option<&str>, error: ProxyError) -> Next {
         tracing::info!(status = error.status(), error = %error.message(), "Refused request");
+        let target = match self.route {
+            Route::Fixed(addr) => Some(addr),
+            Route::ByAuthority => None,
+        };
+        self.request =
+            self.state
+                .http_metrics
+                .start(&mut self.routes, self.direction, authority, target);
+        self.request.fail(error.status(), proxy_error_label(&error));
         let out = error_response(&error, true);
         let mut client = Outbox {
             tx: &mut self.tx,
@@ -590,6 +636,7 @@ impl<R: Runtime> Session<'_, R> {
     /// request had no body left unread.
     async fn fail(&mut self, plan: &Plan, error: ProxyError) -> Next {
         tracing::info!(status = error.status(), error = %error.message(), "Request failed");
+        self.request.fail(error.status(), proxy_error_label(&error));
         let keep =
             plan.client_keep_alive && plan.body == BodyKind::Empty && !self.state.is_draining();
         let out = error_response(&error, !keep);
@@ -633,9 +680,12 @@ impl<R: Runtime> Session<'_, R> {
             tx: &mut self.tx,
             write_bytes: &self.metrics.write_bytes,
         };
+        self.request.response_head(200, false);
         if let (Err(error), _) = client.write(b"HTTP/1.1 200 OK\r\n\r\n".to_vec()).await {
+            self.request.error("client");
             return Next::Abort(error);
         }
+        self.request.end();
         self.tunnel(&mut conn, Vec::new()).await
     }
 

@@ -1,9 +1,11 @@
-//! Linkerd's TCP metric families, recorded per shard.
+//! Linkerd's TCP metric families, recorded per shard; the HTTP families are in [`http`].
 //!
 //! Each shard has its own registry (with a `shard` const label), so the request path only
 //! touches counters no other core writes. Label lookups (a hash and a read lock inside the
 //! prometheus crate) happen once per connection when it opens; per read and write the shard
-//! only adds to counters it already holds.
+//! only adds to counters it already holds. With recording off
+//! (`RINGLINK_METRICS_RECORDING=off`), a connection gets [`TcpMetrics::unrecorded`] series:
+//! no lookup, no usage tracking, and its byte counts go to counters no registry exposes.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -14,6 +16,13 @@ use std::time::{Duration, Instant};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::shard::Direction;
+
+mod http;
+
+pub use http::{
+    is_grpc, parse_grpc_status, proxy_error_label, HttpFamilies, HttpMetrics, RequestMetrics,
+    RouteCache,
+};
 
 /// `tls` label value until identity exists.
 const TLS_DISABLED: &str = "disabled";
@@ -28,6 +37,9 @@ pub struct TcpMetrics {
     open_connections: IntGaugeVec,
     read_bytes: IntCounterVec,
     write_bytes: IntCounterVec,
+    /// Counters in no registry, for connections not recorded.
+    unrecorded: [IntCounter; 2],
+    unrecorded_open: IntGauge,
 }
 
 /// Which end of a proxied connection a series describes.
@@ -55,7 +67,8 @@ struct Usage {
 
 /// One open connection's series, looked up once.
 pub struct PeerMetrics {
-    labels: [String; 4],
+    /// `None` for an unrecorded connection.
+    labels: Option<[String; 4]>,
     close_total: IntCounterVec,
     open: IntGauge,
     pub read_bytes: IntCounter,
@@ -103,6 +116,11 @@ impl TcpMetrics {
                 "Total count of bytes written to peers",
                 &[],
             )?,
+            unrecorded: [
+                IntCounter::new("unrecorded_read_bytes", "Not exposed")?,
+                IntCounter::new("unrecorded_write_bytes", "Not exposed")?,
+            ],
+            unrecorded_open: IntGauge::new("unrecorded_open", "Not exposed")?,
         };
         Ok((registry, metrics))
     }
@@ -135,7 +153,20 @@ impl TcpMetrics {
             write_bytes: self.write_bytes.with_label_values(&values),
             close_total: self.close_total.clone(),
             open,
-            labels,
+            labels: Some(labels),
+        }
+    }
+
+    /// Series for a connection that is not recorded: the same handles, counting where no
+    /// page shows it, without a label lookup.
+    pub fn unrecorded(&self) -> PeerMetrics {
+        let [read_bytes, write_bytes] = self.unrecorded.clone();
+        PeerMetrics {
+            labels: None,
+            close_total: self.close_total.clone(),
+            open: self.unrecorded_open.clone(),
+            read_bytes,
+            write_bytes,
         }
     }
 }
@@ -145,10 +176,13 @@ impl TcpMetrics {
 impl PeerMetrics {
     /// Records the close, with the errno of the error that ended it, if any.
     pub fn close(self, usage: &TcpUsage, error: Option<&io::Error>) {
+        let Some(labels) = &self.labels else {
+            return;
+        };
         self.open.dec();
         let errno = error.map(errno_name).unwrap_or_default();
-        usage.closed(&self.labels, &errno);
-        let [a, b, c, d] = &self.labels;
+        usage.closed(labels, &errno);
+        let [a, b, c, d] = labels;
         self.close_total
             .with_label_values(&[a.as_str(), b, c, d, &errno])
             .inc();

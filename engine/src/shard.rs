@@ -17,7 +17,7 @@ use ringlink_control::thread::{Phase, PhaseRx};
 use slab::Slab;
 
 use crate::forward;
-use crate::metrics::{Peer, PeerMetrics, TcpMetrics, TcpUsage};
+use crate::metrics::{HttpFamilies, HttpMetrics, Peer, PeerMetrics, TcpMetrics, TcpUsage};
 use crate::orig_dst::{FixedOrigDst, KernelOrigDst, OrigDst};
 use crate::pool::Pool;
 use crate::rt::{Listener, Runtime, ShardMain};
@@ -31,7 +31,7 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
 // === types ===
 
 /// Which side of the pod a listener serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
     /// From the local application to the world, redirected to the outbound port.
     Outbound,
@@ -50,6 +50,8 @@ pub struct ShardSettings {
     pub orig_dst_override: Option<SocketAddr>,
     /// How long an unused metric series is kept.
     pub metrics_retain_idle: Duration,
+    /// Whether TCP and HTTP metrics are recorded (`RINGLINK_METRICS_RECORDING`).
+    pub metrics_recording: bool,
     pub inbound_detect_timeout: Duration,
     pub outbound_detect_timeout: Duration,
     /// Inbound ports whose traffic skips detection.
@@ -67,6 +69,7 @@ pub struct ShardSeed {
     pub listeners: Vec<(Direction, std::net::TcpListener)>,
     pub phase: PhaseRx,
     pub tcp: TcpMetrics,
+    pub http: HttpFamilies,
     /// Requests to the control thread's resolver.
     pub dns: ringlink_control::dns::DnsTx,
 }
@@ -78,6 +81,7 @@ pub struct ShardState {
     pub orig_dst: Box<dyn OrigDst>,
     pub tcp: TcpMetrics,
     pub tcp_usage: TcpUsage,
+    pub http_metrics: HttpMetrics,
     /// Open connections' sockets (client, upstream), so that a drain can close them, and
     /// whether the connection is idle between HTTP requests.
     conns: RefCell<Slab<([RawFd; 2], bool)>>,
@@ -136,16 +140,19 @@ impl ShardState {
         index: usize,
         settings: Arc<ShardSettings>,
         tcp: TcpMetrics,
+        http: HttpFamilies,
         dns: ringlink_control::dns::DnsTx,
     ) -> Self {
         let orig_dst: Box<dyn OrigDst> = match settings.orig_dst_override {
             Some(addr) => Box::new(FixedOrigDst(addr)),
             None => Box::new(KernelOrigDst),
         };
+        let http_metrics = HttpMetrics::new(http, settings.metrics_recording);
         ShardState {
             index,
             settings,
             orig_dst,
+            http_metrics,
             tcp,
             tcp_usage: TcpUsage::default(),
             conns: RefCell::new(Slab::new()),
@@ -174,6 +181,9 @@ impl ShardState {
 
     /// Records a TCP connection opening on this shard and returns its series.
     pub fn tcp_open(&self, direction: Direction, peer: Peer, target: SocketAddr) -> PeerMetrics {
+        if !self.settings.metrics_recording {
+            return self.tcp.unrecorded();
+        }
         self.tcp.open(&self.tcp_usage, direction, peer, target)
     }
 
@@ -322,9 +332,10 @@ pub async fn run<R: Runtime>(seed: ShardSeed) {
         listeners,
         mut phase,
         tcp,
+        http,
         dns,
     } = seed;
-    let state = Rc::new(ShardState::new(index, settings, tcp, dns));
+    let state = Rc::new(ShardState::new(index, settings, tcp, http, dns));
     for (direction, listener) in listeners {
         let addr = listener.local_addr().ok();
         match R::listener(listener) {
@@ -403,7 +414,7 @@ async fn evict_loop<R: Runtime>(_task: TaskGuard, state: Rc<ShardState>, mut pha
         if draining {
             return;
         }
-        let evicted = state.tcp_usage.evict(&state.tcp, retain);
+        let evicted = state.tcp_usage.evict(&state.tcp, retain) + state.http_metrics.evict(retain);
         if evicted > 0 {
             tracing::debug!(shard = state.index, evicted, "Dropped idle metric series");
         }

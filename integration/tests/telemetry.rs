@@ -1,9 +1,11 @@
-//! `/metrics` counts what happened, per shard, with Linkerd's TCP families and labels.
+//! `/metrics` counts what happened, per shard, with Linkerd's TCP and HTTP families and
+//! labels.
 
 use std::time::{Duration, Instant};
 
 use ringlink_integration::http::call;
-use ringlink_integration::metrics::{parse, sum, Series};
+use ringlink_integration::http1::{self, Conn, Reply};
+use ringlink_integration::metrics::{check_histograms, exact, parse, sum, Series};
 use ringlink_integration::proxy::Proxy;
 use ringlink_integration::{both_runtimes, proxy, tcp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -11,7 +13,9 @@ use tokio::net::TcpStream;
 
 both_runtimes!(
     tcp_counts_and_bytes_match_the_traffic,
-    resets_are_counted_with_errno
+    resets_are_counted_with_errno,
+    http_requests_responses_and_latency_match_the_traffic,
+    recording_off_records_nothing
 );
 
 async fn scrape(proxy: &Proxy) -> Vec<Series> {
@@ -120,6 +124,229 @@ async fn resets_are_counted_with_errno(runtime: &'static str) {
     assert_eq!(sum(&series, "tcp_close_total", &[("peer", "src")]), 1.0);
 }
 
+/// A server answering `/fail…` with 500 and anything else with 200.
+async fn ok_or_fail_server() -> http1::Server {
+    http1::server(|req| {
+        if req.target.starts_with("/fail") {
+            Reply::raw("HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\n\r\nfail")
+        } else {
+            Reply::ok("ok")
+        }
+    })
+    .await
+}
+
+/// Labels of an HTTP route on shard 0.
+fn route<'a>(
+    direction: &'a str,
+    authority: Option<&'a str>,
+    target: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    let (ip, port) = target.rsplit_once(':').unwrap();
+    let mut labels = vec![
+        ("direction", direction),
+        ("target_addr", target),
+        ("target_ip", ip),
+        ("target_port", port),
+        ("tls", "disabled"),
+        ("shard", "0"),
+    ];
+    labels.extend(authority.map(|a| ("authority", a)));
+    labels
+}
+
+fn with<'a>(
+    labels: &[(&'a str, &'a str)],
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    labels.iter().chain(extra).copied().collect()
+}
+
+async fn http_requests_responses_and_latency_match_the_traffic(runtime: &'static str) {
+    let server = ok_or_fail_server().await;
+    // No original destination: requests to the outbound port are routed by their `Host`.
+    let proxy = proxy::new(runtime).spawn();
+    let authority = server.addr.to_string();
+    let mut conn = Conn::connect(proxy.outbound).await;
+    for (path, status) in [
+        ("/ok", 200),
+        ("/fail", 500),
+        ("/ok", 200),
+        ("/fail", 500),
+        ("/ok", 200),
+    ] {
+        let res = conn
+            .request(format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\n\r\n"))
+            .await;
+        assert_eq!(res.status, status);
+    }
+    let closed = tcp::closed_port().to_string();
+    let mut conn = Conn::connect(proxy.outbound).await;
+    let res = conn
+        .request(format!("GET / HTTP/1.1\r\nHost: {closed}\r\n\r\n"))
+        .await;
+    assert_eq!(res.status, 502);
+    let series = scrape_until(&proxy, |s| sum(s, "response_total", &[]) == 6.0).await;
+
+    let ok = route("outbound", Some(&authority), &authority);
+    assert_eq!(
+        exact(&series, "request_total", &ok),
+        Some(5.0),
+        "{series:#?}"
+    );
+    let success = with(
+        &ok,
+        &[("status_code", "200"), ("classification", "success")],
+    );
+    assert_eq!(
+        exact(&series, "response_total", &success),
+        Some(3.0),
+        "{series:#?}"
+    );
+    let failure = with(
+        &ok,
+        &[("status_code", "500"), ("classification", "failure")],
+    );
+    assert_eq!(
+        exact(&series, "response_total", &failure),
+        Some(2.0),
+        "{series:#?}"
+    );
+    // The proxy's own 502: counted as a request to the closed port, failed with `error`.
+    let refused = route("outbound", Some(&closed), &closed);
+    assert_eq!(
+        exact(&series, "request_total", &refused),
+        Some(1.0),
+        "{series:#?}"
+    );
+    let bad_gateway = with(
+        &refused,
+        &[
+            ("status_code", "502"),
+            ("classification", "failure"),
+            ("error", "connect"),
+        ],
+    );
+    assert_eq!(
+        exact(&series, "response_total", &bad_gateway),
+        Some(1.0),
+        "{series:#?}"
+    );
+    assert_eq!(sum(&series, "request_total", &[]), 6.0);
+    assert_eq!(sum(&series, "response_total", &[]), 6.0);
+
+    // One latency observation per response, in consistent histograms.
+    let histograms = check_histograms(&series, "response_latency_ms");
+    let count = |labels: &[(&str, &str)], status| {
+        histograms
+            .iter()
+            .find(|(l, _)| {
+                l.len() == labels.len() + 1
+                    && l.get("status_code").map(String::as_str) == Some(status)
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, n)| *n)
+    };
+    assert_eq!(count(&ok, "200"), Some(3.0), "{histograms:#?}");
+    assert_eq!(count(&ok, "500"), Some(2.0), "{histograms:#?}");
+    assert_eq!(count(&refused, "502"), Some(1.0), "{histograms:#?}");
+    assert_eq!(histograms.len(), 3, "{histograms:#?}");
+    // Linkerd's buckets, 1 ms to 50 s.
+    let bounds: Vec<&str> = series
+        .iter()
+        .filter(|s| {
+            s.name == "response_latency_ms_bucket"
+                && s.labels.get("status_code").map(String::as_str) == Some("200")
+        })
+        .map(|s| s.labels["le"].as_str())
+        .collect();
+    assert_eq!(
+        bounds,
+        [
+            "1", "2", "3", "4", "5", "10", "20", "30", "40", "50", "100", "200", "300", "400",
+            "500", "1000", "2000", "3000", "4000", "5000", "10000", "20000", "30000", "40000",
+            "50000", "+Inf"
+        ]
+    );
+    for s in series.iter().filter(|s| {
+        ["request_total", "response_total"].contains(&s.name.as_str())
+            || s.name.starts_with("response_latency_ms")
+    }) {
+        assert_eq!(
+            s.labels.get("shard").map(String::as_str),
+            Some("0"),
+            "{s:?}"
+        );
+    }
+
+    // Inbound: no `authority` label.
+    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    let mut conn = Conn::connect(proxy.inbound).await;
+    let res = conn
+        .request("GET /ok HTTP/1.1\r\nHost: svc.ns:80\r\n\r\n")
+        .await;
+    assert_eq!(res.status, 200);
+    let series = scrape_until(&proxy, |s| sum(s, "response_total", &[]) == 1.0).await;
+    let inbound = route("inbound", None, &authority);
+    assert_eq!(
+        exact(&series, "request_total", &inbound),
+        Some(1.0),
+        "{series:#?}"
+    );
+    let success = with(
+        &inbound,
+        &[("status_code", "200"), ("classification", "success")],
+    );
+    assert_eq!(
+        exact(&series, "response_total", &success),
+        Some(1.0),
+        "{series:#?}"
+    );
+}
+
+async fn recording_off_records_nothing(runtime: &'static str) {
+    let server = ok_or_fail_server().await;
+    let proxy = proxy::new(runtime)
+        .env("RINGLINK_METRICS_RECORDING", "off")
+        .orig_dst(server.addr)
+        .spawn();
+    let mut conn = Conn::connect(proxy.outbound).await;
+    for _ in 0..3 {
+        let res = conn.request("GET /ok HTTP/1.1\r\nHost: svc\r\n\r\n").await;
+        assert_eq!(res.status, 200);
+    }
+    drop(conn);
+    let echo = tcp::echo().await;
+    let proxy2 = proxy::new(runtime)
+        .env("RINGLINK_METRICS_RECORDING", "off")
+        .orig_dst(echo.addr)
+        .spawn();
+    assert_eq!(
+        tcp::roundtrip(proxy2.outbound, b"hello").await.unwrap(),
+        b"hello"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for proxy in [&proxy, &proxy2] {
+        let series = scrape(proxy).await;
+        let recorded: Vec<_> = series
+            .iter()
+            .filter(|s| !s.name.starts_with("process_") && s.name != "proxy_build_info")
+            .collect();
+        assert!(recorded.is_empty(), "{recorded:#?}");
+    }
+}
+
+#[test]
+fn recording_setting_must_be_on_or_off() {
+    let (status, stderr) = proxy::new("monoio")
+        .env("RINGLINK_METRICS_RECORDING", "maybe")
+        .run_to_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("RINGLINK_METRICS_RECORDING"), "{stderr}");
+}
+
 #[tokio::test]
 async fn page_passes_promtool() {
     let server = tcp::echo().await;
@@ -128,6 +355,34 @@ async fn page_passes_promtool() {
         tcp::roundtrip(proxy.outbound, b"hello").await.unwrap();
     }
     tcp::roundtrip(proxy.inbound, b"hello").await.unwrap();
+    // HTTP series too: successes, failures, a proxy error, both directions.
+    let http = ok_or_fail_server().await;
+    let http_proxy = proxy::new("monoio").shards(2).spawn();
+    let mut conn = Conn::connect(http_proxy.outbound).await;
+    for path in ["/ok", "/fail", "/ok"] {
+        conn.request(format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n",
+            http.addr
+        ))
+        .await;
+    }
+    let closed = tcp::closed_port();
+    conn.request(format!("GET / HTTP/1.1\r\nHost: {closed}\r\n\r\n"))
+        .await;
+    let inbound = proxy::new("monoio").orig_dst(http.addr).spawn();
+    Conn::connect(inbound.inbound)
+        .await
+        .request("GET /ok HTTP/1.1\r\nHost: svc\r\n\r\n")
+        .await;
+    scrape_until(&http_proxy, |s| sum(s, "response_total", &[]) == 4.0).await;
+    scrape_until(&inbound, |s| sum(s, "response_total", &[]) == 1.0).await;
+    for proxy in [&proxy, &http_proxy, &inbound] {
+        promtool_check(proxy).await;
+    }
+}
+
+/// `promtool check metrics` accepts the proxy's page.
+async fn promtool_check(proxy: &Proxy) {
     let page = call(proxy.admin, "GET", "/metrics", "").await.body;
     assert!(page.contains("tcp_open_total{"), "{page}");
     let mut child = std::process::Command::new("promtool")
@@ -145,12 +400,55 @@ async fn page_passes_promtool() {
         .write_all(page.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool rejected the page:\n{}{}\n{page}",
+    let report = format!(
+        "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // Exit 3 is "lint problems", 1 a page promtool cannot parse. The one lint allowed is on
+    // Linkerd's own family name, which compatibility requires.
+    let allowed = "response_latency_ms metric names should not contain abbreviated units";
+    let lints_allowed = out.status.code() == Some(3)
+        && report
+            .lines()
+            .filter(|l| !l.is_empty())
+            .all(|l| l == allowed);
+    assert!(
+        out.status.success() || lints_allowed,
+        "promtool rejected the page:\n{report}\n{page}"
+    );
+    // promtool 2.42 does not report a series written twice; a merged page must not have any.
+    let mut seen = std::collections::HashSet::new();
+    for s in parse(&page) {
+        assert!(
+            seen.insert((s.name.clone(), s.labels.clone())),
+            "twice: {s:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn idle_http_series_are_dropped_after_retain_idle() {
+    let server = ok_or_fail_server().await;
+    let proxy = proxy::new("monoio")
+        .env("LINKERD2_PROXY_METRICS_RETAIN_IDLE", "1s")
+        .orig_dst(server.addr)
+        .spawn();
+    let mut conn = Conn::connect(proxy.outbound).await;
+    let get = "GET /ok HTTP/1.1\r\nHost: svc\r\n\r\n";
+    assert_eq!(conn.request(get).await.status, 200);
+    let series = scrape_until(&proxy, |s| sum(s, "response_total", &[]) == 1.0).await;
+    assert_eq!(sum(&series, "request_total", &[]), 1.0);
+    // The connection stays open, but no request is in flight: its series go once idle.
+    let http = |s: &Series| s.name == "request_total" || s.name.starts_with("response_");
+    let series = scrape_until(&proxy, |s| !s.iter().any(http)).await;
+    let left: Vec<_> = series.iter().filter(|s| http(s)).collect();
+    assert!(left.is_empty(), "{left:#?}");
+    // The same connection's next request brings them back, counted from zero.
+    assert_eq!(conn.request(get).await.status, 200);
+    let series = scrape_until(&proxy, |s| sum(s, "response_total", &[]) == 1.0).await;
+    assert_eq!(sum(&series, "request_total", &[]), 1.0);
+    assert_eq!(sum(&series, "response_latency_ms_count", &[]), 1.0);
 }
 
 #[tokio::test]

@@ -141,6 +141,7 @@ fn defaults() {
     assert_eq!(c.runtime, RuntimeKind::Monoio);
     assert_eq!(c.listen_backlog, 1024);
     assert_eq!(c.orig_dst_override, None);
+    assert!(c.metrics_recording);
 }
 
 #[test]
@@ -641,6 +642,25 @@ fn listen_backlog() {
     for value in ["", " ", "0", "65536", "-1", "1k", "99999999999999999999999"] {
         let e = assert_invalid(LISTEN_BACKLOG, value);
         assert_eq!(e.reason, "expected an integer from 1 to 65535");
+    }
+}
+
+#[test]
+fn metrics_recording() {
+    for (value, want) in [("on", true), ("ON", true), (" off ", false), ("Off", false)] {
+        assert_eq!(
+            config(&[(METRICS_RECORDING, value)]).metrics_recording,
+            want,
+            "{value:?}"
+        );
+    }
+    for value in ["", " ", "true", "0", "no", "offf"] {
+        let e = assert_invalid(METRICS_RECORDING, value);
+        assert_eq!(e.reason, "expected on or off");
+        assert_eq!(
+            e.to_string(),
+            format!("invalid RINGLINK_METRICS_RECORDING={value:?}: expected on or off")
+        );
     }
 }
 

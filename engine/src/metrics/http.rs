@@ -1,0 +1,519 @@
+//! Linkerd's legacy HTTP metric families, recorded per shard: `request_total`,
+//! `response_total` and `response_latency_ms`.
+//!
+//! Labels: `direction`, `authority` (outbound only: the request's `Host` / `:authority`),
+//! `target_addr`, `target_ip`, `target_port`, `tls`, and the registry's `shard`;
+//! `response_total` adds `status_code`, `classification` (`success`/`failure`), `grpc_status`
+//! (gRPC responses) and `error` (the proxy failed the exchange), and `response_latency_ms`
+//! (Linkerd's buckets, 1 ms to 50 s) adds `status_code`. Latency runs from
+//! [`HttpMetrics::start`] (the request's head read and its target chosen: like Linkerd's,
+//! it leaves out name resolution) to [`RequestMetrics::response_head`] (the response's head
+//! received), or to the proxy's own error response. A label with no value (an inbound
+//! `authority`, a `grpc_status` on a plain HTTP response) is left out of the page, as Linkerd
+//! does, rather than written as `""`.
+//!
+//! Classification, as Linkerd's default classifier: an exchange the proxy failed (`error`) is
+//! a failure; a gRPC response (`content-type: application/grpc…`) is a success only with
+//! `grpc-status: 0` (a missing status is a failure); otherwise 5xx is a failure and anything
+//! else a success.
+//!
+//! # Use (one request)
+//!
+//! ```text
+//! let mut routes = RouteCache::default();                       // one per connection
+//! let mut m = state.http_metrics.start(&mut routes, direction, authority, Some(target));
+//! m.response_head(status, is_grpc(content_type));               // upstream's head arrived
+//! m.grpc_status(0);                                             // from headers or trailers
+//! m.error("upstream");                                          // the exchange broke
+//! m.fail(502, proxy_error_label(&error));                       // or: the proxy answered
+//! m.end();                                                      // or drop it
+//! ```
+//!
+//! # Cost on the request path
+//!
+//! Label sets are resolved once per route (direction, authority, target) and kept in a
+//! per-shard map of [`Route`]s; a connection keeps its last route in a [`RouteCache`], so a
+//! keep-alive connection's requests to one authority do no hashing and no label lookup:
+//! `start` compares the cached route's authority and target and increments one counter;
+//! `end` finds its response series in a short per-route list and adds to one counter and one
+//! histogram (a handful of uncontended atomics; the registry's collect side is what crosses
+//! threads). Routes unused for `LINKERD2_PROXY_METRICS_RETAIN_IDLE` are evicted with their
+//! series, as the TCP families are, so the page stays bounded. With recording off
+//! (`RINGLINK_METRICS_RECORDING=off`), `start` returns a [`RequestMetrics`] that does nothing.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+};
+
+use super::TLS_DISABLED;
+use crate::http1::reply::ProxyError;
+use crate::shard::Direction;
+
+/// Linkerd's `response_latency_ms` bucket bounds, in milliseconds.
+pub const LATENCY_BUCKETS_MS: [f64; 25] = [
+    1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0,
+    1_000.0, 2_000.0, 3_000.0, 4_000.0, 5_000.0, 10_000.0, 20_000.0, 30_000.0, 40_000.0, 50_000.0,
+];
+
+/// Labels every HTTP family has (before the registry's `shard`).
+const ROUTE_LABELS: [&str; 6] = [
+    "direction",
+    "authority",
+    "target_addr",
+    "target_ip",
+    "target_port",
+    "tls",
+];
+
+/// `error` value when a request ended with neither a response nor a reason (its task was
+/// dropped).
+const CANCELLED: &str = "cancelled";
+
+// === types ===
+
+/// The HTTP families of one shard's registry. Shared handles: built where the registry is,
+/// handed to the shard once, cheap to clone.
+#[derive(Clone)]
+pub struct HttpFamilies {
+    requests: IntCounterVec,
+    responses: IntCounterVec,
+    latency: HistogramVec,
+}
+
+/// A shard's HTTP recording: its families and the series it resolved, per route. Shard-local.
+pub struct HttpMetrics {
+    families: HttpFamilies,
+    routes: RefCell<HashMap<RouteKey, Rc<Route>>>,
+    recording: bool,
+}
+
+/// One connection's last route, so that its next request to the same authority and target
+/// skips the shard's map. Keep one per client connection.
+#[derive(Default)]
+pub struct RouteCache(Option<Rc<Route>>);
+
+/// What distinguishes one route's label set from another's.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct RouteKey {
+    direction: Direction,
+    authority: Option<Box<str>>,
+    target: Option<SocketAddr>,
+}
+
+/// The series of one label set, resolved once. Shard-local.
+pub struct Route {
+    families: HttpFamilies,
+    key: RouteKey,
+    labels: [String; 6],
+    requests: IntCounter,
+    /// `response_total` series by outcome; a route sees few distinct outcomes.
+    responses: RefCell<Vec<(Outcome, IntCounter)>>,
+    /// `response_latency_ms` series by status code.
+    latencies: RefCell<Vec<(u16, Histogram)>>,
+    in_flight: Cell<usize>,
+    last_used: Cell<Instant>,
+    /// Dropped from the shard's map and from the families: not to be recorded into.
+    evicted: Cell<bool>,
+}
+
+/// The `response_total` labels beyond the route's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Outcome {
+    status: Option<u16>,
+    success: bool,
+    grpc_status: Option<u32>,
+    error: Option<&'static str>,
+}
+
+/// One request being recorded: `request_total` was counted by
+/// [`HttpMetrics::start`]; `response_total` and `response_latency_ms` are recorded by
+/// [`RequestMetrics::end`] or on drop, once.
+#[derive(Default)]
+pub struct RequestMetrics {
+    /// The route and when the request's head was read; `None` when not recording (or ended).
+    started: Option<(Rc<Route>, Instant)>,
+    status: Option<u16>,
+    /// Time from the request's head to the response's head.
+    latency: Option<Duration>,
+    grpc: bool,
+    grpc_status: Option<u32>,
+    error: Option<&'static str>,
+}
+
+/// Writes a family's series without their empty labels (Linkerd leaves out a label that has
+/// no value; the `prometheus` crate needs every series of a family to name the same labels).
+struct OmitEmptyLabels<C>(C);
+
+// === impl HttpFamilies ===
+
+impl HttpFamilies {
+    /// Registers the HTTP families in a shard's `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<HttpFamilies> {
+        let with = |extra: &[&'static str]| -> Vec<&'static str> {
+            ROUTE_LABELS.iter().chain(extra).copied().collect()
+        };
+        let requests = IntCounterVec::new(
+            Opts::new("request_total", "Total count of HTTP requests."),
+            &with(&[]),
+        )?;
+        let responses = IntCounterVec::new(
+            Opts::new("response_total", "Total count of HTTP responses."),
+            &with(&["status_code", "classification", "grpc_status", "error"]),
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "response_latency_ms",
+                "Elapsed times between a request's headers being received and its response \
+                 headers being received, in milliseconds.",
+            )
+            .buckets(LATENCY_BUCKETS_MS.to_vec()),
+            &with(&["status_code"]),
+        )?;
+        registry.register(Box::new(OmitEmptyLabels(requests.clone())))?;
+        registry.register(Box::new(OmitEmptyLabels(responses.clone())))?;
+        registry.register(Box::new(OmitEmptyLabels(latency.clone())))?;
+        Ok(HttpFamilies {
+            requests,
+            responses,
+            latency,
+        })
+    }
+}
+
+// === impl HttpMetrics ===
+
+impl HttpMetrics {
+    /// A shard's recorder over its `families`; with `recording` false it records nothing.
+    pub fn new(families: HttpFamilies, recording: bool) -> Self {
+        HttpMetrics {
+            families,
+            routes: RefCell::new(HashMap::new()),
+            recording,
+        }
+    }
+
+    /// Counts a request (`request_total`) whose head was read and routed, and returns its
+    /// recorder; its latency starts now. `authority` is the request's `Host` / `:authority`
+    /// (ignored inbound); `target` is the address it is forwarded to (`None` when none was
+    /// chosen, e.g. a request refused before routing). `cache` is the connection's.
+    pub fn start(
+        &self,
+        cache: &mut RouteCache,
+        direction: Direction,
+        authority: Option<&str>,
+        target: Option<SocketAddr>,
+    ) -> RequestMetrics {
+        if !self.recording {
+            return RequestMetrics::default();
+        }
+        let authority = match direction {
+            Direction::Outbound => authority,
+            Direction::Inbound => None,
+        };
+        let route = match &cache.0 {
+            Some(route) if route.is(direction, authority, target) => route.clone(),
+            _ => {
+                let route = self.route(direction, authority, target);
+                cache.0 = Some(route.clone());
+                route
+            }
+        };
+        let now = Instant::now();
+        route.requests.inc();
+        route.in_flight.set(route.in_flight.get() + 1);
+        route.last_used.set(now);
+        RequestMetrics {
+            started: Some((route, now)),
+            status: None,
+            latency: None,
+            grpc: false,
+            grpc_status: None,
+            error: None,
+        }
+    }
+
+    /// The route of a label set, resolved (label lookup) the first time it is seen.
+    fn route(
+        &self,
+        direction: Direction,
+        authority: Option<&str>,
+        target: Option<SocketAddr>,
+    ) -> Rc<Route> {
+        let key = RouteKey {
+            direction,
+            authority: authority.map(Box::from),
+            target,
+        };
+        let mut routes = self.routes.borrow_mut();
+        if let Some(route) = routes.get(&key) {
+            return route.clone();
+        }
+        let labels = [
+            direction.as_str().to_string(),
+            authority.unwrap_or_default().to_string(),
+            target.map(|t| t.to_string()).unwrap_or_default(),
+            target.map(|t| t.ip().to_string()).unwrap_or_default(),
+            target.map(|t| t.port().to_string()).unwrap_or_default(),
+            TLS_DISABLED.to_string(),
+        ];
+        let requests = self
+            .families
+            .requests
+            .with_label_values(&labels.each_ref().map(String::as_str));
+        let route = Rc::new(Route {
+            families: self.families.clone(),
+            key: key.clone(),
+            labels,
+            requests,
+            responses: RefCell::new(Vec::new()),
+            latencies: RefCell::new(Vec::new()),
+            in_flight: Cell::new(0),
+            last_used: Cell::new(Instant::now()),
+            evicted: Cell::new(false),
+        });
+        routes.insert(key, route.clone());
+        route
+    }
+
+    /// Drops the series of routes with no request in flight and none started or ended for
+    /// `retain`. Returns how many routes were dropped.
+    pub fn evict(&self, retain: Duration) -> usize {
+        let now = Instant::now();
+        let mut routes = self.routes.borrow_mut();
+        let before = routes.len();
+        routes.retain(|_, route| {
+            if route.in_flight.get() > 0 || now.duration_since(route.last_used.get()) < retain {
+                return true;
+            }
+            route.evicted.set(true);
+            let labels = route.labels.each_ref().map(String::as_str);
+            let _ = self.families.requests.remove_label_values(&labels);
+            for (outcome, _) in route.responses.borrow().iter() {
+                let extra = outcome.labels();
+                let values: Vec<&str> = labels
+                    .iter()
+                    .copied()
+                    .chain(extra.iter().map(String::as_str))
+                    .collect();
+                let _ = self.families.responses.remove_label_values(&values);
+            }
+            for (status, _) in route.latencies.borrow().iter() {
+                let status = status.to_string();
+                let values: Vec<&str> = labels.iter().copied().chain([status.as_str()]).collect();
+                let _ = self.families.latency.remove_label_values(&values);
+            }
+            false
+        });
+        before - routes.len()
+    }
+}
+
+// === impl Route ===
+
+impl Route {
+    fn is(
+        &self,
+        direction: Direction,
+        authority: Option<&str>,
+        target: Option<SocketAddr>,
+    ) -> bool {
+        !self.evicted.get()
+            && self.key.direction == direction
+            && self.key.target == target
+            && self.key.authority.as_deref() == authority
+    }
+
+    fn response(&self, outcome: Outcome) -> IntCounter {
+        let mut responses = self.responses.borrow_mut();
+        if let Some((_, counter)) = responses.iter().find(|(o, _)| *o == outcome) {
+            return counter.clone();
+        }
+        let extra = outcome.labels();
+        let values: Vec<&str> = self
+            .labels
+            .iter()
+            .chain(extra.iter())
+            .map(String::as_str)
+            .collect();
+        let counter = self.families.responses.with_label_values(&values);
+        responses.push((outcome, counter.clone()));
+        counter
+    }
+
+    fn latency(&self, status: u16) -> Histogram {
+        let mut latencies = self.latencies.borrow_mut();
+        if let Some((_, histogram)) = latencies.iter().find(|(s, _)| *s == status) {
+            return histogram.clone();
+        }
+        let status_label = status.to_string();
+        let values: Vec<&str> = self
+            .labels
+            .iter()
+            .map(String::as_str)
+            .chain([status_label.as_str()])
+            .collect();
+        let histogram = self.families.latency.with_label_values(&values);
+        latencies.push((status, histogram.clone()));
+        histogram
+    }
+}
+
+// === impl Outcome ===
+
+impl Outcome {
+    /// Values of `status_code`, `classification`, `grpc_status`, `error`.
+    fn labels(&self) -> [String; 4] {
+        [
+            self.status.map(|s| s.to_string()).unwrap_or_default(),
+            if self.success { "success" } else { "failure" }.to_string(),
+            self.grpc_status.map(|c| c.to_string()).unwrap_or_default(),
+            self.error.unwrap_or_default().to_string(),
+        ]
+    }
+}
+
+// === impl RequestMetrics ===
+
+impl RequestMetrics {
+    /// The response's head arrived (from upstream): its status, and whether it is gRPC
+    /// (see [`is_grpc`]). Latency is measured to the first call; interim (1xx) heads are not
+    /// responses.
+    pub fn response_head(&mut self, status: u16, grpc: bool) {
+        let Some((_, start)) = &self.started else {
+            return;
+        };
+        if self.latency.is_none() {
+            self.latency = Some(start.elapsed());
+        }
+        self.status = Some(status);
+        self.grpc = grpc;
+    }
+
+    /// The response's `grpc-status` (from its headers or trailers).
+    pub fn grpc_status(&mut self, code: u32) {
+        if self.started.is_some() {
+            self.grpc_status = Some(code);
+        }
+    }
+
+    /// The exchange broke (e.g. `"upstream"` reset mid-body, `"client"` went away): it is a
+    /// failure, labelled with the first reason given.
+    pub fn error(&mut self, reason: &'static str) {
+        if self.started.is_some() {
+            self.error.get_or_insert(reason);
+        }
+    }
+
+    /// The proxy answered the request itself with `status` (e.g. 502) because of `reason`
+    /// (see [`proxy_error_label`]).
+    pub fn fail(&mut self, status: u16, reason: &'static str) {
+        if self.started.is_none() {
+            return;
+        }
+        self.response_head(status, false);
+        self.grpc_status = None;
+        self.error(reason);
+    }
+
+    /// Records the response (`response_total`, and `response_latency_ms` when there was a
+    /// response head). Called by drop too; only the first call records.
+    pub fn end(&mut self) {
+        let Some((route, start)) = self.started.take() else {
+            return;
+        };
+        route.in_flight.set(route.in_flight.get().saturating_sub(1));
+        let now = Instant::now();
+        route.last_used.set(now);
+        if route.evicted.get() {
+            return;
+        }
+        let error = match (self.status, self.error) {
+            (None, None) => Some(CANCELLED),
+            (_, error) => error,
+        };
+        let success = error.is_none()
+            && if self.grpc {
+                self.grpc_status == Some(0)
+            } else {
+                self.status.is_some_and(|s| s < 500)
+            };
+        let outcome = Outcome {
+            status: self.status,
+            success,
+            grpc_status: self.grpc_status.filter(|_| self.grpc),
+            error,
+        };
+        if let Some(status) = self.status {
+            let latency = self.latency.unwrap_or_else(|| now.duration_since(start));
+            route.latency(status).observe(latency.as_secs_f64() * 1e3);
+        }
+        route.response(outcome).inc();
+    }
+}
+
+impl Drop for RequestMetrics {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+// === impl OmitEmptyLabels ===
+
+impl<C: Collector> Collector for OmitEmptyLabels<C> {
+    fn desc(&self) -> Vec<&Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut families = self.0.collect();
+        for family in &mut families {
+            for metric in family.mut_metric() {
+                let mut labels = metric.take_label();
+                labels.retain(|pair| !pair.value().is_empty());
+                metric.set_label(labels);
+            }
+        }
+        families
+    }
+}
+
+// === functions ===
+
+/// Whether a response's `content-type` makes it a gRPC response (`application/grpc`,
+/// `application/grpc+proto`, …).
+pub fn is_grpc(content_type: Option<&[u8]>) -> bool {
+    content_type.is_some_and(|v| {
+        const GRPC: &[u8] = b"application/grpc";
+        v.len() >= GRPC.len()
+            && v[..GRPC.len()].eq_ignore_ascii_case(GRPC)
+            && matches!(v.get(GRPC.len()), None | Some(b'+' | b';'))
+    })
+}
+
+/// A `grpc-status` header or trailer value.
+pub fn parse_grpc_status(value: &[u8]) -> Option<u32> {
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
+}
+
+/// The `error` label of a response the proxy answered itself.
+pub fn proxy_error_label(error: &ProxyError) -> &'static str {
+    match error {
+        ProxyError::BadRequest(..) => "bad_request",
+        ProxyError::RequestTimeout => "request_timeout",
+        ProxyError::Connect(_) => "connect",
+        ProxyError::ConnectTimeout(_) => "connect_timeout",
+        ProxyError::Resolve(_) => "resolve",
+        ProxyError::Upstream(_) => "upstream",
+    }
+}
+
+#[cfg(test)]
+mod tests;
