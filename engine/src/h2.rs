@@ -38,7 +38,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::http1::reply::ProxyError;
 use crate::http1::Route;
-use crate::metrics::{Peer, PeerMetrics};
+use crate::metrics::{
+    is_grpc as is_grpc_type, parse_grpc_status, proxy_error_label, Peer, PeerMetrics,
+    RequestMetrics, RouteCache,
+};
 use crate::rt::{Reader, Runtime};
 use crate::shard::{ConnEntry, Direction, ShardState};
 
@@ -81,6 +84,8 @@ struct Upstreams<R: Runtime> {
     by_target: RefCell<HashMap<SocketAddr, Shared<Connecting>>>,
     /// The connection detection opened to the original destination, not yet used.
     eager: RefCell<Option<(SocketAddr, R::Stream)>>,
+    /// The HTTP metrics of the connection's last route.
+    routes: RefCell<RouteCache>,
 }
 
 // === impl Io ===
@@ -238,6 +243,7 @@ pub async fn serve<R: Runtime>(
         state: state.clone(),
         direction,
         by_target: RefCell::new(HashMap::new()),
+        routes: RefCell::new(RouteCache::default()),
         eager: RefCell::new(eager.and_then(|s| match route {
             Route::Fixed(addr) => Some((addr, s)),
             Route::ByAuthority => None,
@@ -345,37 +351,47 @@ async fn proxy_stream<R: Runtime>(
 ) {
     let (mut parts, body) = request.into_parts();
     let grpc = is_grpc(&parts.headers);
+    let authority = parts.uri.authority().map(|a| a.to_string());
+    let state = &upstreams.state;
     let target = match route {
         Route::Fixed(addr) => addr,
         Route::ByAuthority => {
-            let authority = parts
+            let by = parts
                 .headers
                 .get("l5d-dst-override")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
-                .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+                .or_else(|| authority.clone());
             parts.headers.remove("l5d-dst-override");
-            let Some((host, port)) = authority.as_deref().and_then(crate::http1::parse_authority)
-            else {
-                let error = ProxyError::BadRequest(400, "no authority to route by".into());
-                return answer_error(&mut respond, grpc, &error);
+            let routed = match by.as_deref().and_then(crate::http1::parse_authority) {
+                Some((host, port)) => crate::dns::resolve::<R>(state, &host, port)
+                    .await
+                    .map_err(ProxyError::Resolve),
+                None => Err(ProxyError::BadRequest(
+                    400,
+                    "no authority to route by".into(),
+                )),
             };
-            match crate::dns::resolve::<R>(&upstreams.state, &host, port).await {
+            match routed {
                 Ok(addr) => addr,
-                Err(why) => return answer_error(&mut respond, grpc, &ProxyError::Resolve(why)),
+                Err(error) => {
+                    let mut metrics = upstreams.start(authority.as_deref(), None);
+                    return answer_error(&mut respond, grpc, &error, &mut metrics);
+                }
             }
         }
     };
+    let mut metrics = upstreams.start(authority.as_deref(), Some(target));
     let send = match upstreams.get(target).await {
         Ok(send) => send,
-        Err(error) => return answer_error(&mut respond, grpc, &error),
+        Err(error) => return answer_error(&mut respond, grpc, &error, &mut metrics),
     };
     let mut send = match send.ready().await {
         Ok(send) => send,
         Err(error) => {
             upstreams.forget(target);
             let error = ProxyError::Upstream(error.to_string());
-            return answer_error(&mut respond, grpc, &error);
+            return answer_error(&mut respond, grpc, &error, &mut metrics);
         }
     };
     let end = body.is_end_stream();
@@ -383,12 +399,14 @@ async fn proxy_stream<R: Runtime>(
         Ok(sent) => sent,
         Err(error) => {
             let error = ProxyError::Upstream(error.to_string());
-            return answer_error(&mut respond, grpc, &error);
+            return answer_error(&mut respond, grpc, &error, &mut metrics);
         }
     };
     let request_side = async {
         if !end {
-            pump(body, up_body).await;
+            pump(body, up_body).await
+        } else {
+            Pumped::default()
         }
     };
     let response_side = async {
@@ -401,33 +419,102 @@ async fn proxy_stream<R: Runtime>(
         })
         .await;
         match waited {
-            None => {}
+            None => metrics.error("client"),
             Some(Ok(response)) => {
+                let grpc = is_grpc_type(
+                    response
+                        .headers()
+                        .get("content-type")
+                        .map(HeaderValue::as_bytes),
+                );
+                metrics.response_head(response.status().as_u16(), grpc);
+                if let Some(code) = response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| parse_grpc_status(v.as_bytes()))
+                {
+                    metrics.grpc_status(code);
+                }
                 let (parts, up_body) = response.into_parts();
                 let end = up_body.is_end_stream();
                 match respond.send_response(Response::from_parts(parts, ()), end) {
-                    Ok(down) if !end => pump(up_body, down).await,
+                    Ok(down) if !end => {
+                        let pumped = pump(up_body, down).await;
+                        if let Some(code) = pumped.grpc_status {
+                            metrics.grpc_status(code);
+                        }
+                        if let Some(side) = pumped.failed {
+                            metrics.error(side.response_label());
+                        }
+                    }
                     Ok(_) => {}
-                    Err(error) => tracing::debug!(%error, "Client stream gone"),
+                    Err(error) => {
+                        tracing::debug!(%error, "Client stream gone");
+                        metrics.error("client");
+                    }
                 }
             }
             Some(Err(error)) => match error.reason() {
                 Some(reason) if error.is_remote() || error.is_reset() => {
+                    metrics.error("upstream");
                     respond.send_reset(reason);
                 }
                 _ => {
                     let error = ProxyError::Upstream(error.to_string());
-                    answer_error(&mut respond, grpc, &error);
+                    answer_error(&mut respond, grpc, &error, &mut metrics);
                 }
             },
         }
     };
-    crate::join::join(request_side, response_side).await;
+    let (sent, ()) = crate::join::join(request_side, response_side).await;
+    if let Some(side) = sent.failed {
+        metrics.error(side.request_label());
+    }
+    metrics.end();
+}
+
+/// How a [`pump`] ended.
+#[derive(Default)]
+struct Pumped {
+    /// `grpc-status` from the trailers.
+    grpc_status: Option<u32>,
+    /// Which side broke the body, if one did.
+    failed: Option<Side>,
+}
+
+/// The two ends of a [`pump`].
+enum Side {
+    /// The side data came from.
+    From,
+    /// The side data went to.
+    To,
+}
+
+impl Side {
+    /// The `error` label when the request body broke: its source is the client.
+    fn request_label(&self) -> &'static str {
+        match self {
+            Side::From => "client",
+            Side::To => "upstream",
+        }
+    }
+
+    /// The `error` label when the response body broke: its source is the server.
+    fn response_label(&self) -> &'static str {
+        match self {
+            Side::From => "upstream",
+            Side::To => "client",
+        }
+    }
 }
 
 /// Moves a body (data, then trailers) from `from` to `to`, releasing `from`'s flow-control
 /// window only as `to` accepts the data: a slow reader slows the writer.
-async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>) {
+async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>) -> Pumped {
+    let failed = |side| Pumped {
+        grpc_status: None,
+        failed: Some(side),
+    };
     let mut empty = 0;
     loop {
         match poll_fn(|cx| from.poll_data(cx)).await {
@@ -437,7 +524,7 @@ async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>) {
                 if empty > MAX_EMPTY_DATA_FRAMES {
                     tracing::info!("Too many empty DATA frames; resetting the stream");
                     to.send_reset(Reason::CANCEL);
-                    return;
+                    return failed(Side::From);
                 }
             }
             Some(Ok(mut data)) => {
@@ -450,35 +537,57 @@ async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>) {
                         Some(Ok(cap)) => {
                             let chunk = data.split_to(cap.min(data.len()));
                             if to.send_data(chunk, false).is_err() {
-                                return;
+                                return failed(Side::To);
                             }
                         }
                         // The receiving side reset or went away.
-                        _ => return,
+                        _ => return failed(Side::To),
                     }
                 }
                 let _ = from.flow_control().release_capacity(n);
             }
             Some(Err(error)) => {
                 to.send_reset(error.reason().unwrap_or(Reason::CANCEL));
-                return;
+                return failed(Side::From);
             }
         }
     }
     match poll_fn(|cx| from.poll_trailers(cx)).await {
         Ok(Some(trailers)) => {
+            let grpc_status = trailers
+                .get("grpc-status")
+                .and_then(|v| parse_grpc_status(v.as_bytes()));
             let _ = to.send_trailers(trailers);
+            Pumped {
+                grpc_status,
+                failed: None,
+            }
         }
         Ok(None) => {
             let _ = to.send_data(Bytes::new(), true);
+            Pumped::default()
         }
-        Err(error) => to.send_reset(error.reason().unwrap_or(Reason::CANCEL)),
+        Err(error) => {
+            to.send_reset(error.reason().unwrap_or(Reason::CANCEL));
+            failed(Side::From)
+        }
     }
 }
 
 /// Answers a stream the proxy could not forward.
-fn answer_error(respond: &mut SendResponse<Bytes>, grpc: bool, error: &ProxyError) {
+fn answer_error(
+    respond: &mut SendResponse<Bytes>,
+    grpc: bool,
+    error: &ProxyError,
+    metrics: &mut RequestMetrics,
+) {
     tracing::info!(status = error.status(), error = %error.message(), "Request failed");
+    metrics.fail(error.status(), proxy_error_label(error));
+    if grpc {
+        let code = if error.status() == 504 { 4 } else { 14 };
+        metrics.response_head(200, true);
+        metrics.grpc_status(code);
+    }
     let message = error.message().replace(['\r', '\n'], " ");
     let mut response = Response::new(());
     *response.status_mut() = if grpc {
@@ -519,6 +628,16 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 // === impl Upstreams ===
 
 impl<R: Runtime> Upstreams<R> {
+    /// Starts the metrics of a request on this connection.
+    fn start(&self, authority: Option<&str>, target: Option<SocketAddr>) -> RequestMetrics {
+        self.state.http_metrics.start(
+            &mut self.routes.borrow_mut(),
+            self.direction,
+            authority,
+            target,
+        )
+    }
+
     /// The h2 connection to `target`. The first stream to ask connects (or uses the eager
     /// connection); streams asking meanwhile wait for the same connection.
     async fn get(&self, target: SocketAddr) -> Result<SendRequest<Bytes>, ProxyError> {

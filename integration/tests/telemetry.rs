@@ -15,6 +15,7 @@ both_runtimes!(
     tcp_counts_and_bytes_match_the_traffic,
     resets_are_counted_with_errno,
     http_requests_responses_and_latency_match_the_traffic,
+    grpc_statuses_classify_http2_responses,
     recording_off_records_nothing
 );
 
@@ -491,4 +492,64 @@ async fn idle_series_are_dropped_after_retain_idle() {
     tcp::roundtrip(proxy.outbound, b"again").await.unwrap();
     let series = scrape(&proxy).await;
     assert_eq!(sum(&series, "tcp_open_total", &by_target), 2.0);
+}
+
+async fn grpc_statuses_classify_http2_responses(runtime: &'static str) {
+    use ringlink_integration::grpc::{self, EchoClient, EchoRequest};
+    let (addr, _server) = grpc::serve("127.0.0.1:0".parse().unwrap()).await;
+    let proxy = proxy::new(runtime).orig_dst(addr).spawn();
+    let mut client = EchoClient::connect_via(proxy.outbound, "echo.svc:8080")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        client.echo(EchoRequest::ok("hi")).await.unwrap();
+    }
+    for _ in 0..2 {
+        client
+            .echo(EchoRequest::fail(tonic::Code::NotFound, "gone"))
+            .await
+            .unwrap_err();
+    }
+    // Streaming: the status comes in the trailers after the data.
+    client
+        .chat_all([EchoRequest::ok("a"), EchoRequest::ok("b")])
+        .await
+        .unwrap();
+    let series = scrape_until(&proxy, |s| sum(s, "response_total", &[]) == 6.0).await;
+    let target = addr.to_string();
+    let labels = route("outbound", Some("echo.svc:8080"), &target);
+    assert_eq!(
+        exact(&series, "request_total", &labels),
+        Some(6.0),
+        "{series:#?}"
+    );
+    let ok = with(
+        &labels,
+        &[
+            ("status_code", "200"),
+            ("classification", "success"),
+            ("grpc_status", "0"),
+        ],
+    );
+    assert_eq!(
+        exact(&series, "response_total", &ok),
+        Some(4.0),
+        "{series:#?}"
+    );
+    let not_found = with(
+        &labels,
+        &[
+            ("status_code", "200"),
+            ("classification", "failure"),
+            ("grpc_status", "5"),
+        ],
+    );
+    assert_eq!(
+        exact(&series, "response_total", &not_found),
+        Some(2.0),
+        "{series:#?}"
+    );
+    for (_, count) in check_histograms(&series, "response_latency_ms") {
+        assert_eq!(count, 6.0);
+    }
 }
