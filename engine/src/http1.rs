@@ -206,8 +206,6 @@ impl<R: Runtime> Session<'_, R> {
             return self.connect_tunnel(plan.target).await;
         }
 
-        let mut out = Vec::with_capacity(512);
-        http1::encode_request(&head, &mut out);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -216,7 +214,7 @@ impl<R: Runtime> Session<'_, R> {
                 Err(error) => return self.fail(&plan, error).await,
             };
             self.entry.set_upstream(conn.fd);
-            let dispatched = self.dispatch(&head, &plan, &mut conn, out.clone()).await;
+            let dispatched = self.dispatch(&head, &plan, &mut conn).await;
             self.entry.set_upstream(-1);
             match dispatched {
                 Dispatched::Done(next) => return next,
@@ -360,25 +358,34 @@ impl<R: Runtime> Session<'_, R> {
         head: &RequestHead,
         plan: &Plan,
         conn: &mut Upstream<R>,
-        mut out: Vec<u8>,
     ) -> Dispatched {
         let up_metrics = conn.metrics();
         let (up_read, up_write) = (
             up_metrics.read_bytes.clone(),
             up_metrics.write_bytes.clone(),
         );
-        let mut up_buf = Vec::with_capacity(crate::forward::SMALL_BUFFER);
+        let mut up_buf = std::mem::take(&mut conn.buf);
+        up_buf.clear();
         let send_body_now = !plan.expect_continue;
+        let mut out = Vec::with_capacity(512);
+        http1::encode_request(head, &mut out);
+        let mut body_sent = plan.body == BodyKind::Empty;
+        // A body that has already arrived whole goes out with the head, in one write.
+        if send_body_now && !body_sent {
+            if let Some(n) = pipe::buffered_body_len(plan.body, &self.buf, &self.limits) {
+                out.extend(self.buf.drain(..n));
+                body_sent = true;
+            }
+        }
         let mut outbox = Outbox {
             tx: &mut conn.tx,
             write_bytes: &up_write,
         };
-        let (written, returned) = outbox.write(std::mem::take(&mut out)).await;
+        let (written, returned) = outbox.write(out).await;
         drop(returned);
         if let Err(error) = written {
             return Dispatched::Retry(error);
         }
-        let mut body_sent = plan.body == BodyKind::Empty;
         if send_body_now && !body_sent {
             match self.send_body(plan, &mut conn.tx, &up_write).await {
                 Ok(()) => body_sent = true,
@@ -520,6 +527,14 @@ impl<R: Runtime> Session<'_, R> {
         }
         let mut out = Vec::with_capacity(256);
         http1::encode_response(&res, &mut out);
+        // A body that has already arrived whole goes out with the head, in one write.
+        let mut res_body = res_body;
+        if !tunnel && chunks == Chunks::Keep {
+            if let Some(n) = pipe::buffered_body_len(res_body, &up_buf, &self.limits) {
+                out.extend(up_buf.drain(..n));
+                res_body = BodyKind::Empty;
+            }
+        }
         let mut client = Outbox {
             tx: &mut self.tx,
             write_bytes: &self.metrics.write_bytes,
@@ -570,6 +585,7 @@ impl<R: Runtime> Session<'_, R> {
             Next::Close
         };
         if server_keep_alive && body_sent && up_buf.is_empty() {
+            conn.buf = up_buf;
             Dispatched::Reusable(next)
         } else {
             Dispatched::Done(next)

@@ -28,6 +28,8 @@ pub struct Upstream<R: Runtime> {
     pub addr: SocketAddr,
     /// Whether it carried a request before this one.
     pub reused: bool,
+    /// Its read buffer, kept between requests (empty whenever it is pooled).
+    pub buf: Vec<u8>,
     metrics: Option<PeerMetrics>,
     /// The error that ended it, for `tcp_close_total{errno}`.
     pub error: Option<io::Error>,
@@ -79,6 +81,7 @@ impl<R: Runtime> Upstream<R> {
             fd,
             addr,
             reused: false,
+            buf: Vec::with_capacity(crate::forward::SMALL_BUFFER),
             metrics: Some(metrics),
             error: None,
             state: state.clone(),

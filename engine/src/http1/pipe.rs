@@ -227,6 +227,25 @@ pub async fn body<Rd: Reader, Wr: Writer>(
     result
 }
 
+/// The length of a whole body of `kind` at the start of `buf`, if all of it is there
+/// (chunk framing included, for chunked bodies). `None` if more must be read, or for a body
+/// delimited by closing.
+pub fn buffered_body_len(kind: BodyKind, buf: &[u8], limits: &Limits) -> Option<usize> {
+    match kind {
+        BodyKind::Empty => Some(0),
+        BodyKind::Length(n) => (n <= buf.len() as u64).then_some(n as usize),
+        BodyKind::Chunked => {
+            let mut decoder = ChunkedDecoder::new(limits);
+            match split_chunked(&mut decoder, buf, Chunks::Keep) {
+                Ok((n, true, _)) => Some(n),
+                // Errors show again, and are handled, when the body is piped.
+                _ => None,
+            }
+        }
+        BodyKind::UntilClose => None,
+    }
+}
+
 /// Walks the decoder over `buf`: how many bytes belong to the body, whether they end it,
 /// and (with [`Chunks::Strip`]) the data among them.
 fn split_chunked(
