@@ -24,6 +24,10 @@ pub use http::{
     RouteCache,
 };
 
+/// Labels of every TCP series (besides the registry's `shard`): `direction`, `peer`, `tls`,
+/// `target_addr`, `target_ip`, `target_port`.
+const LABELS: usize = 6;
+
 /// `tls` label value until identity exists.
 const TLS_DISABLED: &str = "disabled";
 
@@ -56,7 +60,7 @@ pub enum Peer {
 /// page cannot grow without bound. Shard-local.
 #[derive(Default)]
 pub struct TcpUsage {
-    entries: RefCell<HashMap<[String; 4], Usage>>,
+    entries: RefCell<HashMap<[String; LABELS], Usage>>,
 }
 
 struct Usage {
@@ -68,7 +72,7 @@ struct Usage {
 /// One open connection's series, looked up once.
 pub struct PeerMetrics {
     /// `None` for an unrecorded connection.
-    labels: Option<[String; 4]>,
+    labels: Option<[String; LABELS]>,
     close_total: IntCounterVec,
     open: IntGauge,
     pub read_bytes: IntCounter,
@@ -82,7 +86,14 @@ impl TcpMetrics {
     pub fn for_shard(index: usize) -> prometheus::Result<(Registry, TcpMetrics)> {
         let labels = HashMap::from([("shard".to_string(), index.to_string())]);
         let registry = Registry::new_custom(None, Some(labels))?;
-        let names = ["direction", "peer", "tls", "target_addr"];
+        let names: [&str; LABELS] = [
+            "direction",
+            "peer",
+            "tls",
+            "target_addr",
+            "target_ip",
+            "target_port",
+        ];
         let counter =
             |name: &str, help: &str, extra: &[&str]| -> prometheus::Result<IntCounterVec> {
                 let labels: Vec<&str> = names.iter().chain(extra).copied().collect();
@@ -142,9 +153,11 @@ impl TcpMetrics {
             .to_string(),
             TLS_DISABLED.to_string(),
             target.to_string(),
+            target.ip().to_string(),
+            target.port().to_string(),
         ];
         usage.opened(&labels);
-        let values: [&str; 4] = [&labels[0], &labels[1], &labels[2], &labels[3]];
+        let values: [&str; LABELS] = labels.each_ref().map(String::as_str);
         self.open_total.with_label_values(&values).inc();
         let open = self.open_connections.with_label_values(&values);
         open.inc();
@@ -182,17 +195,16 @@ impl PeerMetrics {
         self.open.dec();
         let errno = error.map(errno_name).unwrap_or_default();
         usage.closed(labels, &errno);
-        let [a, b, c, d] = labels;
-        self.close_total
-            .with_label_values(&[a.as_str(), b, c, d, &errno])
-            .inc();
+        let mut values: Vec<&str> = labels.iter().map(String::as_str).collect();
+        values.push(&errno);
+        self.close_total.with_label_values(&values).inc();
     }
 }
 
 // === impl TcpUsage ===
 
 impl TcpUsage {
-    fn opened(&self, labels: &[String; 4]) {
+    fn opened(&self, labels: &[String; LABELS]) {
         let mut entries = self.entries.borrow_mut();
         let now = Instant::now();
         let usage = entries.entry(labels.clone()).or_insert_with(|| Usage {
@@ -204,7 +216,7 @@ impl TcpUsage {
         usage.last = now;
     }
 
-    fn closed(&self, labels: &[String; 4], errno: &str) {
+    fn closed(&self, labels: &[String; LABELS], errno: &str) {
         if let Some(usage) = self.entries.borrow_mut().get_mut(labels) {
             usage.open = usage.open.saturating_sub(1);
             usage.last = Instant::now();
@@ -224,16 +236,15 @@ impl TcpUsage {
             if usage.open > 0 || now.duration_since(usage.last) < retain {
                 return true;
             }
-            let values: [&str; 4] = [&labels[0], &labels[1], &labels[2], &labels[3]];
+            let values: [&str; LABELS] = labels.each_ref().map(String::as_str);
             let _ = metrics.open_total.remove_label_values(&values);
             let _ = metrics.open_connections.remove_label_values(&values);
             let _ = metrics.read_bytes.remove_label_values(&values);
             let _ = metrics.write_bytes.remove_label_values(&values);
             for errno in &usage.errnos {
-                let [a, b, c, d] = values;
-                let _ = metrics
-                    .close_total
-                    .remove_label_values(&[a, b, c, d, errno]);
+                let mut with_errno = values.to_vec();
+                with_errno.push(errno);
+                let _ = metrics.close_total.remove_label_values(&with_errno);
             }
             false
         });

@@ -41,6 +41,7 @@ async fn tcp_counts_and_bytes_match_the_traffic(runtime: &'static str) {
     let server = tcp::echo().await;
     let proxy = proxy::new(runtime).shards(2).orig_dst(server.addr).spawn();
     let target = server.addr.to_string();
+    let (ip, port) = (server.addr.ip().to_string(), server.addr.port().to_string());
     let mut sent = 0u64;
     for size in [1usize, 1000, 100_000, 3_000_000] {
         let msg = vec![7u8; size];
@@ -53,12 +54,16 @@ async fn tcp_counts_and_bytes_match_the_traffic(runtime: &'static str) {
         ("direction", "outbound"),
         ("peer", "src"),
         ("target_addr", &target),
+        ("target_ip", &ip),
+        ("target_port", &port),
         ("tls", "disabled"),
     ];
     let dst = [
         ("direction", "outbound"),
         ("peer", "dst"),
         ("target_addr", &target),
+        ("target_ip", &ip),
+        ("target_port", &port),
         ("tls", "disabled"),
     ];
     assert_eq!(sum(&series, "tcp_open_total", &src), 4.0);
