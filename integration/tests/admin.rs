@@ -73,3 +73,61 @@ async fn shutdown_endpoint_drains_when_enabled() {
     assert_eq!(call(on.admin, "POST", "/shutdown", "").await.status, 200);
     on.assert_exits_cleanly(Duration::from_secs(5)).await;
 }
+
+/// Proxy CPU time (user + system) in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_answers_while_the_shard_is_saturated() {
+    use ringlink_integration::http1::{self, Conn, Reply};
+    let server = http1::server(|_| Reply::ok("x")).await;
+    // One shard, and the whole process (control thread included) on one CPU.
+    let proxy = proxy::new("monoio")
+        .orig_dst(server.addr)
+        .taskset("0")
+        .spawn();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..32 {
+        let (stop, addr) = (stop.clone(), proxy.outbound);
+        load.push(tokio::spawn(async move {
+            let mut conn = Conn::connect(addr).await;
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let res = conn.request("GET / HTTP/1.1\r\nHost: s\r\n\r\n").await;
+                assert_eq!(res.status, 200);
+                n += 1;
+            }
+            n
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ticks, started) = (cpu_ticks(proxy.pid()), std::time::Instant::now());
+    let mut slowest = Duration::ZERO;
+    for path in ["/live", "/metrics", "/ready", "/live", "/metrics"] {
+        let asked = std::time::Instant::now();
+        let reply =
+            tokio::time::timeout(Duration::from_secs(2), call(proxy.admin, "GET", path, ""))
+                .await
+                .unwrap_or_else(|_| panic!("{path} did not answer within 2 s under load"));
+        assert_eq!(reply.status, 200, "{path}");
+        slowest = slowest.max(asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The shard really was busy: the proxy used most of its CPU meanwhile.
+    let used = (cpu_ticks(proxy.pid()) - ticks) as f64 / 100.0;
+    let busy = used / started.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut requests = 0;
+    for task in load {
+        requests += task.await.unwrap();
+    }
+    eprintln!("admin slowest {slowest:?} while the proxy used {busy:.2} CPUs, {requests} requests");
+    assert!(busy > 0.5, "the proxy was not saturated ({busy:.2} CPUs)");
+    assert!(requests > 1000);
+}
