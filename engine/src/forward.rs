@@ -96,7 +96,7 @@ pub async fn serve<R: Runtime>(
                 let timeout = state.settings.outbound_detect_timeout;
                 let error = match sniff::<R>(&mut client, None, timeout).await {
                     Ok((Sniffed::Protocol(Protocol::Http1), first)) => {
-                        tracing::Span::current().record("protocol", "http/1");
+                        detected(&state, direction, "http/1");
                         Box::pin(crate::http1::serve::<R>(
                             &state,
                             direction,
@@ -110,7 +110,7 @@ pub async fn serve<R: Runtime>(
                         .await
                     }
                     Ok((Sniffed::Protocol(Protocol::Http2), first)) => {
-                        tracing::Span::current().record("protocol", "h2");
+                        detected(&state, direction, "h2");
                         Box::pin(crate::h2::serve::<R>(
                             &state,
                             direction,
@@ -124,7 +124,7 @@ pub async fn serve<R: Runtime>(
                         .await
                     }
                     Ok((sniffed, _)) => {
-                        tracing::Span::current().record("protocol", sniffed.name());
+                        detected(&state, direction, sniffed.name());
                         tracing::warn!(
                             "Refusing a connection addressed to the proxy itself that is not \
                              HTTP (routing loop)"
@@ -154,7 +154,7 @@ pub async fn serve<R: Runtime>(
             };
             match sniff::<R>(&mut client, None, timeout).await {
                 Ok((Sniffed::Protocol(Protocol::Http1), first)) => {
-                    tracing::Span::current().record("protocol", "http/1");
+                    detected(&state, direction, "http/1");
                     let error = Box::pin(crate::http1::serve::<R>(
                         &state,
                         direction,
@@ -171,7 +171,7 @@ pub async fn serve<R: Runtime>(
                 }
                 Ok((Sniffed::Protocol(Protocol::Http2), first)) => {
                     state.pool::<R>().put(pooled);
-                    tracing::Span::current().record("protocol", "h2");
+                    detected(&state, direction, "h2");
                     let error = Box::pin(crate::h2::serve::<R>(
                         &state,
                         direction,
@@ -188,7 +188,7 @@ pub async fn serve<R: Runtime>(
                 }
                 Ok((sniffed, first)) => {
                     state.pool::<R>().put(pooled);
-                    tracing::Span::current().record("protocol", sniffed.name());
+                    detected(&state, direction, sniffed.name());
                     replay = Some(first);
                 }
                 Err(error) => {
@@ -207,7 +207,7 @@ pub async fn serve<R: Runtime>(
                 let error = failed.await;
                 match error {
                     Some((Protocol::Http2, first, _)) => {
-                        tracing::Span::current().record("protocol", "h2");
+                        detected(&state, direction, "h2");
                         let error = Box::pin(crate::h2::serve::<R>(
                             &state,
                             direction,
@@ -222,7 +222,7 @@ pub async fn serve<R: Runtime>(
                         state.tcp_close(src, error.as_ref());
                     }
                     Some((_, first, eager)) => {
-                        tracing::Span::current().record("protocol", "http/1");
+                        detected(&state, direction, "http/1");
                         let error = Box::pin(crate::http1::serve::<R>(
                             &state,
                             direction,
@@ -256,7 +256,7 @@ pub async fn serve<R: Runtime>(
         let first = if let Some(first) = replay {
             first
         } else if opaque_port {
-            tracing::Span::current().record("protocol", "opaque-port");
+            detected(&state, direction, "opaque-port");
             Vec::new()
         } else {
             let timeout = match direction {
@@ -265,7 +265,7 @@ pub async fn serve<R: Runtime>(
             };
             match sniff::<R>(&mut client, Some(&upstream), timeout).await {
                 Ok((Sniffed::Protocol(Protocol::Http1), first)) => {
-                    tracing::Span::current().record("protocol", "http/1");
+                    detected(&state, direction, "http/1");
                     let eager =
                         Eager::Open(Upstream::from_stream(&state, direction, target, upstream));
                     let error = Box::pin(crate::http1::serve::<R>(
@@ -283,7 +283,7 @@ pub async fn serve<R: Runtime>(
                     return;
                 }
                 Ok((Sniffed::Protocol(Protocol::Http2), first)) => {
-                    tracing::Span::current().record("protocol", "h2");
+                    detected(&state, direction, "h2");
                     entry.set_upstream(-1);
                     let error = Box::pin(crate::h2::serve::<R>(
                         &state,
@@ -300,7 +300,7 @@ pub async fn serve<R: Runtime>(
                     return;
                 }
                 Ok((sniffed, first)) => {
-                    tracing::Span::current().record("protocol", sniffed.name());
+                    detected(&state, direction, sniffed.name());
                     if let Sniffed::Protocol(Protocol::Tls { sni: Some(sni) }) = &sniffed {
                         tracing::debug!(tls.sni = %sni, "TLS ClientHello");
                     }
@@ -402,6 +402,15 @@ async fn connect_failed<R: Runtime>(
             Some((Protocol::Http1, first, Eager::Failed(target, failure)))
         }
         _ => None,
+    }
+}
+
+/// Records what detection decided: in the connection's span and in
+/// `protocol_detect_total`.
+fn detected(state: &ShardState, direction: Direction, protocol: &'static str) {
+    tracing::Span::current().record("protocol", protocol);
+    if state.settings.metrics_recording {
+        state.tcp.detected(direction, protocol);
     }
 }
 

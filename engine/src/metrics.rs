@@ -36,6 +36,8 @@ const TLS_DISABLED: &str = "disabled";
 /// The TCP families of one shard (shared handles: cloning is cheap).
 #[derive(Clone)]
 pub struct TcpMetrics {
+    /// `protocol_detect_total{direction, protocol}`: what detection decided, per connection.
+    detect: IntCounterVec,
     open_total: IntCounterVec,
     close_total: IntCounterVec,
     open_connections: IntGaugeVec,
@@ -109,7 +111,16 @@ impl TcpMetrics {
             &names,
         )?;
         registry.register(Box::new(open_connections.clone()))?;
+        let detect = IntCounterVec::new(
+            Opts::new(
+                "protocol_detect_total",
+                "Total count of connections by the protocol detection found (ringlink's own)",
+            ),
+            &["direction", "protocol"],
+        )?;
+        registry.register(Box::new(detect.clone()))?;
         let metrics = TcpMetrics {
+            detect,
             open_total: counter("tcp_open_total", "Total count of opened connections", &[])?,
             close_total: counter(
                 "tcp_close_total",
@@ -134,6 +145,14 @@ impl TcpMetrics {
             unrecorded_open: IntGauge::new("unrecorded_open", "Not exposed")?,
         };
         Ok((registry, metrics))
+    }
+
+    /// Counts one connection whose protocol detection decided `protocol` (`http/1`, `h2`,
+    /// `tls`, `opaque`, `server-first`, `timeout`, `client-closed`, `opaque-port`).
+    pub fn detected(&self, direction: Direction, protocol: &str) {
+        self.detect
+            .with_label_values(&[direction.as_str(), protocol])
+            .inc();
     }
 
     /// Records a connection opening and returns its series.

@@ -521,6 +521,19 @@ async fn grpc_statuses_classify_http2_responses(runtime: &'static str) {
         .await
         .unwrap();
     let series = scrape_until(&proxy, |s| sum(s, "response_total", &[]) == 6.0).await;
+    assert_eq!(
+        exact(
+            &series,
+            "protocol_detect_total",
+            &[
+                ("direction", "outbound"),
+                ("protocol", "h2"),
+                ("shard", "0")
+            ]
+        ),
+        Some(1.0),
+        "one HTTP/2 connection: {series:#?}"
+    );
     let target = addr.to_string();
     let labels = route("outbound", Some("echo.svc:8080"), &target);
     assert_eq!(
