@@ -6,7 +6,8 @@
 //!   its reason; a client stream reset while waiting for the response cancels the upstream
 //!   stream.
 //! - h2 has no timers: PING keep-alive runs on the shard runtime's timer (a PING every
-//!   [`KEEPALIVE_INTERVAL`]; no PONG within [`KEEPALIVE_TIMEOUT`] closes the connection).
+//!   [`KEEPALIVE_INTERVAL`]; no PONG within [`KEEPALIVE_TIMEOUT`] closes the connection),
+//!   and so does the idle timeout (no stream for [`IDLE_TIMEOUT`]: GOAWAY).
 //! - The drain sends GOAWAY and lets open streams finish.
 //! - Limits against abuse: concurrent streams, header list size, pending-accept and local
 //!   error resets (rapid reset, CVE-2023-44487 and its 2024 cousin), send buffer; the h2
@@ -62,6 +63,8 @@ pub const MAX_SEND_BUFFER: usize = 256 << 10;
 pub const MAX_EMPTY_DATA_FRAMES: usize = 100;
 /// How often an idle client connection is pinged.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a client connection may have no open stream before it is closed (GOAWAY).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// How long a PING may go unanswered before the connection is closed.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -258,6 +261,9 @@ pub async fn serve<R: Runtime>(
     }
     let mut tick = Box::pin(R::sleep(KEEPALIVE_INTERVAL));
     let mut ping_sent: Option<Instant> = None;
+    // Streams being proxied, and since when there were none.
+    let active = Rc::new(std::cell::Cell::new(0usize));
+    let mut idle_since: Option<Instant> = None;
     let error = loop {
         let mut drain = Box::pin(async {
             if draining {
@@ -293,10 +299,14 @@ pub async fn serve<R: Runtime>(
             Event::Accept(Some(Ok((request, respond)))) => {
                 let task = state.task();
                 let upstreams = upstreams.clone();
+                let active = active.clone();
+                active.set(active.get() + 1);
                 R::spawn(async move {
                     let _task = task;
                     proxy_stream::<R>(upstreams, route, request, respond).await;
+                    active.set(active.get() - 1);
                 });
+                idle_since = None;
             }
             Event::Pong(ok) => {
                 ping_sent = None;
@@ -313,6 +323,15 @@ pub async fn serve<R: Runtime>(
                 if ping_sent.is_some_and(|at| at.elapsed() >= KEEPALIVE_TIMEOUT) {
                     tracing::info!("HTTP/2 client did not answer PING; closing");
                     break Some(io::ErrorKind::TimedOut.into());
+                }
+                if active.get() > 0 {
+                    idle_since = None;
+                } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= IDLE_TIMEOUT
+                    && !draining
+                {
+                    tracing::debug!("HTTP/2 connection idle; GOAWAY");
+                    draining = true;
+                    conn.graceful_shutdown();
                 }
                 if ping_sent.is_none() {
                     if let Some(ping) = ping.as_mut() {
