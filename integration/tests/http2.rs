@@ -228,11 +228,9 @@ async fn preface_without_settings_is_refused(runtime: &'static str) {
         let code = &all[goaway + 9 + 4..goaway + 9 + 8];
         assert_eq!(code, [0, 0, 0, 1], "GOAWAY with PROTOCOL_ERROR");
     }
-    assert_eq!(
-        server.connections(),
-        1,
-        "only the eager connection was made"
-    );
+    // At most the eager connection (which the server may not have accepted yet), and no
+    // request on it.
+    assert!(server.connections() <= 1, "only the eager connection was made");
     assert!(server.authorities().is_empty());
 }
 
