@@ -65,6 +65,8 @@ pub const MAX_EMPTY_DATA_FRAMES: usize = 100;
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a client connection may have no open stream before it is closed (GOAWAY).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// How long a closing connection may take to flush its last frames.
+pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a PING may go unanswered before the connection is closed.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -344,8 +346,22 @@ pub async fn serve<R: Runtime>(
             }
         }
     };
-    // Let the connection flush what it owes (GOAWAY, last frames).
-    let _ = poll_fn(|cx| conn.poll_closed(cx)).await;
+    // Let the connection flush what it owes (GOAWAY, last frames), but not wait on a peer
+    // that stopped answering.
+    let flushed = or(
+        async {
+            let _ = poll_fn(|cx| conn.poll_closed(cx)).await;
+            true
+        },
+        async {
+            R::sleep(CLOSE_FLUSH_TIMEOUT).await;
+            false
+        },
+    )
+    .await;
+    if !flushed || error.is_some() {
+        let _ = crate::sys::set_linger_zero(fd);
+    }
     error
 }
 
@@ -395,30 +411,58 @@ async fn proxy_stream<R: Runtime>(
                 Ok(addr) => addr,
                 Err(error) => {
                     let mut metrics = upstreams.start(authority.as_deref(), None);
-                    return answer_error(&mut respond, grpc, &error, &mut metrics);
+                    let head_request = parts.method == http::Method::HEAD;
+                    return answer_error(&mut respond, grpc, head_request, &error, &mut metrics);
                 }
             }
         }
     };
     let mut metrics = upstreams.start(authority.as_deref(), Some(target));
-    let send = match upstreams.get(target).await {
-        Ok(send) => send,
-        Err(error) => return answer_error(&mut respond, grpc, &error, &mut metrics),
-    };
-    let mut send = match send.ready().await {
-        Ok(send) => send,
-        Err(error) => {
-            upstreams.forget(target);
-            let error = ProxyError::Upstream(error.to_string());
-            return answer_error(&mut respond, grpc, &error, &mut metrics);
-        }
-    };
+    let head_request = parts.method == http::Method::HEAD;
     let end = body.is_end_stream();
-    let (response, up_body) = match send.send_request(Request::from_parts(parts, ()), end) {
-        Ok(sent) => sent,
-        Err(error) => {
-            let error = ProxyError::Upstream(error.to_string());
-            return answer_error(&mut respond, grpc, &error, &mut metrics);
+    // A cached connection may have been closed by the server (GOAWAY, EOF) since it was
+    // last used: nothing was sent on it then, so one retry on a new connection is safe.
+    let mut request = Some(Request::from_parts(parts, ()));
+    let mut attempt = 0;
+    let (response, up_body) = loop {
+        attempt += 1;
+        let send = match upstreams.get(target).await {
+            Ok(send) => send,
+            Err(error) => {
+                return answer_error(&mut respond, grpc, head_request, &error, &mut metrics)
+            }
+        };
+        let sent = match send.ready().await {
+            Ok(mut send) => {
+                let request = request.take().expect("sent once");
+                match send.send_request(request, end) {
+                    Ok(sent) => Ok(sent),
+                    Err(error) => Err((error, None)),
+                }
+            }
+            Err(error) => Err((error, request.take())),
+        };
+        match sent {
+            Ok(sent) => break sent,
+            Err((error, unsent)) => {
+                upstreams.forget(target);
+                match unsent {
+                    Some(unsent) if attempt == 1 => {
+                        tracing::debug!(%error, "Upstream connection closed; reconnecting");
+                        request = Some(unsent);
+                    }
+                    _ => {
+                        let error = ProxyError::Upstream(error.to_string());
+                        return answer_error(
+                            &mut respond,
+                            grpc,
+                            head_request,
+                            &error,
+                            &mut metrics,
+                        );
+                    }
+                }
+            }
         }
     };
     let request_side = async {
@@ -480,7 +524,7 @@ async fn proxy_stream<R: Runtime>(
                 }
                 _ => {
                     let error = ProxyError::Upstream(error.to_string());
-                    answer_error(&mut respond, grpc, &error, &mut metrics);
+                    answer_error(&mut respond, grpc, head_request, &error, &mut metrics);
                 }
             },
         }
@@ -536,7 +580,23 @@ async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>) -> Pumped {
     };
     let mut empty = 0;
     loop {
-        match poll_fn(|cx| from.poll_data(cx)).await {
+        // While waiting for data, a reset from the receiving side ends the pump: dropping
+        // `from` then cancels the sending side's stream.
+        let next = poll_fn(|cx| {
+            if let Poll::Ready(reset) = to.poll_reset(cx) {
+                return Poll::Ready(Err(reset.ok()));
+            }
+            from.poll_data(cx).map(Ok)
+        })
+        .await;
+        let next = match next {
+            Ok(next) => next,
+            Err(reason) => {
+                tracing::debug!(?reason, "Stream reset by the receiving side");
+                return failed(Side::To);
+            }
+        };
+        match next {
             None => break,
             Some(Ok(data)) if data.is_empty() => {
                 empty += 1;
@@ -597,6 +657,7 @@ async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>) -> Pumped {
 fn answer_error(
     respond: &mut SendResponse<Bytes>,
     grpc: bool,
+    head_request: bool,
     error: &ProxyError,
     metrics: &mut RequestMetrics,
 ) {
@@ -631,8 +692,11 @@ fn answer_error(
         let body = Bytes::from(format!("{message}\n"));
         headers.insert("content-type", HeaderValue::from_static("text/plain"));
         headers.insert("content-length", HeaderValue::from(body.len()));
-        if let Ok(mut stream) = respond.send_response(response, false) {
-            let _ = stream.send_data(body, true);
+        // A response to HEAD carries no DATA.
+        if let Ok(mut stream) = respond.send_response(response, head_request) {
+            if !head_request {
+                let _ = stream.send_data(body, true);
+            }
         }
     }
 }

@@ -97,6 +97,8 @@ struct Plan {
     /// `Upgrade` protocol that is forwarded (never `h2c`).
     upgrade: bool,
     connect: bool,
+    /// A HEAD request: answers carry no body.
+    head_request: bool,
     /// A request that may be sent again on a new connection if a reused one was closed
     /// before it answered.
     retryable: bool,
@@ -119,6 +121,8 @@ pub async fn serve<R: Runtime>(
     entry: &ConnEntry,
 ) -> Option<io::Error> {
     let fd = std::os::fd::AsRawFd::as_raw_fd(&client);
+    // Detection read these from the client.
+    metrics.read_bytes.inc_by(first.len() as u64);
     let (rx, tx) = client.into_split();
     let mut session = Session::<R> {
         state,
@@ -159,7 +163,8 @@ pub async fn serve<R: Runtime>(
 impl<R: Runtime> Session<'_, R> {
     /// One request and its response.
     async fn exchange(&mut self, eager: &mut Eager<R>) -> Next {
-        self.entry.set_idle(true);
+        // Idle (closed at once by a drain) only if no pipelined request is buffered.
+        self.entry.set_idle(self.buf.is_empty());
         let head = {
             let mut inbox = Inbox {
                 rx: &mut self.rx,
@@ -167,7 +172,7 @@ impl<R: Runtime> Session<'_, R> {
                 read_bytes: &self.metrics.read_bytes,
             };
             inbox
-                .read_head::<R, _>(&self.limits, HEAD_TIMEOUT, parse_request)
+                .read_head::<R, _>(&self.limits, Some(HEAD_TIMEOUT), parse_request)
                 .await
         };
         self.entry.set_idle(false);
@@ -266,9 +271,15 @@ impl<R: Runtime> Session<'_, R> {
         let client_version = head.version;
         let client_keep_alive = keep_alive(head.version, &head.headers) && !connect;
         let upgrade_to = upgrade_protocol(head);
+        // `Expect: 100-continue` is answered by the proxy itself, as nginx does: a server
+        // that never sends 100 (HTTP/1.0-era servers) would otherwise leave the client
+        // waiting and the proxy waiting for a response head.
         let expect_continue = head.headers.has_token("expect", "100-continue")
             && body != BodyKind::Empty
             && head.version == Version::Http11;
+        if head.headers.has_token("expect", "100-continue") {
+            head.headers.remove("expect");
+        }
         strip_hop_by_hop(&mut head.headers);
         if let Some(protocol) = &upgrade_to {
             head.headers.append("connection", "upgrade");
@@ -280,10 +291,9 @@ impl<R: Runtime> Session<'_, R> {
         if matches!(self.route, Route::ByAuthority) {
             head.headers.remove("l5d-dst-override");
             if head.is_absolute_form() {
-                if head.headers.get("host").is_none() {
-                    if let Some(authority) = head.authority().map(str::to_string) {
-                        head.headers.append("host", authority);
-                    }
+                // RFC 9112 §3.2.2: the target's authority replaces Host.
+                if let Some(authority) = head.authority().map(str::to_string) {
+                    head.headers.set("host", authority);
                 }
                 head.to_origin_form();
             }
@@ -304,6 +314,7 @@ impl<R: Runtime> Session<'_, R> {
             expect_continue,
             upgrade: upgrade_to.is_some(),
             connect,
+            head_request: head.method == "HEAD",
             retryable: idempotent && body == BodyKind::Empty && upgrade_to.is_none(),
         })
     }
@@ -366,7 +377,20 @@ impl<R: Runtime> Session<'_, R> {
         );
         let mut up_buf = std::mem::take(&mut conn.buf);
         up_buf.clear();
-        let send_body_now = !plan.expect_continue;
+        if plan.expect_continue && self.buf.is_empty() {
+            let mut client = Outbox {
+                tx: &mut self.tx,
+                write_bytes: &self.metrics.write_bytes,
+            };
+            if let (Err(error), _) = client
+                .write(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
+                .await
+            {
+                self.request.error("client");
+                return Dispatched::Done(Next::Abort(error));
+            }
+        }
+        let send_body_now = true;
         let mut out = Vec::with_capacity(512);
         http1::encode_request(head, &mut out);
         let mut body_sent = plan.body == BodyKind::Empty;
@@ -407,7 +431,7 @@ impl<R: Runtime> Session<'_, R> {
                 read_bytes: &up_read,
             };
             let read = inbox
-                .read_head::<R, ResponseHead>(&self.limits, Duration::MAX / 4, parse_response)
+                .read_head::<R, ResponseHead>(&self.limits, None, parse_response)
                 .await;
             let mut res = match read {
                 Ok(Some(res)) => res,
@@ -639,7 +663,7 @@ impl<R: Runtime> Session<'_, R> {
                 .http_metrics
                 .start(&mut self.routes, self.direction, authority, target);
         self.request.fail(error.status(), proxy_error_label(&error));
-        let out = error_response(&error, true);
+        let out = error_response(&error, true, false);
         let mut client = Outbox {
             tx: &mut self.tx,
             write_bytes: &self.metrics.write_bytes,
@@ -655,7 +679,7 @@ impl<R: Runtime> Session<'_, R> {
         self.request.fail(error.status(), proxy_error_label(&error));
         let keep =
             plan.client_keep_alive && plan.body == BodyKind::Empty && !self.state.is_draining();
-        let out = error_response(&error, !keep);
+        let out = error_response(&error, !keep, plan.head_request);
         let mut client = Outbox {
             tx: &mut self.tx,
             write_bytes: &self.metrics.write_bytes,
@@ -677,6 +701,7 @@ impl<R: Runtime> Session<'_, R> {
             expect_continue: false,
             upgrade: false,
             connect: true,
+            head_request: false,
             retryable: false,
         };
         let mut conn = match Upstream::<R>::connect(self.state, self.direction, target).await {

@@ -32,6 +32,9 @@ both_runtimes!(
     invalid_response_is_502,
     large_body_is_streamed_with_bounded_memory,
     curl_through_the_proxy,
+    large_response_heads_arrive_in_pieces,
+    connection_cannot_strip_content_length,
+    head_request_errors_have_no_body,
 );
 
 fn echo_target() -> impl Fn(&http1::Request) -> Reply + Send + Sync + 'static {
@@ -221,12 +224,15 @@ async fn absolute_uri_routes_by_authority(runtime: &'static str) {
     assert_eq!(res.body_str(), "GET /abs?q=1");
     let res = conn
         .request(format!(
-            "GET http://localhost:{}/name HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            "GET http://localhost:{}/name HTTP/1.1\r\nHost: somewhere-else\r\n\r\n",
             server.addr.port()
         ))
         .await;
     assert_eq!(res.status, 200, "a name resolved by DNS: {}", proxy.logs());
     assert_eq!(res.body_str(), "GET /name");
+    // RFC 9112 §3.2.2: the absolute-form authority replaces Host.
+    let host = format!("localhost:{}", server.addr.port());
+    assert_eq!(server.requests()[1].header("host"), Some(host.as_str()));
 }
 
 async fn dst_override_routes_by_authority(runtime: &'static str) {
@@ -356,6 +362,8 @@ async fn expect_100_continue(runtime: &'static str) {
     let res = conn.response("PUT").await.unwrap();
     assert_eq!(res.status, 200);
     assert_eq!(res.body_str(), "body");
+    // The proxy answered 100 itself: a server that never sends 100 cannot stall the body.
+    assert_eq!(server.requests()[0].header("expect"), None);
 }
 
 async fn pipelined_requests_answered_in_order(runtime: &'static str) {
@@ -571,4 +579,70 @@ async fn curl_through_the_proxy(runtime: &'static str) {
     ])
     .await;
     assert_eq!(body, "POST /via-proxy 10GET /via-proxy 0");
+}
+
+async fn large_response_heads_arrive_in_pieces(runtime: &'static str) {
+    let big = "v".repeat(20_000);
+    let server = http1::server(move |_| {
+        Reply::raw(format!(
+            "HTTP/1.1 200 OK\r\nx-big: {big}\r\ncontent-length: 2\r\n\r\nok"
+        ))
+    })
+    .await;
+    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    let mut conn = Conn::connect(proxy.outbound).await;
+    for _ in 0..3 {
+        let res = conn.request("GET / HTTP/1.1\r\nHost: s\r\n\r\n").await;
+        assert_eq!(res.status, 200);
+        assert_eq!(res.header("x-big").map(str::len), Some(20_000));
+        assert_eq!(res.body_str(), "ok");
+    }
+}
+
+async fn connection_cannot_strip_content_length(runtime: &'static str) {
+    let server = http1::server(|req| {
+        Reply::raw(format!(
+            "HTTP/1.1 200 OK\r\nconnection: content-length\r\ncontent-length: {}\r\n\r\n{}",
+            req.body.len(),
+            String::from_utf8_lossy(&req.body)
+        ))
+    })
+    .await;
+    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    let mut conn = Conn::connect(proxy.outbound).await;
+    let smuggled = "GET /admin HTTP/1.1\r\nHost: s\r\n\r\n";
+    let res = conn
+        .request(format!(
+            "POST /public HTTP/1.1\r\nHost: s\r\nConnection: content-length\r\n\
+             Content-Length: {}\r\n\r\n{smuggled}",
+            smuggled.len()
+        ))
+        .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body_str(), smuggled, "the body stayed a body");
+    assert_eq!(
+        res.header("content-length"),
+        Some(smuggled.len().to_string().as_str())
+    );
+    let requests = server.requests();
+    assert_eq!(
+        requests.len(),
+        1,
+        "a second request was smuggled: {requests:?}"
+    );
+    assert_eq!(requests[0].target, "/public");
+}
+
+async fn head_request_errors_have_no_body(runtime: &'static str) {
+    let proxy = proxy::new(runtime).orig_dst(tcp::closed_port()).spawn();
+    let mut conn = Conn::connect(proxy.outbound).await;
+    for _ in 0..2 {
+        // Were a body sent, the second response would be read from its bytes.
+        let res = conn.request("HEAD / HTTP/1.1\r\nHost: s\r\n\r\n").await;
+        assert_eq!(res.status, 502);
+        assert!(res.header("l5d-proxy-error").is_some());
+    }
+    let res = conn.request("GET / HTTP/1.1\r\nHost: s\r\n\r\n").await;
+    assert_eq!(res.status, 502);
+    assert!(res.body_str().contains("connect error"));
 }

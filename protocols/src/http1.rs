@@ -111,9 +111,15 @@ pub fn strip_hop_by_hop(headers: &mut Headers) {
     };
     headers.retain(|header| {
         let name = header.name.as_str();
-        !(HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) || named(name))
+        // Framing and routing fields stay even when `Connection` names them: dropping
+        // `Content-Length` would leave the body without framing on the next hop.
+        let protected = PROTECTED.iter().any(|p| name.eq_ignore_ascii_case(p));
+        !(HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) || (named(name) && !protected))
     });
 }
+
+/// Fields a `Connection` header cannot make hop-by-hop.
+const PROTECTED: [&str; 2] = ["content-length", "host"];
 
 const HOP_BY_HOP: [&str; 7] = [
     "connection",

@@ -80,11 +80,11 @@ impl<Rd: Reader> Inbox<'_, Rd> {
 
     /// Reads a head with `parse`, returning it and dropping its bytes from the buffer.
     /// `Ok(None)` if the stream ended cleanly before any byte of a head. Once a head has
-    /// begun, the rest must arrive within `timeout`.
+    /// begun, the rest must arrive within `timeout`, if there is one.
     pub async fn read_head<R: Runtime, T>(
         &mut self,
         limits: &Limits,
-        timeout: Duration,
+        timeout: Option<Duration>,
         parse: impl Fn(&[u8], &Limits) -> Result<Parsed<T>, http1::Error>,
     ) -> Result<Option<T>, HeadError> {
         let mut deadline = None;
@@ -101,9 +101,10 @@ impl<Rd: Reader> Inbox<'_, Rd> {
             let want = SMALL_BUFFER
                 .min(limits.max_head_bytes + 1 - self.buf.len())
                 .max(1);
-            let read = match deadline {
-                None if self.buf.is_empty() => self.fill(want).await,
-                _ => {
+            let read = match (deadline, timeout) {
+                (_, None) => self.fill(want).await,
+                (None, Some(_)) if self.buf.is_empty() => self.fill(want).await,
+                (_, Some(timeout)) => {
                     let at = *deadline.get_or_insert_with(|| Instant::now() + timeout);
                     let remaining = at.saturating_duration_since(Instant::now());
                     let timed_out = or(async { Some(self.fill(want).await) }, async {
@@ -120,9 +121,13 @@ impl<Rd: Reader> Inbox<'_, Rd> {
             match read {
                 Ok(0) if self.buf.is_empty() => return Ok(None),
                 Ok(0) => return Err(HeadError::Io(io::ErrorKind::UnexpectedEof.into())),
-                Ok(_) => deadline.get_or_insert_with(|| Instant::now() + timeout),
+                Ok(_) => {
+                    if let Some(timeout) = timeout {
+                        deadline.get_or_insert_with(|| Instant::now() + timeout);
+                    }
+                }
                 Err(error) => return Err(HeadError::Io(error)),
-            };
+            }
         }
     }
 }

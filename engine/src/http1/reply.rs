@@ -49,8 +49,9 @@ impl ProxyError {
 
 // === functions ===
 
-/// An error response; `close` adds `connection: close`.
-pub fn error_response(error: &ProxyError, close: bool) -> Vec<u8> {
+/// An error response; `close` adds `connection: close`; `head_request` leaves the body out
+/// (its length is still given, as for any response to HEAD).
+pub fn error_response(error: &ProxyError, close: bool, head_request: bool) -> Vec<u8> {
     let status = error.status();
     let message = sanitize(&error.message());
     let body = format!("{message}\n");
@@ -64,7 +65,9 @@ pub fn error_response(error: &ProxyError, close: bool) -> Vec<u8> {
         )
         .as_bytes(),
     );
-    out.extend_from_slice(body.as_bytes());
+    if !head_request {
+        out.extend_from_slice(body.as_bytes());
+    }
     out
 }
 
