@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::or;
@@ -67,6 +68,7 @@ pub async fn sniff<R: Runtime>(
     let deadline = Instant::now() + timeout;
     let mut seen = Vec::new();
     let mut buf = Vec::with_capacity(SMALL_BUFFER);
+    let mut upstream = upstream;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let first = first_of(
@@ -84,6 +86,13 @@ pub async fn sniff<R: Runtime>(
         )
         .await;
         match first {
+            // An HTTP/2 server sends its SETTINGS as soon as it accepts, before the client's
+            // preface may have arrived: that is not a server-first protocol. Stop watching
+            // the server and wait for the client.
+            Ok(First::Server) if upstream.is_some_and(|u| is_h2_settings(u.as_raw_fd())) => {
+                upstream = None;
+                continue;
+            }
             // A readiness error shows again on the read that follows; let the copy see it.
             Ok(First::Server) | Err(_) => return Ok((Sniffed::ServerFirst, seen)),
             Ok(First::Deadline) => return Ok((Sniffed::Timeout, seen)),
@@ -101,6 +110,21 @@ pub async fn sniff<R: Runtime>(
                 debug_assert!(seen.len() < MAX_DETECT_BYTES);
             }
         }
+    }
+}
+
+/// Whether the server's first bytes are an HTTP/2 SETTINGS frame header (type 4, no ACK
+/// flag, stream 0), peeked without consuming them.
+fn is_h2_settings(fd: std::os::fd::RawFd) -> bool {
+    let mut header = [0u8; 9];
+    match crate::sys::peek(fd, &mut header) {
+        Ok(9) => {
+            header[3] == 0x4
+                && header[4] & 0x1 == 0
+                && header[5..9].iter().all(|&b| b == 0)
+                && u32::from_be_bytes([0, header[0], header[1], header[2]]) % 6 == 0
+        }
+        _ => false,
     }
 }
 

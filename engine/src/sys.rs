@@ -110,6 +110,24 @@ pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Copies up to `buf.len()` bytes that are waiting on the socket without consuming them
+/// (`recv` with `MSG_PEEK | MSG_DONTWAIT`).
+pub fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is writable for its length; a stale fd only yields an error.
+    let rc = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
+}
+
 /// Whether an idle connection can still carry a request: nothing to read and no end of
 /// stream, checked without blocking (`recv` with `MSG_PEEK | MSG_DONTWAIT`). A server that
 /// closed its idle connection, or sent bytes nobody asked for, makes it unusable.

@@ -35,7 +35,17 @@ both_runtimes!(
     large_response_heads_arrive_in_pieces,
     connection_cannot_strip_content_length,
     head_request_errors_have_no_body,
+    idle_pooled_connections_expire,
+    at_most_max_idle_connections_are_kept,
+    slow_request_heads_time_out,
 );
+
+/// Open upstream (`peer="dst"`) connections, from `/metrics`.
+async fn open_upstream_connections(proxy: &proxy::Proxy) -> f64 {
+    let page = ringlink_integration::http::call(proxy.admin, "GET", "/metrics", "").await;
+    let series = ringlink_integration::metrics::parse(&page.body);
+    ringlink_integration::metrics::sum(&series, "tcp_open_connections", &[("peer", "dst")])
+}
 
 fn echo_target() -> impl Fn(&http1::Request) -> Reply + Send + Sync + 'static {
     |req| Reply::ok(&format!("{} {}", req.method, req.target))
@@ -645,4 +655,85 @@ async fn head_request_errors_have_no_body(runtime: &'static str) {
     let res = conn.request("GET / HTTP/1.1\r\nHost: s\r\n\r\n").await;
     assert_eq!(res.status, 502);
     assert!(res.body_str().contains("connect error"));
+}
+
+async fn idle_pooled_connections_expire(runtime: &'static str) {
+    let server = http1::server(echo_target()).await;
+    let proxy = proxy::new(runtime)
+        .orig_dst(server.addr)
+        .env(
+            "LINKERD2_PROXY_OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT",
+            "300ms",
+        )
+        .spawn();
+    let mut conn = Conn::connect(proxy.outbound).await;
+    let res = conn.request("GET / HTTP/1.1\r\nHost: s\r\n\r\n").await;
+    assert_eq!(res.status, 200);
+    drop(conn);
+    assert_eq!(open_upstream_connections(&proxy).await, 1.0, "pooled");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        open_upstream_connections(&proxy).await,
+        0.0,
+        "closed after the idle timeout"
+    );
+    // The next request gets a new connection and works.
+    let mut conn = Conn::connect(proxy.outbound).await;
+    let res = conn.request("GET / HTTP/1.1\r\nHost: s\r\n\r\n").await;
+    assert_eq!(res.status, 200);
+}
+
+async fn at_most_max_idle_connections_are_kept(runtime: &'static str) {
+    // A slow server, so that concurrent requests need one upstream connection each.
+    let server = http1::server(|_| {
+        std::thread::sleep(Duration::from_millis(200));
+        Reply::ok("slow")
+    })
+    .await;
+    let proxy = proxy::new(runtime)
+        .orig_dst(server.addr)
+        .env("LINKERD2_PROXY_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT", "2")
+        .spawn();
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let addr = proxy.outbound;
+        clients.push(tokio::spawn(async move {
+            let mut conn = Conn::connect(addr).await;
+            conn.request("GET / HTTP/1.1\r\nHost: s\r\n\r\n")
+                .await
+                .status
+        }));
+    }
+    for client in clients {
+        assert_eq!(client.await.unwrap(), 200);
+    }
+    assert_eq!(server.connections(), 5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while open_upstream_connections(&proxy).await != 2.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "more than 2 idle connections kept"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn slow_request_heads_time_out(runtime: &'static str) {
+    let server = http1::server(echo_target()).await;
+    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    let mut conn = Conn::connect(proxy.outbound).await;
+    // A head that starts and never ends (slow loris).
+    conn.send("GET / HTTP/1.1\r\nHost: s\r\nX-Slow: ").await;
+    let started = std::time::Instant::now();
+    let res = tokio::time::timeout(Duration::from_secs(15), conn.response("GET"))
+        .await
+        .expect("the proxy gave up on the head")
+        .expect("a response");
+    assert_eq!(res.status, 408);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(13),
+        "{waited:?}"
+    );
+    assert!(server.requests().is_empty());
 }

@@ -27,6 +27,7 @@ both_runtimes!(
     preface_without_settings_is_refused,
     drain_sends_goaway_and_finishes_streams,
     curl_and_h2load,
+    slow_client_to_an_h2_server_is_still_h2,
 );
 
 async fn outbound_and_inbound_h2(runtime: &'static str) {
@@ -230,7 +231,10 @@ async fn preface_without_settings_is_refused(runtime: &'static str) {
     }
     // At most the eager connection (which the server may not have accepted yet), and no
     // request on it.
-    assert!(server.connections() <= 1, "only the eager connection was made");
+    assert!(
+        server.connections() <= 1,
+        "only the eager connection was made"
+    );
     assert!(server.authorities().is_empty());
 }
 
@@ -269,5 +273,31 @@ async fn curl_and_h2load(runtime: &'static str) {
     assert!(
         out.contains("2000 succeeded, 0 failed, 0 errored"),
         "h2load: {out}"
+    );
+}
+
+async fn slow_client_to_an_h2_server_is_still_h2(runtime: &'static str) {
+    // An HTTP/2 server sends SETTINGS as soon as it accepts the proxy's eager connection;
+    // that must not pass for a server-first protocol while the client is still silent.
+    let server = h2srv::server().await;
+    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    let stream = tokio::net::TcpStream::connect(proxy.outbound)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (send, conn) = h2::client::handshake(stream).await.unwrap();
+    tokio::spawn(conn);
+    let mut send = send.ready().await.unwrap();
+    let request = http::Request::get("http://svc/slow").body(()).unwrap();
+    let (response, _) = send.send_request(request, true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(server.authorities(), ["svc"]);
+    assert!(
+        proxy
+            .wait_for_log("protocol=\"h2\"", Duration::from_secs(2))
+            .await,
+        "{}",
+        proxy.logs()
     );
 }
