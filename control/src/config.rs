@@ -39,6 +39,13 @@ const INBOUND_OPAQUE_PORTS: &str = "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCO
 const SHUTDOWN_GRACE_PERIOD: &str = "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD";
 const METRICS_RETAIN_IDLE: &str = "LINKERD2_PROXY_METRICS_RETAIN_IDLE";
 const SHUTDOWN_ENDPOINT_ENABLED: &str = "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED";
+const INBOUND_H2_KEEPALIVE_INTERVAL: &str =
+    "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_KEEP_ALIVE_INTERVAL";
+const INBOUND_H2_KEEPALIVE_TIMEOUT: &str = "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_KEEP_ALIVE_TIMEOUT";
+const OUTBOUND_H2_KEEPALIVE_INTERVAL: &str =
+    "LINKERD2_PROXY_OUTBOUND_SERVER_HTTP2_KEEP_ALIVE_INTERVAL";
+const OUTBOUND_H2_KEEPALIVE_TIMEOUT: &str =
+    "LINKERD2_PROXY_OUTBOUND_SERVER_HTTP2_KEEP_ALIVE_TIMEOUT";
 const DNS_MIN_TTL: &str = "LINKERD2_PROXY_DNS_MIN_TTL";
 const DNS_MAX_TTL: &str = "LINKERD2_PROXY_DNS_MAX_TTL";
 const POOL_IDLE_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT";
@@ -61,6 +68,8 @@ const DEFAULT_INBOUND_DETECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_OUTBOUND_DETECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(2 * 60);
 const DEFAULT_METRICS_RETAIN_IDLE: Duration = Duration::from_secs(10 * 60);
+const DEFAULT_H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const DEFAULT_H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 const DEFAULT_DNS_MIN_TTL: Duration = Duration::from_secs(1);
 const DEFAULT_DNS_MAX_TTL: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -114,6 +123,12 @@ pub struct Config {
     pub metrics_retain_idle: Duration,
     /// `LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED` (`true`/`false`), default false.
     pub shutdown_endpoint_enabled: bool,
+    /// `LINKERD2_PROXY_{INBOUND,OUTBOUND}_SERVER_HTTP2_KEEP_ALIVE_INTERVAL`, default 10s: an
+    /// HTTP/2 client connection is pinged this often (`0` disables the pings).
+    pub h2_keepalive_interval: [Duration; 2],
+    /// `LINKERD2_PROXY_{INBOUND,OUTBOUND}_SERVER_HTTP2_KEEP_ALIVE_TIMEOUT`, default 3s: a ping
+    /// unanswered this long closes the connection. Both are `[inbound, outbound]`.
+    pub h2_keepalive_timeout: [Duration; 2],
     /// `LINKERD2_PROXY_DNS_MIN_TTL`, default 1s: DNS answers are cached at least this long.
     pub dns_min_ttl: Duration,
     /// `LINKERD2_PROXY_DNS_MAX_TTL`, default 5m: and at most this long.
@@ -281,6 +296,17 @@ impl Config {
         let metrics_retain_idle = duration(METRICS_RETAIN_IDLE, DEFAULT_METRICS_RETAIN_IDLE)?;
         let shutdown_endpoint_enabled =
             read(env, SHUTDOWN_ENDPOINT_ENABLED, parse_bool)?.unwrap_or(false);
+        let h2_keepalive_interval = [
+            duration(INBOUND_H2_KEEPALIVE_INTERVAL, DEFAULT_H2_KEEPALIVE_INTERVAL)?,
+            duration(
+                OUTBOUND_H2_KEEPALIVE_INTERVAL,
+                DEFAULT_H2_KEEPALIVE_INTERVAL,
+            )?,
+        ];
+        let h2_keepalive_timeout = [
+            duration(INBOUND_H2_KEEPALIVE_TIMEOUT, DEFAULT_H2_KEEPALIVE_TIMEOUT)?,
+            duration(OUTBOUND_H2_KEEPALIVE_TIMEOUT, DEFAULT_H2_KEEPALIVE_TIMEOUT)?,
+        ];
         let dns_min_ttl = duration(DNS_MIN_TTL, DEFAULT_DNS_MIN_TTL)?;
         let dns_max_ttl = duration(DNS_MAX_TTL, DEFAULT_DNS_MAX_TTL)?;
         if dns_max_ttl < dns_min_ttl {
@@ -321,6 +347,8 @@ impl Config {
             shutdown_grace_period,
             metrics_retain_idle,
             shutdown_endpoint_enabled,
+            h2_keepalive_interval,
+            h2_keepalive_timeout,
             dns_min_ttl,
             dns_max_ttl,
             pool_idle_timeout,
@@ -352,6 +380,8 @@ impl Default for Config {
             shutdown_grace_period: DEFAULT_SHUTDOWN_GRACE_PERIOD,
             metrics_retain_idle: DEFAULT_METRICS_RETAIN_IDLE,
             shutdown_endpoint_enabled: false,
+            h2_keepalive_interval: [DEFAULT_H2_KEEPALIVE_INTERVAL; 2],
+            h2_keepalive_timeout: [DEFAULT_H2_KEEPALIVE_TIMEOUT; 2],
             dns_min_ttl: DEFAULT_DNS_MIN_TTL,
             dns_max_ttl: DEFAULT_DNS_MAX_TTL,
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,

@@ -113,6 +113,8 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
         outbound_detect_timeout: config.outbound_detect_timeout,
         inbound_opaque_ports: config.inbound_opaque_ports.clone(),
         pool_idle_timeout: config.pool_idle_timeout,
+        h2_keepalive_interval: config.h2_keepalive_interval,
+        h2_keepalive_timeout: config.h2_keepalive_timeout,
         max_idle_conns_per_endpoint: config.max_idle_conns_per_endpoint,
     });
     let (dns_tx, dns_requests) = ringlink_control::dns::channel();

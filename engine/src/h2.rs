@@ -6,8 +6,8 @@
 //!   its reason; a client stream reset while waiting for the response cancels the upstream
 //!   stream.
 //! - h2 has no timers: PING keep-alive runs on the shard runtime's timer (a PING every
-//!   [`KEEPALIVE_INTERVAL`]; no PONG within [`KEEPALIVE_TIMEOUT`] closes the connection),
-//!   and so does the idle timeout (no stream for [`IDLE_TIMEOUT`]: GOAWAY).
+//!   `*_SERVER_HTTP2_KEEP_ALIVE_INTERVAL`; no PONG within `*_KEEP_ALIVE_TIMEOUT` closes the
+//!   connection), and so does the idle timeout (no stream for [`IDLE_TIMEOUT`]: GOAWAY).
 //! - The drain sends GOAWAY and lets open streams finish.
 //! - Limits against abuse: concurrent streams, header list size, pending-accept and local
 //!   error resets (rapid reset, CVE-2023-44487 and its 2024 cousin), send buffer; the h2
@@ -61,14 +61,10 @@ pub const MAX_LOCAL_ERROR_RESETS: usize = 64;
 pub const MAX_SEND_BUFFER: usize = 256 << 10;
 /// Consecutive empty DATA frames on one stream before it is reset.
 pub const MAX_EMPTY_DATA_FRAMES: usize = 100;
-/// How often an idle client connection is pinged.
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a client connection may have no open stream before it is closed (GOAWAY).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// How long a closing connection may take to flush its last frames.
 pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a PING may go unanswered before the connection is closed.
-pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 // === types ===
 
@@ -261,7 +257,20 @@ pub async fn serve<R: Runtime>(
     if draining {
         conn.graceful_shutdown();
     }
-    let mut tick = Box::pin(R::sleep(KEEPALIVE_INTERVAL));
+    let side = match direction {
+        Direction::Inbound => 0,
+        Direction::Outbound => 1,
+    };
+    let interval = state.settings.h2_keepalive_interval[side];
+    let ping_timeout = state.settings.h2_keepalive_timeout[side];
+    // Without pings, the timer still drives the idle timeout.
+    let period = if interval.is_zero() {
+        IDLE_TIMEOUT / 10
+    } else {
+        interval
+    };
+    let mut tick = Box::pin(R::sleep(period));
+    let mut last_ping = Instant::now();
     let mut ping_sent: Option<Instant> = None;
     // Streams being proxied, and since when there were none.
     let active = Rc::new(std::cell::Cell::new(0usize));
@@ -322,7 +331,7 @@ pub async fn serve<R: Runtime>(
                 conn.graceful_shutdown();
             }
             Event::Tick => {
-                if ping_sent.is_some_and(|at| at.elapsed() >= KEEPALIVE_TIMEOUT) {
+                if ping_sent.is_some_and(|at| at.elapsed() >= ping_timeout) {
                     tracing::info!("HTTP/2 client did not answer PING; closing");
                     break Some(io::ErrorKind::TimedOut.into());
                 }
@@ -335,14 +344,21 @@ pub async fn serve<R: Runtime>(
                     draining = true;
                     conn.graceful_shutdown();
                 }
-                if ping_sent.is_none() {
+                if ping_sent.is_none() && !interval.is_zero() && last_ping.elapsed() >= interval {
                     if let Some(ping) = ping.as_mut() {
                         if ping.send_ping(h2::Ping::opaque()).is_ok() {
                             ping_sent = Some(Instant::now());
+                            last_ping = Instant::now();
                         }
                     }
                 }
-                tick = Box::pin(R::sleep(KEEPALIVE_INTERVAL));
+                // With a ping out, wake when it is due; otherwise at the next interval.
+                let next = match ping_sent {
+                    Some(at) => ping_timeout.saturating_sub(at.elapsed()),
+                    None if interval.is_zero() => period,
+                    None => period.saturating_sub(last_ping.elapsed()),
+                };
+                tick = Box::pin(R::sleep(next.max(Duration::from_millis(1))));
             }
         }
     };

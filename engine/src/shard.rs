@@ -56,6 +56,10 @@ pub struct ShardSettings {
     pub outbound_detect_timeout: Duration,
     /// Inbound ports whose traffic skips detection.
     pub inbound_opaque_ports: ringlink_control::PortSet,
+    /// HTTP/2 client connections are pinged this often (`[inbound, outbound]`; zero: never).
+    pub h2_keepalive_interval: [Duration; 2],
+    /// An unanswered ping closes the connection after this long (`[inbound, outbound]`).
+    pub h2_keepalive_timeout: [Duration; 2],
     /// Idle upstream HTTP/1 connections are closed after this long.
     pub pool_idle_timeout: Duration,
     /// At most this many idle upstream HTTP/1 connections per endpoint.

@@ -28,6 +28,7 @@ both_runtimes!(
     drain_sends_goaway_and_finishes_streams,
     curl_and_h2load,
     slow_client_to_an_h2_server_is_still_h2,
+    client_that_ignores_pings_is_closed,
 );
 
 async fn outbound_and_inbound_h2(runtime: &'static str) {
@@ -296,6 +297,51 @@ async fn slow_client_to_an_h2_server_is_still_h2(runtime: &'static str) {
     assert!(
         proxy
             .wait_for_log("protocol=\"h2\"", Duration::from_secs(2))
+            .await,
+        "{}",
+        proxy.logs()
+    );
+}
+
+async fn client_that_ignores_pings_is_closed(runtime: &'static str) {
+    let server = h2srv::server().await;
+    let proxy = proxy::new(runtime)
+        .orig_dst(server.addr)
+        .env(
+            "LINKERD2_PROXY_OUTBOUND_SERVER_HTTP2_KEEP_ALIVE_INTERVAL",
+            "200ms",
+        )
+        .env(
+            "LINKERD2_PROXY_OUTBOUND_SERVER_HTTP2_KEEP_ALIVE_TIMEOUT",
+            "300ms",
+        )
+        .spawn();
+    // A healthy client answers PINGs (the h2 crate does) and stays connected.
+    let client = Client::connect(proxy.outbound).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let reply = client
+        .request("GET", "http://svc/still-here", Vec::new(), None)
+        .await
+        .unwrap();
+    assert_eq!(reply.body, b"/still-here");
+    // A client that sends its preface and SETTINGS, then never reads or answers anything.
+    let mut stream = tokio::net::TcpStream::connect(proxy.outbound)
+        .await
+        .unwrap();
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut all = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut all))
+        .await
+        .expect("a client that ignores PINGs is closed");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(400), "{waited:?}");
+    assert!(
+        proxy
+            .wait_for_log("did not answer PING", Duration::from_secs(2))
             .await,
         "{}",
         proxy.logs()

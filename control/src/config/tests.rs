@@ -751,3 +751,32 @@ fn dns_ttls_and_pool_settings() {
         "LINKERD2_PROXY_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT"
     );
 }
+
+#[test]
+fn http2_keepalive_settings() {
+    let config = Config::from_env(&env(&[])).unwrap();
+    assert_eq!(config.h2_keepalive_interval, [Duration::from_secs(10); 2]);
+    assert_eq!(config.h2_keepalive_timeout, [Duration::from_secs(3); 2]);
+    let config = Config::from_env(&env(&[
+        (
+            "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_KEEP_ALIVE_INTERVAL",
+            "1s",
+        ),
+        (
+            "LINKERD2_PROXY_OUTBOUND_SERVER_HTTP2_KEEP_ALIVE_TIMEOUT",
+            "250ms",
+        ),
+    ]))
+    .unwrap();
+    assert_eq!(config.h2_keepalive_interval[0], Duration::from_secs(1));
+    assert_eq!(config.h2_keepalive_timeout[1], Duration::from_millis(250));
+    let error = Config::from_env(&env(&[(
+        "LINKERD2_PROXY_OUTBOUND_SERVER_HTTP2_KEEP_ALIVE_INTERVAL",
+        "soon",
+    )]))
+    .unwrap_err();
+    assert_eq!(
+        error.var,
+        "LINKERD2_PROXY_OUTBOUND_SERVER_HTTP2_KEEP_ALIVE_INTERVAL"
+    );
+}
