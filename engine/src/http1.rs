@@ -31,10 +31,15 @@ use crate::metrics::{
     is_grpc, parse_grpc_status, proxy_error_label, PeerMetrics, RequestMetrics, RouteCache,
 };
 use crate::pool::Upstream;
-use crate::rt::{Runtime, Stream};
+use crate::rt::{Reader, Runtime, Stream};
 use crate::shard::{ConnEntry, Direction, ShardState};
 use pipe::{BodyError, Chunks, HeadError, Inbox, Outbox};
 use reply::{error_response, ProxyError};
+
+/// How long a closing connection keeps reading (and dropping) what the client still sends.
+pub const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
+/// How much it reads at most before closing anyway.
+pub const LINGER_MAX_BYTES: usize = 1 << 20;
 
 /// How long the rest of a head may take once its first byte arrived (slow-loris bound).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -147,7 +152,10 @@ pub async fn serve<R: Runtime>(
         session.request.end();
         match next {
             Next::Continue => continue,
-            Next::Close => break None,
+            Next::Close => {
+                session.lingering_close().await;
+                break None;
+            }
             Next::Abort(error) => {
                 let _ = crate::sys::set_linger_zero(session.fd);
                 break Some(error);
@@ -161,6 +169,39 @@ pub async fn serve<R: Runtime>(
 }
 
 impl<R: Runtime> Session<'_, R> {
+    /// Closes gracefully: FIN first, then whatever the client still sends (an unread
+    /// request body, after an error response) is read and dropped for a short while, so
+    /// that closing with unread data does not turn into a reset that destroys the response
+    /// before the client has read it.
+    async fn lingering_close(&mut self) {
+        let _ = crate::sys::shutdown(self.fd, std::net::Shutdown::Write);
+        let deadline = std::time::Instant::now() + LINGER_TIMEOUT;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.reserve(crate::forward::SMALL_BUFFER);
+        let mut discarded = 0;
+        while discarded < LINGER_MAX_BYTES {
+            let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let rx = &mut self.rx;
+            let read = futures_lite::future::or(async { Some(rx.read(buf).await) }, async {
+                R::sleep(remaining).await;
+                None
+            })
+            .await;
+            match read {
+                Some((Ok(n), returned)) if n > 0 => {
+                    self.metrics.read_bytes.inc_by(n as u64);
+                    discarded += n;
+                    buf = returned;
+                }
+                _ => break,
+            }
+        }
+    }
+
     /// One request and its response.
     async fn exchange(&mut self, eager: &mut Eager<R>) -> Next {
         // Idle (closed at once by a drain) only if no pipelined request is buffered.

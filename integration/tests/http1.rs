@@ -38,6 +38,7 @@ both_runtimes!(
     idle_pooled_connections_expire,
     at_most_max_idle_connections_are_kept,
     slow_request_heads_time_out,
+    error_response_survives_an_unread_body,
 );
 
 /// Open upstream (`peer="dst"`) connections, from `/metrics`.
@@ -735,5 +736,39 @@ async fn slow_request_heads_time_out(runtime: &'static str) {
         waited >= Duration::from_secs(9) && waited < Duration::from_secs(13),
         "{waited:?}"
     );
+    assert!(server.requests().is_empty());
+}
+
+async fn error_response_survives_an_unread_body(runtime: &'static str) {
+    let server = http1::server(echo_target()).await;
+    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    for _ in 0..5 {
+        let stream = tokio::net::TcpStream::connect(proxy.outbound)
+            .await
+            .unwrap();
+        let (mut rx, mut tx) = stream.into_split();
+        // Refused at its head (CL + TE), with a body the proxy will never forward.
+        let writer = tokio::spawn(async move {
+            let mut req = b"POST / HTTP/1.1\r\nHost: s\r\nContent-Length: 300000\r\n\
+                            Transfer-Encoding: chunked\r\n\r\n"
+                .to_vec();
+            req.extend(std::iter::repeat_n(b'x', 300_000));
+            let _ = tx.write_all(&req).await;
+            tx
+        });
+        let mut response = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), rx.read_to_end(&mut response))
+            .await
+            .expect("closed");
+        let _ = writer.await;
+        // A graceful close (FIN, unread input drained), not a reset that may destroy the
+        // response on its way.
+        assert!(read.is_ok(), "{read:?}");
+        let text = String::from_utf8_lossy(&response);
+        assert!(
+            text.starts_with("HTTP/1.1 400 "),
+            "the client lost the 400 to a reset: {text:?}"
+        );
+    }
     assert!(server.requests().is_empty());
 }
