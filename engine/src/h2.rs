@@ -497,8 +497,12 @@ async fn proxy_stream<R: Runtime>(
             None
         })
         .await;
+        // Whether the whole response reached the client.
         match waited {
-            None => metrics.error("client"),
+            None => {
+                metrics.error("client");
+                false
+            }
             Some(Ok(response)) => {
                 let grpc = is_grpc_type(
                     response
@@ -522,14 +526,19 @@ async fn proxy_stream<R: Runtime>(
                         if let Some(code) = pumped.grpc_status {
                             metrics.grpc_status(code);
                         }
-                        if let Some(side) = pumped.failed {
-                            metrics.error(side.response_label());
+                        match pumped.failed {
+                            Some(side) => {
+                                metrics.error(side.response_label());
+                                false
+                            }
+                            None => true,
                         }
                     }
-                    Ok(_) => {}
+                    Ok(_) => true,
                     Err(error) => {
                         tracing::debug!(%error, "Client stream gone");
                         metrics.error("client");
+                        false
                     }
                 }
             }
@@ -537,17 +546,23 @@ async fn proxy_stream<R: Runtime>(
                 Some(reason) if error.is_remote() || error.is_reset() => {
                     metrics.error("upstream");
                     respond.send_reset(reason);
+                    false
                 }
                 _ => {
                     let error = ProxyError::Upstream(error.to_string());
                     answer_error(&mut respond, grpc, head_request, &error, &mut metrics);
+                    false
                 }
             },
         }
     };
-    let (sent, ()) = crate::join::join(request_side, response_side).await;
-    if let Some(side) = sent.failed {
-        metrics.error(side.request_label());
+    let (sent, completed) = crate::join::join(request_side, response_side).await;
+    match sent.failed {
+        // RFC 9113 §8.1: a server that has answered may stop the request body with a
+        // reset (NO_ERROR); the exchange still succeeded.
+        Some(Side::To) if completed => {}
+        Some(side) => metrics.error(side.request_label()),
+        None => {}
     }
     metrics.end();
 }
