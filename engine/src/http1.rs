@@ -16,10 +16,12 @@
 mod pipe;
 pub mod reply;
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 use ringlink_protocols::http1::{
@@ -451,209 +453,111 @@ impl<R: Runtime> Session<'_, R> {
         if let Err(error) = written {
             return Dispatched::Retry(error);
         }
-        if send_body_now && !body_sent {
-            match self.send_body(plan, &mut conn.tx, &up_write).await {
-                Ok(()) => body_sent = true,
-                Err(BodyError::Dst(error)) => {
-                    // The server may have answered early (e.g. 413) and closed: relay its
-                    // response if there is one; the client's body is then unread.
+        let relayed = if body_sent || plan.upgrade || plan.connect {
+            if !body_sent {
+                match self.send_body(plan, &mut conn.tx, &up_write).await {
+                    Ok(()) => body_sent = true,
+                    Err(BodyError::Dst(error)) => {
+                        // The server may have answered early (e.g. 413) and closed: relay
+                        // its response if there is one; the client's body is then unread.
+                        tracing::debug!(%error, "Upstream stopped reading the request body");
+                    }
+                    Err(error) => return Dispatched::Done(self.body_failed(error)),
+                }
+            }
+            relay_response::<R>(
+                self.state,
+                &self.limits,
+                head,
+                plan,
+                body_sent,
+                &mut self.tx,
+                &self.metrics.write_bytes,
+                &mut self.request,
+                &mut conn.rx,
+                &mut up_buf,
+                &up_read,
+            )
+            .await
+        } else {
+            // The request body streams while the response is relayed, so a server that
+            // answers before it has read the whole body (full duplex, early errors) never
+            // waits on the proxy.
+            let (state, limits, metrics) = (self.state, &self.limits, self.metrics);
+            let mut inbox = Inbox {
+                rx: &mut self.rx,
+                buf: &mut self.buf,
+                read_bytes: &metrics.read_bytes,
+            };
+            let mut outbox = Outbox {
+                tx: &mut conn.tx,
+                write_bytes: &up_write,
+            };
+            let send = pipe::body(
+                state,
+                plan.body,
+                Chunks::Keep,
+                limits,
+                &mut inbox,
+                &mut outbox,
+            );
+            let relay = relay_response::<R>(
+                state,
+                limits,
+                head,
+                plan,
+                true,
+                &mut self.tx,
+                &metrics.write_bytes,
+                &mut self.request,
+                &mut conn.rx,
+                &mut up_buf,
+                &up_read,
+            );
+            let (sent, relayed) = race_body_and_response(send, relay).await;
+            match sent {
+                Some(Ok(())) => body_sent = true,
+                Some(Err(BodyError::Dst(error))) => {
                     tracing::debug!(%error, "Upstream stopped reading the request body");
                 }
-                Err(error) => return Dispatched::Done(self.body_failed(error)),
+                Some(Err(error)) => return Dispatched::Done(self.body_failed(error)),
+                // The response is over but the body is not: both connections close.
+                None => tracing::debug!("Response ended before the request body"),
             }
-        }
-
-        // The response head, relaying interim (1xx) responses.
-        let mut response_started = false;
-        let response = loop {
-            let mut inbox = Inbox {
-                rx: &mut conn.rx,
-                buf: &mut up_buf,
-                read_bytes: &up_read,
+            let Some(relayed) = relayed else {
+                // Only a failed body abandons the response, and that returned above.
+                return Dispatched::Done(Next::Abort(io::ErrorKind::Interrupted.into()));
             };
-            let read = inbox
-                .read_head::<R, ResponseHead>(&self.limits, None, parse_response)
-                .await;
-            let mut res = match read {
-                Ok(Some(res)) => res,
-                Ok(None) if !response_started => {
-                    return Dispatched::Retry(io::ErrorKind::UnexpectedEof.into())
-                }
-                Ok(None) => {
-                    self.request.error("upstream");
-                    return Dispatched::Done(Next::Abort(io::ErrorKind::UnexpectedEof.into()));
-                }
-                Err(HeadError::Io(error)) if !response_started => return Dispatched::Retry(error),
-                Err(HeadError::Io(error)) => {
-                    self.request.error("upstream");
-                    return Dispatched::Done(Next::Abort(error));
-                }
-                Err(HeadError::Timeout) => unreachable!("no response head timeout"),
-                Err(HeadError::Parse(error)) => {
-                    conn.error = Some(io::Error::other(error.to_string()));
-                    return Dispatched::Done(
-                        self.fail(
-                            plan,
-                            ProxyError::Upstream(format!("invalid response: {error}")),
-                        )
-                        .await,
-                    );
-                }
-            };
-            response_started = true;
-            if res.status == 101 && plan.upgrade {
-                break res;
-            }
-            if (100..200).contains(&res.status) {
-                // Interim responses go to HTTP/1.1 clients only; 100 releases the body.
-                if plan.client_version == Version::Http11 {
-                    res.version = Version::Http11;
-                    strip_hop_by_hop(&mut res.headers);
-                    let mut out = Vec::with_capacity(64);
-                    http1::encode_response(&res, &mut out);
-                    let mut client = Outbox {
-                        tx: &mut self.tx,
-                        write_bytes: &self.metrics.write_bytes,
-                    };
-                    if let (Err(error), _) = client.write(out).await {
-                        self.request.error("client");
-                        return Dispatched::Done(Next::Abort(error));
-                    }
-                }
-                if res.status == 100 && !body_sent {
-                    match self.send_body(plan, &mut conn.tx, &up_write).await {
-                        Ok(()) => body_sent = true,
-                        Err(BodyError::Dst(error)) => {
-                            self.request.error("upstream");
-                            return Dispatched::Done(Next::Abort(error));
-                        }
-                        Err(error) => return Dispatched::Done(self.body_failed(error)),
-                    }
-                }
-                continue;
-            }
-            break res;
+            relayed
         };
-
-        let mut res = response;
-        let grpc = is_grpc(res.headers.get("content-type"));
-        self.request.response_head(res.status, grpc);
-        if let Some(code) = res.headers.get("grpc-status").and_then(parse_grpc_status) {
-            self.request.grpc_status(code);
-        }
-        let res_body = match response_body(&head.method, &res) {
-            Ok(kind) => kind,
-            Err(error) => {
-                conn.error = Some(io::Error::other(error.to_string()));
-                return Dispatched::Done(
-                    self.fail(
-                        plan,
-                        ProxyError::Upstream(format!("invalid response: {error}")),
-                    )
-                    .await,
-                );
-            }
-        };
-        let tunnel = (res.status == 101 && plan.upgrade)
-            || (plan.connect && (200..300).contains(&res.status));
-        let server_keep_alive =
-            keep_alive(res.version, &res.headers) && res_body != BodyKind::UntilClose && !tunnel;
-        // Whether the client connection can carry another request after this one.
-        let mut client_keep_alive =
-            plan.client_keep_alive && body_sent && !self.state.is_draining() && !tunnel;
-        let upgrade_protocol = res.headers.get("upgrade").map(<[u8]>::to_vec);
-        strip_hop_by_hop(&mut res.headers);
-        res.version = plan.client_version;
-        let chunks = match res_body {
-            BodyKind::Chunked if plan.client_version == Version::Http11 => {
-                res.headers.append("transfer-encoding", "chunked");
-                Chunks::Keep
-            }
-            BodyKind::Chunked => {
-                // An HTTP/1.0 client cannot read chunks: send the data, end by closing.
-                client_keep_alive = false;
-                Chunks::Strip
-            }
-            BodyKind::UntilClose => {
-                client_keep_alive = false;
-                Chunks::Keep
-            }
-            _ => Chunks::Keep,
-        };
-        if tunnel {
-            if let Some(protocol) = upgrade_protocol {
-                res.headers.append("connection", "upgrade");
-                res.headers.append("upgrade", protocol);
-            }
-        } else if !client_keep_alive {
-            res.headers.append("connection", "close");
-        } else if plan.client_version == Version::Http10 {
-            res.headers.append("connection", "keep-alive");
-        }
-        let mut out = Vec::with_capacity(256);
-        http1::encode_response(&res, &mut out);
-        // A body that has already arrived whole goes out with the head, in one write.
-        let mut res_body = res_body;
-        if !tunnel && chunks == Chunks::Keep {
-            if let Some(n) = pipe::buffered_body_len(res_body, &up_buf, &self.limits) {
-                out.extend(up_buf.drain(..n));
-                res_body = BodyKind::Empty;
-            }
-        }
-        let mut client = Outbox {
-            tx: &mut self.tx,
-            write_bytes: &self.metrics.write_bytes,
-        };
-        if let (Err(error), _) = client.write(out).await {
-            self.request.error("client");
-            return Dispatched::Done(Next::Abort(error));
-        }
-        if tunnel {
-            self.request.end();
-            return Dispatched::Done(self.tunnel(conn, up_buf).await);
-        }
-        let mut inbox = Inbox {
-            rx: &mut conn.rx,
-            buf: &mut up_buf,
-            read_bytes: &up_read,
-        };
-        let relayed = pipe::body(
-            self.state,
-            res_body,
-            chunks,
-            &self.limits,
-            &mut inbox,
-            &mut client,
-        )
-        .await;
         match relayed {
-            Ok(()) => {}
-            Err(BodyError::Dst(error)) => {
-                self.request.error("client");
-                return Dispatched::Done(Next::Abort(error));
+            Relayed::Done {
+                client_keep_alive,
+                server_keep_alive,
+            } => {
+                let next = if client_keep_alive && body_sent {
+                    Next::Continue
+                } else {
+                    Next::Close
+                };
+                if server_keep_alive && body_sent && up_buf.is_empty() {
+                    conn.buf = up_buf;
+                    Dispatched::Reusable(next)
+                } else {
+                    Dispatched::Done(next)
+                }
             }
-            Err(BodyError::Src(error)) => {
-                self.request.error("upstream");
-                tracing::debug!(%error, "Upstream failed during the response body");
+            Relayed::Tunnel => Dispatched::Done(self.tunnel(conn, up_buf).await),
+            Relayed::Retry(error) => Dispatched::Retry(error),
+            Relayed::Invalid(why) => {
+                conn.error = Some(io::Error::other(why.clone()));
+                Dispatched::Done(self.fail(plan, ProxyError::Upstream(why)).await)
+            }
+            Relayed::UpstreamFailed(error) => {
                 conn.error = Some(io::Error::new(error.kind(), error.to_string()));
-                return Dispatched::Done(Next::Abort(error));
+                Dispatched::Done(Next::Abort(error))
             }
-            Err(BodyError::Framing(error)) => {
-                self.request.error("upstream");
-                tracing::info!(%error, "Invalid response body");
-                return Dispatched::Done(Next::Abort(io::Error::other(error.to_string())));
-            }
-        }
-        let next = if client_keep_alive {
-            Next::Continue
-        } else {
-            Next::Close
-        };
-        if server_keep_alive && body_sent && up_buf.is_empty() {
-            conn.buf = up_buf;
-            Dispatched::Reusable(next)
-        } else {
-            Dispatched::Done(next)
+            Relayed::Abort(error) => Dispatched::Done(Next::Abort(error)),
         }
     }
 
@@ -825,6 +729,239 @@ enum Dispatched {
     Reusable(Next),
     /// The connection failed before any response byte: the request may be retried.
     Retry(io::Error),
+}
+
+/// Runs the request body `send` and the response `relay` together. The body is abandoned
+/// (`None`) if it is still pending once the response is over; the response is abandoned
+/// (`None`) if the body fails on the client's side, since a server waiting for the rest of
+/// the body would never answer.
+async fn race_body_and_response<S, V>(
+    send: S,
+    relay: V,
+) -> (Option<Result<(), BodyError>>, Option<Relayed>)
+where
+    S: Future<Output = Result<(), BodyError>>,
+    V: Future<Output = Relayed>,
+{
+    let mut send = std::pin::pin!(send);
+    let mut relay = std::pin::pin!(relay);
+    let mut sent = None;
+    std::future::poll_fn(|cx| {
+        if sent.is_none() {
+            if let Poll::Ready(result) = send.as_mut().poll(cx) {
+                if matches!(result, Err(BodyError::Src(_) | BodyError::Framing(_))) {
+                    return Poll::Ready((Some(result), None));
+                }
+                sent = Some(result);
+            }
+        }
+        match relay.as_mut().poll(cx) {
+            Poll::Ready(relayed) => {
+                // One more chance for a body whose last write just completed.
+                if sent.is_none() {
+                    if let Poll::Ready(result) = send.as_mut().poll(cx) {
+                        sent = Some(result);
+                    }
+                }
+                Poll::Ready((sent.take(), Some(relayed)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// What relaying a response ended with.
+enum Relayed {
+    /// Relayed whole; whether each side's connection can carry another exchange.
+    Done {
+        client_keep_alive: bool,
+        server_keep_alive: bool,
+    },
+    /// The response head was relayed and both connections are now a tunnel.
+    Tunnel,
+    /// The upstream connection failed before any response byte (the request may be
+    /// retried).
+    Retry(io::Error),
+    /// The upstream sent something that is not a valid response, before anything was
+    /// relayed: answer 502.
+    Invalid(String),
+    /// The upstream failed during the response body.
+    UpstreamFailed(io::Error),
+    /// The exchange broke (client gone, upstream gone after the head).
+    Abort(io::Error),
+}
+
+/// Reads the response to `head` from the upstream connection and relays it to the client:
+/// interim responses, the head (rewritten for the client's hop) and the body.
+/// `body_sent` says whether the request body is known to be complete (it may still be
+/// streaming, concurrently, when it is not).
+#[allow(clippy::too_many_arguments)]
+async fn relay_response<R: Runtime>(
+    state: &Rc<ShardState>,
+    limits: &Limits,
+    head: &RequestHead,
+    plan: &Plan,
+    body_sent: bool,
+    client_tx: &mut <R::Stream as Stream>::Writer,
+    client_write: &prometheus::IntCounter,
+    request: &mut RequestMetrics,
+    up_rx: &mut <R::Stream as Stream>::Reader,
+    up_buf: &mut Vec<u8>,
+    up_read: &prometheus::IntCounter,
+) -> Relayed {
+    // The response head, relaying interim (1xx) responses.
+    let mut response_started = false;
+    let response = loop {
+        let mut inbox = Inbox {
+            rx: &mut *up_rx,
+            buf: &mut *up_buf,
+            read_bytes: up_read,
+        };
+        let read = inbox
+            .read_head::<R, ResponseHead>(limits, None, parse_response)
+            .await;
+        let mut res = match read {
+            Ok(Some(res)) => res,
+            Ok(None) if !response_started => {
+                return Relayed::Retry(io::ErrorKind::UnexpectedEof.into())
+            }
+            Ok(None) => {
+                request.error("upstream");
+                return Relayed::Abort(io::ErrorKind::UnexpectedEof.into());
+            }
+            Err(HeadError::Io(error)) if !response_started => return Relayed::Retry(error),
+            Err(HeadError::Io(error)) => {
+                request.error("upstream");
+                return Relayed::Abort(error);
+            }
+            Err(HeadError::Timeout) => unreachable!("no response head timeout"),
+            Err(HeadError::Parse(error)) => {
+                return Relayed::Invalid(format!("invalid response: {error}"));
+            }
+        };
+        response_started = true;
+        if res.status == 101 && plan.upgrade {
+            break res;
+        }
+        if (100..200).contains(&res.status) {
+            // Interim responses go to HTTP/1.1 clients only.
+            if plan.client_version == Version::Http11 {
+                res.version = Version::Http11;
+                strip_hop_by_hop(&mut res.headers);
+                let mut out = Vec::with_capacity(64);
+                http1::encode_response(&res, &mut out);
+                let mut client = Outbox {
+                    tx: &mut *client_tx,
+                    write_bytes: client_write,
+                };
+                if let (Err(error), _) = client.write(out).await {
+                    request.error("client");
+                    return Relayed::Abort(error);
+                }
+            }
+            continue;
+        }
+        break res;
+    };
+
+    let mut res = response;
+    let grpc = is_grpc(res.headers.get("content-type"));
+    request.response_head(res.status, grpc);
+    if let Some(code) = res.headers.get("grpc-status").and_then(parse_grpc_status) {
+        request.grpc_status(code);
+    }
+    let res_body = match response_body(&head.method, &res) {
+        Ok(kind) => kind,
+        Err(error) => {
+            return Relayed::Invalid(format!("invalid response: {error}"));
+        }
+    };
+    let tunnel =
+        (res.status == 101 && plan.upgrade) || (plan.connect && (200..300).contains(&res.status));
+    let server_keep_alive =
+        keep_alive(res.version, &res.headers) && res_body != BodyKind::UntilClose && !tunnel;
+    // Whether the client connection can carry another request after this one.
+    let mut client_keep_alive =
+        plan.client_keep_alive && body_sent && !state.is_draining() && !tunnel;
+    let upgrade_protocol = res.headers.get("upgrade").map(<[u8]>::to_vec);
+    strip_hop_by_hop(&mut res.headers);
+    res.version = plan.client_version;
+    let chunks = match res_body {
+        BodyKind::Chunked if plan.client_version == Version::Http11 => {
+            res.headers.append("transfer-encoding", "chunked");
+            Chunks::Keep
+        }
+        BodyKind::Chunked => {
+            // An HTTP/1.0 client cannot read chunks: send the data, end by closing.
+            client_keep_alive = false;
+            Chunks::Strip
+        }
+        BodyKind::UntilClose => {
+            client_keep_alive = false;
+            Chunks::Keep
+        }
+        _ => Chunks::Keep,
+    };
+    if tunnel {
+        if let Some(protocol) = upgrade_protocol {
+            res.headers.append("connection", "upgrade");
+            res.headers.append("upgrade", protocol);
+        }
+    } else if !client_keep_alive {
+        res.headers.append("connection", "close");
+    } else if plan.client_version == Version::Http10 {
+        res.headers.append("connection", "keep-alive");
+    }
+    let mut out = Vec::with_capacity(256);
+    http1::encode_response(&res, &mut out);
+    // A body that has already arrived whole goes out with the head, in one write.
+    let mut res_body = res_body;
+    if !tunnel && chunks == Chunks::Keep {
+        if let Some(n) = pipe::buffered_body_len(res_body, &up_buf, limits) {
+            out.extend(up_buf.drain(..n));
+            res_body = BodyKind::Empty;
+        }
+    }
+    let mut client = Outbox {
+        tx: &mut *client_tx,
+        write_bytes: client_write,
+    };
+    if let (Err(error), _) = client.write(out).await {
+        request.error("client");
+        return Relayed::Abort(error);
+    }
+    if tunnel {
+        request.end();
+        return Relayed::Tunnel;
+    }
+    let mut inbox = Inbox {
+        rx: &mut *up_rx,
+        buf: &mut *up_buf,
+        read_bytes: up_read,
+    };
+    let relayed = pipe::body(state, res_body, chunks, limits, &mut inbox, &mut client).await;
+    match relayed {
+        Ok(()) => {}
+        Err(BodyError::Dst(error)) => {
+            request.error("client");
+            return Relayed::Abort(error);
+        }
+        Err(BodyError::Src(error)) => {
+            request.error("upstream");
+            tracing::debug!(%error, "Upstream failed during the response body");
+            return Relayed::UpstreamFailed(error);
+        }
+        Err(BodyError::Framing(error)) => {
+            request.error("upstream");
+            tracing::info!(%error, "Invalid response body");
+            return Relayed::Abort(io::Error::other(error.to_string()));
+        }
+    }
+    Relayed::Done {
+        client_keep_alive,
+        server_keep_alive,
+    }
 }
 
 /// The protocol an `Upgrade` request asks for, if it is one the proxy tunnels: anything but

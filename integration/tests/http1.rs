@@ -39,6 +39,7 @@ both_runtimes!(
     at_most_max_idle_connections_are_kept,
     slow_request_heads_time_out,
     error_response_survives_an_unread_body,
+    full_duplex_server_streams_while_the_body_uploads,
 );
 
 /// Open upstream (`peer="dst"`) connections, from `/metrics`.
@@ -771,4 +772,79 @@ async fn error_response_survives_an_unread_body(runtime: &'static str) {
         );
     }
     assert!(server.requests().is_empty());
+}
+
+async fn full_duplex_server_streams_while_the_body_uploads(runtime: &'static str) {
+    // A server that answers at once and echoes the body as it reads it: with the whole
+    // body sent before the response is read, 20 MB would fill every socket buffer and
+    // both sides would wait forever.
+    const SIZE: usize = 20 << 20;
+    let listener = tcp::bind().await;
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await
+            .unwrap();
+        let mut left = SIZE;
+        let mut buf = vec![0u8; 64 << 10];
+        while left > 0 {
+            let n = stream.read(&mut buf[..left.min(64 << 10)]).await.unwrap();
+            assert!(n > 0);
+            left -= n;
+            stream
+                .write_all(format!("{n:x}\r\n").as_bytes())
+                .await
+                .unwrap();
+            stream.write_all(&buf[..n]).await.unwrap();
+            stream.write_all(b"\r\n").await.unwrap();
+        }
+        stream.write_all(b"0\r\n\r\n").await.unwrap();
+        let _ = stream.read(&mut buf).await;
+    });
+    let proxy = proxy::new(runtime).orig_dst(addr).spawn();
+    let stream = tokio::net::TcpStream::connect(proxy.outbound)
+        .await
+        .unwrap();
+    let (mut rx, mut tx) = stream.into_split();
+    let upload = tokio::spawn(async move {
+        tx.write_all(
+            format!("PUT / HTTP/1.1\r\nHost: s\r\ncontent-length: {SIZE}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let chunk = vec![0x42u8; 1 << 20];
+        for _ in 0..SIZE >> 20 {
+            tx.write_all(&chunk).await.unwrap();
+        }
+        tx
+    });
+    let mut received = 0usize;
+    let mut tail = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let done = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let n = rx.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early after {received} bytes");
+            received += n;
+            tail.extend_from_slice(&buf[..n]);
+            if tail.len() > 16 {
+                tail.drain(..tail.len() - 16);
+            }
+            if tail.ends_with(b"\r\n0\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "stalled after {received} response bytes");
+    assert!(received > SIZE, "{received}");
+    upload.await.unwrap();
 }
