@@ -918,7 +918,7 @@ async fn relay_response<R: Runtime>(
     // A body that has already arrived whole goes out with the head, in one write.
     let mut res_body = res_body;
     if !tunnel && chunks == Chunks::Keep {
-        if let Some(n) = pipe::buffered_body_len(res_body, &up_buf, limits) {
+        if let Some(n) = pipe::buffered_body_len(res_body, up_buf, limits) {
             out.extend(up_buf.drain(..n));
             res_body = BodyKind::Empty;
         }
