@@ -1,0 +1,211 @@
+//! A mock Linkerd controller: a real tonic server on loopback serving
+//! `io.linkerd.proxy.destination.Destination` from `linkerd2-proxy-api`'s generated code.
+//!
+//! Each destination is scripted per `Get` stream: [`Controller::destination`] queues a
+//! stream for a name and returns its [`DstSender`]; the next `Get` for that name takes it
+//! and sees, in order, whatever the test sends on it (updates may be sent before the `Get`
+//! arrives). A `Get` for a name with no queued stream is answered `Unavailable`, which a
+//! client retries. Every `Get` is counted per name.
+//!
+//! ```ignore
+//! let ctrl = controller::new();
+//! let dst = ctrl.destination("web.ns.svc.cluster.local:8080");
+//! dst.add([backend_addr]);
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use linkerd2_proxy_api::destination as pb;
+use linkerd2_proxy_api::destination::destination_server::{Destination, DestinationServer};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Code, Request, Response, Status};
+
+type Item = Result<pb::Update, Status>;
+
+/// A running controller; it stops when dropped or when the test's runtime ends.
+#[derive(Debug)]
+pub struct Controller {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    task: JoinHandle<()>,
+}
+
+/// The test's end of one scripted `Get` stream.
+#[derive(Clone, Debug)]
+pub struct DstSender {
+    tx: mpsc::UnboundedSender<Item>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Streams waiting for a `Get`, per name.
+    queued: HashMap<String, VecDeque<mpsc::UnboundedReceiver<Item>>>,
+    /// `Get` calls per name.
+    calls: HashMap<String, usize>,
+    /// The context token of the last `Get`.
+    last_context_token: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+struct Service {
+    state: Arc<Mutex<State>>,
+}
+
+/// Starts a controller on `127.0.0.1:0`. Must be called inside a tokio runtime.
+pub fn new() -> Controller {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind controller");
+    listener.set_nonblocking(true).expect("non-blocking");
+    let listener = TcpListener::from_std(listener).expect("tokio listener");
+    let addr = listener.local_addr().expect("controller address");
+    let state = Arc::new(Mutex::new(State::default()));
+    let service = DestinationServer::new(Service {
+        state: state.clone(),
+    });
+    let task = tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .serve_with_incoming(service, TcpIncoming::from(listener))
+            .await;
+        if let Err(e) = result {
+            eprintln!("mock controller on {addr} stopped: {e}");
+        }
+    });
+    Controller { addr, state, task }
+}
+
+impl Controller {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Queues a stream for the next `Get` of `name` (`host:port`, as the client asks).
+    pub fn destination(&self, name: &str) -> DstSender {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock()
+            .queued
+            .entry(name.to_string())
+            .or_default()
+            .push_back(rx);
+        DstSender { tx }
+    }
+
+    /// How many `Get` calls `name` has had.
+    pub fn get_calls(&self, name: &str) -> usize {
+        self.lock().calls.get(name).copied().unwrap_or(0)
+    }
+
+    /// The context token the last `Get` carried.
+    pub fn last_context_token(&self) -> Option<String> {
+        self.lock().last_context_token.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl DstSender {
+    /// Adds endpoints with weight 1 and no metadata.
+    pub fn add(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
+        self.add_set(pb::WeightedAddrSet {
+            addrs: addrs.into_iter().map(weighted).collect(),
+            metric_labels: HashMap::new(),
+        });
+    }
+
+    /// Adds a set as given (metric labels, identities, hints, …).
+    pub fn add_set(&self, set: pb::WeightedAddrSet) {
+        self.send(pb::update::Update::Add(set));
+    }
+
+    pub fn remove(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
+        self.send(pb::update::Update::Remove(pb::AddrSet {
+            addrs: addrs.into_iter().map(Into::into).collect(),
+        }));
+    }
+
+    pub fn no_endpoints(&self, exists: bool) {
+        self.send(pb::update::Update::NoEndpoints(pb::NoEndpoints { exists }));
+    }
+
+    /// Ends the stream with status `code`.
+    pub fn fail(&self, code: Code) {
+        let _ = self
+            .tx
+            .send(Err(Status::new(code, "mock controller: scripted failure")));
+    }
+
+    /// Ends the stream with status OK.
+    pub fn end_stream(self) {}
+
+    /// Whether the client has gone (the stream was reset or the connection closed); only
+    /// meaningful once a `Get` has taken this stream.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Waits until the client has gone.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+
+    fn send(&self, update: pb::update::Update) {
+        let _ = self.tx.send(Ok(pb::Update {
+            update: Some(update),
+        }));
+    }
+}
+
+/// An endpoint with weight 1 and nothing else.
+pub fn weighted(addr: SocketAddr) -> pb::WeightedAddr {
+    pb::WeightedAddr {
+        addr: Some(addr.into()),
+        weight: 1,
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl Destination for Service {
+    type GetStream = UnboundedReceiverStream<Item>;
+    type GetProfileStream = tokio_stream::Empty<Result<pb::DestinationProfile, Status>>;
+
+    async fn get(
+        &self,
+        request: Request<pb::GetDestination>,
+    ) -> Result<Response<Self::GetStream>, Status> {
+        let request = request.into_inner();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *state.calls.entry(request.path.clone()).or_default() += 1;
+        state.last_context_token = Some(request.context_token);
+        match state
+            .queued
+            .get_mut(&request.path)
+            .and_then(VecDeque::pop_front)
+        {
+            Some(rx) => Ok(Response::new(UnboundedReceiverStream::new(rx))),
+            None => Err(Status::unavailable(format!(
+                "mock controller: nothing scripted for {}",
+                request.path
+            ))),
+        }
+    }
+
+    async fn get_profile(
+        &self,
+        _: Request<pb::GetDestination>,
+    ) -> Result<Response<Self::GetProfileStream>, Status> {
+        Err(Status::unimplemented("mock controller: no profiles"))
+    }
+}
