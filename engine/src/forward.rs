@@ -22,10 +22,10 @@ use ringlink_protocols::Protocol;
 
 use crate::http1::reply::ProxyError;
 use crate::http1::{Eager, Route};
-use crate::metrics::Peer;
+use crate::metrics::{Peer, PeerMetrics};
 use crate::pool::Upstream;
 use crate::rt::{Reader, Runtime, Stream, Writer};
-use crate::shard::{Direction, ShardState, TaskGuard};
+use crate::shard::{ConnEntry, Direction, ShardState, TaskGuard};
 use crate::sniff::{sniff, Sniffed};
 use crate::sys;
 use ringlink_control::thread::PhaseRx;
@@ -94,34 +94,21 @@ pub async fn serve<R: Runtime>(
                 // Addressed to the proxy itself: only HTTP can say where it goes.
                 let src = state.tcp_open(direction, Peer::Src, local);
                 let timeout = state.settings.outbound_detect_timeout;
+                let http = Http {
+                    state: &state,
+                    direction,
+                    route: Route::ByAuthority,
+                    src: &src,
+                    entry: &entry,
+                    phase,
+                };
                 let error = match sniff::<R>(&mut client, None, timeout).await {
-                    Ok((Sniffed::Protocol(Protocol::Http1), first)) => {
-                        detected(&state, direction, "http/1");
-                        Box::pin(crate::http1::serve::<R>(
-                            &state,
-                            direction,
-                            Route::ByAuthority,
-                            client,
-                            first,
-                            Eager::None,
-                            &src,
-                            &entry,
-                        ))
-                        .await
-                    }
-                    Ok((Sniffed::Protocol(Protocol::Http2), first)) => {
-                        detected(&state, direction, "h2");
-                        Box::pin(crate::h2::serve::<R>(
-                            &state,
-                            direction,
-                            Route::ByAuthority,
-                            client,
-                            first,
-                            None,
-                            &src,
-                            phase,
-                        ))
-                        .await
+                    Ok((
+                        Sniffed::Protocol(protocol @ (Protocol::Http1 | Protocol::Http2)),
+                        first,
+                    )) => {
+                        http.serve::<R>(protocol, client, first, Eager::None, None)
+                            .await
                     }
                     Ok((sniffed, _)) => {
                         detected(&state, direction, sniffed.name());
@@ -144,6 +131,14 @@ pub async fn serve<R: Runtime>(
             Direction::Inbound => state.settings.inbound_connect_timeout,
         };
         let src = state.tcp_open(direction, Peer::Src, target);
+        let fixed = |phase| Http {
+            state: &state,
+            direction,
+            route: Route::Fixed(target),
+            src: &src,
+            entry: &entry,
+            phase,
+        };
         // An idle pooled HTTP/1 connection to the target means it speaks HTTP: detect
         // without a new connection, and serve the first request on the pooled one.
         let mut replay = None;
@@ -153,36 +148,18 @@ pub async fn serve<R: Runtime>(
                 Direction::Inbound => state.settings.inbound_detect_timeout,
             };
             match sniff::<R>(&mut client, None, timeout).await {
-                Ok((Sniffed::Protocol(Protocol::Http1), first)) => {
-                    detected(&state, direction, "http/1");
-                    let error = Box::pin(crate::http1::serve::<R>(
-                        &state,
-                        direction,
-                        Route::Fixed(target),
-                        client,
-                        first,
-                        Eager::Open(pooled),
-                        &src,
-                        &entry,
-                    ))
-                    .await;
-                    state.tcp_close(src, error.as_ref());
-                    return;
-                }
-                Ok((Sniffed::Protocol(Protocol::Http2), first)) => {
-                    state.pool::<R>().put(pooled);
-                    detected(&state, direction, "h2");
-                    let error = Box::pin(crate::h2::serve::<R>(
-                        &state,
-                        direction,
-                        Route::Fixed(target),
-                        client,
-                        first,
-                        None,
-                        &src,
-                        phase,
-                    ))
-                    .await;
+                Ok((Sniffed::Protocol(protocol @ (Protocol::Http1 | Protocol::Http2)), first)) => {
+                    // The pooled HTTP/1 connection serves an HTTP/1 client only.
+                    let eager = match protocol {
+                        Protocol::Http1 => Eager::Open(pooled),
+                        _ => {
+                            state.pool::<R>().put(pooled);
+                            Eager::None
+                        }
+                    };
+                    let error = fixed(phase)
+                        .serve::<R>(protocol, client, first, eager, None)
+                        .await;
                     state.tcp_close(src, error.as_ref());
                     return;
                 }
@@ -206,34 +183,10 @@ pub async fn serve<R: Runtime>(
                 let failed = connect_failed::<R>(&state, direction, &mut client, target, error);
                 let error = failed.await;
                 match error {
-                    Some((Protocol::Http2, first, _)) => {
-                        detected(&state, direction, "h2");
-                        let error = Box::pin(crate::h2::serve::<R>(
-                            &state,
-                            direction,
-                            Route::Fixed(target),
-                            client,
-                            first,
-                            None,
-                            &src,
-                            phase,
-                        ))
-                        .await;
-                        state.tcp_close(src, error.as_ref());
-                    }
-                    Some((_, first, eager)) => {
-                        detected(&state, direction, "http/1");
-                        let error = Box::pin(crate::http1::serve::<R>(
-                            &state,
-                            direction,
-                            Route::Fixed(target),
-                            client,
-                            first,
-                            eager,
-                            &src,
-                            &entry,
-                        ))
-                        .await;
+                    Some((protocol, first, eager)) => {
+                        let error = fixed(phase)
+                            .serve::<R>(protocol, client, first, eager, None)
+                            .await;
                         state.tcp_close(src, error.as_ref());
                     }
                     None => {
@@ -264,38 +217,24 @@ pub async fn serve<R: Runtime>(
                 Direction::Inbound => state.settings.inbound_detect_timeout,
             };
             match sniff::<R>(&mut client, Some(&upstream), timeout).await {
-                Ok((Sniffed::Protocol(Protocol::Http1), first)) => {
-                    detected(&state, direction, "http/1");
-                    let eager =
-                        Eager::Open(Upstream::from_stream(&state, direction, target, upstream));
-                    let error = Box::pin(crate::http1::serve::<R>(
-                        &state,
-                        direction,
-                        Route::Fixed(target),
-                        client,
-                        first,
-                        eager,
-                        &src,
-                        &entry,
-                    ))
-                    .await;
-                    state.tcp_close(src, error.as_ref());
-                    return;
-                }
-                Ok((Sniffed::Protocol(Protocol::Http2), first)) => {
-                    detected(&state, direction, "h2");
-                    entry.set_upstream(-1);
-                    let error = Box::pin(crate::h2::serve::<R>(
-                        &state,
-                        direction,
-                        Route::Fixed(target),
-                        client,
-                        first,
-                        Some(upstream),
-                        &src,
-                        phase,
-                    ))
-                    .await;
+                Ok((Sniffed::Protocol(protocol @ (Protocol::Http1 | Protocol::Http2)), first)) => {
+                    // The eagerly opened connection serves the first request (HTTP/1) or
+                    // carries the multiplexed upstream connection (h2).
+                    let (eager, stream) = match protocol {
+                        Protocol::Http1 => (
+                            Eager::Open(Upstream::<R>::from_stream(
+                                &state, direction, target, upstream,
+                            )),
+                            None,
+                        ),
+                        _ => {
+                            entry.set_upstream(-1);
+                            (Eager::None, Some(upstream))
+                        }
+                    };
+                    let error = fixed(phase)
+                        .serve::<R>(protocol, client, first, eager, stream)
+                        .await;
                     state.tcp_close(src, error.as_ref());
                     return;
                 }
@@ -368,6 +307,55 @@ pub async fn serve<R: Runtime>(
     }
     .instrument(span)
     .await
+}
+
+/// What an HTTP connection is served with, whichever version it speaks.
+struct Http<'a> {
+    state: &'a Rc<ShardState>,
+    direction: Direction,
+    route: Route,
+    src: &'a PeerMetrics,
+    entry: &'a ConnEntry,
+    phase: PhaseRx,
+}
+
+impl Http<'_> {
+    /// Serves `client` as `protocol` (HTTP/1 or h2). `eager` is for HTTP/1, `stream` (an
+    /// open connection to the route's target) for h2. The protocols' futures are boxed:
+    /// inline, they would enlarge every connection's task, opaque ones included.
+    async fn serve<R: Runtime>(
+        self,
+        protocol: Protocol,
+        client: R::Stream,
+        first: Vec<u8>,
+        eager: Eager<R>,
+        stream: Option<R::Stream>,
+    ) -> Option<io::Error> {
+        let Http {
+            state,
+            direction,
+            route,
+            src,
+            entry,
+            phase,
+        } = self;
+        match protocol {
+            Protocol::Http2 => {
+                detected(state, direction, "h2");
+                Box::pin(crate::h2::serve::<R>(
+                    state, direction, route, client, first, stream, src, phase,
+                ))
+                .await
+            }
+            _ => {
+                detected(state, direction, "http/1");
+                Box::pin(crate::http1::serve::<R>(
+                    state, direction, route, client, first, eager, src, entry,
+                ))
+                .await
+            }
+        }
+    }
 }
 
 /// After the connection to `target` failed: if the client has already sent an HTTP/1
