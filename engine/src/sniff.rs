@@ -122,7 +122,7 @@ fn is_h2_settings(fd: std::os::fd::RawFd) -> bool {
             header[3] == 0x4
                 && header[4] & 0x1 == 0
                 && header[5..9].iter().all(|&b| b == 0)
-                && u32::from_be_bytes([0, header[0], header[1], header[2]]) % 6 == 0
+                && u32::from_be_bytes([0, header[0], header[1], header[2]]).is_multiple_of(6)
         }
         _ => false,
     }
