@@ -433,12 +433,11 @@ impl<R: Runtime> Session<'_, R> {
                 return Dispatched::Done(Next::Abort(error));
             }
         }
-        let send_body_now = true;
         let mut out = Vec::with_capacity(512);
         http1::encode_request(head, &mut out);
         let mut body_sent = plan.body == BodyKind::Empty;
         // A body that has already arrived whole goes out with the head, in one write.
-        if send_body_now && !body_sent {
+        if !body_sent {
             if let Some(n) = pipe::buffered_body_len(plan.body, &self.buf, &self.limits) {
                 out.extend(self.buf.drain(..n));
                 body_sent = true;

@@ -6,6 +6,7 @@
 //! the only cross-thread values are snapshots from the control thread.
 
 mod app;
+pub mod balance;
 mod dns;
 mod forward;
 mod h2;

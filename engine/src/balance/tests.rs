@@ -1,0 +1,436 @@
+use std::collections::HashMap;
+
+use super::*;
+
+// === helpers ===
+
+/// A clock that moves only when told.
+#[derive(Clone)]
+struct ManualClock(Rc<Cell<Instant>>);
+
+impl ManualClock {
+    fn new() -> Self {
+        Self(Rc::new(Cell::new(Instant::now())))
+    }
+
+    fn advance(&self, d: Duration) {
+        self.0.set(self.0.get() + d);
+    }
+
+    fn set(&self, t: Instant) {
+        self.0.set(t);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Instant {
+        self.0.get()
+    }
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 8080))
+}
+
+fn endpoint(i: usize) -> Endpoint {
+    Endpoint {
+        addr: addr(i),
+        labels: Labels::default(),
+        weight: 10_000,
+    }
+}
+
+fn snapshot(version: u64, ids: impl IntoIterator<Item = usize>) -> Snapshot {
+    Snapshot {
+        version,
+        endpoints: ids.into_iter().map(endpoint).collect(),
+    }
+}
+
+fn balancer(ids: impl IntoIterator<Item = usize>) -> (Balancer<ManualClock>, ManualClock) {
+    let clock = ManualClock::new();
+    let mut b = Balancer::with_clock(clock.clone());
+    b.apply(&snapshot(1, ids));
+    (b, clock)
+}
+
+/// A pick of one particular endpoint, as if P2C had chosen it.
+fn pick_of(b: &Balancer<ManualClock>, a: SocketAddr) -> Pick<ManualClock> {
+    let state = b.endpoints[b.by_addr[&a]].clone();
+    Pick::new(state, b.clock.clone(), b.decay_ns)
+}
+
+fn state(b: &Balancer<ManualClock>, a: SocketAddr) -> &EndpointState {
+    &b.endpoints[b.by_addr[&a]]
+}
+
+/// `n` picks, each dropped at once; how many each address got.
+fn count_picks(
+    b: &Balancer<ManualClock>,
+    rng: &mut XorShift,
+    n: usize,
+) -> HashMap<SocketAddr, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        let p = b.pick(rng).expect("an endpoint is ready");
+        *counts.entry(p.addr()).or_default() += 1;
+    }
+    counts
+}
+
+/// Closed-loop load: `concurrency` clients, each sending its next request when its last
+/// response arrives; each endpoint answers after its fixed latency, sampled as the RTT.
+struct Sim {
+    clock: ManualClock,
+    balancer: Balancer<ManualClock>,
+    rng: XorShift,
+    latency: HashMap<SocketAddr, Duration>,
+    in_flight: Vec<(Instant, Pick<ManualClock>)>,
+    concurrency: usize,
+}
+
+impl Sim {
+    fn new(latencies: &[Duration], concurrency: usize) -> Self {
+        let (balancer, clock) = balancer(0..latencies.len());
+        let latency = latencies
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (addr(i), l))
+            .collect();
+        Self {
+            clock,
+            balancer,
+            rng: XorShift::new(7),
+            latency,
+            in_flight: Vec::new(),
+            concurrency,
+        }
+    }
+
+    /// Sends `n` requests; returns how many each endpoint got and the simulated time taken.
+    fn run(&mut self, n: usize) -> (HashMap<SocketAddr, usize>, Duration) {
+        let start = self.clock.now();
+        let mut counts = HashMap::new();
+        let mut sent = 0;
+        while sent < n {
+            if self.in_flight.len() < self.concurrency {
+                let p = self.balancer.pick(&mut self.rng).expect("ready");
+                *counts.entry(p.addr()).or_default() += 1;
+                let done = self.clock.now() + self.latency[&p.addr()];
+                self.in_flight.push((done, p));
+                sent += 1;
+            } else {
+                self.complete_next();
+            }
+        }
+        (counts, self.clock.now() - start)
+    }
+
+    fn complete_next(&mut self) {
+        let (i, _) = self
+            .in_flight
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, (done, _))| *done)
+            .expect("in flight");
+        let (done, p) = self.in_flight.swap_remove(i);
+        self.clock.set(done);
+        p.observe_rtt(self.latency[&p.addr()]);
+    }
+}
+
+fn share(counts: &HashMap<SocketAddr, usize>, i: usize, total: usize) -> f64 {
+    counts.get(&addr(i)).copied().unwrap_or(0) as f64 / total as f64
+}
+
+// === tests ===
+
+#[test]
+fn snapshot_crosses_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Snapshot>();
+    send_sync::<Arc<Snapshot>>();
+}
+
+#[test]
+fn empty_balancer_picks_nothing() {
+    let b = Balancer::with_clock(ManualClock::new());
+    assert_eq!(b.applied_version(), None);
+    assert!(b.pick(&mut XorShift::new(1)).is_none());
+}
+
+#[test]
+fn single_endpoint_is_picked() {
+    let (b, _) = balancer([0]);
+    let p = b.pick(&mut XorShift::new(1)).expect("one ready endpoint");
+    assert_eq!(p.addr(), addr(0));
+}
+
+#[test]
+fn p2c_prefers_lower_cost() {
+    let (b, _) = balancer(0..2);
+    // A sample above the estimate replaces it: endpoint 0 now costs 100 ms, endpoint 1 30 ms.
+    pick_of(&b, addr(0)).observe_rtt(Duration::from_millis(100));
+    let counts = count_picks(&b, &mut XorShift::new(3), 1_000);
+    assert_eq!(counts.get(&addr(1)), Some(&1_000), "{counts:?}");
+}
+
+#[test]
+fn pending_requests_raise_cost() {
+    let (b, _) = balancer(0..2);
+    let mut rng = XorShift::new(5);
+    // Equal RTTs: each held pick makes its endpoint dearer, so they alternate.
+    let held: Vec<_> = (0..10).map(|_| b.pick(&mut rng).unwrap()).collect();
+    let on_0 = held.iter().filter(|p| p.addr() == addr(0)).count();
+    assert_eq!(on_0, 5);
+    assert_eq!(state(&b, addr(0)).pending.get(), 5);
+    drop(held);
+    assert_eq!(state(&b, addr(0)).pending.get(), 0);
+    assert_eq!(state(&b, addr(1)).pending.get(), 0);
+
+    // Endpoint 1 is 3x slower; with 6 in flight on 0 (cost 30 ms x 7) and 1 on 1
+    // (90 ms x 2), the next goes to 1.
+    pick_of(&b, addr(1)).observe_rtt(Duration::from_millis(90));
+    let _busy: Vec<_> = (0..6).map(|_| pick_of(&b, addr(0))).collect();
+    let _one = pick_of(&b, addr(1));
+    assert_eq!(b.pick(&mut rng).unwrap().addr(), addr(1));
+}
+
+#[test]
+fn weight_scales_cost() {
+    let clock = ManualClock::new();
+    let mut b = Balancer::with_clock(clock);
+    let mut heavy = endpoint(0);
+    heavy.weight = 30_000;
+    b.apply(&Snapshot {
+        version: 1,
+        endpoints: vec![heavy, endpoint(1)],
+    });
+    let mut rng = XorShift::new(9);
+    let held: Vec<_> = (0..40).map(|_| b.pick(&mut rng).unwrap()).collect();
+    let on_heavy = held.iter().filter(|p| p.addr() == addr(0)).count();
+    assert!(
+        (28..=31).contains(&on_heavy),
+        "{on_heavy} of 40 on the 3x weight"
+    );
+}
+
+#[test]
+fn fast_endpoint_gets_most_slow_gets_few() {
+    let ms = Duration::from_millis;
+    let mut sim = Sim::new(&[ms(1), ms(5), ms(50)], 8);
+    let (counts, took) = sim.run(10_000);
+    let (fast, mid, slow) = (
+        share(&counts, 0, 10_000),
+        share(&counts, 1, 10_000),
+        share(&counts, 2, 10_000),
+    );
+    assert!(fast > 0.6, "fast {fast} mid {mid} slow {slow} in {took:?}");
+    assert!(
+        (0.05..0.4).contains(&mid),
+        "fast {fast} mid {mid} slow {slow}"
+    );
+    assert!(slow < 0.03, "fast {fast} mid {mid} slow {slow}");
+}
+
+#[test]
+fn traffic_leaves_an_endpoint_that_slows_down() {
+    let ms = Duration::from_millis;
+    let mut sim = Sim::new(&[ms(1), ms(5), ms(50)], 8);
+    let (before, _) = sim.run(10_000);
+    assert!(share(&before, 0, 10_000) > 0.6, "{before:?}");
+
+    // The fast one becomes the slowest. Its first 100 ms sample replaces its estimate (peak),
+    // so after a short transition it gets little. (The 5 ms one still carries part of its
+    // 30 ms default, which decays over seconds, so the 50 ms and 100 ms ones still get a
+    // share when it has requests pending.)
+    sim.latency.insert(addr(0), ms(100));
+    let (_, transition) = sim.run(500);
+    let (after, _) = sim.run(2_000);
+    assert!(
+        transition < Duration::from_secs(2),
+        "transition took {transition:?}"
+    );
+    let share_0 = share(&after, 0, 2_000);
+    assert!(
+        share_0 < 0.1,
+        "share of the slowed endpoint {share_0}: {after:?}"
+    );
+    assert!(share(&after, 1, 2_000) > 0.5, "{after:?}");
+}
+
+#[test]
+fn rtt_estimate_is_peak_sensitive_and_decays() {
+    let (b, clock) = balancer([0]);
+    let p = pick_of(&b, addr(0));
+    let ep = state(&b, addr(0));
+    assert_eq!(ep.rtt_ns.get(), nanos(DEFAULT_RTT));
+    p.observe_rtt(Duration::from_millis(80));
+    assert_eq!(ep.rtt_ns.get(), 80e6, "a peak replaces the estimate");
+    // One time constant later a 10 ms sample moves it 1 - 1/e of the way.
+    clock.advance(DEFAULT_DECAY);
+    p.observe_rtt(Duration::from_millis(10));
+    let expected = 10e6 + 70e6 * (-1f64).exp();
+    assert!(
+        (ep.rtt_ns.get() - expected).abs() < 1.0,
+        "{}",
+        ep.rtt_ns.get()
+    );
+    // Unsampled, the cost seen by pick decays toward zero.
+    let now = clock.now();
+    clock.advance(DEFAULT_DECAY);
+    let later = clock.now();
+    assert!(ep.rtt_now(later, b.decay_ns) < ep.rtt_now(now, b.decay_ns) * 0.4);
+}
+
+#[test]
+fn failed_endpoint_is_skipped_until_its_backoff_passes() {
+    let (b, clock) = balancer(0..3);
+    let mut rng = XorShift::new(11);
+    pick_of(&b, addr(0)).connect_failed();
+    assert_eq!(b.ready_len(), 2);
+    // Backoff is 100 ms jittered down to no less than 50 ms.
+    for _ in 0..5 {
+        let counts = count_picks(&b, &mut rng, 1_000);
+        assert_eq!(counts.get(&addr(0)), None, "{counts:?}");
+        clock.advance(Duration::from_millis(9));
+    }
+    clock.advance(Duration::from_millis(55));
+    assert_eq!(b.ready_len(), 3);
+    let counts = count_picks(&b, &mut rng, 1_000);
+    assert!(counts[&addr(0)] > 200, "back after backoff: {counts:?}");
+
+    // A second failure in a row doubles it: still out after 99 ms.
+    let p = pick_of(&b, addr(0));
+    p.connect_failed();
+    p.connect_failed();
+    clock.advance(Duration::from_millis(99));
+    assert_eq!(b.ready_len(), 2);
+    // A success clears it at once.
+    p.connected();
+    assert_eq!(b.ready_len(), 3);
+}
+
+#[test]
+fn backoff_grows_to_ten_seconds() {
+    let (b, clock) = balancer([0]);
+    let p = pick_of(&b, addr(0));
+    for _ in 0..20 {
+        p.connect_failed();
+    }
+    let until = state(&b, addr(0)).backoff_until.get().unwrap();
+    let delay = until - clock.now();
+    assert!(
+        delay >= MAX_BACKOFF / 2 && delay <= MAX_BACKOFF,
+        "{delay:?}"
+    );
+}
+
+#[test]
+fn only_ready_endpoints_are_picked_or_none() {
+    let (b, clock) = balancer(0..1_000);
+    let mut rng = XorShift::new(13);
+    for i in 1..1_000 {
+        pick_of(&b, addr(i)).connect_failed();
+    }
+    for _ in 0..100 {
+        assert_eq!(b.pick(&mut rng).unwrap().addr(), addr(0));
+    }
+    pick_of(&b, addr(0)).connect_failed();
+    assert!(b.pick(&mut rng).is_none());
+    clock.advance(MIN_BACKOFF);
+    assert!(b.pick(&mut rng).is_some());
+}
+
+#[test]
+fn apply_keeps_state_of_remaining_endpoints_and_drops_removed() {
+    let (mut b, clock) = balancer(0..3);
+    pick_of(&b, addr(0)).observe_rtt(Duration::from_millis(70));
+    let held = pick_of(&b, addr(0));
+    pick_of(&b, addr(1)).connect_failed();
+    clock.advance(Duration::from_millis(10));
+
+    b.apply(&snapshot(2, [0, 1, 3]));
+    assert_eq!(b.applied_version(), Some(2));
+    assert_eq!(b.len(), 3);
+    assert!(!b.by_addr.contains_key(&addr(2)));
+    let kept = state(&b, addr(0));
+    assert_eq!(kept.rtt_ns.get(), 70e6);
+    assert_eq!(kept.pending.get(), 1);
+    assert!(!state(&b, addr(1)).is_ready(clock.now()), "backoff kept");
+    let new = state(&b, addr(3));
+    assert_eq!(new.rtt_ns.get(), nanos(DEFAULT_RTT));
+    assert_eq!(new.pending.get(), 0);
+
+    drop(held);
+    assert_eq!(state(&b, addr(0)).pending.get(), 0);
+    let counts = count_picks(&b, &mut XorShift::new(17), 1_000);
+    assert_eq!(counts.get(&addr(2)), None, "{counts:?}");
+}
+
+#[test]
+fn apply_takes_new_labels_and_weight_keeping_state() {
+    let (mut b, _) = balancer([0]);
+    let held = pick_of(&b, addr(0));
+    held.observe_rtt(Duration::from_millis(70));
+    let mut relabelled = endpoint(0);
+    relabelled.weight = 1;
+    relabelled.labels = Arc::new([("pod".to_string(), "web-0".to_string())].into());
+    b.apply(&Snapshot {
+        version: 2,
+        endpoints: vec![relabelled.clone(), endpoint(0)],
+    });
+    assert_eq!(b.len(), 1, "a repeated address counts once");
+    assert_eq!(held.endpoint(), relabelled);
+    assert_eq!(state(&b, addr(0)).rtt_ns.get(), 70e6);
+    assert_eq!(state(&b, addr(0)).pending.get(), 1);
+    drop(held);
+    assert_eq!(state(&b, addr(0)).pending.get(), 0);
+}
+
+#[test]
+fn pick_of_removed_endpoint_drops_cleanly() {
+    let (mut b, _) = balancer(0..2);
+    let held = pick_of(&b, addr(1));
+    b.apply(&snapshot(2, [0]));
+    held.observe_rtt(Duration::from_millis(5));
+    held.connect_failed();
+    held.connected();
+    assert_eq!(held.addr(), addr(1));
+    drop(held);
+    b.apply(&snapshot(3, []));
+    assert!(b.is_empty());
+    assert!(b.pick(&mut XorShift::new(1)).is_none());
+}
+
+#[test]
+fn thousand_endpoint_snapshot_applies() {
+    let (mut b, _) = balancer(0..1_000);
+    assert_eq!(b.len(), 1_000);
+    let before = b.endpoints[500].clone();
+    b.apply(&snapshot(2, 0..1_000));
+    assert!(
+        Rc::ptr_eq(&before, &b.endpoints[500]),
+        "state kept, not rebuilt"
+    );
+    b.apply(&snapshot(3, 500..1_500));
+    assert_eq!(b.len(), 1_000);
+    assert_eq!(b.applied_version(), Some(3));
+    let counts = count_picks(&b, &mut XorShift::new(19), 10_000);
+    assert!(counts.keys().all(|a| b.by_addr.contains_key(a)));
+    assert!(
+        counts.len() > 900,
+        "picks spread over the set: {}",
+        counts.len()
+    );
+}
+
+#[test]
+fn xorshift_below_is_in_range_and_spread() {
+    let mut rng = XorShift::new(0);
+    let mut seen = [0usize; 7];
+    for _ in 0..7_000 {
+        seen[rng.below(7)] += 1;
+    }
+    assert!(seen.iter().all(|&c| (800..1_200).contains(&c)), "{seen:?}");
+}
