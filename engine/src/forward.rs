@@ -8,6 +8,7 @@
 //! - End of stream is passed on as a half-close (FIN); an error on one side is passed on as
 //!   a reset (RST) of the other.
 
+use std::cell::Cell;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
@@ -273,18 +274,21 @@ pub async fn serve<R: Runtime>(
             }
             dst.write_bytes.inc_by(n);
         }
+        let shut = [Cell::new(false), Cell::new(false)];
         let (sent, received) = crate::join::join(
             copy(
                 &state,
                 (&mut client_rx, &mut upstream_tx),
                 [client_fd, upstream_fd],
                 [&src.read_bytes, &dst.write_bytes],
+                [&shut[0], &shut[1]],
             ),
             copy(
                 &state,
                 (&mut upstream_rx, &mut client_tx),
                 [upstream_fd, client_fd],
                 [&dst.read_bytes, &src.write_bytes],
+                [&shut[1], &shut[0]],
             ),
         )
         .await;
@@ -443,11 +447,15 @@ fn destination(state: &ShardState, direction: Direction, fd: RawFd) -> Option<De
 
 /// Copies `src` to `dst` until the end of `src` or an error, counting bytes read from `src`
 /// and written to `dst`. `fds` is `[src, dst]`.
+///
+/// `shut` is `[src, dst]`: whether the proxy has shut down that socket's write side (each
+/// direction sets the one it shuts, the other reads it).
 pub async fn copy(
     state: &ShardState,
     (src, dst): (&mut impl Reader, &mut impl Writer),
     fds: [RawFd; 2],
     [read_bytes, write_bytes]: [&IntCounter; 2],
+    shut: [&Cell<bool>; 2],
 ) -> Result<u64, Ended> {
     let mut buf = Vec::with_capacity(SMALL_BUFFER);
     let mut total = 0u64;
@@ -455,8 +463,16 @@ pub async fn copy(
         let (read, returned) = src.read(buf).await;
         buf = returned;
         let n = match read {
+            // A reset reports its error to one operation only, and a readiness probe that
+            // lost a race (glommio's MSG_PEEK, cancelled but already in flight) may have
+            // taken it: then the read sees end of stream. The socket's state tells: closed
+            // (not CLOSE_WAIT) while the proxy never sent it a FIN means it was reset.
+            Ok(0) if !shut[0].get() && sys::was_reset(fds[0]) => {
+                break Ended::ReadFailed(io::ErrorKind::ConnectionReset.into());
+            }
             Ok(0) => {
                 // Pass the half-close on; the other direction goes on.
+                shut[1].set(true);
                 let _ = dst.shutdown().await;
                 break Ended::Eof;
             }

@@ -700,18 +700,21 @@ impl<R: Runtime> Session<'_, R> {
                 return Next::Abort(error);
             }
         }
+        let shut = [std::cell::Cell::new(false), std::cell::Cell::new(false)];
         let (sent, received) = crate::join::join(
             crate::forward::copy(
                 self.state,
                 (&mut self.rx, &mut conn.tx),
                 [self.fd, conn.fd],
                 [&self.metrics.read_bytes, &up_write],
+                [&shut[0], &shut[1]],
             ),
             crate::forward::copy(
                 self.state,
                 (&mut conn.rx, &mut self.tx),
                 [conn.fd, self.fd],
                 [&up_read, &self.metrics.write_bytes],
+                [&shut[1], &shut[0]],
             ),
         )
         .await;

@@ -110,6 +110,26 @@ pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether a socket is in TCP state CLOSE: after a reset, or after both sides' FINs once
+/// it has passed through TIME_WAIT (callers tell the two apart by whether they sent a FIN).
+pub fn was_reset(fd: RawFd) -> bool {
+    const TCP_CLOSE: u8 = 7;
+    // `tcpi_state` is the first byte of `struct tcp_info`.
+    let mut info = [0u8; 8];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: `info` is writable for `len` bytes; the kernel writes at most `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    rc == 0 && len >= 1 && info[0] == TCP_CLOSE
+}
+
 /// Copies up to `buf.len()` bytes that are waiting on the socket without consuming them
 /// (`recv` with `MSG_PEEK | MSG_DONTWAIT`).
 pub fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
