@@ -312,9 +312,11 @@ pub async fn serve<R: Runtime>(
                 let upstreams = upstreams.clone();
                 let active = active.clone();
                 active.set(active.get() + 1);
+                // Boxed once here: the stream's future is ~3 KiB, and the spawn moves it.
+                let stream = Box::pin(proxy_stream::<R>(upstreams, route, request, respond));
                 R::spawn(async move {
                     let _task = task;
-                    proxy_stream::<R>(upstreams, route, request, respond).await;
+                    stream.await;
                     active.set(active.get() - 1);
                 });
                 idle_since = None;
