@@ -275,13 +275,12 @@ pub async fn serve<R: Runtime>(
     // Streams being proxied, and since when there were none.
     let active = Rc::new(std::cell::Cell::new(0usize));
     let mut idle_since: Option<Instant> = None;
+    // Completes once the shard drains; polled until then, created once per connection.
+    let mut drain = std::pin::pin!(async {
+        let _ = phase.wait_for(|p| *p != Phase::Serving).await;
+    });
+    let mut drain_seen = false;
     let error = loop {
-        let mut drain = Box::pin(async {
-            if draining {
-                std::future::pending::<()>().await;
-            }
-            let _ = phase.wait_for(|p| *p != Phase::Serving).await;
-        });
         let event = poll_fn(|cx| {
             if let Poll::Ready(accepted) = conn.poll_accept(cx) {
                 return Poll::Ready(Event::Accept(accepted));
@@ -291,7 +290,8 @@ pub async fn serve<R: Runtime>(
                     return Poll::Ready(Event::Pong(pong.is_ok()));
                 }
             }
-            if drain.as_mut().poll(cx).is_ready() {
+            if !drain_seen && drain.as_mut().poll(cx).is_ready() {
+                drain_seen = true;
                 return Poll::Ready(Event::Drain);
             }
             if tick.as_mut().poll(cx).is_ready() {
@@ -300,7 +300,6 @@ pub async fn serve<R: Runtime>(
             Poll::Pending
         })
         .await;
-        drop(drain);
         match event {
             Event::Accept(None) => break None,
             Event::Accept(Some(Err(error))) => {
