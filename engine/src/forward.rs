@@ -127,10 +127,7 @@ pub async fn serve<R: Runtime>(
             }
         };
         tracing::Span::current().record("server.addr", tracing::field::display(target));
-        let timeout = match direction {
-            Direction::Outbound => state.settings.outbound_connect_timeout,
-            Direction::Inbound => state.settings.inbound_connect_timeout,
-        };
+        let timeout = state.settings.connect_timeout(direction);
         let src = state.tcp_open(direction, Peer::Src, target);
         let fixed = |phase| Http {
             state: &state,
@@ -144,10 +141,7 @@ pub async fn serve<R: Runtime>(
         // without a new connection, and serve the first request on the pooled one.
         let mut replay = None;
         if let Some(pooled) = state.pool::<R>().take(target) {
-            let timeout = match direction {
-                Direction::Outbound => state.settings.outbound_detect_timeout,
-                Direction::Inbound => state.settings.inbound_detect_timeout,
-            };
+            let timeout = state.settings.detect_timeout(direction);
             match sniff::<R>(&mut client, None, timeout).await {
                 Ok((Sniffed::Protocol(protocol @ (Protocol::Http1 | Protocol::Http2)), first)) => {
                     // The pooled HTTP/1 connection serves an HTTP/1 client only.
@@ -213,10 +207,7 @@ pub async fn serve<R: Runtime>(
             detected(&state, direction, "opaque-port");
             Vec::new()
         } else {
-            let timeout = match direction {
-                Direction::Outbound => state.settings.outbound_detect_timeout,
-                Direction::Inbound => state.settings.inbound_detect_timeout,
-            };
+            let timeout = state.settings.detect_timeout(direction);
             match sniff::<R>(&mut client, Some(&upstream), timeout).await {
                 Ok((Sniffed::Protocol(protocol @ (Protocol::Http1 | Protocol::Http2)), first)) => {
                     // The eagerly opened connection serves the first request (HTTP/1) or
@@ -382,10 +373,7 @@ async fn connect_failed<R: Runtime>(
             Some((Protocol::Http2, first, Eager::None))
         }
         Ok((Sniffed::Protocol(Protocol::Http1), first)) => {
-            let timeout = match direction {
-                Direction::Outbound => state.settings.outbound_connect_timeout,
-                Direction::Inbound => state.settings.inbound_connect_timeout,
-            };
+            let timeout = state.settings.connect_timeout(direction);
             let failure = if error.kind() == io::ErrorKind::TimedOut {
                 ProxyError::ConnectTimeout(timeout)
             } else {

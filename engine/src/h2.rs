@@ -170,10 +170,7 @@ pub async fn serve<R: Runtime>(
     let fd = client.as_raw_fd();
     let mut client = client;
     let mut first = first;
-    let detect_timeout = match direction {
-        Direction::Outbound => state.settings.outbound_detect_timeout,
-        Direction::Inbound => state.settings.inbound_detect_timeout,
-    };
+    let detect_timeout = state.settings.detect_timeout(direction);
     // RFC 9113 §3.4: the preface must be followed by SETTINGS. The h2 crate would accept
     // other frames first, so the first frame header is checked here.
     let frame = PREFACE_LEN + 9;
@@ -775,10 +772,7 @@ impl<R: Runtime> Upstreams<R> {
                     let stream = match eager {
                         Some(stream) => stream,
                         None => {
-                            let timeout = match direction {
-                                Direction::Outbound => state.settings.outbound_connect_timeout,
-                                Direction::Inbound => state.settings.inbound_connect_timeout,
-                            };
+                            let timeout = state.settings.connect_timeout(direction);
                             R::connect(target, timeout)
                                 .await
                                 .map_err(|e| ConnectFailure::from_io(&e, timeout))?

@@ -400,10 +400,7 @@ impl<R: Runtime> Session<'_, R> {
     }
 
     fn connect_timeout(&self) -> Duration {
-        match self.direction {
-            Direction::Outbound => self.state.settings.outbound_connect_timeout,
-            Direction::Inbound => self.state.settings.inbound_connect_timeout,
-        }
+        self.state.settings.connect_timeout(self.direction)
     }
 
     /// Sends the request on `conn` and relays the response.

@@ -57,10 +57,7 @@ impl<R: Runtime> Upstream<R> {
         direction: Direction,
         addr: SocketAddr,
     ) -> io::Result<Self> {
-        let timeout = match direction {
-            Direction::Outbound => state.settings.outbound_connect_timeout,
-            Direction::Inbound => state.settings.inbound_connect_timeout,
-        };
+        let timeout = state.settings.connect_timeout(direction);
         let stream = R::connect(addr, timeout).await?;
         Ok(Self::from_stream(state, direction, addr, stream))
     }

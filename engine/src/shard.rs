@@ -129,6 +129,26 @@ impl std::fmt::Display for Direction {
     }
 }
 
+// === impl ShardSettings ===
+
+impl ShardSettings {
+    /// `LINKERD2_PROXY_{INBOUND,OUTBOUND}_CONNECT_TIMEOUT` for `direction`.
+    pub fn connect_timeout(&self, direction: Direction) -> Duration {
+        match direction {
+            Direction::Outbound => self.outbound_connect_timeout,
+            Direction::Inbound => self.inbound_connect_timeout,
+        }
+    }
+
+    /// `LINKERD2_PROXY_{INBOUND,OUTBOUND}_DETECT_TIMEOUT` for `direction`.
+    pub fn detect_timeout(&self, direction: Direction) -> Duration {
+        match direction {
+            Direction::Outbound => self.outbound_detect_timeout,
+            Direction::Inbound => self.inbound_detect_timeout,
+        }
+    }
+}
+
 // === impl ShardSeed ===
 
 impl ShardMain for ShardSeed {
@@ -400,49 +420,22 @@ pub async fn run<R: Runtime>(seed: ShardSeed) {
 }
 
 /// Drops idle metric series every quarter of the retention period, until the drain.
-async fn evict_loop<R: Runtime>(_task: TaskGuard, state: Rc<ShardState>, mut phase: PhaseRx) {
+async fn evict_loop<R: Runtime>(task: TaskGuard, state: Rc<ShardState>, phase: PhaseRx) {
     let retain = state.settings.metrics_retain_idle;
     let every = (retain / 4).max(Duration::from_millis(100));
-    loop {
-        let draining = or(
-            async {
-                R::sleep(every).await;
-                false
-            },
-            async {
-                let _ = phase.wait_for(|p| *p != Phase::Serving).await;
-                true
-            },
-        )
-        .await;
-        if draining {
-            return;
-        }
+    every_until_drain::<R>(task, phase, every, || {
         let evicted = state.tcp_usage.evict(&state.tcp, retain) + state.http_metrics.evict(retain);
         if evicted > 0 {
             tracing::debug!(shard = state.index, evicted, "Dropped idle metric series");
         }
-    }
+    })
+    .await
 }
 
 /// Closes expired idle upstream connections, until the drain.
-async fn pool_sweep_loop<R: Runtime>(_task: TaskGuard, state: Rc<ShardState>, mut phase: PhaseRx) {
+async fn pool_sweep_loop<R: Runtime>(task: TaskGuard, state: Rc<ShardState>, phase: PhaseRx) {
     let every = (state.settings.pool_idle_timeout / 2).max(Duration::from_millis(50));
-    loop {
-        let draining = or(
-            async {
-                R::sleep(every).await;
-                false
-            },
-            async {
-                let _ = phase.wait_for(|p| *p != Phase::Serving).await;
-                true
-            },
-        )
-        .await;
-        if draining {
-            return;
-        }
+    every_until_drain::<R>(task, phase, every, || {
         let closed = state.pool::<R>().sweep();
         if closed > 0 {
             tracing::debug!(
@@ -451,6 +444,33 @@ async fn pool_sweep_loop<R: Runtime>(_task: TaskGuard, state: Rc<ShardState>, mu
                 "Closed idle upstream connections"
             );
         }
+    })
+    .await
+}
+
+/// Runs `work` every `every` on the shard's timer until the drain begins.
+async fn every_until_drain<R: Runtime>(
+    _task: TaskGuard,
+    mut phase: PhaseRx,
+    every: Duration,
+    mut work: impl FnMut(),
+) {
+    loop {
+        let draining = or(
+            async {
+                R::sleep(every).await;
+                false
+            },
+            async {
+                let _ = phase.wait_for(|p| *p != Phase::Serving).await;
+                true
+            },
+        )
+        .await;
+        if draining {
+            return;
+        }
+        work();
     }
 }
 
