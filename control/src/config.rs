@@ -56,6 +56,18 @@ const RUNTIME: &str = "RINGLINK_RUNTIME";
 const LISTEN_BACKLOG: &str = "RINGLINK_LISTEN_BACKLOG";
 const ORIG_DST_OVERRIDE: &str = "RINGLINK_ORIG_DST_OVERRIDE";
 const METRICS_RECORDING: &str = "RINGLINK_METRICS_RECORDING";
+const DESTINATION_SVC_ADDR: &str = "LINKERD2_PROXY_DESTINATION_SVC_ADDR";
+const DESTINATION_SVC_NAME: &str = "LINKERD2_PROXY_DESTINATION_SVC_NAME";
+const DESTINATION_CONTEXT: &str = "LINKERD2_PROXY_DESTINATION_CONTEXT";
+const PROFILE_SUFFIXES: &str = "LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES";
+const PROFILE_NETWORKS: &str = "LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS";
+const INBOUND_DISCOVERY_IDLE_TIMEOUT: &str = "LINKERD2_PROXY_INBOUND_DISCOVERY_IDLE_TIMEOUT";
+const OUTBOUND_DISCOVERY_IDLE_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT";
+const INBOUND_HTTP_QUEUE_CAPACITY: &str = "LINKERD2_PROXY_INBOUND_HTTP_QUEUE_CAPACITY";
+const OUTBOUND_HTTP_QUEUE_CAPACITY: &str = "LINKERD2_PROXY_OUTBOUND_HTTP_QUEUE_CAPACITY";
+const INBOUND_HTTP_FAILFAST_TIMEOUT: &str = "LINKERD2_PROXY_INBOUND_HTTP_FAILFAST_TIMEOUT";
+const OUTBOUND_HTTP_FAILFAST_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_HTTP_FAILFAST_TIMEOUT";
+const DNS_NAMESERVERS: &str = "RINGLINK_DNS_NAMESERVERS";
 
 // Defaults, as in linkerd2-proxy.
 const DEFAULT_OUTBOUND_LISTEN_ADDR: SocketAddr = v4([127, 0, 0, 1], 4140);
@@ -76,6 +88,12 @@ const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 const DEFAULT_MAX_IDLE_CONNS_PER_ENDPOINT: usize = 100;
 const DEFAULT_LOG_FILTER: &str = "warn,ringlink=info,ringlink_engine=info,ringlink_control=info";
 const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
+const DEFAULT_PROFILE_SUFFIXES: &str = "svc.cluster.local.";
+const DEFAULT_INBOUND_DISCOVERY_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+const DEFAULT_OUTBOUND_DISCOVERY_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_HTTP_QUEUE_CAPACITY: usize = 10_000;
+const DEFAULT_INBOUND_HTTP_FAILFAST_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_OUTBOUND_HTTP_FAILFAST_TIMEOUT: Duration = Duration::from_secs(3);
 
 const EXPECTED_ADDR: &str = "expected IP:PORT";
 const EXPECTED_DURATION: &str = "expected a duration like 10s or 500ms";
@@ -154,6 +172,47 @@ pub struct Config {
     /// HTTP metrics on the request path (the families stay registered, with no series): a
     /// switch to measure what recording costs.
     pub metrics_recording: bool,
+    /// `LINKERD2_PROXY_DESTINATION_SVC_ADDR` (`host:port`, plaintext until identity exists),
+    /// `_SVC_NAME` and `_CONTEXT`. Unset: no control plane; names are resolved with DNS.
+    pub destination: Option<DestinationConfig>,
+    /// `LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES` (comma-separated), default
+    /// `svc.cluster.local.`: names under these are resolved by the Destination service.
+    /// Lowercase, each ending with `.`; `.` alone matches every name.
+    pub profile_suffixes: Vec<String>,
+    /// `LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS` (comma-separated CIDRs), default none:
+    /// original destinations in these get `GetProfile`.
+    pub profile_networks: Vec<Cidr>,
+    /// `LINKERD2_PROXY_{INBOUND,OUTBOUND}_DISCOVERY_IDLE_TIMEOUT`, default 90s / 5s: a
+    /// destination no request used for this long is dropped (and its stream closed).
+    pub discovery_idle_timeout: [Duration; 2],
+    /// `LINKERD2_PROXY_{INBOUND,OUTBOUND}_HTTP_QUEUE_CAPACITY`, default 10000: requests that
+    /// may wait per balancer for an endpoint to be ready; more are refused with 503.
+    pub http_queue_capacity: [usize; 2],
+    /// `LINKERD2_PROXY_{INBOUND,OUTBOUND}_HTTP_FAILFAST_TIMEOUT`, default 1s / 3s: a request
+    /// that waited this long for an endpoint is answered 504 and the balancer fails fast
+    /// (503) until an endpoint is ready.
+    pub http_failfast_timeout: [Duration; 2],
+    /// `RINGLINK_DNS_NAMESERVERS` (comma-separated `IP:PORT`, UDP then TCP): the servers
+    /// DNS asks instead of `/etc/resolv.conf`'s. Default: the system's.
+    pub dns_nameservers: Vec<SocketAddr>,
+}
+
+/// Where the Destination service is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DestinationConfig {
+    /// `host:port`.
+    pub addr: String,
+    /// Its identity (`LINKERD2_PROXY_DESTINATION_SVC_NAME`), for when mTLS exists.
+    pub name: Option<String>,
+    /// `LINKERD2_PROXY_DESTINATION_CONTEXT`, sent with every lookup; default empty.
+    pub context: String,
+}
+
+/// An IP network, `addr/prefix`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
 }
 
 /// Log output format (`LINKERD2_PROXY_LOG_FORMAT`).
@@ -333,6 +392,53 @@ impl Config {
         let orig_dst_override = read(env, ORIG_DST_OVERRIDE, parse_socket_addr)?;
         let metrics_recording = read(env, METRICS_RECORDING, parse_on_off)?.unwrap_or(true);
 
+        let destination = match read(env, DESTINATION_SVC_ADDR, parse_host_port)? {
+            None => None,
+            Some(addr) => Some(DestinationConfig {
+                addr,
+                name: read(env, DESTINATION_SVC_NAME, |s| Ok(s.trim().to_string()))?,
+                context: env.var(DESTINATION_CONTEXT)?.unwrap_or_default(),
+            }),
+        };
+        let profile_suffixes = read(env, PROFILE_SUFFIXES, parse_suffixes)?
+            .unwrap_or_else(|| vec![DEFAULT_PROFILE_SUFFIXES.to_string()]);
+        let profile_networks = read(env, PROFILE_NETWORKS, parse_networks)?.unwrap_or_default();
+        let discovery_idle_timeout = [
+            duration(
+                INBOUND_DISCOVERY_IDLE_TIMEOUT,
+                DEFAULT_INBOUND_DISCOVERY_IDLE_TIMEOUT,
+            )?,
+            duration(
+                OUTBOUND_DISCOVERY_IDLE_TIMEOUT,
+                DEFAULT_OUTBOUND_DISCOVERY_IDLE_TIMEOUT,
+            )?,
+        ];
+        let capacity = |var| {
+            Ok::<_, ConfigError>(
+                read(env, var, |s| {
+                    s.trim()
+                        .parse::<usize>()
+                        .map_err(|_| "expected a number of requests".to_string())
+                })?
+                .unwrap_or(DEFAULT_HTTP_QUEUE_CAPACITY),
+            )
+        };
+        let http_queue_capacity = [
+            capacity(INBOUND_HTTP_QUEUE_CAPACITY)?,
+            capacity(OUTBOUND_HTTP_QUEUE_CAPACITY)?,
+        ];
+        let http_failfast_timeout = [
+            duration(
+                INBOUND_HTTP_FAILFAST_TIMEOUT,
+                DEFAULT_INBOUND_HTTP_FAILFAST_TIMEOUT,
+            )?,
+            duration(
+                OUTBOUND_HTTP_FAILFAST_TIMEOUT,
+                DEFAULT_OUTBOUND_HTTP_FAILFAST_TIMEOUT,
+            )?,
+        ];
+        let dns_nameservers = read(env, DNS_NAMESERVERS, parse_socket_addrs)?.unwrap_or_default();
+
         Ok(Config {
             outbound_listen_addrs,
             inbound_listen_addr,
@@ -359,6 +465,13 @@ impl Config {
             listen_backlog,
             orig_dst_override,
             metrics_recording,
+            destination,
+            profile_suffixes,
+            profile_networks,
+            discovery_idle_timeout,
+            http_queue_capacity,
+            http_failfast_timeout,
+            dns_nameservers,
         })
     }
 }
@@ -392,7 +505,91 @@ impl Default for Config {
             listen_backlog: DEFAULT_LISTEN_BACKLOG,
             orig_dst_override: None,
             metrics_recording: true,
+            destination: None,
+            profile_suffixes: vec![DEFAULT_PROFILE_SUFFIXES.to_string()],
+            profile_networks: Vec::new(),
+            discovery_idle_timeout: [
+                DEFAULT_INBOUND_DISCOVERY_IDLE_TIMEOUT,
+                DEFAULT_OUTBOUND_DISCOVERY_IDLE_TIMEOUT,
+            ],
+            http_queue_capacity: [DEFAULT_HTTP_QUEUE_CAPACITY; 2],
+            http_failfast_timeout: [
+                DEFAULT_INBOUND_HTTP_FAILFAST_TIMEOUT,
+                DEFAULT_OUTBOUND_HTTP_FAILFAST_TIMEOUT,
+            ],
+            dns_nameservers: Vec::new(),
         }
+    }
+}
+
+// === impl Config (lookups) ===
+
+impl Config {
+    /// Whether `host` (a DNS name) is resolved by the Destination service.
+    pub fn in_profile_suffixes(&self, host: &str) -> bool {
+        name_in_suffixes(host, &self.profile_suffixes)
+    }
+}
+
+/// Whether `host` ends with one of `suffixes` (each lowercase and ending with `.`; `.` matches
+/// any name), on a label boundary.
+pub fn name_in_suffixes(host: &str, suffixes: &[String]) -> bool {
+    let host = host.trim_end_matches('.');
+    if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() {
+        return false;
+    }
+    suffixes.iter().any(|suffix| {
+        if suffix == "." {
+            return true;
+        }
+        let suffix = suffix.trim_end_matches('.');
+        host.len() > suffix.len()
+            && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+            || host.eq_ignore_ascii_case(suffix)
+    })
+}
+
+// === impl Cidr ===
+
+impl Cidr {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a network, expected ADDR/PREFIX"))?;
+        let addr: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("{prefix:?} is not a prefix length up to {max}"))?;
+        Ok(Cidr { addr, prefix })
     }
 }
 
@@ -607,6 +804,42 @@ fn parse_socket_addrs(s: &str) -> Result<Vec<SocketAddr>, String> {
         addrs.push(addr);
     }
     Ok(addrs)
+}
+
+fn parse_host_port(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| "expected HOST:PORT".to_string())?;
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err("expected HOST:PORT".to_string());
+    }
+    Ok(s.to_string())
+}
+
+fn parse_suffixes(s: &str) -> Result<Vec<String>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(|suffix| {
+            if suffix.contains(|c: char| c.is_whitespace() || c == '/' || c == ':') {
+                return Err(format!("{suffix:?} is not a DNS suffix"));
+            }
+            let mut suffix = suffix.to_ascii_lowercase();
+            if !suffix.ends_with('.') {
+                suffix.push('.');
+            }
+            Ok(suffix)
+        })
+        .collect()
+}
+
+fn parse_networks(s: &str) -> Result<Vec<Cidr>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(str::parse)
+        .collect()
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {

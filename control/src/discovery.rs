@@ -162,9 +162,9 @@ impl Discovery {
     /// A resolver asking the Destination service at `addr` (plaintext HTTP/2), sending
     /// `context_token` (`LINKERD2_PROXY_DESTINATION_CONTEXT`) with every lookup. Connects
     /// lazily; must be called inside a tokio runtime.
-    pub fn new(addr: SocketAddr, context_token: impl Into<String>) -> Discovery {
+    pub fn new(addr: impl std::fmt::Display, context_token: impl Into<String>) -> Discovery {
         let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .expect("a socket address is a valid URI authority")
+            .expect("HOST:PORT (checked by the configuration) is a valid URI authority")
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .connect_lazy();

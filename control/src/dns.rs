@@ -7,9 +7,12 @@
 //! once per name per TTL, never per HTTP request. Both channel types are tokio's `sync`
 //! channels, which need no tokio runtime on the shard side.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::TokioResolver;
 use tokio::sync::{mpsc, oneshot};
 
@@ -52,9 +55,13 @@ pub fn channel() -> (DnsTx, mpsc::Receiver<DnsRequest>) {
 
 /// Answers requests until every sender is gone. Runs on the control thread's runtime; each
 /// lookup runs as its own task so that a slow name does not hold up the others.
-pub async fn serve(mut requests: mpsc::Receiver<DnsRequest>, ttl: DnsTtl) {
-    let resolver = match TokioResolver::builder_tokio() {
-        Ok(builder) => builder.build(),
+pub async fn serve(
+    mut requests: mpsc::Receiver<DnsRequest>,
+    ttl: DnsTtl,
+    resolver: Result<TokioResolver, String>,
+) {
+    let resolver = match resolver {
+        Ok(resolver) => resolver,
         Err(error) => {
             tracing::warn!(%error, "No system DNS configuration; names cannot be resolved");
             while let Some(request) = requests.recv().await {
@@ -77,7 +84,28 @@ pub async fn serve(mut requests: mpsc::Receiver<DnsRequest>, ttl: DnsTtl) {
     }
 }
 
-async fn lookup(resolver: &TokioResolver, name: &str, ttl: DnsTtl) -> Result<Resolution, String> {
+/// The resolver: the system's configuration, or `nameservers` (`RINGLINK_DNS_NAMESERVERS`)
+/// when given. Must be called inside the control thread's runtime.
+pub fn resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver, String> {
+    if nameservers.is_empty() {
+        return TokioResolver::builder_tokio()
+            .map(|builder| builder.build())
+            .map_err(|error| error.to_string());
+    }
+    let mut config = ResolverConfig::new();
+    for addr in nameservers {
+        config.add_name_server(NameServerConfig::new(*addr, Protocol::Udp));
+        config.add_name_server(NameServerConfig::new(*addr, Protocol::Tcp));
+    }
+    Ok(TokioResolver::builder_with_config(config, TokioConnectionProvider::default()).build())
+}
+
+/// Every address of `name` and how long they may be used (TTL clamped by `ttl`).
+pub async fn lookup(
+    resolver: &TokioResolver,
+    name: &str,
+    ttl: DnsTtl,
+) -> Result<Resolution, String> {
     let lookup = resolver
         .lookup_ip(name)
         .await

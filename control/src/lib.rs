@@ -9,6 +9,7 @@
 pub mod config;
 pub mod discovery;
 pub mod dns;
+pub mod dst;
 pub mod thread;
 
 pub use config::{Config, ConfigError, Cores, Env, LogFormat, PortSet, RuntimeKind, SystemEnv};

@@ -1,7 +1,8 @@
 //! The control thread: a tokio current-thread runtime on its own OS thread. It owns
 //! everything tokio-based, which must never run on a shard (DESIGN.md §2). Today that is
-//! signal handling, the shutdown phase it publishes to every shard, the admin server, and
-//! DNS resolution for shards ([`crate::dns`]).
+//! signal handling, the shutdown phase it publishes to every shard, the admin server, DNS
+//! resolution for shards ([`crate::dns`]) and destination watches ([`crate::dst`]: the
+//! Destination service or DNS).
 
 use std::io;
 use std::sync::atomic::AtomicBool;
@@ -40,10 +41,15 @@ pub struct AdminSetup {
     pub metrics: Exposition,
 }
 
-/// What the control thread needs to resolve names for shards.
+/// What the control thread needs to resolve names and watch destinations for shards.
 pub struct DnsSetup {
     pub requests: tokio::sync::mpsc::Receiver<crate::dns::DnsRequest>,
     pub ttl: crate::dns::DnsTtl,
+    /// `RINGLINK_DNS_NAMESERVERS`; empty: the system's.
+    pub nameservers: Vec<std::net::SocketAddr>,
+    pub dst_requests: tokio::sync::mpsc::Receiver<crate::dst::DstRequest>,
+    pub destination: Option<crate::config::DestinationConfig>,
+    pub suffixes: Vec<String>,
 }
 
 /// A shard's view of the [`Phase`] (crosses threads; works on any runtime).
@@ -121,7 +127,21 @@ impl ControlThread {
                         metrics: admin.metrics,
                     };
                     tokio::spawn(ringlink_admin::serve(listener, Arc::new(admin)));
-                    tokio::spawn(crate::dns::serve(dns.requests, dns.ttl));
+                    let resolver = crate::dns::resolver(&dns.nameservers);
+                    tokio::spawn(crate::dns::serve(dns.requests, dns.ttl, resolver.clone()));
+                    let discovery = dns.destination.as_ref().map(|d| {
+                        tracing::info!(addr = %d.addr, "Using the Destination service");
+                        crate::discovery::Discovery::new(&d.addr, d.context.clone())
+                    });
+                    tokio::spawn(crate::dst::serve(
+                        dns.dst_requests,
+                        crate::dst::Sources {
+                            discovery,
+                            suffixes: dns.suffixes,
+                            dns: resolver,
+                            ttl: dns.ttl,
+                        },
+                    ));
                     let _ = ready_tx.send(Ok(()));
                     loop {
                         let name = tokio::select! {

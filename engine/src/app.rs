@@ -11,6 +11,7 @@ use ringlink_admin::Exposition;
 use ringlink_control::thread::{AdminSetup, ControlThread, DnsSetup};
 use ringlink_control::{Config, SystemEnv};
 
+use crate::dst::BalancerFamilies;
 use crate::listen;
 use crate::metrics::{HttpFamilies, TcpMetrics};
 use crate::rt::{self, ShardSpec};
@@ -116,8 +117,14 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
         h2_keepalive_interval: config.h2_keepalive_interval,
         h2_keepalive_timeout: config.h2_keepalive_timeout,
         max_idle_conns_per_endpoint: config.max_idle_conns_per_endpoint,
+        destination: config.destination.is_some(),
+        profile_suffixes: config.profile_suffixes.clone(),
+        http_queue_capacity: config.http_queue_capacity,
+        http_failfast_timeout: config.http_failfast_timeout,
+        discovery_idle_timeout: config.discovery_idle_timeout,
     });
     let (dns_tx, dns_requests) = ringlink_control::dns::channel();
+    let (dst_tx, dst_requests) = ringlink_control::dst::channel();
 
     let mut registries = Vec::with_capacity(shards);
     let mut shard_metrics = Vec::with_capacity(shards);
@@ -128,8 +135,9 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
         };
         let (registry, tcp) = TcpMetrics::for_shard(index).map_err(metrics_error)?;
         let http = HttpFamilies::register(&registry).map_err(metrics_error)?;
+        let balancer = BalancerFamilies::register(&registry).map_err(metrics_error)?;
         registries.push(registry);
-        shard_metrics.push((tcp, http));
+        shard_metrics.push((tcp, http, balancer));
     }
     let admin_addr = config.admin_listen_addr;
     let admin_listener = std::net::TcpListener::bind(admin_addr).map_err(|error| Fatal {
@@ -153,6 +161,10 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
                 min: config.dns_min_ttl,
                 max: config.dns_max_ttl,
             },
+            nameservers: config.dns_nameservers.clone(),
+            dst_requests,
+            destination: config.destination.clone(),
+            suffixes: config.profile_suffixes.clone(),
         },
     )
     .map_err(|error| Fatal {
@@ -170,7 +182,7 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
     }
     let mut handles = Vec::with_capacity(shards);
     let seeds = per_shard.into_iter().zip(cpus).zip(shard_metrics);
-    for (index, ((listeners, cpu), (tcp, http))) in seeds.enumerate() {
+    for (index, ((listeners, cpu), (tcp, http, balancer))) in seeds.enumerate() {
         let seed = ShardSeed {
             index,
             settings: settings.clone(),
@@ -179,6 +191,8 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
             tcp,
             http,
             dns: dns_tx.clone(),
+            dst: dst_tx.clone(),
+            balancer,
         };
         let handle = rt::spawn_shard(config.runtime, ShardSpec { index, cpu: *cpu }, seed)
             .map_err(|error| Fatal {

@@ -228,6 +228,15 @@ impl<C: Clock> Balancer<C> {
         self.endpoints.iter().filter(|e| e.is_ready(now)).count()
     }
 
+    /// The earliest instant an endpoint in backoff becomes ready again; `None` if none is in
+    /// backoff (a scan: for callers waiting for readiness, not for the request path).
+    pub fn next_ready_at(&self) -> Option<Instant> {
+        self.endpoints
+            .iter()
+            .filter_map(|e| e.backoff_until.get())
+            .min()
+    }
+
     /// Chooses an endpoint: the cheaper of two distinct ready endpoints drawn at random, the
     /// only ready one if there is one, `None` if none is ready.
     pub fn pick(&self, rng: &mut XorShift) -> Option<Pick<C>> {
@@ -299,6 +308,11 @@ impl<C: Clock> Pick<C> {
     /// since the pick).
     pub fn endpoint(&self) -> Endpoint {
         self.endpoint.endpoint.borrow().clone()
+    }
+
+    /// The endpoint's discovery labels (shared, no copy).
+    pub fn labels(&self) -> Labels {
+        self.endpoint.endpoint.borrow().labels.clone()
     }
 
     /// Records a round-trip time, measured to the first response byte.

@@ -37,6 +37,8 @@ use prometheus::IntCounter;
 use ringlink_control::thread::{Phase, PhaseRx};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::balance::{Labels, Pick};
+use crate::dst::{Dst, DstError, Dsts};
 use crate::http1::reply::ProxyError;
 use crate::http1::Route;
 use crate::metrics::{
@@ -87,6 +89,8 @@ struct Upstreams<R: Runtime> {
     eager: RefCell<Option<(SocketAddr, R::Stream)>>,
     /// The HTTP metrics of the connection's last route.
     routes: RefCell<RouteCache>,
+    /// The destination of the connection's last balanced stream.
+    dst: RefCell<Option<Rc<Dst>>>,
 }
 
 // === impl Io ===
@@ -242,6 +246,7 @@ pub async fn serve<R: Runtime>(
         direction,
         by_target: RefCell::new(HashMap::new()),
         routes: RefCell::new(RouteCache::default()),
+        dst: RefCell::new(None),
         eager: RefCell::new(eager.and_then(|s| match route {
             Route::Fixed(addr) => Some((addr, s)),
             Route::ByAuthority => None,
@@ -401,50 +406,79 @@ async fn proxy_stream<R: Runtime>(
     let (mut parts, body) = request.into_parts();
     let grpc = is_grpc(&parts.headers);
     let authority = parts.uri.authority().map(|a| a.to_string());
-    let state = &upstreams.state;
-    let target = match route {
-        Route::Fixed(addr) => addr,
-        Route::ByAuthority => {
-            let by = parts
-                .headers
-                .get("l5d-dst-override")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-                .or_else(|| authority.clone());
-            parts.headers.remove("l5d-dst-override");
-            let routed = match by.as_deref().and_then(crate::http1::parse_authority) {
-                Some((host, port)) => crate::dns::resolve::<R>(state, &host, port)
-                    .await
-                    .map_err(ProxyError::Resolve),
-                None => Err(ProxyError::BadRequest(
-                    400,
-                    "no authority to route by".into(),
-                )),
-            };
-            match routed {
-                Ok(addr) => addr,
-                Err(error) => {
-                    let mut metrics = upstreams.start(authority.as_deref(), None);
-                    let head_request = parts.method == http::Method::HEAD;
-                    return answer_error(&mut respond, grpc, head_request, &error, &mut metrics);
-                }
-            }
+    let head_request = parts.method == http::Method::HEAD;
+    let routed = upstreams
+        .route(route, &mut parts, authority.as_deref())
+        .await;
+    let (mut target, dst, mut pick) = match routed {
+        Ok(routed) => routed,
+        Err(error) => {
+            let mut metrics = upstreams.start(authority.as_deref(), None, None);
+            return answer_error(&mut respond, grpc, head_request, &error, &mut metrics);
         }
     };
-    let mut metrics = upstreams.start(authority.as_deref(), Some(target));
-    let head_request = parts.method == http::Method::HEAD;
     let end = body.is_end_stream();
     // A cached connection may have been closed by the server (GOAWAY, EOF) since it was
     // last used: nothing was sent on it then, so one retry on a new connection is safe.
     let mut request = Some(Request::from_parts(parts, ()));
     let mut attempt = 0;
+    let mut connects = 0;
+    let send = loop {
+        match upstreams.get(target).await {
+            Ok(send) => {
+                if let Some(pick) = &pick {
+                    pick.connected();
+                }
+                break Ok(send);
+            }
+            Err(error) => {
+                // A balanced stream that could not connect tries another endpoint.
+                let (Some(failed), Some(dst)) = (&pick, &dst) else {
+                    break Err(error);
+                };
+                if !matches!(
+                    error,
+                    ProxyError::Connect(_) | ProxyError::ConnectTimeout(_)
+                ) {
+                    break Err(error);
+                }
+                failed.connect_failed();
+                connects += 1;
+                if connects >= crate::http1::MAX_CONNECT_ATTEMPTS {
+                    break Err(error);
+                }
+                match dst.pick::<R>(&upstreams.state).await {
+                    Ok(next) => {
+                        target = next.addr();
+                        pick = Some(next);
+                    }
+                    Err(error) => {
+                        pick = None;
+                        break Err(error.into_proxy_error());
+                    }
+                }
+            }
+        }
+    };
+    let labels = pick.as_ref().map(Pick::labels);
+    let mut metrics = upstreams.start(authority.as_deref(), Some(target), labels.as_ref());
+    let mut send = match send {
+        Ok(send) => Some(send),
+        Err(error) => {
+            return answer_error(&mut respond, grpc, head_request, &error, &mut metrics);
+        }
+    };
+    let sent_at = std::time::Instant::now();
     let (response, up_body) = loop {
         attempt += 1;
-        let send = match upstreams.get(target).await {
-            Ok(send) => send,
-            Err(error) => {
-                return answer_error(&mut respond, grpc, head_request, &error, &mut metrics)
-            }
+        let send = match send.take() {
+            Some(send) => send,
+            None => match upstreams.get(target).await {
+                Ok(send) => send,
+                Err(error) => {
+                    return answer_error(&mut respond, grpc, head_request, &error, &mut metrics)
+                }
+            },
         };
         let sent = match send.ready().await {
             Ok(mut send) => {
@@ -509,6 +543,9 @@ async fn proxy_stream<R: Runtime>(
                         .map(HeaderValue::as_bytes),
                 );
                 metrics.response_head(response.status().as_u16(), grpc);
+                if let Some(pick) = &pick {
+                    pick.observe_rtt(sent_at.elapsed());
+                }
                 if let Some(code) = response
                     .headers()
                     .get("grpc-status")
@@ -741,13 +778,101 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 
 impl<R: Runtime> Upstreams<R> {
     /// Starts the metrics of a request on this connection.
-    fn start(&self, authority: Option<&str>, target: Option<SocketAddr>) -> RequestMetrics {
+    fn start(
+        &self,
+        authority: Option<&str>,
+        target: Option<SocketAddr>,
+        labels: Option<&Labels>,
+    ) -> RequestMetrics {
         self.state.http_metrics.start(
             &mut self.routes.borrow_mut(),
             self.direction,
             authority,
             target,
+            labels,
         )
+    }
+
+    /// Where a stream goes: the original destination, the endpoint a balancer picked (when
+    /// its authority names a destination), or the authority's address.
+    async fn route(
+        &self,
+        route: Route,
+        parts: &mut http::request::Parts,
+        authority: Option<&str>,
+    ) -> Result<(SocketAddr, Option<Rc<Dst>>, Option<Pick>), ProxyError> {
+        let state = &self.state;
+        let (fallback, name) = match route {
+            Route::Fixed(addr) => {
+                let name = state
+                    .settings
+                    .destination
+                    .then(|| authority.and_then(crate::http1::parse_authority))
+                    .flatten()
+                    .filter(|(host, _)| {
+                        ringlink_control::config::name_in_suffixes(
+                            host,
+                            &state.settings.profile_suffixes,
+                        )
+                    })
+                    .and_then(|(host, port)| crate::dst::name_of(&host, port));
+                (Some(addr), name)
+            }
+            Route::ByAuthority => {
+                let by = parts
+                    .headers
+                    .get("l5d-dst-override")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+                    .or_else(|| authority.map(str::to_string));
+                parts.headers.remove("l5d-dst-override");
+                let Some((host, port)) = by.as_deref().and_then(crate::http1::parse_authority)
+                else {
+                    return Err(ProxyError::BadRequest(
+                        400,
+                        "no authority to route by".into(),
+                    ));
+                };
+                match crate::dst::name_of(&host, port) {
+                    Some(name) => (None, Some(name)),
+                    None => {
+                        let addr = crate::dns::resolve::<R>(state, &host, port)
+                            .await
+                            .map_err(ProxyError::Resolve)?;
+                        return Ok((addr, None, None));
+                    }
+                }
+            }
+        };
+        let Some(name) = name else {
+            let addr = fallback.expect("a fixed route has an address");
+            return Ok((addr, None, None));
+        };
+        let dst = {
+            let mut cached = self.dst.borrow_mut();
+            match &*cached {
+                Some(dst) if *dst.name == *name && dst.is_live() => dst.clone(),
+                _ => {
+                    let dst = Dsts::get::<R>(state, self.direction, &name);
+                    *cached = Some(dst.clone());
+                    dst
+                }
+            }
+        };
+        match dst.pick::<R>(state).await {
+            Ok(pick) => Ok((pick.addr(), Some(dst), Some(pick))),
+            Err(DstError::Fallback) => match fallback {
+                Some(addr) => Ok((addr, None, None)),
+                None => {
+                    let (host, port) = name.rsplit_once(':').unwrap_or((&name, "80"));
+                    let addr = crate::dns::resolve::<R>(state, host, port.parse().unwrap_or(80))
+                        .await
+                        .map_err(ProxyError::Resolve)?;
+                    Ok((addr, None, None))
+                }
+            },
+            Err(error) => Err(error.into_proxy_error()),
+        }
     }
 
     /// The h2 connection to `target`. The first stream to ask connects (or uses the eager

@@ -29,6 +29,8 @@ use ringlink_protocols::http1::{
     BodyKind, Limits, RequestHead, ResponseHead, Version,
 };
 
+use crate::balance::Pick;
+use crate::dst::{Dst, DstError, Dsts};
 use crate::metrics::{
     is_grpc, parse_grpc_status, proxy_error_label, PeerMetrics, RequestMetrics, RouteCache,
 };
@@ -43,6 +45,9 @@ pub const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
 /// How much it reads at most before closing anyway.
 pub const LINGER_MAX_BYTES: usize = 1 << 20;
 
+/// Endpoints a balanced request tries to connect to before it is answered with the error.
+pub const MAX_CONNECT_ATTEMPTS: usize = 3;
+
 /// How long the rest of a head may take once its first byte arrived (slow-loris bound).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -56,6 +61,11 @@ pub enum Route {
     /// Each request to its own authority (`l5d-dst-override`, absolute-form URI or `Host`):
     /// the client addressed the proxy itself, as a forward proxy.
     ByAuthority,
+}
+
+/// The target of a balanced request before its endpoint is picked.
+fn unpicked(port: u16) -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], port))
 }
 
 /// The upstream connection detection left behind, for the first request to its address.
@@ -82,6 +92,8 @@ struct Session<'a, R: Runtime> {
     /// The HTTP metrics of the connection's last route, and of the request being served.
     routes: RouteCache,
     request: RequestMetrics,
+    /// The destination of the connection's last balanced request.
+    dst: Option<Rc<Dst>>,
 }
 
 /// How an exchange ended, for the session loop.
@@ -96,7 +108,10 @@ enum Next {
 
 /// What a request turned out to need, decided from its head.
 struct Plan {
+    /// Where the request goes; for a balanced request, set once an endpoint is picked.
     target: SocketAddr,
+    /// The balancer the request goes through, when its authority names a destination.
+    dst: Option<Rc<Dst>>,
     body: BodyKind,
     client_version: Version,
     client_keep_alive: bool,
@@ -144,6 +159,7 @@ pub async fn serve<R: Runtime>(
         limits: Limits::default(),
         routes: RouteCache::default(),
         request: RequestMetrics::default(),
+        dst: None,
     };
     let mut eager = eager;
     let error = loop {
@@ -234,16 +250,17 @@ impl<R: Runtime> Session<'_, R> {
                     .await;
             }
         };
-        let plan = match self.plan(&mut head).await {
+        let mut plan = match self.plan(&mut head).await {
             Ok(plan) => plan,
             Err(error) => return self.refuse(head.authority(), error).await,
         };
-        self.request = self.state.http_metrics.start(
-            &mut self.routes,
-            self.direction,
-            head.authority(),
-            Some(plan.target),
-        );
+        let mut pick = match self.pick(&mut plan).await {
+            Ok(pick) => pick,
+            Err(error) => {
+                self.start_metrics(&head, &plan, None);
+                return self.fail(&plan, error).await;
+            }
+        };
         tracing::debug!(
             method = %head.method,
             target = %head.target,
@@ -251,19 +268,58 @@ impl<R: Runtime> Session<'_, R> {
             "Request"
         );
         if plan.connect && matches!(self.route, Route::ByAuthority) {
+            self.start_metrics(&head, &plan, pick.as_ref());
             return self.connect_tunnel(plan.target).await;
         }
 
         let mut attempt = 0;
+        let mut connects = 0;
         loop {
             attempt += 1;
             let mut conn = match self.upstream(plan.target, eager, attempt > 1).await {
                 Ok(conn) => conn,
-                Err(error) => return self.fail(&plan, error).await,
+                Err(error) => {
+                    // A balanced request that could not connect tries another endpoint (the
+                    // failed one backs off), within the failfast budget.
+                    if let (Some(failed), Some(dst)) = (&pick, &plan.dst) {
+                        if matches!(
+                            error,
+                            ProxyError::Connect(_) | ProxyError::ConnectTimeout(_)
+                        ) {
+                            failed.connect_failed();
+                            connects += 1;
+                            if connects < MAX_CONNECT_ATTEMPTS {
+                                match dst.pick::<R>(self.state).await {
+                                    Ok(next) => {
+                                        plan.target = next.addr();
+                                        pick = Some(next);
+                                        attempt = 0;
+                                        continue;
+                                    }
+                                    Err(error) => {
+                                        let error = error.into_proxy_error();
+                                        self.start_metrics(&head, &plan, None);
+                                        return self.fail(&plan, error).await;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    self.start_metrics(&head, &plan, pick.as_ref());
+                    return self.fail(&plan, error).await;
+                }
             };
+            if let Some(pick) = &pick {
+                pick.connected();
+            }
+            self.start_metrics(&head, &plan, pick.as_ref());
             self.entry.set_upstream(conn.fd);
+            let sent = std::time::Instant::now();
             let dispatched = self.dispatch(&head, &plan, &mut conn).await;
             self.entry.set_upstream(-1);
+            if let (Some(pick), Some(at)) = (&pick, self.request.head_at()) {
+                pick.observe_rtt(at.saturating_duration_since(sent));
+            }
             match dispatched {
                 Dispatched::Done(next) => return next,
                 Dispatched::Reusable(next) => {
@@ -294,8 +350,25 @@ impl<R: Runtime> Session<'_, R> {
         if head.version == Version::Http11 && head.headers.count("host") != 1 && !connect {
             return Err(bad("HTTP/1.1 request needs exactly one Host header"));
         }
-        let target = match self.route {
-            Route::Fixed(addr) => addr,
+        let (target, dst) = match self.route {
+            Route::Fixed(addr) => {
+                // With a Destination service, a name under its suffixes is balanced over
+                // the service's endpoints; anything else goes to the original destination.
+                let name = self
+                    .state
+                    .settings
+                    .destination
+                    .then(|| head.authority().and_then(parse_authority))
+                    .flatten()
+                    .filter(|(host, _)| {
+                        ringlink_control::config::name_in_suffixes(
+                            host,
+                            &self.state.settings.profile_suffixes,
+                        )
+                    })
+                    .and_then(|(host, port)| crate::dst::name_of(&host, port));
+                (addr, name.map(|name| self.dst(&name)))
+            }
             Route::ByAuthority => {
                 let authority = head
                     .headers
@@ -306,9 +379,15 @@ impl<R: Runtime> Session<'_, R> {
                     .ok_or_else(|| bad("no authority to route by"))?;
                 let (host, port) = parse_authority(&authority)
                     .ok_or_else(|| bad("authority is not host[:port]"))?;
-                crate::dns::resolve::<R>(self.state, &host, port)
-                    .await
-                    .map_err(ProxyError::Resolve)?
+                match crate::dst::name_of(&host, port) {
+                    Some(name) => (unpicked(port), Some(self.dst(&name))),
+                    None => (
+                        crate::dns::resolve::<R>(self.state, &host, port)
+                            .await
+                            .map_err(ProxyError::Resolve)?,
+                        None,
+                    ),
+                }
             }
         };
         let client_version = head.version;
@@ -351,6 +430,7 @@ impl<R: Runtime> Session<'_, R> {
         );
         Ok(Plan {
             target,
+            dst,
             body,
             client_version,
             client_keep_alive,
@@ -360,6 +440,60 @@ impl<R: Runtime> Session<'_, R> {
             head_request: head.method == "HEAD",
             retryable: idempotent && body == BodyKind::Empty && upgrade_to.is_none(),
         })
+    }
+
+    /// The shard's destination `name`, from the connection's cache when it is the last one.
+    fn dst(&mut self, name: &str) -> Rc<Dst> {
+        if let Some(dst) = &self.dst {
+            if &*dst.name == name && dst.is_live() {
+                return dst.clone();
+            }
+        }
+        let dst = Dsts::get::<R>(self.state, self.direction, name);
+        self.dst = Some(dst.clone());
+        dst
+    }
+
+    /// Picks the endpoint of a balanced request (setting `plan.target`), or falls back to
+    /// the original destination (or the authority's DNS addresses) when discovery says so.
+    async fn pick(&mut self, plan: &mut Plan) -> Result<Option<Pick>, ProxyError> {
+        let Some(dst) = plan.dst.clone() else {
+            return Ok(None);
+        };
+        match dst.pick::<R>(self.state).await {
+            Ok(pick) => {
+                plan.target = pick.addr();
+                Ok(Some(pick))
+            }
+            Err(DstError::Fallback) => {
+                plan.dst = None;
+                if let Route::ByAuthority = self.route {
+                    let (host, port) = dst.name.rsplit_once(':').unwrap_or((&dst.name, "80"));
+                    let port = port.parse().unwrap_or(80);
+                    plan.target = crate::dns::resolve::<R>(self.state, host, port)
+                        .await
+                        .map_err(ProxyError::Resolve)?;
+                }
+                Ok(None)
+            }
+            Err(error) => Err(error.into_proxy_error()),
+        }
+    }
+
+    /// Counts the request in the HTTP metrics, once.
+    fn start_metrics(&mut self, head: &RequestHead, plan: &Plan, pick: Option<&Pick>) {
+        if self.request.is_started() {
+            return;
+        }
+        let target = (plan.dst.is_none() || pick.is_some()).then_some(plan.target);
+        let labels = pick.map(Pick::labels);
+        self.request = self.state.http_metrics.start(
+            &mut self.routes,
+            self.direction,
+            head.authority(),
+            target,
+            labels.as_ref(),
+        );
     }
 
     /// An idle pooled connection to `target`, the eager one, or a new one.
@@ -599,10 +733,13 @@ impl<R: Runtime> Session<'_, R> {
             Route::Fixed(addr) => Some(addr),
             Route::ByAuthority => None,
         };
-        self.request =
-            self.state
-                .http_metrics
-                .start(&mut self.routes, self.direction, authority, target);
+        self.request = self.state.http_metrics.start(
+            &mut self.routes,
+            self.direction,
+            authority,
+            target,
+            None,
+        );
         self.request.fail(error.status(), proxy_error_label(&error));
         let out = error_response(&error, true, false);
         let mut client = Outbox {
@@ -636,6 +773,7 @@ impl<R: Runtime> Session<'_, R> {
     async fn connect_tunnel(&mut self, target: SocketAddr) -> Next {
         let plan_close = Plan {
             target,
+            dst: None,
             body: BodyKind::Empty,
             client_version: Version::Http11,
             client_keep_alive: false,

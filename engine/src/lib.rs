@@ -8,6 +8,7 @@
 mod app;
 pub mod balance;
 mod dns;
+mod dst;
 mod forward;
 mod h2;
 mod http1;

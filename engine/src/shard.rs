@@ -64,6 +64,16 @@ pub struct ShardSettings {
     pub pool_idle_timeout: Duration,
     /// At most this many idle upstream HTTP/1 connections per endpoint.
     pub max_idle_conns_per_endpoint: usize,
+    /// Whether a Destination service is configured (names under `profile_suffixes` in
+    /// redirected HTTP traffic are then balanced over its endpoints).
+    pub destination: bool,
+    /// `LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES`.
+    pub profile_suffixes: Vec<String>,
+    /// `[inbound, outbound]` queue capacity per balancer, failfast timeout and idle timeout
+    /// of a destination.
+    pub http_queue_capacity: [usize; 2],
+    pub http_failfast_timeout: [Duration; 2],
+    pub discovery_idle_timeout: [Duration; 2],
 }
 
 /// What a shard thread is handed at startup (crosses into the shard thread once).
@@ -76,6 +86,9 @@ pub struct ShardSeed {
     pub http: HttpFamilies,
     /// Requests to the control thread's resolver.
     pub dns: ringlink_control::dns::DnsTx,
+    /// Requests to the control thread's destination watches.
+    pub dst: ringlink_control::dst::DstTx,
+    pub balancer: crate::dst::BalancerFamilies,
 }
 
 /// A shard's own state, shared by its tasks through `Rc`.
@@ -94,6 +107,7 @@ pub struct ShardState {
     /// The upstream HTTP/1 connection pool, a `pool::Pool<R>` for the shard's runtime.
     pool: std::cell::OnceCell<Box<dyn std::any::Any>>,
     pub dns: crate::dns::ShardDns,
+    pub dsts: crate::dst::Dsts,
     /// Tasks still running (accept loops and connections); the shard ends at zero.
     tasks: Cell<usize>,
     /// Set once the grace period is over: connections still opening are closed at once.
@@ -115,6 +129,14 @@ pub struct ConnEntry {
 // === impl Direction ===
 
 impl Direction {
+    /// The index of this direction's value in `[inbound, outbound]` settings.
+    pub fn index(self) -> usize {
+        match self {
+            Direction::Inbound => 0,
+            Direction::Outbound => 1,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Direction::Outbound => "outbound",
@@ -166,6 +188,7 @@ impl ShardState {
         tcp: TcpMetrics,
         http: HttpFamilies,
         dns: ringlink_control::dns::DnsTx,
+        dsts: crate::dst::Dsts,
     ) -> Self {
         let orig_dst: Box<dyn OrigDst> = match settings.orig_dst_override {
             Some(addr) => Box::new(FixedOrigDst(addr)),
@@ -183,6 +206,7 @@ impl ShardState {
             draining: Cell::new(false),
             pool: std::cell::OnceCell::new(),
             dns: crate::dns::ShardDns::new(dns),
+            dsts,
             tasks: Cell::new(0),
             closing: Cell::new(false),
             drain_waiter: Cell::new(None),
@@ -358,8 +382,12 @@ pub async fn run<R: Runtime>(seed: ShardSeed) {
         tcp,
         http,
         dns,
+        dst,
+        balancer,
     } = seed;
-    let state = Rc::new(ShardState::new(index, settings, tcp, http, dns));
+    let seed = (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ std::process::id() as u64;
+    let dsts = crate::dst::Dsts::new(dst, balancer, seed, phase.clone());
+    let state = Rc::new(ShardState::new(index, settings, tcp, http, dns, dsts));
     for (direction, listener) in listeners {
         let addr = listener.local_addr().ok();
         match R::listener(listener) {

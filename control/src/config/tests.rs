@@ -154,7 +154,7 @@ fn default_impl_matches_empty_env() {
 #[test]
 fn unrelated_vars_ignored() {
     let c = config(&[
-        ("LINKERD2_PROXY_DESTINATION_SVC_ADDR", "nonsense"),
+        ("LINKERD2_PROXY_IDENTITY_SVC_ADDR", "nonsense"),
         ("PATH", ""),
     ]);
     assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
@@ -779,4 +779,108 @@ fn http2_keepalive_settings() {
         error.var,
         "LINKERD2_PROXY_OUTBOUND_SERVER_HTTP2_KEEP_ALIVE_INTERVAL"
     );
+}
+
+// === discovery ===
+
+#[test]
+fn destination_is_read_with_its_name_and_context() {
+    let c = config(&[
+        (
+            DESTINATION_SVC_ADDR,
+            "linkerd-dst-headless.linkerd.svc.cluster.local.:8086",
+        ),
+        (
+            DESTINATION_SVC_NAME,
+            "linkerd-destination.linkerd.serviceaccount.identity",
+        ),
+        (DESTINATION_CONTEXT, "{\"ns\":\"default\"}"),
+    ]);
+    let d = c.destination.expect("configured");
+    assert_eq!(
+        d.addr,
+        "linkerd-dst-headless.linkerd.svc.cluster.local.:8086"
+    );
+    assert_eq!(
+        d.name.as_deref(),
+        Some("linkerd-destination.linkerd.serviceaccount.identity")
+    );
+    assert_eq!(d.context, "{\"ns\":\"default\"}");
+    assert!(config(&[]).destination.is_none());
+}
+
+#[test]
+fn destination_addr_must_be_host_and_port() {
+    for bad in ["nonsense", ":8086", "host:", "host:0", "host:99999"] {
+        assert_invalid(DESTINATION_SVC_ADDR, bad);
+    }
+}
+
+#[test]
+fn profile_suffixes_and_networks() {
+    let c = config(&[]);
+    assert_eq!(c.profile_suffixes, vec!["svc.cluster.local.".to_string()]);
+    assert!(c.profile_networks.is_empty());
+    assert!(c.in_profile_suffixes("web.ns.svc.cluster.local"));
+    assert!(c.in_profile_suffixes("WEB.ns.svc.cluster.local."));
+    assert!(!c.in_profile_suffixes("web.ns.svc.cluster.localx"));
+    assert!(!c.in_profile_suffixes("xsvc.cluster.local.evil"));
+    assert!(!c.in_profile_suffixes("example.com"));
+    assert!(!c.in_profile_suffixes("10.0.0.1"));
+
+    let c = config(&[
+        (PROFILE_SUFFIXES, " Example.COM , test"),
+        (PROFILE_NETWORKS, "10.0.0.0/8, 127.0.0.0/8,fd00::/8"),
+    ]);
+    assert_eq!(c.profile_suffixes, vec!["example.com.", "test."]);
+    assert!(c.in_profile_suffixes("a.example.com"));
+    assert!(c.in_profile_suffixes("disco.test"));
+    assert!(!c.in_profile_suffixes("notexample.com"));
+    let contains = |ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        c.profile_networks.iter().any(|n| n.contains(ip))
+    };
+    assert!(contains("10.255.0.1"));
+    assert!(contains("127.0.0.2"));
+    assert!(contains("fd12::1"));
+    assert!(!contains("11.0.0.1"));
+    assert!(!contains("::1"));
+
+    assert!(config(&[(PROFILE_SUFFIXES, ".")]).in_profile_suffixes("anything.at.all"));
+    assert!(config(&[(PROFILE_SUFFIXES, "")])
+        .profile_suffixes
+        .is_empty());
+    for bad in ["10.0.0.0", "10.0.0.0/33", "x/8", "::/129"] {
+        assert_invalid(PROFILE_NETWORKS, bad);
+    }
+    assert_invalid(PROFILE_SUFFIXES, "a b");
+}
+
+#[test]
+fn balancer_queue_failfast_and_idle_timeouts() {
+    let c = config(&[]);
+    assert_eq!(c.http_queue_capacity, [10_000, 10_000]);
+    assert_eq!(
+        c.http_failfast_timeout,
+        [Duration::from_secs(1), Duration::from_secs(3)]
+    );
+    assert_eq!(
+        c.discovery_idle_timeout,
+        [Duration::from_secs(90), Duration::from_secs(5)]
+    );
+    let c = config(&[
+        (OUTBOUND_HTTP_QUEUE_CAPACITY, "2"),
+        (OUTBOUND_HTTP_FAILFAST_TIMEOUT, "250ms"),
+        (OUTBOUND_DISCOVERY_IDLE_TIMEOUT, "1m"),
+        (DNS_NAMESERVERS, "127.0.0.1:5353"),
+    ]);
+    assert_eq!(c.http_queue_capacity[1], 2);
+    assert_eq!(c.http_failfast_timeout[1], Duration::from_millis(250));
+    assert_eq!(c.discovery_idle_timeout[1], Duration::from_secs(60));
+    assert_eq!(c.dns_nameservers, vec![addr("127.0.0.1:5353")]);
+    assert_invalid(OUTBOUND_HTTP_QUEUE_CAPACITY, "-1");
+    assert_invalid(INBOUND_HTTP_QUEUE_CAPACITY, "lots");
+    assert_invalid(OUTBOUND_HTTP_FAILFAST_TIMEOUT, "3");
+    assert_invalid(INBOUND_DISCOVERY_IDLE_TIMEOUT, "soon");
+    assert_invalid(DNS_NAMESERVERS, "localhost:53");
 }

@@ -20,6 +20,11 @@ pub enum ProxyError {
     Resolve(String),
     /// The upstream connection failed or sent garbage before a response head.
     Upstream(String),
+    /// No endpoint to send the request to, at once: the destination does not exist, its
+    /// balancer is failing fast or its queue is full (503).
+    Unavailable(String),
+    /// No endpoint became ready within the failfast timeout (504).
+    FailFast(Duration),
 }
 
 // === impl ProxyError ===
@@ -30,7 +35,8 @@ impl ProxyError {
             ProxyError::BadRequest(status, _) => *status,
             ProxyError::RequestTimeout => 408,
             ProxyError::Connect(_) | ProxyError::Resolve(_) | ProxyError::Upstream(_) => 502,
-            ProxyError::ConnectTimeout(_) => 504,
+            ProxyError::ConnectTimeout(_) | ProxyError::FailFast(_) => 504,
+            ProxyError::Unavailable(_) => 503,
         }
     }
 
@@ -43,6 +49,10 @@ impl ProxyError {
             ProxyError::ConnectTimeout(after) => format!("connect timed out after {after:?}"),
             ProxyError::Resolve(why) => format!("failed to resolve authority: {why}"),
             ProxyError::Upstream(why) => format!("upstream error: {why}"),
+            ProxyError::Unavailable(why) => format!("service unavailable: {why}"),
+            ProxyError::FailFast(after) => {
+                format!("no endpoint became ready within the failfast timeout ({after:?})")
+            }
         }
     }
 }

@@ -42,7 +42,7 @@
 //! (`RINGLINK_METRICS_RECORDING=off`), `start` returns a [`RequestMetrics`] that does nothing.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -54,6 +54,7 @@ use prometheus::{
 };
 
 use super::TLS_DISABLED;
+use crate::balance::Labels;
 use crate::http1::reply::ProxyError;
 use crate::shard::Direction;
 
@@ -63,15 +64,22 @@ pub const LATENCY_BUCKETS_MS: [f64; 25] = [
     1_000.0, 2_000.0, 3_000.0, 4_000.0, 5_000.0, 10_000.0, 20_000.0, 30_000.0, 40_000.0, 50_000.0,
 ];
 
-/// Labels every HTTP family has (before the registry's `shard`).
-const ROUTE_LABELS: [&str; 6] = [
+/// Labels every HTTP family has (before the registry's `shard`). `dst_labels` carries the
+/// endpoint's discovery labels encoded (see [`encode_dst_labels`]); the page shows them as
+/// one `dst_<name>` label each.
+const ROUTE_LABELS: [&str; 7] = [
     "direction",
     "authority",
     "target_addr",
     "target_ip",
     "target_port",
     "tls",
+    DST_LABELS,
 ];
+const DST_LABELS: &str = "dst_labels";
+/// Separators of the encoded `dst_labels` value: between pairs, and between name and value.
+const PAIR_SEP: char = '\u{1e}';
+const NAME_SEP: char = '\u{1f}';
 
 /// `error` value when a request ended with neither a response nor a reason (its task was
 /// dropped).
@@ -106,13 +114,14 @@ struct RouteKey {
     direction: Direction,
     authority: Option<Box<str>>,
     target: Option<SocketAddr>,
+    dst: Option<Labels>,
 }
 
 /// The series of one label set, resolved once. Shard-local.
 pub struct Route {
     families: HttpFamilies,
     key: RouteKey,
-    labels: [String; 6],
+    labels: [String; 7],
     requests: IntCounter,
     /// `response_total` series by outcome; a route sees few distinct outcomes.
     responses: RefCell<Vec<(Outcome, IntCounter)>>,
@@ -146,6 +155,9 @@ pub struct RequestMetrics {
     grpc: bool,
     grpc_status: Option<u32>,
     error: Option<&'static str>,
+    /// When the response's head arrived (kept even when not recording: balancers take
+    /// their RTT samples from it).
+    head_at: Option<Instant>,
 }
 
 /// Writes a family's series without their empty labels (Linkerd leaves out a label that has
@@ -210,6 +222,7 @@ impl HttpMetrics {
         direction: Direction,
         authority: Option<&str>,
         target: Option<SocketAddr>,
+        dst: Option<&Labels>,
     ) -> RequestMetrics {
         if !self.recording {
             return RequestMetrics::default();
@@ -219,9 +232,9 @@ impl HttpMetrics {
             Direction::Inbound => None,
         };
         let route = match &cache.0 {
-            Some(route) if route.is(direction, authority, target) => route.clone(),
+            Some(route) if route.is(direction, authority, target, dst) => route.clone(),
             _ => {
-                let route = self.route(direction, authority, target);
+                let route = self.route(direction, authority, target, dst);
                 cache.0 = Some(route.clone());
                 route
             }
@@ -237,6 +250,7 @@ impl HttpMetrics {
             grpc: false,
             grpc_status: None,
             error: None,
+            head_at: None,
         }
     }
 
@@ -246,11 +260,13 @@ impl HttpMetrics {
         direction: Direction,
         authority: Option<&str>,
         target: Option<SocketAddr>,
+        dst: Option<&Labels>,
     ) -> Rc<Route> {
         let key = RouteKey {
             direction,
             authority: authority.map(Box::from),
             target,
+            dst: dst.filter(|l| !l.is_empty()).cloned(),
         };
         let mut routes = self.routes.borrow_mut();
         if let Some(route) = routes.get(&key) {
@@ -263,6 +279,10 @@ impl HttpMetrics {
             target.map(|t| t.ip().to_string()).unwrap_or_default(),
             target.map(|t| t.port().to_string()).unwrap_or_default(),
             TLS_DISABLED.to_string(),
+            key.dst
+                .as_deref()
+                .map(encode_dst_labels)
+                .unwrap_or_default(),
         ];
         let requests = self
             .families
@@ -324,11 +344,18 @@ impl Route {
         direction: Direction,
         authority: Option<&str>,
         target: Option<SocketAddr>,
+        dst: Option<&Labels>,
     ) -> bool {
+        let dst = dst.filter(|l| !l.is_empty());
         !self.evicted.get()
             && self.key.direction == direction
             && self.key.target == target
             && self.key.authority.as_deref() == authority
+            && match (&self.key.dst, dst) {
+                (None, None) => true,
+                (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b) || a == b,
+                _ => false,
+            }
     }
 
     fn response(&self, outcome: Outcome) -> IntCounter {
@@ -387,14 +414,26 @@ impl RequestMetrics {
     /// (see [`is_grpc`]). Latency is measured to the first call; interim (1xx) heads are not
     /// responses.
     pub fn response_head(&mut self, status: u16, grpc: bool) {
+        let now = Instant::now();
+        self.head_at.get_or_insert(now);
         let Some((_, start)) = &self.started else {
             return;
         };
         if self.latency.is_none() {
-            self.latency = Some(start.elapsed());
+            self.latency = Some(now.saturating_duration_since(*start));
         }
         self.status = Some(status);
         self.grpc = grpc;
+    }
+
+    /// When the first response head arrived, recording or not.
+    pub fn head_at(&self) -> Option<Instant> {
+        self.head_at
+    }
+
+    /// Whether [`HttpMetrics::start`] counted this request (always false when not recording).
+    pub fn is_started(&self) -> bool {
+        self.started.is_some()
     }
 
     /// The response's `grpc-status` (from its headers or trailers).
@@ -476,9 +515,24 @@ impl<C: Collector> Collector for OmitEmptyLabels<C> {
         let mut families = self.0.collect();
         for family in &mut families {
             for metric in family.mut_metric() {
-                let mut labels = metric.take_label();
-                labels.retain(|pair| !pair.value().is_empty());
-                metric.set_label(labels);
+                let labels = metric.take_label();
+                let mut out = Vec::with_capacity(labels.len());
+                for pair in labels {
+                    if pair.value().is_empty() {
+                        continue;
+                    }
+                    if pair.name() == DST_LABELS {
+                        for (name, value) in decode_dst_labels(pair.value()) {
+                            let mut label = prometheus::proto::LabelPair::default();
+                            label.set_name(format!("dst_{name}"));
+                            label.set_value(value.to_string());
+                            out.push(label);
+                        }
+                        continue;
+                    }
+                    out.push(pair);
+                }
+                metric.set_label(out);
             }
         }
         families
@@ -486,6 +540,32 @@ impl<C: Collector> Collector for OmitEmptyLabels<C> {
 }
 
 // === functions ===
+
+/// Discovery labels as one label value: `name␟value␞name␟value…`. Names that are not valid
+/// Prometheus label name characters, and separators inside values, are dropped.
+fn encode_dst_labels(labels: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    for (name, value) in labels {
+        let valid =
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid || value.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(PAIR_SEP);
+        }
+        out.push_str(name);
+        out.push(NAME_SEP);
+        out.extend(value.chars().filter(|c| *c != PAIR_SEP && *c != NAME_SEP));
+    }
+    out
+}
+
+fn decode_dst_labels(encoded: &str) -> impl Iterator<Item = (&str, &str)> {
+    encoded
+        .split(PAIR_SEP)
+        .filter_map(|pair| pair.split_once(NAME_SEP))
+}
 
 /// Whether a response's `content-type` makes it a gRPC response (`application/grpc`,
 /// `application/grpc+proto`, …).
@@ -512,6 +592,8 @@ pub fn proxy_error_label(error: &ProxyError) -> &'static str {
         ProxyError::ConnectTimeout(_) => "connect_timeout",
         ProxyError::Resolve(_) => "resolve",
         ProxyError::Upstream(_) => "upstream",
+        ProxyError::Unavailable(_) => "unavailable",
+        ProxyError::FailFast(_) => "failfast",
     }
 }
 

@@ -73,7 +73,13 @@ fn value(page: &str, name: &str, extra: &[(&str, &str)]) -> Option<f64> {
 
 /// One outbound request to `target()` ending as `finish` says.
 fn request(http: &HttpMetrics, cache: &mut RouteCache, finish: impl FnOnce(&mut RequestMetrics)) {
-    let mut m = http.start(cache, Direction::Outbound, Some("svc:80"), Some(target()));
+    let mut m = http.start(
+        cache,
+        Direction::Outbound,
+        Some("svc:80"),
+        Some(target()),
+        None,
+    );
     finish(&mut m);
 }
 
@@ -171,6 +177,7 @@ fn latency_is_taken_at_the_response_head() {
         Direction::Outbound,
         Some("svc:80"),
         Some(target()),
+        None,
     );
     m.response_head(200, false);
     std::thread::sleep(Duration::from_millis(30));
@@ -205,7 +212,7 @@ fn one_route_per_label_set() {
         (Direction::Inbound, Some("svc:80"), Some(target())),
         (Direction::Inbound, Some("b:80"), Some(target())),
     ] {
-        let mut m = http.start(&mut cache, direction, authority, target);
+        let mut m = http.start(&mut cache, direction, authority, target, None);
         m.response_head(200, false);
     }
     assert_eq!(http.routes.borrow().len(), 5);
@@ -237,7 +244,7 @@ fn idle_routes_are_evicted_and_come_back() {
     let mut cache = RouteCache::default();
     request(&http, &mut cache, |m| m.response_head(200, false));
     let mut busy = RouteCache::default();
-    let mut in_flight = http.start(&mut busy, Direction::Outbound, Some("busy:80"), None);
+    let mut in_flight = http.start(&mut busy, Direction::Outbound, Some("busy:80"), None, None);
     assert_eq!(http.evict(Duration::ZERO), 1);
     let text = page(&registry);
     assert!(!text.contains("svc:80"), "{text}");
@@ -274,4 +281,36 @@ fn grpc_headers() {
     assert_eq!(parse_grpc_status(b"0"), Some(0));
     assert_eq!(parse_grpc_status(b" 14 "), Some(14));
     assert_eq!(parse_grpc_status(b"x"), None);
+}
+
+#[test]
+fn discovery_labels_become_dst_labels() {
+    let (registry, http) = metrics(true);
+    let mut cache = RouteCache::default();
+    let labels = std::sync::Arc::new(BTreeMap::from([
+        ("namespace".to_string(), "ns".to_string()),
+        ("pod".to_string(), "web-1".to_string()),
+        ("bad-name".to_string(), "dropped".to_string()),
+    ]));
+    for _ in 0..2 {
+        let mut m = http.start(
+            &mut cache,
+            Direction::Outbound,
+            Some("web.ns.svc.cluster.local:80"),
+            Some(target()),
+            Some(&labels),
+        );
+        m.response_head(200, false);
+        m.end();
+    }
+    let page = page(&registry);
+    let line = page
+        .lines()
+        .find(|l| l.starts_with("request_total{"))
+        .expect("request_total series");
+    assert!(line.contains("dst_namespace=\"ns\""), "{line}");
+    assert!(line.contains("dst_pod=\"web-1\""), "{line}");
+    assert!(line.ends_with(" 2"), "{line}");
+    assert!(!page.contains("dst_labels"), "{page}");
+    assert!(!page.contains("dropped"), "{page}");
 }

@@ -1,0 +1,217 @@
+//! Destinations for shards: the second shard → control request path (DESIGN.md §2).
+//!
+//! A shard that meets a destination name (`host:port`) for the first time sends a
+//! [`DstRequest`]; the control thread answers with a `watch::Receiver` of versioned
+//! [`EndpointSet`] snapshots, which the shard applies to its own balancer replica from then
+//! on. Every shard watching one name shares one source:
+//! - a name under `LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES`, when a Destination service
+//!   is configured, is watched with its `Get` stream ([`crate::discovery`]);
+//! - any other name (and every name without a Destination service) is resolved with DNS and
+//!   re-resolved when its TTL (clamped by `LINKERD2_PROXY_DNS_MIN_TTL` / `_MAX_TTL`) runs
+//!   out; each address is an endpoint. A name that never resolved is published with
+//!   `exists: false`; one that stops resolving keeps its last addresses (known endpoints
+//!   keep serving) and is retried.
+//!
+//! A source stops once every shard has dropped its receiver: shards drop a destination no
+//! request used for `*_DISCOVERY_IDLE_TIMEOUT`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_resolver::TokioResolver;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::discovery::{Discovery, EndpointMeta, EndpointSet, State};
+use crate::dns::DnsTtl;
+
+/// How many requests may wait for the control thread; a shard that finds the queue full
+/// fails that request instead of waiting.
+pub const DST_QUEUE_CAPACITY: usize = 1024;
+/// The first retry of a failed DNS lookup; it doubles up to [`DNS_MAX_RETRY`].
+const DNS_MIN_RETRY: Duration = Duration::from_millis(500);
+const DNS_MAX_RETRY: Duration = Duration::from_secs(10);
+
+// === types ===
+
+/// A destination to watch, and where to send its snapshots (crosses threads).
+#[derive(Debug)]
+pub struct DstRequest {
+    /// `host:port`, the host a lowercase DNS name without a trailing dot.
+    pub name: String,
+    pub reply: oneshot::Sender<watch::Receiver<Arc<EndpointSet>>>,
+}
+
+/// A shard's handle for sending [`DstRequest`]s.
+pub type DstTx = mpsc::Sender<DstRequest>;
+
+/// What answers [`DstRequest`]s.
+pub struct Sources {
+    /// The Destination service client, when one is configured.
+    pub discovery: Option<Discovery>,
+    /// `LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES`.
+    pub suffixes: Vec<String>,
+    pub dns: Result<TokioResolver, String>,
+    pub ttl: DnsTtl,
+}
+
+type Watches = Arc<Mutex<HashMap<String, watch::Sender<Arc<EndpointSet>>>>>;
+
+// === functions ===
+
+/// The channel shards send on and the receiver [`serve`] drains.
+pub fn channel() -> (DstTx, mpsc::Receiver<DstRequest>) {
+    mpsc::channel(DST_QUEUE_CAPACITY)
+}
+
+/// Answers requests until every sender is gone. Runs on the control thread's runtime.
+pub async fn serve(mut requests: mpsc::Receiver<DstRequest>, sources: Sources) {
+    let dns_watches: Watches = Arc::default();
+    while let Some(request) = requests.recv().await {
+        let host = request
+            .name
+            .rsplit_once(':')
+            .map_or(request.name.as_str(), |(host, _)| host);
+        let rx = match &sources.discovery {
+            Some(discovery) if crate::config::name_in_suffixes(host, &sources.suffixes) => {
+                tracing::debug!(name = %request.name, "Watching with the Destination service");
+                discovery.watch(&request.name)
+            }
+            _ => dns_watch(&sources, &dns_watches, &request.name),
+        };
+        let _ = request.reply.send(rx);
+    }
+}
+
+/// The DNS-backed snapshots of `name`, starting its resolver task if it has none.
+fn dns_watch(
+    sources: &Sources,
+    watches: &Watches,
+    name: &str,
+) -> watch::Receiver<Arc<EndpointSet>> {
+    let mut map = watches.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(tx) = map.get(name) {
+        return tx.subscribe();
+    }
+    let (tx, rx) = watch::channel(Arc::new(pending()));
+    let Some((host, port)) = name
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+    else {
+        publish(&tx, 1, false, BTreeMap::new());
+        return rx;
+    };
+    match &sources.dns {
+        Err(error) => {
+            tracing::warn!(%name, %error, "No DNS resolver");
+            publish(&tx, 1, false, BTreeMap::new());
+        }
+        Ok(resolver) => {
+            map.insert(name.to_string(), tx.clone());
+            tokio::spawn(run_dns(
+                resolver.clone(),
+                sources.ttl,
+                host,
+                port,
+                tx,
+                watches.clone(),
+                name.to_string(),
+            ));
+        }
+    }
+    rx
+}
+
+/// Resolves `host` now and again at each answer's TTL, publishing changed address sets,
+/// until no shard watches it.
+async fn run_dns(
+    resolver: TokioResolver,
+    ttl: DnsTtl,
+    host: String,
+    port: u16,
+    tx: watch::Sender<Arc<EndpointSet>>,
+    watches: Watches,
+    name: String,
+) {
+    let mut version = 0;
+    let mut last: Option<BTreeMap<SocketAddr, EndpointMeta>> = None;
+    let mut retry = DNS_MIN_RETRY;
+    loop {
+        let wait = match crate::dns::lookup(&resolver, &host, ttl).await {
+            Ok(resolution) => {
+                retry = DNS_MIN_RETRY;
+                let endpoints: BTreeMap<SocketAddr, EndpointMeta> = resolution
+                    .addrs
+                    .iter()
+                    .map(|ip| {
+                        (
+                            SocketAddr::new(*ip, port),
+                            EndpointMeta {
+                                weight: 1,
+                                ..EndpointMeta::default()
+                            },
+                        )
+                    })
+                    .collect();
+                if last.as_ref() != Some(&endpoints) {
+                    version += 1;
+                    tracing::debug!(%name, addrs = endpoints.len(), version, "DNS answer");
+                    publish(&tx, version, true, endpoints.clone());
+                    last = Some(endpoints);
+                }
+                resolution
+                    .valid_until
+                    .saturating_duration_since(Instant::now())
+                    .max(ttl.min)
+            }
+            Err(error) => {
+                tracing::debug!(%name, %error, "DNS lookup failed");
+                if last.is_none() && version == 0 {
+                    version += 1;
+                    publish(&tx, version, false, BTreeMap::new());
+                }
+                let wait = retry;
+                retry = (retry * 2).min(DNS_MAX_RETRY);
+                wait
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = tx.closed() => {
+                let mut map = watches.lock().unwrap_or_else(|e| e.into_inner());
+                if tx.is_closed() {
+                    if map.get(&name).is_some_and(|t| t.same_channel(&tx)) {
+                        map.remove(&name);
+                    }
+                    tracing::debug!(%name, "No one watches the name; DNS refresh stopped");
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+fn pending() -> EndpointSet {
+    EndpointSet {
+        version: 0,
+        state: State::Pending,
+        exists: true,
+        endpoints: BTreeMap::new(),
+    }
+}
+
+fn publish(
+    tx: &watch::Sender<Arc<EndpointSet>>,
+    version: u64,
+    exists: bool,
+    endpoints: BTreeMap<SocketAddr, EndpointMeta>,
+) {
+    tx.send_replace(Arc::new(EndpointSet {
+        version,
+        state: State::Resolved,
+        exists,
+        endpoints,
+    }));
+}

@@ -1,0 +1,467 @@
+//! A shard's destinations: one [`Balancer`] replica per destination name, kept up to date
+//! from the control thread's snapshots (DESIGN.md §2), with the request queue and failfast
+//! in front of it.
+//!
+//! - The first request for a name (`host:port`) sends one [`DstRequest`] to the control
+//!   thread and spawns the destination's watch task, which applies every snapshot to the
+//!   shard's replica (endpoints that stay keep their load state), wakes queued requests, and
+//!   updates the `outbound_http_balancer_endpoints` / `ringlink_balancer_snapshot_version`
+//!   gauges. Later requests find the destination in the shard's map: no lock, no channel,
+//!   no atomic on the request path.
+//! - [`Dst::pick`] returns a [`Pick`] at once when an endpoint is ready. Otherwise the
+//!   request waits (at most `*_HTTP_QUEUE_CAPACITY` per destination; more get 503) until a
+//!   snapshot or an ended backoff makes one ready, or until `*_HTTP_FAILFAST_TIMEOUT`: then
+//!   it gets 504 and the destination fails fast (503 at once) until an endpoint is ready.
+//! - A destination no request used for `*_DISCOVERY_IDLE_TIMEOUT` is dropped from the map,
+//!   and its watch task ends, dropping its receiver: once every shard has, the control thread
+//!   closes the Destination stream (or stops re-resolving the DNS name).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future::or;
+use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
+use ringlink_control::discovery::{EndpointSet, State};
+use ringlink_control::dst::{DstRequest, DstTx};
+use ringlink_control::thread::{Phase, PhaseRx};
+use tokio::sync::{oneshot, watch, Notify};
+
+use crate::balance::{Balancer, Endpoint, Labels, Pick, Snapshot, XorShift};
+use crate::rt::Runtime;
+use crate::shard::{Direction, ShardState, TaskGuard};
+
+/// How long a new destination waits for the control thread's receiver.
+const WATCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a destination's task refreshes its gauges and checks for idleness (at most).
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+// === types ===
+
+/// The balancer gauges of one shard's registry.
+#[derive(Clone)]
+pub struct BalancerFamilies {
+    endpoints: IntGaugeVec,
+    version: IntGaugeVec,
+}
+
+/// A shard's destinations, by name.
+pub struct Dsts {
+    tx: DstTx,
+    /// The shard's phase, for the watch tasks.
+    phase: PhaseRx,
+    map: RefCell<HashMap<Rc<str>, Rc<Dst>>>,
+    rng: RefCell<XorShift>,
+    families: BalancerFamilies,
+}
+
+/// One destination's balancer replica on this shard.
+pub struct Dst {
+    pub name: Rc<str>,
+    direction: Direction,
+    balancer: RefCell<Balancer>,
+    set: Cell<SetState>,
+    /// Woken when a snapshot is applied.
+    notify: Notify,
+    queued: Cell<usize>,
+    failfast: Cell<bool>,
+    last_used: Cell<Instant>,
+    /// Dropped from the shard's map (idle): not updated any more; look the name up again.
+    evicted: Cell<bool>,
+    gauges: Gauges,
+}
+
+struct Gauges {
+    ready: IntGauge,
+    pending: IntGauge,
+    version: IntGauge,
+    labels: [String; 2],
+}
+
+/// What the last snapshot said about the destination as a whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SetState {
+    /// No answer yet.
+    Pending,
+    Resolved {
+        exists: bool,
+    },
+    /// Discovery refused the name: use the original destination.
+    Fallback,
+    /// The control thread could not take the request.
+    Unavailable,
+}
+
+/// Why no endpoint was picked.
+#[derive(Debug)]
+pub enum DstError {
+    /// Forward to the original destination instead.
+    Fallback,
+    /// The destination does not exist (or its name does not resolve).
+    NotFound(Rc<str>),
+    /// Refused at once: failing fast, queue full, or no control thread.
+    Unavailable(String),
+    /// No endpoint became ready within the failfast timeout.
+    FailFast(Duration),
+}
+
+/// Counts a queued request for as long as it waits.
+struct Queued<'a>(&'a Cell<usize>);
+
+// === impl BalancerFamilies ===
+
+impl BalancerFamilies {
+    pub fn register(registry: &Registry) -> prometheus::Result<BalancerFamilies> {
+        let endpoints = IntGaugeVec::new(
+            Opts::new(
+                "outbound_http_balancer_endpoints",
+                "The number of endpoints currently in a HTTP request balancer",
+            ),
+            &[
+                "direction",
+                "backend_name",
+                "backend_port",
+                "endpoint_state",
+            ],
+        )?;
+        let version = IntGaugeVec::new(
+            Opts::new(
+                "ringlink_balancer_snapshot_version",
+                "The version of the last endpoint snapshot the shard applied to a balancer",
+            ),
+            &["direction", "backend_name", "backend_port"],
+        )?;
+        registry.register(Box::new(endpoints.clone()))?;
+        registry.register(Box::new(version.clone()))?;
+        Ok(BalancerFamilies { endpoints, version })
+    }
+}
+
+// === impl Dsts ===
+
+impl Dsts {
+    pub fn new(tx: DstTx, families: BalancerFamilies, seed: u64, phase: PhaseRx) -> Self {
+        Dsts {
+            tx,
+            phase,
+            map: RefCell::new(HashMap::new()),
+            rng: RefCell::new(XorShift::new(seed)),
+            families,
+        }
+    }
+
+    /// The destination `name` (`host:port`, lowercase, no trailing dot), asking the control
+    /// thread for it the first time.
+    pub fn get<R: Runtime>(state: &Rc<ShardState>, direction: Direction, name: &str) -> Rc<Dst> {
+        let dsts = &state.dsts;
+        if let Some(dst) = dsts.map.borrow().get(name) {
+            if dst.direction == direction {
+                return dst.clone();
+            }
+        }
+        let name: Rc<str> = Rc::from(name);
+        let (host, port) = name.rsplit_once(':').unwrap_or((&name, ""));
+        let labels = [host.to_string(), port.to_string()];
+        let gauge = |state: &str| {
+            dsts.families.endpoints.with_label_values(&[
+                direction.as_str(),
+                &labels[0],
+                &labels[1],
+                state,
+            ])
+        };
+        let gauges = Gauges {
+            ready: gauge("ready"),
+            pending: gauge("pending"),
+            version: dsts.families.version.with_label_values(&[
+                direction.as_str(),
+                &labels[0],
+                &labels[1],
+            ]),
+            labels,
+        };
+        let dst = Rc::new(Dst {
+            name: name.clone(),
+            direction,
+            balancer: RefCell::new(Balancer::new()),
+            set: Cell::new(SetState::Pending),
+            notify: Notify::new(),
+            queued: Cell::new(0),
+            failfast: Cell::new(false),
+            last_used: Cell::new(Instant::now()),
+            evicted: Cell::new(false),
+            gauges,
+        });
+        dsts.map.borrow_mut().insert(name.clone(), dst.clone());
+        let (reply, answer) = oneshot::channel();
+        match dsts.tx.try_send(DstRequest {
+            name: name.to_string(),
+            reply,
+        }) {
+            Ok(()) => {
+                R::spawn(watch_loop::<R>(
+                    state.task(),
+                    state.clone(),
+                    dst.clone(),
+                    answer,
+                    dsts.phase.clone(),
+                ));
+            }
+            Err(error) => {
+                tracing::warn!(%name, %error, "Cannot ask the control thread for a destination");
+                dsts.map.borrow_mut().remove(&name);
+                dst.evicted.set(true);
+                dst.set.set(SetState::Unavailable);
+            }
+        }
+        dst
+    }
+
+    /// Draws from the shard's generator (for callers that balance by themselves).
+    fn pick(&self, dst: &Dst) -> Option<Pick> {
+        dst.balancer.borrow().pick(&mut self.rng.borrow_mut())
+    }
+}
+
+// === impl Dst ===
+
+impl Dst {
+    /// Whether the shard's map still holds this destination (a connection's cached
+    /// destination is looked up again once it is not).
+    pub fn is_live(&self) -> bool {
+        !self.evicted.get()
+    }
+
+    /// A ready endpoint, waiting for one if need be (see the module docs).
+    pub async fn pick<R: Runtime>(&self, state: &ShardState) -> Result<Pick, DstError> {
+        let now = Instant::now();
+        self.last_used.set(now);
+        if let Some(pick) = self.try_pick(state) {
+            return Ok(pick);
+        }
+        self.settled()?;
+        if self.failfast.get() {
+            return Err(DstError::Unavailable(format!(
+                "{} is failing fast: no endpoint is ready",
+                self.name
+            )));
+        }
+        let (capacity, timeout) = (
+            state.settings.http_queue_capacity[self.direction.index()],
+            state.settings.http_failfast_timeout[self.direction.index()],
+        );
+        if self.queued.get() >= capacity {
+            return Err(DstError::Unavailable(format!(
+                "the queue of {} is full ({capacity} requests)",
+                self.name
+            )));
+        }
+        let _queued = Queued::new(&self.queued);
+        let deadline = now + timeout;
+        loop {
+            let notified = std::pin::pin!(self.notify.notified());
+            let mut notified = notified;
+            notified.as_mut().enable();
+            if let Some(pick) = self.try_pick(state) {
+                return Ok(pick);
+            }
+            self.settled()?;
+            let now = Instant::now();
+            if now >= deadline {
+                self.failfast.set(true);
+                tracing::info!(dst = %self.name, ?timeout, "No endpoint ready; failing fast");
+                return Err(DstError::FailFast(timeout));
+            }
+            let wake = self
+                .balancer
+                .borrow()
+                .next_ready_at()
+                .map_or(deadline, |at| at.min(deadline));
+            or(notified, R::sleep(wake.saturating_duration_since(now))).await;
+        }
+    }
+
+    fn try_pick(&self, state: &ShardState) -> Option<Pick> {
+        let pick = state.dsts.pick(self)?;
+        self.failfast.set(false);
+        Some(pick)
+    }
+
+    /// An error when no endpoint can come without a new snapshot saying otherwise.
+    fn settled(&self) -> Result<(), DstError> {
+        match self.set.get() {
+            SetState::Fallback => Err(DstError::Fallback),
+            SetState::Resolved { exists: false } => Err(DstError::NotFound(self.name.clone())),
+            SetState::Unavailable => Err(DstError::Unavailable(
+                "the control thread is unavailable".to_string(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies a snapshot to the replica and wakes queued requests.
+    fn apply(&self, set: &EndpointSet) {
+        let snapshot = Snapshot {
+            version: set.version,
+            endpoints: set
+                .endpoints
+                .iter()
+                .map(|(addr, meta)| Endpoint {
+                    addr: *addr,
+                    labels: Labels::new(meta.labels.clone()),
+                    weight: meta.weight,
+                })
+                .collect(),
+        };
+        self.balancer.borrow_mut().apply(&snapshot);
+        self.set.set(match set.state {
+            State::Pending => SetState::Pending,
+            State::Resolved => SetState::Resolved { exists: set.exists },
+            State::Fallback => SetState::Fallback,
+        });
+        tracing::debug!(
+            dst = %self.name,
+            version = set.version,
+            endpoints = snapshot.endpoints.len(),
+            "Applied endpoint snapshot"
+        );
+        self.gauges.version.set(set.version as i64);
+        self.update_gauges();
+        self.notify.notify_waiters();
+    }
+
+    fn update_gauges(&self) {
+        let balancer = self.balancer.borrow();
+        let ready = balancer.ready_len();
+        self.gauges.ready.set(ready as i64);
+        self.gauges.pending.set((balancer.len() - ready) as i64);
+    }
+
+    fn remove_gauges(&self, families: &BalancerFamilies) {
+        let [host, port] = &self.gauges.labels;
+        let dir = self.direction.as_str();
+        for state in ["ready", "pending"] {
+            let _ = families
+                .endpoints
+                .remove_label_values(&[dir, host, port, state]);
+        }
+        let _ = families.version.remove_label_values(&[dir, host, port]);
+    }
+}
+
+// === impl Queued ===
+
+impl<'a> Queued<'a> {
+    fn new(count: &'a Cell<usize>) -> Self {
+        count.set(count.get() + 1);
+        Queued(count)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+// === impl DstError ===
+
+impl DstError {
+    /// The error a request gets for it (`Fallback` is not an error: callers handle it).
+    pub fn into_proxy_error(self) -> crate::http1::reply::ProxyError {
+        use crate::http1::reply::ProxyError;
+        match self {
+            DstError::Fallback => ProxyError::Unavailable("no fallback".to_string()),
+            DstError::NotFound(name) => ProxyError::Unavailable(format!("{name} not found")),
+            DstError::Unavailable(why) => ProxyError::Unavailable(why),
+            DstError::FailFast(after) => ProxyError::FailFast(after),
+        }
+    }
+}
+
+// === functions ===
+
+/// The destination name for an authority's `host` and `port`: `None` for an IP literal.
+pub fn name_of(host: &str, port: u16) -> Option<String> {
+    let host = host.trim_end_matches('.');
+    if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    Some(format!("{}:{port}", host.to_ascii_lowercase()))
+}
+
+/// Applies the destination's snapshots until the drain, the control thread's end, or the
+/// destination going idle.
+async fn watch_loop<R: Runtime>(
+    _task: TaskGuard,
+    state: Rc<ShardState>,
+    dst: Rc<Dst>,
+    answer: oneshot::Receiver<watch::Receiver<Arc<EndpointSet>>>,
+    mut phase: PhaseRx,
+) {
+    let rx = or(async { answer.await.ok() }, async {
+        R::sleep(WATCH_TIMEOUT).await;
+        None
+    })
+    .await;
+    let Some(mut rx) = rx else {
+        tracing::warn!(dst = %dst.name, "The control thread did not answer for a destination");
+        dst.set.set(SetState::Unavailable);
+        dst.notify.notify_waiters();
+        forget(&state, &dst);
+        return;
+    };
+    let idle_timeout = state.settings.discovery_idle_timeout[dst.direction.index()];
+    let every = (idle_timeout / 2).clamp(Duration::from_millis(10), HOUSEKEEPING);
+    loop {
+        let set = rx.borrow_and_update().clone();
+        dst.apply(&set);
+        loop {
+            enum Event {
+                Changed(bool),
+                Draining,
+                Tick,
+            }
+            let event = or(
+                or(
+                    async { Event::Changed(rx.changed().await.is_ok()) },
+                    async {
+                        let _ = phase.wait_for(|p| *p != Phase::Serving).await;
+                        Event::Draining
+                    },
+                ),
+                async {
+                    R::sleep(every).await;
+                    Event::Tick
+                },
+            )
+            .await;
+            match event {
+                Event::Changed(true) => break,
+                // The control thread is gone, or the shard drains: keep the last set.
+                Event::Changed(false) | Event::Draining => return,
+                Event::Tick => {
+                    dst.update_gauges();
+                    let idle = dst.last_used.get().elapsed() >= idle_timeout;
+                    if idle && dst.queued.get() == 0 {
+                        tracing::debug!(dst = %dst.name, "Destination idle; dropped");
+                        forget(&state, &dst);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Drops `dst` from the shard's map and its gauges from the page.
+fn forget(state: &ShardState, dst: &Rc<Dst>) {
+    let mut map = state.dsts.map.borrow_mut();
+    if map.get(&dst.name).is_some_and(|d| Rc::ptr_eq(d, dst)) {
+        map.remove(&dst.name);
+    }
+    dst.evicted.set(true);
+    dst.remove_gauges(&state.dsts.families);
+}
