@@ -5,6 +5,7 @@
 //! that cargo builds it before the tests.
 
 pub mod controller;
+pub mod dns;
 pub mod grpc;
 pub mod h2;
 pub mod http;
