@@ -11,7 +11,9 @@ usage: ringlink-bench [OPTIONS]
 
   --tests NAME[,NAME]  tests to run, in order (default: all): http1, h2, bulk
   --only NAME[,NAME]   proxies to measure, in order (default: all):
-                       direct, ref-tokio, ringlink-monoio, ringlink-glommio, nginx,
+                       direct, ref-tokio, ringlink-monoio, ringlink-monoio-balanced
+                       (through a Destination-service balancer; http1 only),
+                       ringlink-glommio, nginx,
                        haproxy (nginx and haproxy are skipped if not installed)
   --duration SECS      length of each measured wrk and h2load run (default 10)
   --connections N      wrk keep-alive connections (default 50)

@@ -24,6 +24,7 @@ use crate::wrk::Wrk;
 mod args;
 mod bulk;
 mod configs;
+mod destination;
 mod h2load;
 mod metrics_cost;
 mod pinning;
@@ -209,11 +210,16 @@ impl Bench<'_> {
         let name = kind.name();
         let proxy = Proxy::start(kind, test, backend, self.bins, self.pin)?;
         let url = format!("http://{}/", proxy.addr);
+        let host = proxy.host.clone();
         let measured = match test {
             Test::Http1 => {
-                self.wrk.run(&url, WARM_UP_SECS).context("warm-up")?;
+                self.wrk
+                    .run(&url, host.as_deref(), WARM_UP_SECS)
+                    .context("warm-up")?;
                 let cpu_before = proxy.cpu_time()?;
-                let wrk = self.wrk.run(&url, self.opts.duration_secs)?;
+                let wrk = self
+                    .wrk
+                    .run(&url, host.as_deref(), self.opts.duration_secs)?;
                 let cpu_after = proxy.cpu_time()?;
                 let rss_mib = proxy.rss_bytes()?.map(|b| b as f64 / MIB);
                 notes.extend(

@@ -118,9 +118,9 @@ fn measure(
     };
     let proxy = Proxy::start_with_env(kind, Test::Http1, backend, bench.bins, bench.pin, env)?;
     let url = format!("http://{}/", proxy.addr);
-    bench.wrk.run(&url, WARM_UP_SECS).context("warm-up")?;
+    bench.wrk.run(&url, None, WARM_UP_SECS).context("warm-up")?;
     let before = proxy.cpu_time()?;
-    let wrk = bench.wrk.run(&url, bench.opts.duration_secs)?;
+    let wrk = bench.wrk.run(&url, None, bench.opts.duration_secs)?;
     let after = proxy.cpu_time()?;
     proxy.stop()?;
     if !wrk.errors.is_empty() {

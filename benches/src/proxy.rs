@@ -24,6 +24,9 @@ pub enum ProxyKind {
     /// `ref-forwarder`, the tokio current-thread baseline.
     RefTokio,
     RinglinkMonoio,
+    /// ringlink-monoio with a Destination service: the same backend, reached through a
+    /// balancer (discovery snapshot, P2C pick, RTT sample) instead of straight.
+    RinglinkBalanced,
     RinglinkGlommio,
     /// nginx, one worker process, configured per test (see `configs.rs`).
     Nginx,
@@ -42,6 +45,8 @@ pub struct Binaries {
 /// A started proxy; `process` is `None` for `direct`.
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The `Host` the load must send (the balanced row's destination name), if any.
+    pub host: Option<String>,
     /// Declared before `conf` so that, when dropped, the process is gone before its
     /// configuration directory is removed.
     process: Option<Spawned>,
@@ -56,10 +61,11 @@ struct ConfDir {
 // === impl ProxyKind ===
 
 impl ProxyKind {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Direct,
         Self::RefTokio,
         Self::RinglinkMonoio,
+        Self::RinglinkBalanced,
         Self::RinglinkGlommio,
         Self::Nginx,
         Self::Haproxy,
@@ -70,6 +76,7 @@ impl ProxyKind {
             Self::Direct => "direct",
             Self::RefTokio => "ref-tokio",
             Self::RinglinkMonoio => "ringlink-monoio",
+            Self::RinglinkBalanced => "ringlink-monoio-balanced",
             Self::RinglinkGlommio => "ringlink-glommio",
             Self::Nginx => "nginx",
             Self::Haproxy => "haproxy",
@@ -77,7 +84,10 @@ impl ProxyKind {
     }
 
     pub fn is_ringlink(self) -> bool {
-        matches!(self, Self::RinglinkMonoio | Self::RinglinkGlommio)
+        matches!(
+            self,
+            Self::RinglinkMonoio | Self::RinglinkBalanced | Self::RinglinkGlommio
+        )
     }
 }
 
@@ -100,6 +110,9 @@ impl Binaries {
                 ),
                 Some(_) => None,
             },
+            ProxyKind::RinglinkBalanced if test != Test::Http1 => {
+                Some("skipped: the balanced row is measured with HTTP/1 only".to_string())
+            }
             ProxyKind::Haproxy if self.haproxy.is_none() => Some(
                 "skipped: `haproxy` not found in PATH or the sbin directories \
                  (apt-get install haproxy)"
@@ -135,10 +148,12 @@ impl Proxy {
         env: &[(&str, &str)],
     ) -> Result<Self> {
         let mut conf = None;
+        let mut host = None;
         let (addr, mut process) = match kind {
             ProxyKind::Direct => {
                 return Ok(Self {
                     addr: target,
+                    host: None,
                     process: None,
                     conf: None,
                 })
@@ -149,10 +164,12 @@ impl Proxy {
                 cmd.arg(addr.to_string()).arg(target.to_string());
                 (addr, Spawned::spawn(kind.name(), cmd)?)
             }
-            ProxyKind::RinglinkMonoio | ProxyKind::RinglinkGlommio => {
+            ProxyKind::RinglinkMonoio
+            | ProxyKind::RinglinkBalanced
+            | ProxyKind::RinglinkGlommio => {
                 let runtime = match kind {
-                    ProxyKind::RinglinkMonoio => "monoio",
-                    _ => "glommio",
+                    ProxyKind::RinglinkGlommio => "glommio",
+                    _ => "monoio",
                 };
                 let outbound = free_addr()?;
                 let mut cmd = pin.proxy(&bins.ringlink);
@@ -171,6 +188,11 @@ impl Proxy {
                     .env("RINGLINK_ORIG_DST_OVERRIDE", target.to_string())
                     .env("LINKERD2_PROXY_LOG", "warn")
                     .envs(env.iter().copied());
+                if kind == ProxyKind::RinglinkBalanced {
+                    let mock = crate::destination::start(target)?;
+                    cmd.env("LINKERD2_PROXY_DESTINATION_SVC_ADDR", mock.addr.to_string());
+                    host = Some(format!("{}:{}", crate::destination::NAME, target.port()));
+                }
                 (outbound, Spawned::spawn(kind.name(), cmd)?)
             }
             ProxyKind::Nginx => {
@@ -217,6 +239,7 @@ impl Proxy {
         process.wait_for_port(addr, STARTUP_TIMEOUT)?;
         Ok(Self {
             addr,
+            host,
             process: Some(process),
             conf,
         })

@@ -42,10 +42,13 @@ impl Wrk<'_> {
         }
     }
 
-    pub fn run(&self, url: &str, secs: u32) -> Result<WrkReport> {
-        let out = self
-            .pin
-            .load("wrk")
+    /// Runs wrk against `url` for `secs`; `host` replaces the `Host` header.
+    pub fn run(&self, url: &str, host: Option<&str>, secs: u32) -> Result<WrkReport> {
+        let mut cmd = self.pin.load("wrk");
+        if let Some(host) = host {
+            cmd.args(["-H", &format!("Host: {host}")]);
+        }
+        let out = cmd
             .args(["-t1", &format!("-c{}", self.connections)])
             .args([&format!("-d{secs}s"), "--latency", url])
             .output()
