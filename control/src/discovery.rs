@@ -58,6 +58,9 @@ pub struct EndpointSet {
     /// service. `true` otherwise.
     pub exists: bool,
     pub endpoints: BTreeMap<SocketAddr, EndpointMeta>,
+    /// The destination's traffic is opaque (from its profile's `opaque_protocol`): forward
+    /// it as TCP, without protocol detection.
+    pub opaque: bool,
 }
 
 /// Where a resolution stands.
@@ -189,6 +192,36 @@ impl Discovery {
         rx
     }
 
+    /// The first profile of `target` (`ip:port`) from `GetProfile`; `None` when the
+    /// controller has none for it (an error or an empty stream).
+    pub async fn profile(&self, target: &str) -> Option<pb::DestinationProfile> {
+        let request = pb::GetDestination {
+            scheme: "k8s".to_string(),
+            path: target.to_string(),
+            context_token: self.context_token.to_string(),
+        };
+        let mut client = self.client.clone();
+        let mut profiles = match client.get_profile(request).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                tracing::debug!(%target, code = ?status.code(), "No profile");
+                return None;
+            }
+        };
+        match profiles.message().await {
+            Ok(profile) => profile,
+            Err(status) => {
+                tracing::debug!(%target, code = ?status.code(), "Profile stream failed");
+                None
+            }
+        }
+    }
+
+    /// The endpoint described by a profile's `endpoint` field.
+    pub fn profile_endpoint(addr: pb::WeightedAddr) -> Option<(SocketAddr, EndpointMeta)> {
+        endpoint(&HashMap::new(), addr)
+    }
+
     /// How many names have a stream (or are backing off to retry one).
     pub fn active(&self) -> usize {
         self.watches.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -309,6 +342,7 @@ impl EndpointSet {
             state: State::Pending,
             exists: true,
             endpoints: BTreeMap::new(),
+            opaque: false,
         }
     }
 }
@@ -357,6 +391,7 @@ impl Publisher {
             state,
             exists: self.exists,
             endpoints: self.endpoints.clone(),
+            opaque: false,
         }));
     }
 }

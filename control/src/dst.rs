@@ -4,6 +4,8 @@
 //! [`DstRequest`]; the control thread answers with a `watch::Receiver` of versioned
 //! [`EndpointSet`] snapshots, which the shard applies to its own balancer replica from then
 //! on. Every shard watching one name shares one source:
+//! - an `ip:port` (an original destination in the profile networks) is looked up with
+//!   `GetProfile` ([`profile_watch`]);
 //! - a name under `LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES`, when a Destination service
 //!   is configured, is watched with its `Get` stream ([`crate::discovery`]);
 //! - any other name (and every name without a Destination service) is resolved with DNS and
@@ -73,7 +75,18 @@ pub async fn serve(mut requests: mpsc::Receiver<DstRequest>, sources: Sources) {
             .name
             .rsplit_once(':')
             .map_or(request.name.as_str(), |(host, _)| host);
+        let is_ip = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok();
         let rx = match &sources.discovery {
+            Some(discovery) if is_ip => profile_watch(discovery, &sources.suffixes, &request.name),
+            None if is_ip => {
+                let (tx, rx) = watch::channel(Arc::new(pending()));
+                fallback(&tx, 1, false);
+                rx
+            }
             Some(discovery) if crate::config::name_in_suffixes(host, &sources.suffixes) => {
                 tracing::debug!(name = %request.name, "Watching with the Destination service");
                 discovery.watch(&request.name)
@@ -82,6 +95,77 @@ pub async fn serve(mut requests: mpsc::Receiver<DstRequest>, sources: Sources) {
         };
         let _ = request.reply.send(rx);
     }
+}
+
+/// The snapshots of an original destination `ip:port` in the profile networks: its profile
+/// (`GetProfile`) says whether the traffic is opaque and what it is: one known endpoint
+/// (`endpoint`), a service whose `fully_qualified_name` is then watched with `Get`, or
+/// neither (forward to the original destination: [`State::Fallback`]). Every snapshot
+/// carries the profile's `opaque` flag. Profiles are read once per watch; a new watch (after
+/// the shards dropped the destination as idle) reads it again.
+fn profile_watch(
+    discovery: &Discovery,
+    suffixes: &[String],
+    target: &str,
+) -> watch::Receiver<Arc<EndpointSet>> {
+    let (tx, rx) = watch::channel(Arc::new(pending()));
+    let (discovery, suffixes, target) = (discovery.clone(), suffixes.to_vec(), target.to_string());
+    tokio::spawn(async move {
+        let profile = tokio::select! {
+            profile = discovery.profile(&target) => profile,
+            _ = tx.closed() => return,
+        };
+        let Some(profile) = profile else {
+            fallback(&tx, 1, false);
+            return tx.closed().await;
+        };
+        let opaque = profile.opaque_protocol;
+        let port = target
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .unwrap_or(0);
+        if let Some((addr, meta)) = profile.endpoint.and_then(Discovery::profile_endpoint) {
+            tx.send_replace(Arc::new(EndpointSet {
+                version: 1,
+                state: State::Resolved,
+                exists: true,
+                endpoints: BTreeMap::from([(addr, meta)]),
+                opaque,
+            }));
+            return tx.closed().await;
+        }
+        let fqn = profile
+            .fully_qualified_name
+            .trim_end_matches('.')
+            .to_string();
+        if fqn.is_empty() || !crate::config::name_in_suffixes(&fqn, &suffixes) {
+            fallback(&tx, 1, opaque);
+            return tx.closed().await;
+        }
+        tracing::debug!(%target, name = %fqn, opaque, "Profile names a service");
+        let mut service = discovery.watch(&format!("{fqn}:{port}"));
+        loop {
+            let set = service.borrow_and_update().clone();
+            let mut set = (*set).clone();
+            set.opaque = opaque;
+            tx.send_replace(Arc::new(set));
+            tokio::select! {
+                changed = service.changed() => if changed.is_err() { return },
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    rx
+}
+
+fn fallback(tx: &watch::Sender<Arc<EndpointSet>>, version: u64, opaque: bool) {
+    tx.send_replace(Arc::new(EndpointSet {
+        version,
+        state: State::Fallback,
+        exists: true,
+        endpoints: BTreeMap::new(),
+        opaque,
+    }));
 }
 
 /// The DNS-backed snapshots of `name`, starting its resolver task if it has none.
@@ -199,6 +283,7 @@ fn pending() -> EndpointSet {
         state: State::Pending,
         exists: true,
         endpoints: BTreeMap::new(),
+        opaque: false,
     }
 }
 
@@ -213,5 +298,6 @@ fn publish(
         state: State::Resolved,
         exists,
         endpoints,
+        opaque: false,
     }));
 }

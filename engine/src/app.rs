@@ -119,6 +119,7 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
         max_idle_conns_per_endpoint: config.max_idle_conns_per_endpoint,
         destination: config.destination.is_some(),
         profile_suffixes: config.profile_suffixes.clone(),
+        profile_networks: config.profile_networks.clone(),
         http_queue_capacity: config.http_queue_capacity,
         http_failfast_timeout: config.http_failfast_timeout,
         discovery_idle_timeout: config.discovery_idle_timeout,

@@ -12,6 +12,11 @@
 //!   request waits (at most `*_HTTP_QUEUE_CAPACITY` per destination; more get 503) until a
 //!   snapshot or an ended backoff makes one ready, or until `*_HTTP_FAILFAST_TIMEOUT`: then
 //!   it gets 504 and the destination fails fast (503 at once) until an endpoint is ready.
+//! - An original destination in the profile networks is a destination too, named by its
+//!   `ip:port`: the control thread reads its profile and publishes the service's endpoints
+//!   (or one endpoint, or "fall back"), with the profile's opaque flag. Opaque TCP to it is
+//!   balanced per connection ([`crate::forward`]): P2C on open connections and connect
+//!   latency, the same balancer.
 //! - A destination no request used for `*_DISCOVERY_IDLE_TIMEOUT` is dropped from the map,
 //!   and its watch task ends, dropping its receiver: once every shard has, the control thread
 //!   closes the Destination stream (or stops re-resolving the DNS name).
@@ -70,6 +75,8 @@ pub struct Dst {
     last_used: Cell<Instant>,
     /// Dropped from the shard's map (idle): not updated any more; look the name up again.
     evicted: Cell<bool>,
+    /// The destination's profile marks its traffic opaque.
+    opaque: Cell<bool>,
     gauges: Gauges,
 }
 
@@ -192,6 +199,7 @@ impl Dsts {
             failfast: Cell::new(false),
             last_used: Cell::new(Instant::now()),
             evicted: Cell::new(false),
+            opaque: Cell::new(false),
             gauges,
         });
         dsts.map.borrow_mut().insert(name.clone(), dst.clone());
@@ -232,6 +240,27 @@ impl Dst {
     /// destination is looked up again once it is not).
     pub fn is_live(&self) -> bool {
         !self.evicted.get()
+    }
+
+    /// Whether the last snapshot marked the traffic opaque.
+    pub fn is_opaque(&self) -> bool {
+        self.opaque.get()
+    }
+
+    /// Waits until the control thread has answered (at most the failfast timeout).
+    pub async fn settle<R: Runtime>(&self, state: &ShardState) {
+        let deadline =
+            Instant::now() + state.settings.http_failfast_timeout[self.direction.index()];
+        loop {
+            let notified = std::pin::pin!(self.notify.notified());
+            let mut notified = notified;
+            notified.as_mut().enable();
+            let now = Instant::now();
+            if self.set.get() != SetState::Pending || now >= deadline {
+                return;
+            }
+            or(notified, R::sleep(deadline - now)).await;
+        }
     }
 
     /// A ready endpoint, waiting for one if need be (see the module docs).
@@ -316,6 +345,7 @@ impl Dst {
                 .collect(),
         };
         self.balancer.borrow_mut().apply(&snapshot);
+        self.opaque.set(set.opaque);
         self.set.set(match set.state {
             State::Pending => SetState::Pending,
             State::Resolved => SetState::Resolved { exists: set.exists },
@@ -382,6 +412,17 @@ impl DstError {
 }
 
 // === functions ===
+
+/// Whether outbound traffic to `target` is looked up with `GetProfile` (a Destination
+/// service is configured and the address is in `LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS`).
+pub fn has_profile(state: &ShardState, target: std::net::SocketAddr) -> bool {
+    state.settings.destination
+        && state
+            .settings
+            .profile_networks
+            .iter()
+            .any(|net| net.contains(target.ip()))
+}
 
 /// The destination name for an authority's `host` and `port`: `None` for an IP literal.
 pub fn name_of(host: &str, port: u16) -> Option<String> {

@@ -21,6 +21,8 @@ use prometheus::IntCounter;
 
 use ringlink_protocols::Protocol;
 
+use crate::balance::Pick;
+use crate::dst::{Dst, DstError, Dsts};
 use crate::http1::reply::ProxyError;
 use crate::http1::{Eager, Route};
 use crate::metrics::{Peer, PeerMetrics};
@@ -129,6 +131,18 @@ pub async fn serve<R: Runtime>(
         tracing::Span::current().record("server.addr", tracing::field::display(target));
         let timeout = state.settings.connect_timeout(direction);
         let src = state.tcp_open(direction, Peer::Src, target);
+        // A profiled destination whose profile says opaque: balanced per connection over
+        // its endpoints, without protocol detection.
+        if direction == Direction::Outbound && crate::dst::has_profile(&state, target) {
+            let dst = Dsts::get::<R>(&state, direction, &target.to_string());
+            dst.settle::<R>(&state).await;
+            if dst.is_opaque() {
+                detected(&state, direction, "opaque-profile");
+                let error = balanced_l4::<R>(&state, &dst, target, client, &src, &entry).await;
+                state.tcp_close(src, error.as_ref());
+                return;
+            }
+        }
         let fixed = |phase| Http {
             state: &state,
             direction,
@@ -302,6 +316,98 @@ pub async fn serve<R: Runtime>(
     }
     .instrument(span)
     .await
+}
+
+/// Forwards an opaque connection to an endpoint of `dst` (or to `target` when its profile
+/// names no service): P2C over the endpoints, where each open connection counts as pending
+/// and the connect latency is the RTT sample; an endpoint that refuses backs off and another
+/// is tried.
+async fn balanced_l4<R: Runtime>(
+    state: &Rc<ShardState>,
+    dst: &Dst,
+    target: SocketAddr,
+    client: R::Stream,
+    src: &PeerMetrics,
+    entry: &ConnEntry,
+) -> Option<io::Error> {
+    let client_fd = client.as_raw_fd();
+    let timeout = state.settings.connect_timeout(Direction::Outbound);
+    let mut attempts = 0;
+    let (upstream, endpoint, _pick) = loop {
+        attempts += 1;
+        let pick = match dst.pick::<R>(state).await {
+            Ok(pick) => Some(pick),
+            Err(DstError::Fallback) => None,
+            Err(error) => {
+                tracing::info!(error = %error.into_proxy_error().message(), "No endpoint");
+                reset(client_fd);
+                return None;
+            }
+        };
+        let endpoint = pick.as_ref().map_or(target, Pick::addr);
+        let started = std::time::Instant::now();
+        match R::connect(endpoint, timeout).await {
+            Ok(upstream) => {
+                if let Some(pick) = &pick {
+                    pick.connected();
+                    pick.observe_rtt(started.elapsed());
+                }
+                break (upstream, endpoint, pick);
+            }
+            Err(error) => {
+                tracing::info!(dst.addr = %endpoint, %error, "Connect failed");
+                match &pick {
+                    Some(pick) if attempts < crate::http1::MAX_CONNECT_ATTEMPTS => {
+                        pick.connect_failed();
+                    }
+                    _ => {
+                        reset(client_fd);
+                        return Some(error);
+                    }
+                }
+            }
+        }
+    };
+    if state.is_closing() {
+        return None;
+    }
+    let upstream_fd = upstream.as_raw_fd();
+    entry.set_upstream(upstream_fd);
+    let dst_metrics = state.tcp_open(Direction::Outbound, Peer::Dst, endpoint);
+    let (mut client_rx, mut client_tx) = client.into_split();
+    let (mut upstream_rx, mut upstream_tx) = upstream.into_split();
+    let shut = [Cell::new(false), Cell::new(false)];
+    let (sent, received) = crate::join::join(
+        copy(
+            state,
+            (&mut client_rx, &mut upstream_tx),
+            [client_fd, upstream_fd],
+            [&src.read_bytes, &dst_metrics.write_bytes],
+            [&shut[0], &shut[1]],
+        ),
+        copy(
+            state,
+            (&mut upstream_rx, &mut client_tx),
+            [upstream_fd, client_fd],
+            [&dst_metrics.read_bytes, &src.write_bytes],
+            [&shut[1], &shut[0]],
+        ),
+    )
+    .await;
+    let client_error = match (&sent, &received) {
+        (Err(Ended::ReadFailed(e)), _) | (_, Err(Ended::WriteFailed(e))) => {
+            Some(io::Error::new(e.kind(), e.to_string()))
+        }
+        _ => None,
+    };
+    let server_error = match (&sent, &received) {
+        (Err(Ended::WriteFailed(e)), _) | (_, Err(Ended::ReadFailed(e))) => Some(e),
+        _ => None,
+    };
+    state.tcp_close(dst_metrics, server_error);
+    drop(R::Stream::reunite(client_rx, client_tx));
+    drop(R::Stream::reunite(upstream_rx, upstream_tx));
+    client_error
 }
 
 /// What an HTTP connection is served with, whichever version it speaks.

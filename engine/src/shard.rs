@@ -69,6 +69,8 @@ pub struct ShardSettings {
     pub destination: bool,
     /// `LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES`.
     pub profile_suffixes: Vec<String>,
+    /// `LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS`.
+    pub profile_networks: Vec<ringlink_control::config::Cidr>,
     /// `[inbound, outbound]` queue capacity per balancer, failfast timeout and idle timeout
     /// of a destination.
     pub http_queue_capacity: [usize; 2],

@@ -5,7 +5,8 @@
 //! stream for a name and returns its [`DstSender`]; the next `Get` for that name takes it
 //! and sees, in order, whatever the test sends on it (updates may be sent before the `Get`
 //! arrives). A `Get` for a name with no queued stream is answered `Unavailable`, which a
-//! client retries. Every `Get` is counted per name.
+//! client retries. Every `Get` is counted per name. `GetProfile` answers with the profile
+//! set for the target ([`Controller::profile`]), or `NotFound`.
 //!
 //! ```ignore
 //! let ctrl = controller::new();
@@ -50,6 +51,10 @@ struct State {
     calls: HashMap<String, usize>,
     /// The context token of the last `Get`.
     last_context_token: Option<String>,
+    /// Profiles by target (`ip:port`), and the open `GetProfile` streams.
+    profiles: HashMap<String, pb::DestinationProfile>,
+    profile_streams: Vec<mpsc::UnboundedSender<Result<pb::DestinationProfile, Status>>>,
+    profile_calls: HashMap<String, usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -92,6 +97,17 @@ impl Controller {
             .or_default()
             .push_back(rx);
         DstSender { tx }
+    }
+
+    /// Answers every `GetProfile` of `target` (`ip:port`) with `profile` (then keeps the
+    /// stream open). A target with no profile is answered `NotFound`.
+    pub fn profile(&self, target: &str, profile: pb::DestinationProfile) {
+        self.lock().profiles.insert(target.to_string(), profile);
+    }
+
+    /// How many `GetProfile` calls `target` has had.
+    pub fn profile_calls(&self, target: &str) -> usize {
+        self.lock().profile_calls.get(target).copied().unwrap_or(0)
     }
 
     /// How many `Get` calls `name` has had.
@@ -179,7 +195,7 @@ pub fn weighted(addr: SocketAddr) -> pb::WeightedAddr {
 #[tonic::async_trait]
 impl Destination for Service {
     type GetStream = UnboundedReceiverStream<Item>;
-    type GetProfileStream = tokio_stream::Empty<Result<pb::DestinationProfile, Status>>;
+    type GetProfileStream = UnboundedReceiverStream<Result<pb::DestinationProfile, Status>>;
 
     async fn get(
         &self,
@@ -204,8 +220,19 @@ impl Destination for Service {
 
     async fn get_profile(
         &self,
-        _: Request<pb::GetDestination>,
+        request: Request<pb::GetDestination>,
     ) -> Result<Response<Self::GetProfileStream>, Status> {
-        Err(Status::unimplemented("mock controller: no profiles"))
+        let path = request.into_inner().path;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *state.profile_calls.entry(path.clone()).or_default() += 1;
+        let Some(profile) = state.profiles.get(&path).cloned() else {
+            return Err(Status::not_found(format!(
+                "mock controller: no profile for {path}"
+            )));
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(Ok(profile));
+        state.profile_streams.push(tx);
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
     }
 }

@@ -29,6 +29,8 @@ both_runtimes!(
     removed_endpoint_gets_no_request_once_applied,
     fastest_endpoint_gets_most_requests_on_every_shard,
     h2_streams_are_balanced_too,
+    opaque_profile_connections_are_balanced,
+    profile_endpoint_is_used_alone,
 );
 
 const NAME: &str = "web.ns.svc.cluster.local";
@@ -496,4 +498,112 @@ async fn h2_streams_are_balanced_too(runtime: &'static str) {
     let (from_a, from_b) = (a.authorities().len(), b.authorities().len());
     assert_eq!(from_a + from_b, 40);
     assert!(from_a > 0 && from_b > 0, "a={from_a} b={from_b}");
+}
+
+/// A TCP server that greets every connection with its id, then echoes.
+async fn greeter(id: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if stream.write_all(id.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// Connects through the proxy and reads the server's greeting.
+async fn greeting(proxy: &proxy::Proxy) -> (tokio::net::TcpStream, String) {
+    let mut stream = tokio::net::TcpStream::connect(proxy.outbound)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("greeting in time")
+        .unwrap();
+    (stream, String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// The original destination every test connection claims: a "service address" in the
+/// profile networks where nothing listens.
+const SERVICE_VIP: &str = "127.0.0.99:7000";
+
+async fn opaque_profile_connections_are_balanced(runtime: &'static str) {
+    let ((a, hits_a), (b, hits_b)) = (greeter("a").await, greeter("b").await);
+    let ctrl = controller::new();
+    ctrl.profile(
+        SERVICE_VIP,
+        pb::DestinationProfile {
+            fully_qualified_name: "db.ns.svc.cluster.local".to_string(),
+            opaque_protocol: true,
+            ..Default::default()
+        },
+    );
+    ctrl.destination("db.ns.svc.cluster.local:7000").add([a, b]);
+    let proxy = with_controller(runtime, &ctrl)
+        .env("LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS", "127.0.0.0/8")
+        .orig_dst(SERVICE_VIP.parse().unwrap())
+        .spawn();
+    // Connections held open: each counts as load on its endpoint, so both get a share.
+    let mut open = Vec::new();
+    for _ in 0..20 {
+        let (mut stream, id) = greeting(&proxy).await;
+        assert!(id == "a" || id == "b", "{id:?}");
+        stream.write_all(b"ping").await.unwrap();
+        let mut echo = [0u8; 4];
+        stream.read_exact(&mut echo).await.unwrap();
+        assert_eq!(&echo, b"ping");
+        open.push(stream);
+    }
+    let (na, nb) = (hits_a.load(Ordering::SeqCst), hits_b.load(Ordering::SeqCst));
+    assert_eq!(na + nb, 20);
+    assert!(na >= 5 && nb >= 5, "a={na} b={nb}");
+    assert_eq!(ctrl.profile_calls(SERVICE_VIP), 1);
+    let series = metrics_page(&proxy).await;
+    assert_eq!(
+        metrics::sum(
+            &series,
+            "protocol_detect_total",
+            &[("protocol", "opaque-profile")]
+        ),
+        20.0
+    );
+}
+
+async fn profile_endpoint_is_used_alone(runtime: &'static str) {
+    let ((a, hits_a), (b, hits_b)) = (greeter("a").await, greeter("b").await);
+    let ctrl = controller::new();
+    ctrl.profile(
+        SERVICE_VIP,
+        pb::DestinationProfile {
+            fully_qualified_name: "db.ns.svc.cluster.local".to_string(),
+            opaque_protocol: true,
+            endpoint: Some(controller::weighted(b)),
+            ..Default::default()
+        },
+    );
+    ctrl.destination("db.ns.svc.cluster.local:7000").add([a, b]);
+    let proxy = with_controller(runtime, &ctrl)
+        .env("LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS", "127.0.0.0/8")
+        .orig_dst(SERVICE_VIP.parse().unwrap())
+        .spawn();
+    for _ in 0..5 {
+        assert_eq!(greeting(&proxy).await.1, "b");
+    }
+    assert_eq!(hits_a.load(Ordering::SeqCst), 0);
+    assert_eq!(hits_b.load(Ordering::SeqCst), 5);
 }
