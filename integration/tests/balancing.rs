@@ -31,6 +31,7 @@ both_runtimes!(
     h2_streams_are_balanced_too,
     opaque_profile_connections_are_balanced,
     profile_endpoint_is_used_alone,
+    idle_destination_is_dropped_and_asked_again,
 );
 
 const NAME: &str = "web.ns.svc.cluster.local";
@@ -606,4 +607,31 @@ async fn profile_endpoint_is_used_alone(runtime: &'static str) {
     }
     assert_eq!(hits_a.load(Ordering::SeqCst), 0);
     assert_eq!(hits_b.load(Ordering::SeqCst), 5);
+}
+
+async fn idle_destination_is_dropped_and_asked_again(runtime: &'static str) {
+    let a = backend("a", 0).await;
+    let ctrl = controller::new();
+    let port = 8089;
+    let first = ctrl.destination(&authority(port));
+    first.add([a.addr]);
+    let proxy = with_controller(runtime, &ctrl)
+        .env("LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT", "200ms")
+        .spawn();
+    assert_eq!(get_once(&proxy, &authority(port)).await, (200, "a".into()));
+    // Unused, the destination is dropped by the shard, and its stream by the control thread.
+    tokio::time::timeout(Duration::from_secs(5), first.closed())
+        .await
+        .expect("the idle destination's stream was closed");
+    let series = metrics_page(&proxy).await;
+    assert!(
+        !series
+            .iter()
+            .any(|s| s.name == "ringlink_balancer_snapshot_version"),
+        "the dropped balancer's gauges are gone"
+    );
+    // The next request asks again.
+    ctrl.destination(&authority(port)).add([a.addr]);
+    assert_eq!(get_once(&proxy, &authority(port)).await, (200, "a".into()));
+    assert_eq!(ctrl.get_calls(&authority(port)), 2);
 }
