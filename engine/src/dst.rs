@@ -222,6 +222,7 @@ impl Dsts {
                 dsts.map.borrow_mut().remove(&name);
                 dst.evicted.set(true);
                 dst.set.set(SetState::Unavailable);
+                dst.remove_gauges(&dsts.families);
             }
         }
         dst
