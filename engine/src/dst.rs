@@ -443,13 +443,24 @@ async fn watch_loop<R: Runtime>(
     answer: oneshot::Receiver<watch::Receiver<Arc<EndpointSet>>>,
     mut phase: PhaseRx,
 ) {
-    let rx = or(async { answer.await.ok() }, async {
-        R::sleep(WATCH_TIMEOUT).await;
-        None
-    })
+    let mut draining = phase.clone();
+    let rx = or(
+        async { answer.await.ok() },
+        or(
+            async {
+                R::sleep(WATCH_TIMEOUT).await;
+                None
+            },
+            // The drain does not wait for the control thread's answer.
+            async {
+                let _ = draining.wait_for(|p| *p != Phase::Serving).await;
+                None
+            },
+        ),
+    )
     .await;
     let Some(mut rx) = rx else {
-        tracing::warn!(dst = %dst.name, "The control thread did not answer for a destination");
+        tracing::info!(dst = %dst.name, "No answer from the control thread for a destination (or draining)");
         dst.set.set(SetState::Unavailable);
         dst.notify.notify_waiters();
         forget(&state, &dst);
