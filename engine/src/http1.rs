@@ -421,7 +421,11 @@ impl<R: Runtime> Session<'_, R> {
             }
         }
         if head.headers.get("host").is_none() {
-            head.headers.append("host", target.to_string());
+            // A balanced request's endpoint is not known yet: its destination name is.
+            let host = dst
+                .as_ref()
+                .map_or_else(|| target.to_string(), |dst| dst.name.to_string());
+            head.headers.append("host", host);
         }
         head.version = Version::Http11;
         let idempotent = matches!(
