@@ -336,7 +336,8 @@ fn failed(name: &str, status: &tonic::Status, received: bool) -> Outcome {
 // === impl EndpointSet ===
 
 impl EndpointSet {
-    fn pending() -> EndpointSet {
+    /// The snapshot before any answer (version 0).
+    pub fn pending() -> EndpointSet {
         EndpointSet {
             version: 0,
             state: State::Pending,

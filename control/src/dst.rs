@@ -83,7 +83,7 @@ pub async fn serve(mut requests: mpsc::Receiver<DstRequest>, sources: Sources) {
         let rx = match &sources.discovery {
             Some(discovery) if is_ip => profile_watch(discovery, &sources.suffixes, &request.name),
             None if is_ip => {
-                let (tx, rx) = watch::channel(Arc::new(pending()));
+                let (tx, rx) = watch::channel(Arc::new(EndpointSet::pending()));
                 fallback(&tx, 1, false);
                 rx
             }
@@ -108,7 +108,7 @@ fn profile_watch(
     suffixes: &[String],
     target: &str,
 ) -> watch::Receiver<Arc<EndpointSet>> {
-    let (tx, rx) = watch::channel(Arc::new(pending()));
+    let (tx, rx) = watch::channel(Arc::new(EndpointSet::pending()));
     let (discovery, suffixes, target) = (discovery.clone(), suffixes.to_vec(), target.to_string());
     tokio::spawn(async move {
         let profile = tokio::select! {
@@ -178,7 +178,7 @@ fn dns_watch(
     if let Some(tx) = map.get(name) {
         return tx.subscribe();
     }
-    let (tx, rx) = watch::channel(Arc::new(pending()));
+    let (tx, rx) = watch::channel(Arc::new(EndpointSet::pending()));
     let Some((host, port)) = name
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
@@ -274,16 +274,6 @@ async fn run_dns(
             }
             _ = tokio::time::sleep(wait) => {}
         }
-    }
-}
-
-fn pending() -> EndpointSet {
-    EndpointSet {
-        version: 0,
-        state: State::Pending,
-        exists: true,
-        endpoints: BTreeMap::new(),
-        opaque: false,
     }
 }
 

@@ -425,6 +425,54 @@ pub fn has_profile(state: &ShardState, target: std::net::SocketAddr) -> bool {
             .any(|net| net.contains(target.ip()))
 }
 
+/// The destination a redirected request's authority names: with a Destination service, a
+/// name under the profile suffixes; `None` otherwise (the request goes to the original
+/// destination).
+pub fn suffix_name(state: &ShardState, authority: Option<&str>) -> Option<String> {
+    if !state.settings.destination {
+        return None;
+    }
+    let (host, port) = crate::http1::parse_authority(authority?)?;
+    if !ringlink_control::config::name_in_suffixes(&host, &state.settings.profile_suffixes) {
+        return None;
+    }
+    name_of(&host, port)
+}
+
+/// Where a request addressed by name goes when discovery refused the name and there is no
+/// original destination: the name's own DNS addresses.
+pub async fn fallback_addr<R: Runtime>(
+    state: &ShardState,
+    name: &str,
+) -> Result<std::net::SocketAddr, String> {
+    let (host, port) = name.rsplit_once(':').unwrap_or((name, "80"));
+    crate::dns::resolve::<R>(state, host, port.parse().unwrap_or(80)).await
+}
+
+/// A connection's last destination, so that its next request to the same name skips the
+/// shard's map.
+#[derive(Default)]
+pub struct DstCache(Option<Rc<Dst>>);
+
+impl DstCache {
+    /// The shard's destination `name`, from the cache when it is the last one.
+    pub fn get<R: Runtime>(
+        &mut self,
+        state: &Rc<ShardState>,
+        direction: Direction,
+        name: &str,
+    ) -> Rc<Dst> {
+        if let Some(dst) = &self.0 {
+            if *dst.name == *name && dst.is_live() {
+                return dst.clone();
+            }
+        }
+        let dst = Dsts::get::<R>(state, direction, name);
+        self.0 = Some(dst.clone());
+        dst
+    }
+}
+
 /// The destination name for an authority's `host` and `port`: `None` for an IP literal.
 pub fn name_of(host: &str, port: u16) -> Option<String> {
     let host = host.trim_end_matches('.');

@@ -38,7 +38,7 @@ use ringlink_control::thread::{Phase, PhaseRx};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::balance::{Labels, Pick};
-use crate::dst::{Dst, DstError, Dsts};
+use crate::dst::{Dst, DstCache, DstError};
 use crate::http1::reply::ProxyError;
 use crate::http1::Route;
 use crate::metrics::{
@@ -90,7 +90,7 @@ struct Upstreams<R: Runtime> {
     /// The HTTP metrics of the connection's last route.
     routes: RefCell<RouteCache>,
     /// The destination of the connection's last balanced stream.
-    dst: RefCell<Option<Rc<Dst>>>,
+    dst: RefCell<DstCache>,
 }
 
 // === impl Io ===
@@ -246,7 +246,7 @@ pub async fn serve<R: Runtime>(
         direction,
         by_target: RefCell::new(HashMap::new()),
         routes: RefCell::new(RouteCache::default()),
-        dst: RefCell::new(None),
+        dst: RefCell::new(DstCache::default()),
         eager: RefCell::new(eager.and_then(|s| match route {
             Route::Fixed(addr) => Some((addr, s)),
             Route::ByAuthority => None,
@@ -803,21 +803,7 @@ impl<R: Runtime> Upstreams<R> {
     ) -> Result<(SocketAddr, Option<Rc<Dst>>, Option<Pick>), ProxyError> {
         let state = &self.state;
         let (fallback, name) = match route {
-            Route::Fixed(addr) => {
-                let name = state
-                    .settings
-                    .destination
-                    .then(|| authority.and_then(crate::http1::parse_authority))
-                    .flatten()
-                    .filter(|(host, _)| {
-                        ringlink_control::config::name_in_suffixes(
-                            host,
-                            &state.settings.profile_suffixes,
-                        )
-                    })
-                    .and_then(|(host, port)| crate::dst::name_of(&host, port));
-                (Some(addr), name)
-            }
+            Route::Fixed(addr) => (Some(addr), crate::dst::suffix_name(state, authority)),
             Route::ByAuthority => {
                 let by = parts
                     .headers
@@ -848,28 +834,18 @@ impl<R: Runtime> Upstreams<R> {
             let addr = fallback.expect("a fixed route has an address");
             return Ok((addr, None, None));
         };
-        let dst = {
-            let mut cached = self.dst.borrow_mut();
-            match &*cached {
-                Some(dst) if *dst.name == *name && dst.is_live() => dst.clone(),
-                _ => {
-                    let dst = Dsts::get::<R>(state, self.direction, &name);
-                    *cached = Some(dst.clone());
-                    dst
-                }
-            }
-        };
+        let dst = self.dst.borrow_mut().get::<R>(state, self.direction, &name);
         match dst.pick::<R>(state).await {
             Ok(pick) => Ok((pick.addr(), Some(dst), Some(pick))),
             Err(DstError::Fallback) => match fallback {
                 Some(addr) => Ok((addr, None, None)),
-                None => {
-                    let (host, port) = name.rsplit_once(':').unwrap_or((&name, "80"));
-                    let addr = crate::dns::resolve::<R>(state, host, port.parse().unwrap_or(80))
+                None => Ok((
+                    crate::dst::fallback_addr::<R>(state, &name)
                         .await
-                        .map_err(ProxyError::Resolve)?;
-                    Ok((addr, None, None))
-                }
+                        .map_err(ProxyError::Resolve)?,
+                    None,
+                    None,
+                )),
             },
             Err(error) => Err(error.into_proxy_error()),
         }

@@ -30,7 +30,7 @@ use ringlink_protocols::http1::{
 };
 
 use crate::balance::Pick;
-use crate::dst::{Dst, DstError, Dsts};
+use crate::dst::{Dst, DstCache, DstError};
 use crate::metrics::{
     is_grpc, parse_grpc_status, proxy_error_label, PeerMetrics, RequestMetrics, RouteCache,
 };
@@ -93,7 +93,7 @@ struct Session<'a, R: Runtime> {
     routes: RouteCache,
     request: RequestMetrics,
     /// The destination of the connection's last balanced request.
-    dst: Option<Rc<Dst>>,
+    dst: DstCache,
 }
 
 /// How an exchange ended, for the session loop.
@@ -159,7 +159,7 @@ pub async fn serve<R: Runtime>(
         limits: Limits::default(),
         routes: RouteCache::default(),
         request: RequestMetrics::default(),
-        dst: None,
+        dst: DstCache::default(),
     };
     let mut eager = eager;
     let error = loop {
@@ -352,21 +352,7 @@ impl<R: Runtime> Session<'_, R> {
         }
         let (target, dst) = match self.route {
             Route::Fixed(addr) => {
-                // With a Destination service, a name under its suffixes is balanced over
-                // the service's endpoints; anything else goes to the original destination.
-                let name = self
-                    .state
-                    .settings
-                    .destination
-                    .then(|| head.authority().and_then(parse_authority))
-                    .flatten()
-                    .filter(|(host, _)| {
-                        ringlink_control::config::name_in_suffixes(
-                            host,
-                            &self.state.settings.profile_suffixes,
-                        )
-                    })
-                    .and_then(|(host, port)| crate::dst::name_of(&host, port));
+                let name = crate::dst::suffix_name(self.state, head.authority());
                 (addr, name.map(|name| self.dst(&name)))
             }
             Route::ByAuthority => {
@@ -446,16 +432,8 @@ impl<R: Runtime> Session<'_, R> {
         })
     }
 
-    /// The shard's destination `name`, from the connection's cache when it is the last one.
     fn dst(&mut self, name: &str) -> Rc<Dst> {
-        if let Some(dst) = &self.dst {
-            if &*dst.name == name && dst.is_live() {
-                return dst.clone();
-            }
-        }
-        let dst = Dsts::get::<R>(self.state, self.direction, name);
-        self.dst = Some(dst.clone());
-        dst
+        self.dst.get::<R>(self.state, self.direction, name)
     }
 
     /// Picks the endpoint of a balanced request (setting `plan.target`), or falls back to
@@ -472,9 +450,7 @@ impl<R: Runtime> Session<'_, R> {
             Err(DstError::Fallback) => {
                 plan.dst = None;
                 if let Route::ByAuthority = self.route {
-                    let (host, port) = dst.name.rsplit_once(':').unwrap_or((&dst.name, "80"));
-                    let port = port.parse().unwrap_or(80);
-                    plan.target = crate::dns::resolve::<R>(self.state, host, port)
+                    plan.target = crate::dst::fallback_addr::<R>(self.state, &dst.name)
                         .await
                         .map_err(ProxyError::Resolve)?;
                 }
