@@ -11,11 +11,13 @@ use ringlink_admin::Exposition;
 use ringlink_control::thread::{AdminSetup, ControlThread, DnsSetup};
 use ringlink_control::{Config, SystemEnv};
 
-use crate::dst::BalancerFamilies;
+use crate::conn::Direction;
+use crate::discover::BalancerFamilies;
 use crate::listen;
-use crate::metrics::{HttpFamilies, TcpMetrics};
 use crate::rt::{self, ShardSpec};
-use crate::shard::{Direction, ShardSeed, ShardSettings};
+use crate::settings::Settings;
+use crate::shard::ShardSeed;
+use crate::telemetry::{HttpFamilies, TcpMetrics};
 use crate::{logging, sys};
 
 /// `EX_USAGE`: invalid configuration.
@@ -79,67 +81,21 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
         Ok(limit) => tracing::debug!(limit, "Open file limit"),
         Err(error) => tracing::warn!(%error, "Could not raise the open file limit"),
     }
-
     let cpus = allowed_cpus();
     let shards = config.cores.resolve(cpus.len());
     let cpus = &cpus[..shards];
 
-    let mut bound: Vec<(Direction, Vec<std::net::TcpListener>)> = Vec::new();
-    let binds = config
-        .outbound_listen_addrs
-        .iter()
-        .map(|addr| (Direction::Outbound, *addr))
-        .chain([(Direction::Inbound, config.inbound_listen_addr)]);
-    for (direction, addr) in binds {
-        let listeners =
-            listen::bind_shards(addr, shards, config.listen_backlog).map_err(|error| Fatal {
-                code: EXIT_OSERR,
-                message: format!("cannot listen on {addr} ({direction}): {error}"),
-            })?;
-        bound.push((direction, listeners));
-    }
+    let bound = bind(config, shards)?;
     let listening: Vec<(Direction, SocketAddr)> = bound
         .iter()
         .filter_map(|(direction, listeners)| Some((*direction, listeners[0].local_addr().ok()?)))
         .collect();
-    let settings = Arc::new(ShardSettings {
-        inbound_connect_timeout: config.inbound_connect_timeout,
-        outbound_connect_timeout: config.outbound_connect_timeout,
-        shutdown_grace_period: config.shutdown_grace_period,
-        own_addrs: listening.iter().map(|(_, addr)| *addr).collect(),
-        orig_dst_override: config.orig_dst_override,
-        metrics_retain_idle: config.metrics_retain_idle,
-        metrics_recording: config.metrics_recording,
-        inbound_detect_timeout: config.inbound_detect_timeout,
-        outbound_detect_timeout: config.outbound_detect_timeout,
-        inbound_opaque_ports: config.inbound_opaque_ports.clone(),
-        pool_idle_timeout: config.pool_idle_timeout,
-        h2_keepalive_interval: config.h2_keepalive_interval,
-        h2_keepalive_timeout: config.h2_keepalive_timeout,
-        max_idle_conns_per_endpoint: config.max_idle_conns_per_endpoint,
-        destination: config.destination.is_some(),
-        profile_suffixes: config.profile_suffixes.clone(),
-        profile_networks: config.profile_networks.clone(),
-        http_queue_capacity: config.http_queue_capacity,
-        http_failfast_timeout: config.http_failfast_timeout,
-        discovery_idle_timeout: config.discovery_idle_timeout,
-    });
+    let mut settings = Settings::from(config);
+    settings.own_addrs = listening.iter().map(|(_, addr)| *addr).collect();
+    let settings = Arc::new(settings);
+    let (registries, shard_metrics) = registries(shards)?;
     let (dns_tx, dns_requests) = ringlink_control::dns::channel();
     let (dst_tx, dst_requests) = ringlink_control::dst::channel();
-
-    let mut registries = Vec::with_capacity(shards);
-    let mut shard_metrics = Vec::with_capacity(shards);
-    for index in 0..shards {
-        let metrics_error = |error: prometheus::Error| Fatal {
-            code: EXIT_SOFTWARE,
-            message: format!("cannot register metrics: {error}"),
-        };
-        let (registry, tcp) = TcpMetrics::for_shard(index).map_err(metrics_error)?;
-        let http = HttpFamilies::register(&registry).map_err(metrics_error)?;
-        let balancer = BalancerFamilies::register(&registry).map_err(metrics_error)?;
-        registries.push(registry);
-        shard_metrics.push((tcp, http, balancer));
-    }
     let admin_addr = config.admin_listen_addr;
     let admin_listener = std::net::TcpListener::bind(admin_addr).map_err(|error| Fatal {
         code: EXIT_OSERR,
@@ -202,7 +158,6 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
             })?;
         handles.push(handle);
     }
-
     tracing::info!(
         runtime = config.runtime.name(),
         driver,
@@ -210,27 +165,96 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
         cpus = ?cpus,
         "Started"
     );
-    for (direction, addr) in &listening {
+    log_startup(config, &listening, admin_addr);
+    ready.store(true, Ordering::Release);
+    wait(config, handles)
+}
+
+/// Binds every listener, one socket per shard for each address.
+fn bind(
+    config: &Config,
+    shards: usize,
+) -> Result<Vec<(Direction, Vec<std::net::TcpListener>)>, Fatal> {
+    let binds = config
+        .outbound_listen_addrs
+        .iter()
+        .map(|addr| (Direction::Outbound, *addr))
+        .chain([(Direction::Inbound, config.inbound_listen_addr)]);
+    binds
+        .map(|(direction, addr)| {
+            listen::bind_shards(addr, shards, config.listen_backlog)
+                .map(|listeners| (direction, listeners))
+                .map_err(|error| Fatal {
+                    code: EXIT_OSERR,
+                    message: format!("cannot listen on {addr} ({direction}): {error}"),
+                })
+        })
+        .collect()
+}
+
+/// Each shard's registry, and the metric families registered in it.
+#[allow(clippy::type_complexity)]
+fn registries(
+    shards: usize,
+) -> Result<
+    (
+        Vec<prometheus::Registry>,
+        Vec<(TcpMetrics, HttpFamilies, BalancerFamilies)>,
+    ),
+    Fatal,
+> {
+    let metrics_error = |error: prometheus::Error| Fatal {
+        code: EXIT_SOFTWARE,
+        message: format!("cannot register metrics: {error}"),
+    };
+    let mut registries = Vec::with_capacity(shards);
+    let mut families = Vec::with_capacity(shards);
+    for index in 0..shards {
+        let (registry, tcp) = TcpMetrics::for_shard(index).map_err(metrics_error)?;
+        let http = HttpFamilies::register(&registry).map_err(metrics_error)?;
+        let balancer = BalancerFamilies::register(&registry).map_err(metrics_error)?;
+        registries.push(registry);
+        families.push((tcp, http, balancer));
+    }
+    Ok((registries, families))
+}
+
+fn log_startup(config: &Config, listening: &[(Direction, SocketAddr)], admin: SocketAddr) {
+    for (direction, addr) in listening {
         tracing::info!(%direction, %addr, "Listening");
     }
-    tracing::info!(addr = %admin_addr, "Admin server listening");
-    ready.store(true, Ordering::Release);
+    tracing::info!(addr = %admin, "Admin server listening");
     if config.orig_dst_override.is_some() {
         tracing::info!(
             orig_dst = ?config.orig_dst_override,
             "Every connection is forwarded to RINGLINK_ORIG_DST_OVERRIDE"
         );
     }
-    tracing::info!(
-        tls = "disabled",
-        "Identity is not configured; proxying in plaintext"
-    );
+    let identity_vars: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with("LINKERD2_PROXY_IDENTITY_"))
+        .collect();
+    if identity_vars.is_empty() {
+        tracing::info!(
+            tls = "disabled",
+            "Identity is not configured; proxying in plaintext"
+        );
+    } else {
+        tracing::warn!(
+            tls = "disabled",
+            vars = ?identity_vars,
+            "Identity variables are set, but this build does not implement identity yet; \
+             proxying in plaintext"
+        );
+    }
     if !config.metrics_recording {
         tracing::info!("RINGLINK_METRICS_RECORDING=off: TCP and HTTP metrics are not recorded");
     }
+}
 
-    // Wait for the shards, nudging them if their runtime needs it. Handles are joined only
-    // once every shard has finished, so a nudged thread id is always valid.
+/// Waits for the shards, nudging them if their runtime needs it. Handles are joined only
+/// once every shard has finished, so a nudged thread id is always valid.
+fn wait(config: &Config, handles: Vec<rt::ShardHandle>) -> Result<(), Fatal> {
     let nudge = rt::nudge_interval(config.runtime).map_err(|error| Fatal {
         code: EXIT_OSERR,
         message: format!("cannot install the shard wake-up handler: {error}"),

@@ -1,28 +1,69 @@
 //! ringlink's sharded engine: one pinned single-threaded executor per core (glommio or
-//! monoio, behind [`rt`]), each with its own `SO_REUSEPORT` listeners, forwarding
-//! transparently to each connection's original destination.
+//! monoio, behind [`rt`]), each with its own `SO_REUSEPORT` listeners, connection pools and
+//! balancer replicas, proxying each accepted connection — transparently to its original
+//! destination, or by authority when a client addresses the proxy itself.
 //!
-//! The request path takes no lock and crosses no thread: shard state is `Rc`/`Cell`, and
-//! the only cross-thread values are snapshots from the control thread.
+//! The request path takes no lock and crosses no thread: shard state is `Rc`/`Cell`. What
+//! crosses threads: snapshots from the control thread (endpoint sets, the shutdown phase)
+//! and requests to it (DNS, destinations), never per request.
+//!
+//! # Layers
+//!
+//! Modules import one way, down these layers (`tests/layers.rs` in this crate fails on an
+//! import that goes up). Within a layer, a module may use the ones listed before it.
+//!
+//! ```text
+//! L7  app, logging             process: config → logging → CPUs → bind → control → shards
+//! L6  shard                    ShardSeed → ShardCtx; accept, evict and sweep loops; drain
+//! L5  session                  one connection: dest → inbound | outbound
+//!       dest < detect < opaque < transparent < inbound, outbound
+//! L4  http                     serve → h1 | h2; Preconnected
+//!       route, respond < h1 (exchange, pipe), h2 (io, client, stream)
+//! L3  ctx                      ShardCtx<R>: the L2 services, settings and lifecycle
+//! L2  balance < telemetry < discover < upstream
+//!                              services; none sees ShardCtx, each gets its own piece
+//! L1  conn, settings, error, lifecycle, io
+//!                              vocabulary: Direction, ConnMeta, PerDirection, Settings,
+//!                              ProxyError, tasks/conn table/drain, buffers and duplex copy
+//! L0  rt, sys, listen, orig_dst
+//!                              the runtime seam (the only place naming glommio/monoio),
+//!                              syscalls (the only `unsafe` with rt/glommio), sockets
+//! ```
+//!
+//! Where the next features plug in: mTLS termination in `session/tls.rs` (fills
+//! [`conn::ConnMeta`] with the TLS status and peer identity), the transport-header path in
+//! `session/direct.rs`, TLS origination and the transport header in `upstream`, HTTP/1
+//! over HTTP/2 in `http/h1/exchange.rs` choosing `http/h2/client.rs`; identity and policy
+//! replicas in L2 beside `discover`, connection authorization in `session/authz.rs`,
+//! routes, timeouts and retries in `http/route.rs` and `upstream::connect_balanced`; tap in
+//! `telemetry/tap.rs`, fed by the hooks `RequestMetrics` already has.
 
-mod app;
-pub mod balance;
-mod dns;
-mod dst;
-mod forward;
-mod h2;
-mod http1;
-mod join;
+// L0
 mod listen;
-mod logging;
-mod metrics;
 mod orig_dst;
-mod pool;
 pub mod rt;
-mod shard;
-mod sniff;
 mod sys;
+// L1
+mod conn;
+mod error;
+mod io;
+mod lifecycle;
+mod settings;
+// L2
+pub mod balance;
+mod discover;
+mod telemetry;
+mod upstream;
+// L3
+mod ctx;
+// L4
+mod http;
+// L5
+mod session;
+// L6
+mod shard;
+// L7
+mod app;
+mod logging;
 
 pub use app::main;
-pub use orig_dst::{FixedOrigDst, KernelOrigDst, OrigDst};
-pub use shard::Direction;

@@ -41,12 +41,34 @@ mod tests {
 
     #[test]
     fn shards_share_an_ephemeral_port() {
-        let listeners = bind_shards("127.0.0.1:0".parse().unwrap(), 3, 16).unwrap();
+        // A backlog that holds every connection below, so that connecting never waits.
+        let listeners = bind_shards("127.0.0.1:0".parse().unwrap(), 3, 256).unwrap();
         let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
         assert_ne!(addrs[0].port(), 0);
         assert!(addrs.iter().all(|a| *a == addrs[0]));
-        // Every listener accepts: the kernel spreads connections over them.
-        let _c = std::net::TcpStream::connect(addrs[0]).unwrap();
+        // Every listener accepts: the kernel spreads connections over them by their
+        // addresses' hash, so 60 connections reach each of 3 listeners (a listener left
+        // with none has a chance of about 3 * (2/3)^60, 1e-10).
+        let clients: Vec<_> = (0..60)
+            .map(|_| std::net::TcpStream::connect(addrs[0]).unwrap())
+            .collect();
+        let mut accepted = vec![0; listeners.len()];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while accepted.iter().sum::<usize>() < clients.len() && std::time::Instant::now() < deadline
+        {
+            for (i, listener) in listeners.iter().enumerate() {
+                // Non-blocking: `WouldBlock` until a connection is queued on this one.
+                if listener.accept().is_ok() {
+                    accepted[i] += 1;
+                }
+            }
+        }
+        assert_eq!(
+            accepted.iter().sum::<usize>(),
+            clients.len(),
+            "{accepted:?}"
+        );
+        assert!(accepted.iter().all(|&n| n > 0), "{accepted:?}");
     }
 
     #[test]

@@ -25,8 +25,6 @@ mod monoio;
 
 /// A single-threaded executor that a shard runs on.
 pub trait Runtime: Sized + 'static {
-    /// The backend's name, as written in `RINGLINK_RUNTIME`.
-    const NAME: &'static str;
     type Listener: Listener<Stream = Self::Stream>;
     type Stream: Stream;
     /// A stream with tokio's poll-based I/O traits, for the h2 crate (which needs no
@@ -132,6 +130,26 @@ impl ShardHandle {
 }
 
 // === functions ===
+
+/// Runs `future` for at most `duration` on the shard's timer: `Some` with its output, or
+/// `None` if the timer fired first.
+///
+/// On a timeout `future` is dropped while pending, so it must be cancel-safe: dropping it
+/// must lose nothing the caller still needs. Reads through [`Reader`] qualify when the
+/// caller gives up on the connection (the buffer is dropped with it), as do [`Stream::readable`],
+/// connects, handshakes and channel receives; a write does not, unless the connection is
+/// closed after it. The future is never a task: only futures are dropped, never a task
+/// (DESIGN.md §5).
+pub async fn timeout<R: Runtime, T>(
+    duration: Duration,
+    future: impl Future<Output = T>,
+) -> Option<T> {
+    futures_lite::future::or(async { Some(future.await) }, async {
+        R::sleep(duration).await;
+        None
+    })
+    .await
+}
 
 /// Checks before any shard starts that `kind` can run here, returning a short description of
 /// the I/O driver to log, or a message that names the problem and its fix.

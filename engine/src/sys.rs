@@ -236,11 +236,13 @@ mod tests {
     }
 
     #[test]
-    fn original_dst_without_nat_is_an_error() {
+    fn original_dst_without_nat_is_the_local_address_or_enoent() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, _) = listener.accept().unwrap();
-        // Either no conntrack record (ENOENT) or the untranslated local address.
+        // Without a NAT rule there is nothing to undo: the kernel answers with the
+        // untranslated local address when conntrack tracks the connection, and ENOENT when
+        // it does not (no conntrack module loaded). Anything else is wrong.
         match original_dst(accepted.as_raw_fd(), false) {
             Ok(addr) => assert_eq!(addr, listener.local_addr().unwrap()),
             Err(error) => assert_eq!(error.raw_os_error(), Some(libc::ENOENT)),

@@ -98,6 +98,26 @@ pub async fn resetter(after: usize) -> Server {
     .await
 }
 
+/// Accepts, reads until the end of a request head, writes `reply`, then resets the
+/// connection: an HTTP/1 server that fails in the middle of its response.
+pub async fn answer_then_reset(reply: &'static [u8]) -> Server {
+    serve(bind().await, move |mut stream| async move {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = stream.write_all(reply).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let _ = stream.set_zero_linger();
+        drop(stream);
+    })
+    .await
+}
+
 /// Writes `total` bytes as fast as the peer takes them, then closes.
 pub async fn source(total: u64) -> Server {
     serve(bind().await, move |mut stream| async move {

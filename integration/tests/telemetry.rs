@@ -14,6 +14,8 @@ use tokio::net::TcpStream;
 both_runtimes!(
     tcp_counts_and_bytes_match_the_traffic,
     resets_are_counted_with_errno,
+    client_resets_are_counted_on_the_client_series,
+    an_upstream_reset_mid_response_is_the_upstreams,
     http_requests_responses_and_latency_match_the_traffic,
     grpc_statuses_classify_http2_responses,
     recording_off_records_nothing
@@ -127,7 +129,49 @@ async fn resets_are_counted_with_errno(runtime: &'static str) {
     let dst = [("peer", "dst"), ("errno", "ECONNRESET")];
     let series = scrape_until(&proxy, |s| sum(s, "tcp_close_total", &dst) == 1.0).await;
     assert_eq!(sum(&series, "tcp_close_total", &dst), 1.0, "{series:#?}");
-    assert_eq!(sum(&series, "tcp_close_total", &[("peer", "src")]), 1.0);
+    // Counted once, on the side that failed: the client was reset by the proxy, which is
+    // not the client failing.
+    let src = [("peer", "src"), ("errno", "")];
+    assert_eq!(sum(&series, "tcp_close_total", &src), 1.0, "{series:#?}");
+    assert_eq!(sum(&series, "tcp_close_total", &[]), 2.0, "{series:#?}");
+}
+
+async fn client_resets_are_counted_on_the_client_series(runtime: &'static str) {
+    let server = tcp::echo().await;
+    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    let mut stream = TcpStream::connect(proxy.outbound).await.unwrap();
+    stream.write_all(b"abc").await.unwrap();
+    let mut buf = [0u8; 3];
+    stream.read_exact(&mut buf).await.unwrap();
+    // Close with a reset (SO_LINGER 0) in the middle of the stream.
+    stream.set_zero_linger().unwrap();
+    drop(stream);
+    let src = [("peer", "src"), ("errno", "ECONNRESET")];
+    let series = scrape_until(&proxy, |s| sum(s, "tcp_close_total", &[]) == 2.0).await;
+    assert_eq!(sum(&series, "tcp_close_total", &src), 1.0, "{series:#?}");
+    let dst = [("peer", "dst"), ("errno", "")];
+    assert_eq!(sum(&series, "tcp_close_total", &dst), 1.0, "{series:#?}");
+    assert_eq!(sum(&series, "tcp_close_total", &[]), 2.0, "{series:#?}");
+}
+
+async fn an_upstream_reset_mid_response_is_the_upstreams(runtime: &'static str) {
+    let server =
+        tcp::answer_then_reset(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nabc").await;
+    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    let mut conn = Conn::connect(proxy.outbound).await;
+    conn.send("GET / HTTP/1.1\r\nhost: svc\r\n\r\n").await;
+    // The client sees the head and 3 bytes of body, then the connection breaks.
+    assert!(conn.response("GET").await.is_none());
+    let all = [("direction", "outbound")];
+    let series = scrape_until(&proxy, |s| sum(s, "tcp_close_total", &all) == 2.0).await;
+    let dst = [("peer", "dst"), ("errno", "ECONNRESET")];
+    assert_eq!(sum(&series, "tcp_close_total", &dst), 1.0, "{series:#?}");
+    // The client's series closes once, without the upstream's errno.
+    let src = [("peer", "src"), ("errno", "")];
+    assert_eq!(sum(&series, "tcp_close_total", &src), 1.0, "{series:#?}");
+    assert_eq!(sum(&series, "tcp_close_total", &all), 2.0, "{series:#?}");
+    let failed = [("classification", "failure"), ("error", "upstream")];
+    assert_eq!(sum(&series, "response_total", &failed), 1.0, "{series:#?}");
 }
 
 /// A server answering `/fail…` with 500 and anything else with 200.

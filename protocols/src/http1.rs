@@ -11,16 +11,21 @@
 //!   through without being buffered.
 //! - [`encode_request`] / [`encode_response`]: heads back to bytes.
 //! - [`strip_hop_by_hop`]: the headers a proxy must not forward (RFC 9110 §7.6.1).
+//! - [`upgrade_protocol`]: the protocol an `Upgrade` request is tunnelled to (never `h2c`).
+//! - [`error_response`]: the bytes of a response the proxy answers itself, with
+//!   [`reason`] phrases and [`sanitize_header_value`] for what goes in a header.
 
 mod body;
 mod encode;
 mod head;
 mod parse;
+mod respond;
 
 pub use body::{request_body, response_body, BodyKind, ChunkedDecoder, Piece};
 pub use encode::{encode_request, encode_response, write_chunked_end};
-pub use head::{Header, Headers, RequestHead, ResponseHead, Version};
+pub use head::{upgrade_protocol, Header, Headers, RequestHead, ResponseHead, Version};
 pub use parse::{parse_request, parse_response, Parsed};
+pub use respond::{error_response, reason, sanitize_header_value};
 
 #[cfg(test)]
 mod props;

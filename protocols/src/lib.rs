@@ -3,12 +3,19 @@
 //!
 //! - [`detect`]: what a connection speaks, from its first bytes (HTTP/1, HTTP/2 prior
 //!   knowledge, TLS with its SNI, or opaque).
-//! - [`http1`]: the HTTP/1.x codec on httparse (heads, body framing, chunked coding) and the
-//!   header rules a proxy applies.
+//! - [`http1`]: the HTTP/1.x codec on httparse (heads, body framing, chunked coding), the
+//!   header rules a proxy applies, and the error responses it writes itself.
+//! - [`http2`]: HTTP/2 frame-level checks before the h2 crate takes a connection over (the
+//!   preface must be followed by SETTINGS) and the GOAWAY frame that refuses one.
+//! - [`authority`]: `host[:port]` authorities and the destination names they resolve under.
+//! - [`grpc`]: which messages are gRPC, and their `grpc-status`.
 
 #![forbid(unsafe_code)]
 
+pub mod authority;
 pub mod detect;
+pub mod grpc;
 pub mod http1;
+pub mod http2;
 
 pub use detect::{detect, Detected, Protocol, MAX_DETECT_BYTES};

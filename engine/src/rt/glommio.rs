@@ -55,7 +55,6 @@ impl Runtime for Glommio {
         ))
     }
 
-    const NAME: &'static str = "glommio";
     type Listener = TcpListener;
     type Stream = GlStream;
 

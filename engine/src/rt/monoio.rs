@@ -52,7 +52,6 @@ impl Runtime for Monoio {
         mono::io::IntoPollIo::into_poll_io(stream)
     }
 
-    const NAME: &'static str = "monoio";
     type Listener = TcpListener;
     type Stream = TcpStream;
 

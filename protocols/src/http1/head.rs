@@ -181,6 +181,22 @@ impl RequestHead {
 
 // === functions ===
 
+/// The protocol an `Upgrade` request asks for, if it is one the proxy tunnels: the trimmed
+/// `Upgrade` value of a request whose `Connection` holds `upgrade`. `None` for anything else,
+/// an empty value and `h2c` (any case), which is stripped: the upstream hop stays HTTP/1.1.
+pub fn upgrade_protocol(head: &RequestHead) -> Option<String> {
+    if !head.headers.has_token("connection", "upgrade") {
+        return None;
+    }
+    let value = std::str::from_utf8(head.headers.get("upgrade")?)
+        .ok()?
+        .trim();
+    if value.is_empty() || value.eq_ignore_ascii_case("h2c") {
+        return None;
+    }
+    Some(value.to_string())
+}
+
 fn strip_scheme(target: &str) -> Option<&str> {
     let (scheme, rest) = target.split_once("://")?;
     (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")).then_some(rest)

@@ -1,6 +1,7 @@
 //! Property tests: generated heads survive encode -> parse unchanged and frame their bodies as
 //! their headers say; any bytes at any entry point never panic; chunked coding of any data
-//! decodes back to it under any split; hop-by-hop stripping removes exactly what it should.
+//! decodes back to it under any split; hop-by-hop stripping removes exactly what it should;
+//! the proxy's own error responses parse as one head and body whatever their message.
 
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -473,5 +474,34 @@ proptest! {
         strip_hop_by_hop(&mut headers);
         let kept: Vec<&str> = headers.iter().map(|h| h.name.as_str()).collect();
         prop_assert_eq!(kept, expected);
+    }
+
+    /// An error response with any message parses as exactly one head, with the status, the
+    /// phrase, the sanitized message and a `Content-Length` that frames exactly its body.
+    #[test]
+    fn error_responses_parse(
+        status in 400u16..600,
+        message in any::<String>(),
+        close in any::<bool>(),
+        head_request in any::<bool>(),
+    ) {
+        let out = error_response(status, &message, close, head_request);
+        let Ok(Parsed::Complete(head, n)) = parse_response(&out, &Limits::default()) else {
+            panic!("{:?}", String::from_utf8_lossy(&out));
+        };
+        let sanitized = sanitize_header_value(&message);
+        prop_assert!(!sanitized.chars().any(char::is_control));
+        prop_assert_eq!(head.status, status);
+        prop_assert_eq!(&head.reason, reason(status));
+        prop_assert_eq!(head.headers.len(), if close { 4 } else { 3 });
+        prop_assert_eq!(
+            head.headers.get("l5d-proxy-error").map(trim),
+            Some(trim(sanitized.as_bytes()))
+        );
+        prop_assert_eq!(keep_alive(head.version, &head.headers), !close);
+        let body = format!("{sanitized}\n");
+        prop_assert_eq!(response_body("GET", &head), Ok(BodyKind::Length(body.len() as u64)));
+        let rest: &[u8] = if head_request { b"" } else { body.as_bytes() };
+        prop_assert_eq!(&out[n..], rest);
     }
 }

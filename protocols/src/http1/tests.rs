@@ -331,3 +331,169 @@ fn heads_round_trip() {
     encode_response(&head, &mut out);
     assert_eq!(out, raw.as_bytes());
 }
+
+#[test]
+fn upgrade_protocols() {
+    let upgrade = |raw: &str| upgrade_protocol(&req(raw).unwrap());
+    assert_eq!(
+        upgrade("GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").as_deref(),
+        Some("websocket")
+    );
+    assert_eq!(
+        upgrade(
+            "GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade:  WebSocket \r\n\r\n"
+        )
+        .as_deref(),
+        Some("WebSocket")
+    );
+    // The token may be in any `Connection` field.
+    assert_eq!(
+        upgrade(
+            "GET / HTTP/1.1\r\nConnection: keep-alive\r\nconnection: upgrade\r\nUpgrade: x\r\n\r\n"
+        )
+        .as_deref(),
+        Some("x")
+    );
+    // h2c is stripped, in any case.
+    for value in ["h2c", "H2C", " h2c "] {
+        let raw = format!("GET / HTTP/1.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: {value}\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n");
+        assert_eq!(upgrade(&raw), None, "{value:?}");
+    }
+    // No `upgrade` token in `Connection`, no `Connection`, no or an empty `Upgrade`.
+    for raw in [
+        "GET / HTTP/1.1\r\nConnection: keep-alive\r\nUpgrade: websocket\r\n\r\n",
+        "GET / HTTP/1.1\r\nConnection: upgraded\r\nUpgrade: websocket\r\n\r\n",
+        "GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+        "GET / HTTP/1.1\r\nConnection: Upgrade\r\n\r\n",
+        "GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade:\r\n\r\n",
+        "GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade:   \r\n\r\n",
+    ] {
+        assert_eq!(upgrade(raw), None, "{raw:?}");
+    }
+    // A value that is not UTF-8.
+    let mut head = req("GET / HTTP/1.1\r\nConnection: Upgrade\r\n\r\n").unwrap();
+    head.headers.append("Upgrade", &b"\xffws"[..]);
+    assert_eq!(upgrade_protocol(&head), None);
+}
+
+#[test]
+fn error_responses() {
+    assert_eq!(
+        String::from_utf8(error_response(502, "connection refused", true, false)).unwrap(),
+        "HTTP/1.1 502 Bad Gateway\r\n\
+         content-type: text/plain\r\n\
+         content-length: 19\r\n\
+         l5d-proxy-error: connection refused\r\n\
+         connection: close\r\n\
+         \r\n\
+         connection refused\n"
+    );
+    assert_eq!(
+        String::from_utf8(error_response(502, "connection refused", false, false)).unwrap(),
+        "HTTP/1.1 502 Bad Gateway\r\n\
+         content-type: text/plain\r\n\
+         content-length: 19\r\n\
+         l5d-proxy-error: connection refused\r\n\
+         \r\n\
+         connection refused\n"
+    );
+    // An empty message still has a one-byte body; a status without a phrase keeps its space.
+    assert_eq!(
+        String::from_utf8(error_response(599, "", false, false)).unwrap(),
+        "HTTP/1.1 599 \r\ncontent-type: text/plain\r\ncontent-length: 1\r\n\
+         l5d-proxy-error: \r\n\r\n\n"
+    );
+}
+
+#[test]
+fn error_responses_to_head_leave_the_body_out() {
+    let head = error_response(504, "timed out", false, true);
+    let get = error_response(504, "timed out", false, false);
+    assert_eq!(get, [&head[..], b"timed out\n"].concat());
+    assert!(String::from_utf8(head)
+        .unwrap()
+        .ends_with("content-length: 10\r\nl5d-proxy-error: timed out\r\n\r\n"));
+    let close = error_response(400, "bad", true, true);
+    assert!(close.ends_with(b"connection: close\r\n\r\n"));
+}
+
+#[test]
+fn error_messages_are_sanitized() {
+    let out = error_response(400, "bad\r\nx-injected: 1\0\x7f\u{85}é", true, false);
+    let text = String::from_utf8(out.clone()).unwrap();
+    assert!(
+        text.contains("l5d-proxy-error: bad  x-injected: 1   é\r\n"),
+        "{text:?}"
+    );
+    assert!(
+        text.ends_with("\r\n\r\nbad  x-injected: 1   é\n"),
+        "{text:?}"
+    );
+    assert!(!text.contains("\r\nx-injected"));
+    // The body length counts bytes, not chars.
+    let body = "bad  x-injected: 1   é\n";
+    assert!(text.contains(&format!("content-length: {}\r\n", body.len())));
+    // And the response parses as exactly one head with the message as its header.
+    let Parsed::Complete(head, n) = parse_response(&out, &Limits::default()).unwrap() else {
+        panic!("partial");
+    };
+    assert_eq!(head.status, 400);
+    assert_eq!(head.reason, "Bad Request");
+    assert_eq!(head.headers.count("x-injected"), 0);
+    assert_eq!(&out[n..], body.as_bytes());
+    assert_eq!(
+        response_body("GET", &head),
+        Ok(BodyKind::Length(body.len() as u64))
+    );
+}
+
+#[test]
+fn header_values_are_sanitized() {
+    assert_eq!(sanitize_header_value(""), "");
+    assert_eq!(sanitize_header_value("plain text: ok"), "plain text: ok");
+    assert_eq!(
+        sanitize_header_value("a\rb\nc\0d\te\x1bf\x7fg"),
+        "a b c d e f g"
+    );
+    assert_eq!(
+        sanitize_header_value("\u{80}\u{9f}ü\u{2028}"),
+        "  ü\u{2028}"
+    );
+}
+
+#[test]
+fn reason_phrases() {
+    for (status, phrase) in [
+        (100, "Continue"),
+        (101, "Switching Protocols"),
+        (200, "OK"),
+        (201, "Created"),
+        (204, "No Content"),
+        (301, "Moved Permanently"),
+        (302, "Found"),
+        (304, "Not Modified"),
+        (307, "Temporary Redirect"),
+        (308, "Permanent Redirect"),
+        (400, "Bad Request"),
+        (401, "Unauthorized"),
+        (403, "Forbidden"),
+        (404, "Not Found"),
+        (405, "Method Not Allowed"),
+        (408, "Request Timeout"),
+        (413, "Content Too Large"),
+        (414, "URI Too Long"),
+        (415, "Unsupported Media Type"),
+        (429, "Too Many Requests"),
+        (431, "Request Header Fields Too Large"),
+        (500, "Internal Server Error"),
+        (501, "Not Implemented"),
+        (502, "Bad Gateway"),
+        (503, "Service Unavailable"),
+        (504, "Gateway Timeout"),
+    ] {
+        assert_eq!(reason(status), phrase, "{status}");
+    }
+    for status in [0, 99, 299, 418, 599, 600, 999, u16::MAX] {
+        assert_eq!(reason(status), "", "{status}");
+    }
+}

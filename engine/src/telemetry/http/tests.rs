@@ -271,19 +271,6 @@ fn recording_off_records_nothing() {
 }
 
 #[test]
-fn grpc_headers() {
-    assert!(is_grpc(Some(b"application/grpc")));
-    assert!(is_grpc(Some(b"application/grpc+proto")));
-    assert!(is_grpc(Some(b"Application/GRPC;charset=utf-8")));
-    assert!(!is_grpc(Some(b"application/grpc-web")));
-    assert!(!is_grpc(Some(b"application/json")));
-    assert!(!is_grpc(None));
-    assert_eq!(parse_grpc_status(b"0"), Some(0));
-    assert_eq!(parse_grpc_status(b" 14 "), Some(14));
-    assert_eq!(parse_grpc_status(b"x"), None);
-}
-
-#[test]
 fn discovery_labels_become_dst_labels() {
     let (registry, http) = metrics(true);
     let mut cache = RouteCache::default();

@@ -15,7 +15,7 @@
 //! - An original destination in the profile networks is a destination too, named by its
 //!   `ip:port`: the control thread reads its profile and publishes the service's endpoints
 //!   (or one endpoint, or "fall back"), with the profile's opaque flag. Opaque TCP to it is
-//!   balanced per connection ([`crate::forward`]): P2C on open connections and connect
+//!   balanced per connection (`session::opaque`): P2C on open connections and connect
 //!   latency, the same balancer.
 //! - A destination no request used for `*_DISCOVERY_IDLE_TIMEOUT` is dropped from the map,
 //!   and its watch task ends, dropping its receiver: once every shard has, the control thread
@@ -31,12 +31,20 @@ use futures_lite::future::or;
 use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
 use ringlink_control::discovery::{EndpointSet, State};
 use ringlink_control::dst::{DstRequest, DstTx};
-use ringlink_control::thread::{Phase, PhaseRx};
+use ringlink_control::thread::Phase;
+use ringlink_protocols::authority::{name_of, parse_authority};
 use tokio::sync::{oneshot, watch, Notify};
 
 use crate::balance::{Balancer, Endpoint, Labels, Pick, Snapshot, XorShift};
+use crate::conn::Direction;
+use crate::error::ProxyError;
+use crate::lifecycle::{Lifecycle, TaskGuard};
 use crate::rt::Runtime;
-use crate::shard::{Direction, ShardState, TaskGuard};
+use crate::settings::DiscoverySettings;
+
+pub mod dns;
+
+pub use dns::ShardDns;
 
 /// How long a new destination waits for the control thread's receiver.
 const WATCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -55,8 +63,9 @@ pub struct BalancerFamilies {
 /// A shard's destinations, by name.
 pub struct Dsts {
     tx: DstTx,
-    /// The shard's phase, for the watch tasks.
-    phase: PhaseRx,
+    /// The shard's tasks and phase, for the watch tasks.
+    life: Rc<Lifecycle>,
+    settings: DiscoverySettings,
     map: RefCell<HashMap<Rc<str>, Rc<Dst>>>,
     rng: RefCell<XorShift>,
     families: BalancerFamilies,
@@ -66,6 +75,9 @@ pub struct Dsts {
 pub struct Dst {
     pub name: Rc<str>,
     direction: Direction,
+    /// Requests that may wait for an endpoint, and for how long.
+    queue_capacity: usize,
+    failfast_timeout: Duration,
     balancer: RefCell<Balancer>,
     set: Cell<SetState>,
     /// Woken when a snapshot is applied.
@@ -149,20 +161,53 @@ impl BalancerFamilies {
 // === impl Dsts ===
 
 impl Dsts {
-    pub fn new(tx: DstTx, families: BalancerFamilies, seed: u64, phase: PhaseRx) -> Self {
-        Dsts {
+    pub fn new(
+        tx: DstTx,
+        families: BalancerFamilies,
+        seed: u64,
+        life: Rc<Lifecycle>,
+        settings: DiscoverySettings,
+    ) -> Rc<Self> {
+        Rc::new(Dsts {
             tx,
-            phase,
+            life,
+            settings,
             map: RefCell::new(HashMap::new()),
             rng: RefCell::new(XorShift::new(seed)),
             families,
+        })
+    }
+
+    /// Whether outbound traffic to `target` is looked up with `GetProfile` (a Destination
+    /// service is configured and the address is in
+    /// `LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS`).
+    pub fn has_profile(&self, target: std::net::SocketAddr) -> bool {
+        self.settings.destination
+            && self
+                .settings
+                .profile_networks
+                .iter()
+                .any(|net| net.contains(target.ip()))
+    }
+
+    /// The destination a redirected request's authority names: with a Destination service,
+    /// a name under the profile suffixes; `None` otherwise (the request goes to the original
+    /// destination).
+    pub fn suffix_name(&self, authority: Option<&str>) -> Option<String> {
+        if !self.settings.destination {
+            return None;
         }
+        let (host, port) = parse_authority(authority?)?;
+        if !ringlink_control::config::name_in_suffixes(&host, &self.settings.profile_suffixes) {
+            return None;
+        }
+        name_of(&host, port)
     }
 
     /// The destination `name` (`host:port`, lowercase, no trailing dot), asking the control
     /// thread for it the first time.
-    pub fn get<R: Runtime>(state: &Rc<ShardState>, direction: Direction, name: &str) -> Rc<Dst> {
-        let dsts = &state.dsts;
+    pub fn get<R: Runtime>(self: &Rc<Self>, direction: Direction, name: &str) -> Rc<Dst> {
+        let dsts = self;
         if let Some(dst) = dsts.map.borrow().get(name) {
             if dst.direction == direction {
                 return dst.clone();
@@ -192,6 +237,8 @@ impl Dsts {
         let dst = Rc::new(Dst {
             name: name.clone(),
             direction,
+            queue_capacity: dsts.settings.queue_capacity.get(direction),
+            failfast_timeout: dsts.settings.failfast_timeout.get(direction),
             balancer: RefCell::new(Balancer::new()),
             set: Cell::new(SetState::Pending),
             notify: Notify::new(),
@@ -210,11 +257,10 @@ impl Dsts {
         }) {
             Ok(()) => {
                 R::spawn(watch_loop::<R>(
-                    state.task(),
-                    state.clone(),
+                    dsts.life.task(),
+                    dsts.clone(),
                     dst.clone(),
                     answer,
-                    dsts.phase.clone(),
                 ));
             }
             Err(error) => {
@@ -249,9 +295,8 @@ impl Dst {
     }
 
     /// Waits until the control thread has answered (at most the failfast timeout).
-    pub async fn settle<R: Runtime>(&self, state: &ShardState) {
-        let deadline =
-            Instant::now() + state.settings.http_failfast_timeout[self.direction.index()];
+    pub async fn settle<R: Runtime>(&self) {
+        let deadline = Instant::now() + self.failfast_timeout;
         loop {
             let notified = std::pin::pin!(self.notify.notified());
             let mut notified = notified;
@@ -265,10 +310,10 @@ impl Dst {
     }
 
     /// A ready endpoint, waiting for one if need be (see the module docs).
-    pub async fn pick<R: Runtime>(&self, state: &ShardState) -> Result<Pick, DstError> {
+    pub async fn pick<R: Runtime>(&self, dsts: &Dsts) -> Result<Pick, DstError> {
         let now = Instant::now();
         self.last_used.set(now);
-        if let Some(pick) = self.try_pick(state) {
+        if let Some(pick) = self.try_pick(dsts) {
             return Ok(pick);
         }
         self.settled()?;
@@ -278,10 +323,7 @@ impl Dst {
                 self.name
             )));
         }
-        let (capacity, timeout) = (
-            state.settings.http_queue_capacity[self.direction.index()],
-            state.settings.http_failfast_timeout[self.direction.index()],
-        );
+        let (capacity, timeout) = (self.queue_capacity, self.failfast_timeout);
         if self.queued.get() >= capacity {
             return Err(DstError::Unavailable(format!(
                 "the queue of {} is full ({capacity} requests)",
@@ -294,7 +336,7 @@ impl Dst {
             let notified = std::pin::pin!(self.notify.notified());
             let mut notified = notified;
             notified.as_mut().enable();
-            if let Some(pick) = self.try_pick(state) {
+            if let Some(pick) = self.try_pick(dsts) {
                 return Ok(pick);
             }
             self.settled()?;
@@ -313,8 +355,8 @@ impl Dst {
         }
     }
 
-    fn try_pick(&self, state: &ShardState) -> Option<Pick> {
-        let pick = state.dsts.pick(self)?;
+    fn try_pick(&self, dsts: &Dsts) -> Option<Pick> {
+        let pick = dsts.pick(self)?;
         self.failfast.set(false);
         Some(pick)
     }
@@ -399,11 +441,10 @@ impl Drop for Queued<'_> {
 
 // === impl DstError ===
 
-impl DstError {
+impl From<DstError> for ProxyError {
     /// The error a request gets for it (`Fallback` is not an error: callers handle it).
-    pub fn into_proxy_error(self) -> crate::http1::reply::ProxyError {
-        use crate::http1::reply::ProxyError;
-        match self {
+    fn from(error: DstError) -> ProxyError {
+        match error {
             DstError::Fallback => ProxyError::Unavailable("no fallback".to_string()),
             DstError::NotFound(name) => ProxyError::Unavailable(format!("{name} not found")),
             DstError::Unavailable(why) => ProxyError::Unavailable(why),
@@ -414,107 +455,68 @@ impl DstError {
 
 // === functions ===
 
-/// Whether outbound traffic to `target` is looked up with `GetProfile` (a Destination
-/// service is configured and the address is in `LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS`).
-pub fn has_profile(state: &ShardState, target: std::net::SocketAddr) -> bool {
-    state.settings.destination
-        && state
-            .settings
-            .profile_networks
-            .iter()
-            .any(|net| net.contains(target.ip()))
-}
-
-/// The destination a redirected request's authority names: with a Destination service, a
-/// name under the profile suffixes; `None` otherwise (the request goes to the original
-/// destination).
-pub fn suffix_name(state: &ShardState, authority: Option<&str>) -> Option<String> {
-    if !state.settings.destination {
-        return None;
-    }
-    let (host, port) = crate::http1::parse_authority(authority?)?;
-    if !ringlink_control::config::name_in_suffixes(&host, &state.settings.profile_suffixes) {
-        return None;
-    }
-    name_of(&host, port)
-}
-
 /// Where a request addressed by name goes when discovery refused the name and there is no
 /// original destination: the name's own DNS addresses.
 pub async fn fallback_addr<R: Runtime>(
-    state: &ShardState,
+    dns: &ShardDns,
     name: &str,
 ) -> Result<std::net::SocketAddr, String> {
     let (host, port) = name.rsplit_once(':').unwrap_or((name, "80"));
-    crate::dns::resolve::<R>(state, host, port.parse().unwrap_or(80)).await
+    dns::resolve::<R>(dns, host, port.parse().unwrap_or(80)).await
 }
 
 /// A connection's last destination, so that its next request to the same name skips the
 /// shard's map.
 #[derive(Default)]
-pub struct DstCache(Option<Rc<Dst>>);
+pub struct DstCache(RefCell<Option<Rc<Dst>>>);
 
 impl DstCache {
-    /// The shard's destination `name`, from the cache when it is the last one.
-    pub fn get<R: Runtime>(
-        &mut self,
-        state: &Rc<ShardState>,
-        direction: Direction,
-        name: &str,
-    ) -> Rc<Dst> {
-        if let Some(dst) = &self.0 {
+    /// The shard's destination `name`, from the cache when it is the last one. The cache
+    /// is borrowed only inside this call, so that a connection's concurrent streams can
+    /// share it.
+    pub fn get<R: Runtime>(&self, dsts: &Rc<Dsts>, direction: Direction, name: &str) -> Rc<Dst> {
+        let mut cached = self.0.borrow_mut();
+        if let Some(dst) = &*cached {
             if *dst.name == *name && dst.is_live() {
                 return dst.clone();
             }
         }
-        let dst = Dsts::get::<R>(state, direction, name);
-        self.0 = Some(dst.clone());
+        let dst = dsts.get::<R>(direction, name);
+        *cached = Some(dst.clone());
         dst
     }
-}
-
-/// The destination name for an authority's `host` and `port`: `None` for an IP literal.
-pub fn name_of(host: &str, port: u16) -> Option<String> {
-    let host = host.trim_end_matches('.');
-    if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() {
-        return None;
-    }
-    Some(format!("{}:{port}", host.to_ascii_lowercase()))
 }
 
 /// Applies the destination's snapshots until the drain, the control thread's end, or the
 /// destination going idle.
 async fn watch_loop<R: Runtime>(
     _task: TaskGuard,
-    state: Rc<ShardState>,
+    dsts: Rc<Dsts>,
     dst: Rc<Dst>,
     answer: oneshot::Receiver<watch::Receiver<Arc<EndpointSet>>>,
-    mut phase: PhaseRx,
 ) {
-    let mut draining = phase.clone();
+    let mut phase = dsts.life.phase();
     let rx = or(
-        async { answer.await.ok() },
-        or(
-            async {
-                R::sleep(WATCH_TIMEOUT).await;
-                None
-            },
-            // The drain does not wait for the control thread's answer.
-            async {
-                let _ = draining.wait_for(|p| *p != Phase::Serving).await;
-                None
-            },
-        ),
+        async {
+            crate::rt::timeout::<R, _>(WATCH_TIMEOUT, answer)
+                .await
+                .and_then(Result::ok)
+        },
+        // The drain does not wait for the control thread's answer.
+        async {
+            dsts.life.drain_started().await;
+            None
+        },
     )
     .await;
     let Some(mut rx) = rx else {
         tracing::info!(dst = %dst.name, "No answer from the control thread for a destination (or draining)");
         dst.set.set(SetState::Unavailable);
         dst.notify.notify_waiters();
-        forget(&state, &dst);
+        forget(&dsts, &dst);
         return;
     };
-    let idle_timeout = state.settings.discovery_idle_timeout[dst.direction.index()];
+    let idle_timeout = dsts.settings.idle_timeout.get(dst.direction);
     let every = (idle_timeout / 2).clamp(Duration::from_millis(10), HOUSEKEEPING);
     loop {
         let set = rx.borrow_and_update().clone();
@@ -548,7 +550,7 @@ async fn watch_loop<R: Runtime>(
                     let idle = dst.last_used.get().elapsed() >= idle_timeout;
                     if idle && dst.queued.get() == 0 {
                         tracing::debug!(dst = %dst.name, "Destination idle; dropped");
-                        forget(&state, &dst);
+                        forget(&dsts, &dst);
                         return;
                     }
                 }
@@ -558,11 +560,11 @@ async fn watch_loop<R: Runtime>(
 }
 
 /// Drops `dst` from the shard's map and its gauges from the page.
-fn forget(state: &ShardState, dst: &Rc<Dst>) {
-    let mut map = state.dsts.map.borrow_mut();
+fn forget(dsts: &Dsts, dst: &Rc<Dst>) {
+    let mut map = dsts.map.borrow_mut();
     if map.get(&dst.name).is_some_and(|d| Rc::ptr_eq(d, dst)) {
         map.remove(&dst.name);
     }
     dst.evicted.set(true);
-    dst.remove_gauges(&state.dsts.families);
+    dst.remove_gauges(&dsts.families);
 }

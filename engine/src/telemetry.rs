@@ -15,14 +15,11 @@ use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use crate::shard::Direction;
+use crate::conn::Direction;
 
 mod http;
 
-pub use http::{
-    is_grpc, parse_grpc_status, proxy_error_label, HttpFamilies, HttpMetrics, RequestMetrics,
-    RouteCache,
-};
+pub use http::{HttpFamilies, HttpMetrics, RequestMetrics, RouteCache};
 
 /// Labels of every TCP series (besides the registry's `shard`): `direction`, `peer`, `tls`,
 /// `target_addr`, `target_ip`, `target_port`.
@@ -46,6 +43,34 @@ pub struct TcpMetrics {
     /// Counters in no registry, for connections not recorded.
     unrecorded: [IntCounter; 2],
     unrecorded_open: IntGauge,
+}
+
+/// A shard's TCP recording: its families, which series it uses, and whether it records at
+/// all. Shard-local; services hold it in an `Rc`.
+pub struct Tcp {
+    metrics: TcpMetrics,
+    usage: TcpUsage,
+    recording: bool,
+}
+
+/// What protocol detection decided for a connection: the `protocol` label of
+/// `protocol_detect_total`. One enum, so that a typo cannot make a new series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detected {
+    Http1,
+    H2,
+    Tls,
+    Opaque,
+    /// The server spoke first.
+    ServerFirst,
+    /// Nobody spoke within the detect timeout.
+    Timeout,
+    /// The client closed before detection decided.
+    ClientClosed,
+    /// An inbound port in `LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION`.
+    OpaquePort,
+    /// An outbound destination whose profile says opaque.
+    OpaqueProfile,
 }
 
 /// Which end of a proxied connection a series describes.
@@ -147,11 +172,10 @@ impl TcpMetrics {
         Ok((registry, metrics))
     }
 
-    /// Counts one connection whose protocol detection decided `protocol` (`http/1`, `h2`,
-    /// `tls`, `opaque`, `server-first`, `timeout`, `client-closed`, `opaque-port`).
-    pub fn detected(&self, direction: Direction, protocol: &str) {
+    /// Counts one connection whose protocol detection decided `protocol`.
+    pub fn detected(&self, direction: Direction, protocol: Detected) {
         self.detect
-            .with_label_values(&[direction.as_str(), protocol])
+            .with_label_values(&[direction.as_str(), protocol.as_str()])
             .inc();
     }
 
@@ -199,6 +223,61 @@ impl TcpMetrics {
             open: self.unrecorded_open.clone(),
             read_bytes,
             write_bytes,
+        }
+    }
+}
+
+// === impl Tcp ===
+
+impl Tcp {
+    pub fn new(metrics: TcpMetrics, recording: bool) -> Self {
+        Tcp {
+            metrics,
+            usage: TcpUsage::default(),
+            recording,
+        }
+    }
+
+    /// Records a TCP connection opening and returns its series.
+    pub fn open(&self, direction: Direction, peer: Peer, target: SocketAddr) -> PeerMetrics {
+        if !self.recording {
+            return self.metrics.unrecorded();
+        }
+        self.metrics.open(&self.usage, direction, peer, target)
+    }
+
+    /// Records a TCP connection closing, with the error that ended it, if any.
+    pub fn close(&self, metrics: PeerMetrics, error: Option<&io::Error>) {
+        metrics.close(&self.usage, error);
+    }
+
+    /// Counts what detection decided for a connection.
+    pub fn detected(&self, direction: Direction, protocol: Detected) {
+        if self.recording {
+            self.metrics.detected(direction, protocol);
+        }
+    }
+
+    /// Drops series idle for `retain`; returns how many label sets went.
+    pub fn evict(&self, retain: Duration) -> usize {
+        self.usage.evict(&self.metrics, retain)
+    }
+}
+
+// === impl Detected ===
+
+impl Detected {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Detected::Http1 => "http/1",
+            Detected::H2 => "h2",
+            Detected::Tls => "tls",
+            Detected::Opaque => "opaque",
+            Detected::ServerFirst => "server-first",
+            Detected::Timeout => "timeout",
+            Detected::ClientClosed => "client-closed",
+            Detected::OpaquePort => "opaque-port",
+            Detected::OpaqueProfile => "opaque-profile",
         }
     }
 }

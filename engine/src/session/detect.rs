@@ -13,10 +13,18 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::or;
+use ringlink_protocols::http2::{is_settings_header, FRAME_HEADER_LEN};
 use ringlink_protocols::{detect, Detected, Protocol, MAX_DETECT_BYTES};
 
-use crate::forward::SMALL_BUFFER;
+use crate::error::ProxyError;
+use crate::http::Version;
+use crate::io::{Transport, SMALL_BUFFER};
 use crate::rt::{Reader, Runtime, Stream};
+use crate::telemetry;
+
+/// How long a client whose destination could not be reached gets to show it speaks HTTP
+/// (and so be answered 502/504 rather than reset). HTTP clients send their request at once.
+pub const DETECT_AFTER_CONNECT_FAILURE: Duration = Duration::from_millis(100);
 
 // === types ===
 
@@ -42,16 +50,25 @@ enum First {
 // === impl Sniffed ===
 
 impl Sniffed {
-    /// A short name for logs.
-    pub fn name(&self) -> &'static str {
+    /// The HTTP version the client speaks, if it does.
+    pub fn http(&self) -> Option<Version> {
         match self {
-            Sniffed::Protocol(Protocol::Http1) => "http/1",
-            Sniffed::Protocol(Protocol::Http2) => "h2",
-            Sniffed::Protocol(Protocol::Tls { .. }) => "tls",
-            Sniffed::Protocol(Protocol::Opaque) => "opaque",
-            Sniffed::ServerFirst => "server-first",
-            Sniffed::Timeout => "timeout",
-            Sniffed::ClientClosed => "client-closed",
+            Sniffed::Protocol(Protocol::Http1) => Some(Version::Http1),
+            Sniffed::Protocol(Protocol::Http2) => Some(Version::H2),
+            _ => None,
+        }
+    }
+
+    /// What `protocol_detect_total` counts it as.
+    pub fn detected(&self) -> telemetry::Detected {
+        match self {
+            Sniffed::Protocol(Protocol::Http1) => telemetry::Detected::Http1,
+            Sniffed::Protocol(Protocol::Http2) => telemetry::Detected::H2,
+            Sniffed::Protocol(Protocol::Tls { .. }) => telemetry::Detected::Tls,
+            Sniffed::Protocol(Protocol::Opaque) => telemetry::Detected::Opaque,
+            Sniffed::ServerFirst => telemetry::Detected::ServerFirst,
+            Sniffed::Timeout => telemetry::Detected::Timeout,
+            Sniffed::ClientClosed => telemetry::Detected::ClientClosed,
         }
     }
 }
@@ -61,8 +78,8 @@ impl Sniffed {
 /// Detects what `client` speaks, returning the answer and the bytes read from it. Without
 /// an `upstream` (nothing to connect to yet), only the client and the timeout can decide.
 pub async fn sniff<R: Runtime>(
-    client: &mut R::Stream,
-    upstream: Option<&R::Stream>,
+    client: &mut Transport<R>,
+    upstream: Option<&Transport<R>>,
     timeout: Duration,
 ) -> io::Result<(Sniffed, Vec<u8>)> {
     let deadline = Instant::now() + timeout;
@@ -113,18 +130,27 @@ pub async fn sniff<R: Runtime>(
     }
 }
 
-/// Whether the server's first bytes are an HTTP/2 SETTINGS frame header (type 4, no ACK
-/// flag, stream 0), peeked without consuming them.
+/// Whether the server's first bytes are an HTTP/2 SETTINGS frame header, peeked without
+/// consuming them.
 fn is_h2_settings(fd: std::os::fd::RawFd) -> bool {
-    let mut header = [0u8; 9];
-    match crate::sys::peek(fd, &mut header) {
-        Ok(9) => {
-            header[3] == 0x4
-                && header[4] & 0x1 == 0
-                && header[5..9].iter().all(|&b| b == 0)
-                && u32::from_be_bytes([0, header[0], header[1], header[2]]).is_multiple_of(6)
-        }
-        _ => false,
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    matches!(crate::sys::peek(fd, &mut header), Ok(FRAME_HEADER_LEN) if is_settings_header(&header))
+}
+
+/// After the connection to the target failed: if the client has already sent an HTTP
+/// request (or sends one within [`DETECT_AFTER_CONNECT_FAILURE`]), its version, the bytes
+/// read, and the failure to answer an HTTP/1 request with; otherwise `None`, and the caller
+/// resets the client.
+pub async fn after_connect_failure<R: Runtime>(
+    client: &mut Transport<R>,
+    error: ProxyError,
+) -> Option<(Version, Vec<u8>, Option<ProxyError>)> {
+    match sniff::<R>(client, None, DETECT_AFTER_CONNECT_FAILURE).await {
+        Ok((sniffed, first)) => match sniffed.http()? {
+            Version::H2 => Some((Version::H2, first, None)),
+            Version::Http1 => Some((Version::Http1, first, Some(error))),
+        },
+        Err(_) => None,
     }
 }
 

@@ -7,13 +7,11 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use futures_lite::future::or;
 use prometheus::IntCounter;
 use ringlink_protocols::http1::{self, BodyKind, ChunkedDecoder, Limits, Parsed, Piece};
 
-use crate::forward::{LARGE_BUFFER, SMALL_BUFFER};
+use crate::io::{Buffers, LARGE_BUFFER, SMALL_BUFFER};
 use crate::rt::{Reader, Runtime, Writer};
-use crate::shard::ShardState;
 
 // === types ===
 
@@ -107,11 +105,7 @@ impl<Rd: Reader> Inbox<'_, Rd> {
                 (_, Some(timeout)) => {
                     let at = *deadline.get_or_insert_with(|| Instant::now() + timeout);
                     let remaining = at.saturating_duration_since(Instant::now());
-                    let timed_out = or(async { Some(self.fill(want).await) }, async {
-                        R::sleep(remaining).await;
-                        None
-                    })
-                    .await;
+                    let timed_out = crate::rt::timeout::<R, _>(remaining, self.fill(want)).await;
                     match timed_out {
                         Some(read) => read,
                         None => return Err(HeadError::Timeout),
@@ -152,7 +146,7 @@ impl<Wr: Writer> Outbox<'_, Wr> {
 /// Moves one body of `kind` from `src` to `dst`. Bytes after the body (a pipelined next
 /// message) stay in `src.buf`.
 pub async fn body<Rd: Reader, Wr: Writer>(
-    state: &ShardState,
+    buffers: &Buffers,
     kind: BodyKind,
     chunks: Chunks,
     limits: &Limits,
@@ -199,7 +193,7 @@ pub async fn body<Rd: Reader, Wr: Writer>(
                 if src.buf.is_empty() && src.buf.capacity() < out.capacity() {
                     *src.buf = out;
                 } else {
-                    state.return_buffer(out);
+                    buffers.give(out);
                 }
             }
         }
@@ -208,7 +202,7 @@ pub async fn body<Rd: Reader, Wr: Writer>(
         }
         debug_assert!(src.buf.is_empty() || decoder.is_some());
         if filled && src.buf.capacity() < LARGE_BUFFER && src.buf.is_empty() {
-            state.return_buffer(std::mem::replace(src.buf, state.take_buffer()));
+            buffers.give(std::mem::replace(src.buf, buffers.take()));
         }
         let want = if src.buf.capacity() >= LARGE_BUFFER {
             1
@@ -227,7 +221,7 @@ pub async fn body<Rd: Reader, Wr: Writer>(
     if src.buf.capacity() >= LARGE_BUFFER && src.buf.len() <= SMALL_BUFFER {
         let mut small = Vec::with_capacity(SMALL_BUFFER);
         small.extend_from_slice(src.buf);
-        state.return_buffer(std::mem::replace(src.buf, small));
+        buffers.give(std::mem::replace(src.buf, small));
     }
     result
 }

@@ -14,9 +14,12 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::metrics::{Peer, PeerMetrics};
+use std::cell::Cell;
+
+use crate::conn::Direction;
+use crate::io::SMALL_BUFFER;
 use crate::rt::{Runtime, Stream};
-use crate::shard::{Direction, ShardState};
+use crate::telemetry::{Peer, PeerMetrics, Tcp};
 
 // === types ===
 
@@ -33,7 +36,7 @@ pub struct Upstream<R: Runtime> {
     metrics: Option<PeerMetrics>,
     /// The error that ended it, for `tcp_close_total{errno}`.
     pub error: Option<io::Error>,
-    state: Rc<ShardState>,
+    tcp: Rc<Tcp>,
 }
 
 /// The shard's idle connections for one runtime.
@@ -41,6 +44,8 @@ pub struct Pool<R: Runtime> {
     idle: RefCell<HashMap<SocketAddr, VecDeque<Idle<R>>>>,
     max_idle: usize,
     idle_timeout: Duration,
+    /// Cleared for the drain: takes no more connections.
+    closed: Cell<bool>,
 }
 
 struct Idle<R: Runtime> {
@@ -51,26 +56,10 @@ struct Idle<R: Runtime> {
 // === impl Upstream ===
 
 impl<R: Runtime> Upstream<R> {
-    /// Connects to `addr` with the direction's connect timeout.
-    pub async fn connect(
-        state: &Rc<ShardState>,
-        direction: Direction,
-        addr: SocketAddr,
-    ) -> io::Result<Self> {
-        let timeout = state.settings.connect_timeout(direction);
-        let stream = R::connect(addr, timeout).await?;
-        Ok(Self::from_stream(state, direction, addr, stream))
-    }
-
-    /// Wraps a connection that is already open (the one detection opened eagerly).
-    pub fn from_stream(
-        state: &Rc<ShardState>,
-        direction: Direction,
-        addr: SocketAddr,
-        stream: R::Stream,
-    ) -> Self {
+    /// Wraps an open connection to `addr`, counting it in the TCP metrics until it drops.
+    pub fn new(tcp: &Rc<Tcp>, direction: Direction, addr: SocketAddr, stream: R::Stream) -> Self {
         let fd = stream.as_raw_fd();
-        let metrics = state.tcp_open(direction, Peer::Dst, addr);
+        let metrics = tcp.open(direction, Peer::Dst, addr);
         let (rx, tx) = stream.into_split();
         Upstream {
             rx,
@@ -78,10 +67,10 @@ impl<R: Runtime> Upstream<R> {
             fd,
             addr,
             reused: false,
-            buf: Vec::with_capacity(crate::forward::SMALL_BUFFER),
+            buf: Vec::with_capacity(SMALL_BUFFER),
             metrics: Some(metrics),
             error: None,
-            state: state.clone(),
+            tcp: tcp.clone(),
         }
     }
 
@@ -93,7 +82,7 @@ impl<R: Runtime> Upstream<R> {
 impl<R: Runtime> Drop for Upstream<R> {
     fn drop(&mut self) {
         if let Some(metrics) = self.metrics.take() {
-            self.state.tcp_close(metrics, self.error.as_ref());
+            self.tcp.close(metrics, self.error.as_ref());
         }
     }
 }
@@ -106,6 +95,7 @@ impl<R: Runtime> Pool<R> {
             idle: RefCell::new(HashMap::new()),
             max_idle,
             idle_timeout,
+            closed: Cell::new(false),
         }
     }
 
@@ -135,7 +125,7 @@ impl<R: Runtime> Pool<R> {
     /// Keeps `conn` for a later request, dropping the oldest idle one to `conn.addr` if the
     /// endpoint already has `max_idle`.
     pub fn put(&self, conn: Upstream<R>) {
-        if self.max_idle == 0 || conn.state.is_draining() {
+        if self.max_idle == 0 || self.closed.get() {
             return;
         }
         let mut idle = self.idle.borrow_mut();
@@ -170,8 +160,9 @@ impl<R: Runtime> Pool<R> {
         closed
     }
 
-    /// Closes every idle connection (the shard is draining).
+    /// Closes every idle connection and takes no more (the shard is draining).
     pub fn clear(&self) {
+        self.closed.set(true);
         let all = std::mem::take(&mut *self.idle.borrow_mut());
         drop(all);
     }

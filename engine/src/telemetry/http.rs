@@ -22,10 +22,10 @@
 //! ```text
 //! let mut routes = RouteCache::default();                       // one per connection
 //! let mut m = state.http_metrics.start(&mut routes, direction, authority, Some(target));
-//! m.response_head(status, is_grpc(content_type));               // upstream's head arrived
+//! m.response_head(status, grpc::is_grpc(content_type));         // upstream's head arrived
 //! m.grpc_status(0);                                             // from headers or trailers
 //! m.error("upstream");                                          // the exchange broke
-//! m.fail(502, proxy_error_label(&error));                       // or: the proxy answered
+//! m.fail(error.status(), error.label());                        // or: the proxy answered
 //! m.end();                                                      // or drop it
 //! ```
 //!
@@ -55,8 +55,7 @@ use prometheus::{
 
 use super::TLS_DISABLED;
 use crate::balance::Labels;
-use crate::http1::reply::ProxyError;
-use crate::shard::Direction;
+use crate::conn::Direction;
 
 /// Linkerd's `response_latency_ms` bucket bounds, in milliseconds.
 pub const LATENCY_BUCKETS_MS: [f64; 25] = [
@@ -411,7 +410,7 @@ impl Outcome {
 
 impl RequestMetrics {
     /// The response's head arrived (from upstream): its status, and whether it is gRPC
-    /// (see [`is_grpc`]). Latency is measured to the first call; interim (1xx) heads are not
+    /// (see `ringlink_protocols::grpc::is_grpc`). Latency is measured to the first call; interim (1xx) heads are not
     /// responses.
     pub fn response_head(&mut self, status: u16, grpc: bool) {
         let now = Instant::now();
@@ -452,7 +451,7 @@ impl RequestMetrics {
     }
 
     /// The proxy answered the request itself with `status` (e.g. 502) because of `reason`
-    /// (see [`proxy_error_label`]).
+    /// (see [`crate::error::ProxyError::label`]).
     pub fn fail(&mut self, status: u16, reason: &'static str) {
         if self.started.is_none() {
             return;
@@ -565,36 +564,6 @@ fn decode_dst_labels(encoded: &str) -> impl Iterator<Item = (&str, &str)> {
     encoded
         .split(PAIR_SEP)
         .filter_map(|pair| pair.split_once(NAME_SEP))
-}
-
-/// Whether a response's `content-type` makes it a gRPC response (`application/grpc`,
-/// `application/grpc+proto`, …).
-pub fn is_grpc(content_type: Option<&[u8]>) -> bool {
-    content_type.is_some_and(|v| {
-        const GRPC: &[u8] = b"application/grpc";
-        v.len() >= GRPC.len()
-            && v[..GRPC.len()].eq_ignore_ascii_case(GRPC)
-            && matches!(v.get(GRPC.len()), None | Some(b'+' | b';'))
-    })
-}
-
-/// A `grpc-status` header or trailer value.
-pub fn parse_grpc_status(value: &[u8]) -> Option<u32> {
-    std::str::from_utf8(value).ok()?.trim().parse().ok()
-}
-
-/// The `error` label of a response the proxy answered itself.
-pub fn proxy_error_label(error: &ProxyError) -> &'static str {
-    match error {
-        ProxyError::BadRequest(..) => "bad_request",
-        ProxyError::RequestTimeout => "request_timeout",
-        ProxyError::Connect(_) => "connect",
-        ProxyError::ConnectTimeout(_) => "connect_timeout",
-        ProxyError::Resolve(_) => "resolve",
-        ProxyError::Upstream(_) => "upstream",
-        ProxyError::Unavailable(_) => "unavailable",
-        ProxyError::FailFast(_) => "failfast",
-    }
 }
 
 #[cfg(test)]

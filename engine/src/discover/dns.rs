@@ -14,13 +14,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use futures_lite::future::or;
 use futures_util::future::{FutureExt, Shared};
 use ringlink_control::dns::{DnsRequest, DnsTx, Resolution};
 use tokio::sync::oneshot;
 
 use crate::rt::Runtime;
-use crate::shard::ShardState;
 
 /// How long a shard waits for the control thread's answer.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -110,11 +108,7 @@ impl ShardDns {
                 Box::pin(async move { Err(error) })
             }
             Ok(()) => Box::pin(async move {
-                let answered = or(async { Some(answer.await) }, async {
-                    R::sleep(RESOLVE_TIMEOUT).await;
-                    None
-                })
-                .await;
+                let answered = crate::rt::timeout::<R, _>(RESOLVE_TIMEOUT, answer).await;
                 match answered {
                     Some(Ok(answer)) => answer,
                     Some(Err(_)) => Err("resolver stopped".to_string()),
@@ -135,7 +129,7 @@ impl ShardDns {
 /// The address to connect to for `host:port`: an IP literal as it is, a name through the
 /// shard's cache or the control thread's resolver.
 pub async fn resolve<R: Runtime>(
-    state: &ShardState,
+    dns: &ShardDns,
     host: &str,
     port: u16,
 ) -> Result<SocketAddr, String> {
@@ -143,7 +137,6 @@ pub async fn resolve<R: Runtime>(
         return Ok(SocketAddr::new(ip, port));
     }
     let name = host.trim_end_matches('.').to_ascii_lowercase();
-    let dns = &state.dns;
     if let Some(answer) = dns.cached(&name) {
         return answer.map(|ip| SocketAddr::new(ip, port));
     }

@@ -1,0 +1,107 @@
+//! What is known about one accepted connection, accumulated as it is served (STYLE.md #15):
+//! its direction and addresses at accept, then where its requests go. Metrics, logs and
+//! (later) authorization and tap read it; nothing re-derives it.
+//!
+//! Where the next facts land: TLS status and the peer's identity (mTLS termination fills
+//! them after the ClientHello), then the policy permit.
+
+use std::net::SocketAddr;
+
+// === types ===
+
+/// Which side of the pod a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From the local application to the world, redirected to the outbound port.
+    Outbound,
+    /// From the world to the local application, redirected to the inbound port.
+    Inbound,
+}
+
+/// Where a connection's requests go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Every request to this address (the original destination; inbound, the local
+    /// application's port).
+    Fixed(SocketAddr),
+    /// Each request to its own authority (`l5d-dst-override`, absolute-form URI or `Host`):
+    /// the client addressed the proxy itself, as a forward proxy.
+    ByAuthority,
+}
+
+/// One connection's facts.
+#[derive(Clone, Debug)]
+pub struct ConnMeta {
+    pub direction: Direction,
+    /// The peer that connected.
+    pub client: SocketAddr,
+    /// The proxy's address it connected to.
+    pub local: SocketAddr,
+    pub route: Route,
+}
+
+/// A value per direction, so that settings are never picked by hand-written matches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PerDirection<T> {
+    pub inbound: T,
+    pub outbound: T,
+}
+
+// === impl Direction ===
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// === impl Route ===
+
+impl Route {
+    /// The fixed target, if the connection has one.
+    pub fn fixed(self) -> Option<SocketAddr> {
+        match self {
+            Route::Fixed(addr) => Some(addr),
+            Route::ByAuthority => None,
+        }
+    }
+}
+
+// === impl PerDirection ===
+
+impl<T: Copy> PerDirection<T> {
+    pub fn get(&self, direction: Direction) -> T {
+        match direction {
+            Direction::Inbound => self.inbound,
+            Direction::Outbound => self.outbound,
+        }
+    }
+}
+
+impl<T: Copy> From<[T; 2]> for PerDirection<T> {
+    /// From the `[inbound, outbound]` arrays the configuration uses.
+    fn from([inbound, outbound]: [T; 2]) -> Self {
+        PerDirection { inbound, outbound }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_direction_picks_the_side() {
+        let p = PerDirection::from([1, 2]);
+        assert_eq!(p.get(Direction::Inbound), 1);
+        assert_eq!(p.get(Direction::Outbound), 2);
+    }
+}

@@ -1,0 +1,44 @@
+//! The typed per-shard context: the services a connection's path uses, bundled once per
+//! shard and shared by its tasks through `Rc`. It holds the services; they never hold it
+//! (each gets its own piece), so it cannot grow back into a god object.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::conn::Direction;
+use crate::discover::{Dsts, ShardDns};
+use crate::io::Buffers;
+use crate::lifecycle::Lifecycle;
+use crate::orig_dst::OrigDst;
+use crate::rt::Runtime;
+use crate::settings::Settings;
+use crate::telemetry::{Detected, HttpMetrics, Tcp};
+use crate::upstream::Pool;
+
+// === types ===
+
+/// One shard's services. Shard-local.
+pub struct ShardCtx<R: Runtime> {
+    pub index: usize,
+    pub settings: Arc<Settings>,
+    pub orig_dst: Box<dyn OrigDst>,
+    pub life: Rc<Lifecycle>,
+    pub buffers: Buffers,
+    pub tcp: Rc<Tcp>,
+    pub http: HttpMetrics,
+    pub dns: Rc<ShardDns>,
+    pub dsts: Rc<Dsts>,
+    /// Idle upstream HTTP/1 connections.
+    pub pool: Pool<R>,
+}
+
+// === impl ShardCtx ===
+
+impl<R: Runtime> ShardCtx<R> {
+    /// Records what detection decided: in the connection's span and in
+    /// `protocol_detect_total`.
+    pub fn detected(&self, direction: Direction, protocol: Detected) {
+        tracing::Span::current().record("protocol", protocol.as_str());
+        self.tcp.detected(direction, protocol);
+    }
+}

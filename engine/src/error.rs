@@ -1,0 +1,193 @@
+//! The proxy's own failures on the data path: one [`ProxyError`], classified by who failed
+//! ([`ErrorSource`]) and whether another attempt may help ([`ProxyError::is_retryable`]),
+//! so that the status, `l5d-proxy-error`, the `error` metric label and the retry loop all
+//! read the same value.
+
+use std::io;
+use std::time::Duration;
+
+// === types ===
+
+/// A failure the proxy answers for.
+#[derive(Debug)]
+pub enum ProxyError {
+    /// The request was malformed (400) or its head too large (431).
+    BadRequest { status: u16, why: String },
+    /// The request's head did not arrive in time.
+    RequestTimeout,
+    /// No upstream connection: refused, reset, unreachable.
+    Connect(io::Error),
+    /// No upstream connection within the connect timeout.
+    ConnectTimeout(Duration),
+    /// The authority could not be resolved.
+    Resolve(String),
+    /// The upstream connection failed or sent something invalid before a response head.
+    Upstream(io::Error),
+    /// No endpoint to send the request to, at once: the destination does not exist, its
+    /// balancer is failing fast or its queue is full (503).
+    Unavailable(String),
+    /// No endpoint became ready within the failfast timeout (504).
+    FailFast(Duration),
+}
+
+/// Who failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The client sent something the proxy cannot forward.
+    Client,
+    /// The upstream could not be reached or broke the exchange.
+    Upstream,
+    /// The proxy had nowhere to send the request (discovery, balancing).
+    Proxy,
+}
+
+// === impl ProxyError ===
+
+impl ProxyError {
+    pub fn bad_request(status: u16, why: impl Into<String>) -> Self {
+        ProxyError::BadRequest {
+            status,
+            why: why.into(),
+        }
+    }
+
+    /// An upstream failure described by a message (no OS error behind it).
+    pub fn upstream(why: impl Into<String>) -> Self {
+        ProxyError::Upstream(io::Error::other(why.into()))
+    }
+
+    /// A failed connect attempt: a timeout (with the timeout that ran out) or another
+    /// error, its `errno` kept.
+    pub fn connect(error: io::Error, timeout: Duration) -> Self {
+        if error.kind() == io::ErrorKind::TimedOut {
+            ProxyError::ConnectTimeout(timeout)
+        } else {
+            ProxyError::Connect(error)
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            ProxyError::BadRequest { status, .. } => *status,
+            ProxyError::RequestTimeout => 408,
+            ProxyError::Connect(_) | ProxyError::Resolve(_) | ProxyError::Upstream(_) => 502,
+            ProxyError::ConnectTimeout(_) | ProxyError::FailFast(_) => 504,
+            ProxyError::Unavailable(_) => 503,
+        }
+    }
+
+    pub fn source(&self) -> ErrorSource {
+        match self {
+            ProxyError::BadRequest { .. } | ProxyError::RequestTimeout => ErrorSource::Client,
+            ProxyError::Connect(_) | ProxyError::ConnectTimeout(_) | ProxyError::Upstream(_) => {
+                ErrorSource::Upstream
+            }
+            ProxyError::Resolve(_) | ProxyError::Unavailable(_) | ProxyError::FailFast(_) => {
+                ErrorSource::Proxy
+            }
+        }
+    }
+
+    /// Whether another endpoint may succeed where this attempt failed: the connection
+    /// could not be made, so nothing was sent.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ProxyError::Connect(_) | ProxyError::ConnectTimeout(_))
+    }
+
+    /// Whether the client is answered with a gRPC `DEADLINE_EXCEEDED` (4) rather than
+    /// `UNAVAILABLE` (14).
+    pub fn grpc_status(&self) -> u32 {
+        if self.status() == 504 {
+            4
+        } else {
+            14
+        }
+    }
+
+    /// The `l5d-proxy-error` value.
+    pub fn message(&self) -> String {
+        match self {
+            ProxyError::BadRequest { why, .. } => format!("invalid request: {why}"),
+            ProxyError::RequestTimeout => "request head timed out".to_string(),
+            ProxyError::Connect(error) => format!("connect error: {error}"),
+            ProxyError::ConnectTimeout(after) => format!("connect timed out after {after:?}"),
+            ProxyError::Resolve(why) => format!("failed to resolve authority: {why}"),
+            ProxyError::Upstream(error) => format!("upstream error: {error}"),
+            ProxyError::Unavailable(why) => format!("service unavailable: {why}"),
+            ProxyError::FailFast(after) => {
+                format!("no endpoint became ready within the failfast timeout ({after:?})")
+            }
+        }
+    }
+
+    /// The `error` label of the response the proxy answered with.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest { .. } => "bad_request",
+            ProxyError::RequestTimeout => "request_timeout",
+            ProxyError::Connect(_) => "connect",
+            ProxyError::ConnectTimeout(_) => "connect_timeout",
+            ProxyError::Resolve(_) => "resolve",
+            ProxyError::Upstream(_) => "upstream",
+            ProxyError::Unavailable(_) => "unavailable",
+            ProxyError::FailFast(_) => "failfast",
+        }
+    }
+}
+
+impl std::fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_failures_are_retryable_upstream_errors() {
+        let refused = ProxyError::connect(io::ErrorKind::ConnectionRefused.into(), Duration::ZERO);
+        assert!(refused.is_retryable());
+        assert_eq!(refused.source(), ErrorSource::Upstream);
+        assert_eq!(refused.status(), 502);
+        let timeout = ProxyError::connect(io::ErrorKind::TimedOut.into(), Duration::from_secs(1));
+        assert!(matches!(timeout, ProxyError::ConnectTimeout(_)));
+        assert!(timeout.is_retryable());
+        assert_eq!(timeout.status(), 504);
+        assert_eq!(timeout.grpc_status(), 4);
+    }
+
+    #[test]
+    fn other_errors_are_not_retried() {
+        for error in [
+            ProxyError::upstream("garbage"),
+            ProxyError::bad_request(400, "x"),
+            ProxyError::Unavailable("x".into()),
+            ProxyError::FailFast(Duration::from_secs(1)),
+        ] {
+            assert!(!error.is_retryable(), "{error}");
+        }
+        assert_eq!(
+            ProxyError::bad_request(431, "big").source(),
+            ErrorSource::Client
+        );
+        assert_eq!(
+            ProxyError::Unavailable("x".into()).source(),
+            ErrorSource::Proxy
+        );
+        assert_eq!(ProxyError::Unavailable("x".into()).grpc_status(), 14);
+    }
+
+    #[test]
+    fn a_connect_error_keeps_its_errno() {
+        let error = ProxyError::connect(
+            io::Error::from_raw_os_error(libc::ECONNREFUSED),
+            Duration::ZERO,
+        );
+        let ProxyError::Connect(io) = error else {
+            panic!("not a connect error");
+        };
+        assert_eq!(io.raw_os_error(), Some(libc::ECONNREFUSED));
+    }
+}

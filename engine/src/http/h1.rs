@@ -1,0 +1,481 @@
+//! HTTP/1.1 proxying, the client connection's side: one task per client connection, its
+//! requests served in order, each on an upstream connection from the shard's pool.
+//!
+//! Per request: read and check the head (limits, framing — anything ambiguous is answered
+//! 400 and the connection closed, nothing forwarded) → route it ([`route`]) → take the
+//! connection detection left, an idle pooled one, or connect, trying other endpoints of a
+//! balancer on connect failure ([`upstream::connect_balanced`]) → [`exchange`] it on that
+//! connection → pool the upstream connection if it is clean → next request, if both sides
+//! keep the connection alive. Upgrades (101) and CONNECT (2xx) turn both connections into a
+//! tunnel.
+//!
+//! Failures are answered, not dropped: 502 when the upstream cannot be reached or fails
+//! before its response head, 504 on connect timeout, 400/431 for bad requests, each with
+//! `l5d-proxy-error`.
+
+mod exchange;
+pub mod pipe;
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use ringlink_protocols::authority::parse_authority;
+use ringlink_protocols::http1::{
+    keep_alive, parse_request, request_body, strip_hop_by_hop, upgrade_protocol, BodyKind, Limits,
+    RequestHead, Version,
+};
+
+use crate::balance::Pick;
+use crate::conn::{ConnMeta, Route};
+use crate::ctx::ShardCtx;
+use crate::discover::DstCache;
+use crate::error::{ErrorSource, ProxyError};
+use crate::http::conn::Client;
+use crate::http::{respond, route};
+use crate::lifecycle::ConnEntry;
+use crate::rt::{Reader, Runtime, Stream};
+use crate::telemetry::{PeerMetrics, RequestMetrics, RouteCache};
+use crate::upstream::{self, Target, Upstream};
+use exchange::Dispatched;
+use pipe::{HeadError, Inbox, Outbox};
+
+/// How long a closing connection keeps reading (and dropping) what the client still sends.
+pub const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
+/// How much it reads at most before closing anyway.
+pub const LINGER_MAX_BYTES: usize = 1 << 20;
+
+/// How long the rest of a head may take once its first byte arrived (slow-loris bound).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+// === types ===
+
+/// The upstream connection detection left behind, for the first request to its address.
+pub enum Eager<R: Runtime> {
+    None,
+    /// Opened (or pooled) and unused.
+    Open(Upstream<R>),
+    /// Connecting failed: the first request to this address is answered with the error.
+    Failed(SocketAddr, ProxyError),
+}
+
+/// One client connection being served.
+struct Session<'a, R: Runtime> {
+    ctx: &'a Rc<ShardCtx<R>>,
+    meta: &'a ConnMeta,
+    rx: <R::Stream as Stream>::Reader,
+    tx: <R::Stream as Stream>::Writer,
+    fd: RawFd,
+    buf: Vec<u8>,
+    metrics: &'a PeerMetrics,
+    entry: &'a ConnEntry,
+    limits: Limits,
+    /// The HTTP metrics of the connection's last route, and of the request being served.
+    routes: RouteCache,
+    request: RequestMetrics,
+    /// The destination of the connection's last balanced request.
+    dst: DstCache,
+}
+
+/// How an exchange ended, for the session loop: the connection's keep-alive state.
+enum Next {
+    /// Serve the next request.
+    Continue,
+    /// Close the client connection gracefully.
+    Close,
+    /// Close the client connection with a reset (a response could not be completed).
+    Abort(io::Error),
+}
+
+/// What a request turned out to need, decided from its head.
+struct Plan {
+    body: BodyKind,
+    client_version: Version,
+    client_keep_alive: bool,
+    expect_continue: bool,
+    /// `Upgrade` protocol that is forwarded (never `h2c`).
+    upgrade: bool,
+    connect: bool,
+    /// A HEAD request: answers carry no body.
+    head_request: bool,
+    /// A request that may be sent again on a new connection if a reused one was closed
+    /// before it answered.
+    retryable: bool,
+}
+
+// === functions ===
+
+/// Serves HTTP/1 requests on `client` until either side ends the connection. `eager` is
+/// the connection detection left to the original destination, used for the first request
+/// that goes there. Returns the error that ended the client connection, if one did.
+pub async fn serve<R: Runtime>(
+    ctx: &Rc<ShardCtx<R>>,
+    client: Client<'_, R>,
+    eager: Eager<R>,
+) -> Option<io::Error> {
+    let Client {
+        meta,
+        stream,
+        first,
+        metrics,
+        entry,
+    } = client;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    // Detection read these from the client.
+    metrics.read_bytes.inc_by(first.len() as u64);
+    let (rx, tx) = stream.into_split();
+    let mut session = Session::<R> {
+        ctx,
+        meta,
+        rx,
+        tx,
+        fd,
+        buf: first,
+        metrics,
+        entry,
+        limits: Limits::default(),
+        routes: RouteCache::default(),
+        request: RequestMetrics::default(),
+        dst: DstCache::default(),
+    };
+    let mut eager = eager;
+    let error = loop {
+        let next = session.exchange(&mut eager).await;
+        if matches!(next, Next::Abort(_)) {
+            session.request.error("io");
+        }
+        session.request.end();
+        match next {
+            Next::Continue => continue,
+            Next::Close => {
+                session.lingering_close().await;
+                break None;
+            }
+            Next::Abort(error) => {
+                crate::io::reset(session.fd);
+                break Some(error);
+            }
+        }
+    };
+    drop(eager);
+    let Session { rx, tx, .. } = session;
+    drop(R::Stream::reunite(rx, tx));
+    error
+}
+
+// === impl Session ===
+
+impl<R: Runtime> Session<'_, R> {
+    /// Closes gracefully: FIN first, then whatever the client still sends (an unread
+    /// request body, after an error response) is read and dropped for a short while, so
+    /// that closing with unread data does not turn into a reset that destroys the response
+    /// before the client has read it.
+    async fn lingering_close(&mut self) {
+        let _ = crate::sys::shutdown(self.fd, std::net::Shutdown::Write);
+        let deadline = Instant::now() + LINGER_TIMEOUT;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.reserve(crate::io::SMALL_BUFFER);
+        let mut discarded = 0;
+        while discarded < LINGER_MAX_BYTES {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            match crate::rt::timeout::<R, _>(remaining, self.rx.read(buf)).await {
+                Some((Ok(n), returned)) if n > 0 => {
+                    self.metrics.read_bytes.inc_by(n as u64);
+                    discarded += n;
+                    buf = returned;
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// One request and its response.
+    async fn exchange(&mut self, eager: &mut Eager<R>) -> Next {
+        // Idle (closed at once by a drain) only if no pipelined request is buffered.
+        self.entry.set_idle(self.buf.is_empty());
+        let head = self.read_head().await;
+        self.entry.set_idle(false);
+        let mut head = match head {
+            Ok(head) => head,
+            Err(next) => return next,
+        };
+        // What the request is routed by, read before its head is rewritten.
+        let authority = head.authority().map(str::to_string);
+        let dst_override = match self.meta.route {
+            Route::ByAuthority => head
+                .headers
+                .get("l5d-dst-override")
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(str::to_string),
+            Route::Fixed(_) => None,
+        };
+        let plan = match self.plan(&mut head) {
+            Ok(plan) => plan,
+            Err(error) => return self.refuse(authority.as_deref(), error).await,
+        };
+        let routed = route::route(
+            self.ctx,
+            self.meta.direction,
+            self.meta.route,
+            authority.as_deref(),
+            dst_override.as_deref(),
+            &self.dst,
+        )
+        .await;
+        let mut target = match routed {
+            Ok(target) => target,
+            Err(error) if error.source() == ErrorSource::Client => {
+                return self.refuse(authority.as_deref(), error).await
+            }
+            Err(error) => {
+                self.start_metrics(&head, None);
+                return self.fail(&plan, error).await;
+            }
+        };
+        if head.headers.get("host").is_none() {
+            // A request without Host (HTTP/1.0) names its destination, or its address.
+            let host = target
+                .name
+                .as_deref()
+                .map_or_else(|| target.addr.to_string(), str::to_string);
+            head.headers.append("host", host);
+        }
+        tracing::debug!(
+            method = %head.method,
+            target = %head.target,
+            dst.addr = %target.addr,
+            "Request"
+        );
+        if plan.connect && self.meta.route == Route::ByAuthority {
+            self.start_metrics(&head, Some(&target));
+            return self.connect_tunnel(&plan, target.addr).await;
+        }
+        self.forward(&head, &plan, &mut target, eager).await
+    }
+
+    /// Reads the next request head; `Err` with what to do when there is none to serve.
+    async fn read_head(&mut self) -> Result<RequestHead, Next> {
+        let mut inbox = Inbox {
+            rx: &mut self.rx,
+            buf: &mut self.buf,
+            read_bytes: &self.metrics.read_bytes,
+        };
+        let read = inbox
+            .read_head::<R, _>(&self.limits, Some(HEAD_TIMEOUT), parse_request)
+            .await;
+        match read {
+            Ok(Some(head)) => Ok(head),
+            Ok(None) => Err(Next::Close),
+            Err(HeadError::Io(error)) => Err(Next::Abort(error)),
+            Err(HeadError::Timeout) => Err(self.refuse(None, ProxyError::RequestTimeout).await),
+            Err(HeadError::Parse(error)) => {
+                tracing::info!(%error, "Invalid request");
+                let error = ProxyError::bad_request(error.status(), error.to_string());
+                Err(self.refuse(None, error).await)
+            }
+        }
+    }
+
+    /// Sends the request to `target`'s endpoint (another one of its balancer if connecting
+    /// fails), once more on a new connection if a reused one was closed before it answered.
+    async fn forward(
+        &mut self,
+        head: &RequestHead,
+        plan: &Plan,
+        target: &mut Target,
+        eager: &mut Eager<R>,
+    ) -> Next {
+        let mut fresh = false;
+        loop {
+            let ctx = self.ctx.clone();
+            let direction = self.meta.direction;
+            let connected = upstream::connect_balanced::<R, _, _, _>(&ctx.dsts, target, |addr| {
+                let ready = (!fresh)
+                    .then(|| ready_upstream(&ctx, eager, addr))
+                    .flatten();
+                let ctx = ctx.clone();
+                async move {
+                    if let Some(ready) = ready {
+                        return ready;
+                    }
+                    let timeout = ctx.settings.connect_timeout.get(direction);
+                    let stream = upstream::connect::<R>(addr, timeout).await?;
+                    Ok(Upstream::new(&ctx.tcp, direction, addr, stream))
+                }
+            })
+            .await;
+            self.start_metrics(head, Some(target));
+            let mut conn = match connected {
+                Ok(conn) => conn,
+                Err(error) => return self.fail(plan, error).await,
+            };
+            self.entry.set_upstream(conn.fd);
+            let sent = Instant::now();
+            let dispatched = self.dispatch(head, plan, &mut conn).await;
+            self.entry.set_upstream(-1);
+            if let (Some(pick), Some(at)) = (&target.pick, self.request.head_at()) {
+                pick.observe_rtt(at.saturating_duration_since(sent));
+            }
+            match dispatched {
+                Dispatched::Done(next) => return next,
+                Dispatched::Reusable(next) => {
+                    self.ctx.pool.put(conn);
+                    return next;
+                }
+                Dispatched::Retry(error) if plan.retryable && conn.reused && !fresh => {
+                    tracing::debug!(%error, "Reused connection was closed; retrying");
+                    conn.error = Some(error);
+                    fresh = true;
+                }
+                Dispatched::Retry(error) => {
+                    let failed = ProxyError::upstream(error.to_string());
+                    conn.error = Some(error);
+                    return self.fail(plan, failed).await;
+                }
+            }
+        }
+    }
+
+    /// Checks the request and rewrites its head for the upstream hop.
+    fn plan(&mut self, head: &mut RequestHead) -> Result<Plan, ProxyError> {
+        let bad = |why: &str| ProxyError::bad_request(400, why);
+        let body = request_body(head).map_err(|e| ProxyError::bad_request(400, e.to_string()))?;
+        let connect = head.method == "CONNECT";
+        if connect && parse_authority(&head.target).is_none() {
+            return Err(bad("CONNECT target must be host:port"));
+        }
+        if head.version == Version::Http11 && head.headers.count("host") != 1 && !connect {
+            return Err(bad("HTTP/1.1 request needs exactly one Host header"));
+        }
+        let client_version = head.version;
+        let client_keep_alive = keep_alive(head.version, &head.headers) && !connect;
+        let upgrade_to = upgrade_protocol(head);
+        // `Expect: 100-continue` is answered by the proxy itself, as nginx does: a server
+        // that never sends 100 (HTTP/1.0-era servers) would otherwise leave the client
+        // waiting and the proxy waiting for a response head.
+        let expect_continue = head.headers.has_token("expect", "100-continue")
+            && body != BodyKind::Empty
+            && head.version == Version::Http11;
+        if head.headers.has_token("expect", "100-continue") {
+            head.headers.remove("expect");
+        }
+        strip_hop_by_hop(&mut head.headers);
+        if let Some(protocol) = &upgrade_to {
+            head.headers.append("connection", "upgrade");
+            head.headers.append("upgrade", protocol.as_bytes());
+        }
+        if body == BodyKind::Chunked {
+            head.headers.append("transfer-encoding", "chunked");
+        }
+        if self.meta.route == Route::ByAuthority {
+            head.headers.remove("l5d-dst-override");
+            if head.is_absolute_form() {
+                // RFC 9112 §3.2.2: the target's authority replaces Host.
+                if let Some(authority) = head.authority().map(str::to_string) {
+                    head.headers.set("host", authority);
+                }
+                head.to_origin_form();
+            }
+        }
+        head.version = Version::Http11;
+        let idempotent = matches!(
+            head.method.as_str(),
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        );
+        Ok(Plan {
+            body,
+            client_version,
+            client_keep_alive,
+            expect_continue,
+            upgrade: upgrade_to.is_some(),
+            connect,
+            head_request: head.method == "HEAD",
+            retryable: idempotent && body == BodyKind::Empty && upgrade_to.is_none(),
+        })
+    }
+
+    /// Counts the request in the HTTP metrics, once. A balanced request whose endpoint is
+    /// not known (no pick) has no target labels.
+    fn start_metrics(&mut self, head: &RequestHead, target: Option<&Target>) {
+        if self.request.is_started() {
+            return;
+        }
+        let addr = target
+            .filter(|t| t.dst.is_none() || t.pick.is_some())
+            .map(|t| t.addr);
+        let labels = target.and_then(|t| t.pick.as_ref()).map(Pick::labels);
+        self.request = self.ctx.http.start(
+            &mut self.routes,
+            self.meta.direction,
+            head.authority(),
+            addr,
+            labels.as_ref(),
+        );
+    }
+
+    /// Answers a request the proxy refuses, then closes the connection.
+    async fn refuse(&mut self, authority: Option<&str>, error: ProxyError) -> Next {
+        tracing::info!(status = error.status(), error = %error.message(), "Refused request");
+        self.request = self.ctx.http.start(
+            &mut self.routes,
+            self.meta.direction,
+            authority,
+            self.meta.route.fixed(),
+            None,
+        );
+        self.request.fail(error.status(), error.label());
+        let mut client = Outbox {
+            tx: &mut self.tx,
+            write_bytes: &self.metrics.write_bytes,
+        };
+        let _ = client.write(respond::h1(&error, true, false)).await;
+        Next::Close
+    }
+
+    /// Answers a request that could not be forwarded. The connection stays open only if the
+    /// request had no body left unread.
+    async fn fail(&mut self, plan: &Plan, error: ProxyError) -> Next {
+        tracing::info!(status = error.status(), error = %error.message(), "Request failed");
+        self.request.fail(error.status(), error.label());
+        let keep =
+            plan.client_keep_alive && plan.body == BodyKind::Empty && !self.ctx.life.is_draining();
+        let out = respond::h1(&error, !keep, plan.head_request);
+        let mut client = Outbox {
+            tx: &mut self.tx,
+            write_bytes: &self.metrics.write_bytes,
+        };
+        match client.write(out).await {
+            (Ok(()), _) if keep => Next::Continue,
+            (Ok(()), _) => Next::Close,
+            (Err(error), _) => Next::Abort(error),
+        }
+    }
+}
+
+/// The connection a request to `addr` can use without connecting: the one detection left
+/// (or its failure), else an idle pooled one.
+fn ready_upstream<R: Runtime>(
+    ctx: &ShardCtx<R>,
+    eager: &mut Eager<R>,
+    addr: SocketAddr,
+) -> Option<Result<Upstream<R>, ProxyError>> {
+    let matches = match eager {
+        Eager::Open(conn) => conn.addr == addr,
+        Eager::Failed(failed, _) => *failed == addr,
+        Eager::None => false,
+    };
+    if matches {
+        match std::mem::replace(eager, Eager::None) {
+            Eager::Open(conn) => return Some(Ok(conn)),
+            Eager::Failed(_, error) => return Some(Err(error)),
+            Eager::None => {}
+        }
+    }
+    ctx.pool.take(addr).map(Ok)
+}

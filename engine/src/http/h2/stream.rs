@@ -1,0 +1,389 @@
+//! One HTTP/2 stream, forwarded: route it, get (or make) the upstream connection to its
+//! target, send it (once more on a new connection if the cached one had closed before
+//! anything was sent), then pump the request body up and the response back, trailers and
+//! resets included.
+
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_lite::future::or;
+use h2::client::ResponseFuture;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use http::{HeaderValue, Request, Response};
+use ringlink_protocols::grpc::{is_grpc, parse_grpc_status};
+
+use super::client::Upstreams;
+use super::MAX_EMPTY_DATA_FRAMES;
+use crate::balance::Pick;
+use crate::error::ProxyError;
+use crate::http::{respond, route};
+use crate::rt::Runtime;
+use crate::telemetry::RequestMetrics;
+use crate::upstream::{self, Target};
+
+// === types ===
+
+/// What a stream's response needs from its request.
+struct Exchange {
+    grpc: bool,
+    head_request: bool,
+    pick: Option<Pick>,
+    sent_at: Instant,
+}
+
+/// How a [`pump`] ended.
+#[derive(Default)]
+struct Pumped {
+    /// `grpc-status` from the trailers.
+    grpc_status: Option<u32>,
+    /// Which side broke the body, if one did.
+    failed: Option<Side>,
+}
+
+/// The two ends of a [`pump`].
+enum Side {
+    /// The side data came from.
+    From,
+    /// The side data went to.
+    To,
+}
+
+// === impl Side ===
+
+impl Side {
+    /// The `error` label when the request body broke: its source is the client.
+    fn request_label(&self) -> &'static str {
+        match self {
+            Side::From => "client",
+            Side::To => "upstream",
+        }
+    }
+
+    /// The `error` label when the response body broke: its source is the server.
+    fn response_label(&self) -> &'static str {
+        match self {
+            Side::From => "upstream",
+            Side::To => "client",
+        }
+    }
+}
+
+// === functions ===
+
+/// Forwards one stream and its response.
+pub async fn proxy<R: Runtime>(
+    upstreams: Rc<Upstreams<R>>,
+    request: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
+    let (mut parts, body) = request.into_parts();
+    let grpc = parts
+        .headers
+        .get("content-type")
+        .is_some_and(|v| is_grpc(v.as_bytes()));
+    let authority = parts.uri.authority().map(|a| a.to_string());
+    let head_request = parts.method == http::Method::HEAD;
+    let meta = &upstreams.meta;
+    // Only requests addressed to the proxy itself may say where they go.
+    let dst_override = match meta.route {
+        crate::conn::Route::ByAuthority => parts
+            .headers
+            .remove("l5d-dst-override")
+            .and_then(|v| v.to_str().ok().map(str::to_string)),
+        crate::conn::Route::Fixed(_) => None,
+    };
+    let routed = route::route(
+        &upstreams.ctx,
+        meta.direction,
+        meta.route,
+        authority.as_deref(),
+        dst_override.as_deref(),
+        &upstreams.dst,
+    )
+    .await;
+    let mut target = match routed {
+        Ok(target) => target,
+        Err(error) => {
+            let mut metrics = upstreams.start(authority.as_deref(), None, None);
+            return respond::h2(&mut respond, grpc, head_request, &error, &mut metrics);
+        }
+    };
+    let connected = connect::<R>(&upstreams, &mut target).await;
+    let labels = target.pick.as_ref().map(Pick::labels);
+    let mut metrics = upstreams.start(authority.as_deref(), Some(target.addr), labels.as_ref());
+    let send = match connected {
+        Ok(send) => send,
+        Err(error) => return respond::h2(&mut respond, grpc, head_request, &error, &mut metrics),
+    };
+    let end = body.is_end_stream();
+    let request = Request::from_parts(parts, ());
+    let sent = send_request::<R>(&upstreams, target.addr, send, request, end).await;
+    let (response, up_body) = match sent {
+        Ok(sent) => sent,
+        Err(error) => return respond::h2(&mut respond, grpc, head_request, &error, &mut metrics),
+    };
+    let exchange = Exchange {
+        grpc,
+        head_request,
+        pick: target.pick,
+        sent_at: Instant::now(),
+    };
+    let request_side = async {
+        if !end {
+            pump(body, up_body).await
+        } else {
+            Pumped::default()
+        }
+    };
+    let response_side = relay_response(&exchange, response, &mut respond, &mut metrics);
+    let (sent, completed) = crate::io::join(request_side, response_side).await;
+    match sent.failed {
+        // RFC 9113 §8.1: a server that has answered may stop the request body with a
+        // reset (NO_ERROR); the exchange still succeeded.
+        Some(Side::To) if completed => {}
+        Some(side) => metrics.error(side.request_label()),
+        None => {}
+    }
+    metrics.end();
+}
+
+/// The h2 connection to `target`'s endpoint, trying other endpoints of its balancer when
+/// connecting fails.
+async fn connect<R: Runtime>(
+    upstreams: &Rc<Upstreams<R>>,
+    target: &mut Target,
+) -> Result<h2::client::SendRequest<Bytes>, ProxyError> {
+    let dsts = upstreams.ctx.dsts.clone();
+    upstream::connect_balanced::<R, _, _, _>(&dsts, target, |addr| {
+        let upstreams = upstreams.clone();
+        async move { upstreams.get(addr).await }
+    })
+    .await
+}
+
+/// Sends the request head. A cached connection may have been closed by the server (GOAWAY,
+/// EOF) since it was last used: nothing was sent on it then, so one retry on a new
+/// connection is safe.
+async fn send_request<R: Runtime>(
+    upstreams: &Upstreams<R>,
+    target: std::net::SocketAddr,
+    send: h2::client::SendRequest<Bytes>,
+    request: Request<()>,
+    end: bool,
+) -> Result<(ResponseFuture, SendStream<Bytes>), ProxyError> {
+    let mut send = Some(send);
+    let mut request = Some(request);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let conn = match send.take() {
+            Some(send) => send,
+            None => upstreams.get(target).await?,
+        };
+        let sent = match conn.ready().await {
+            Ok(mut conn) => {
+                let request = request.take().expect("sent once");
+                conn.send_request(request, end)
+                    .map_err(|error| (error, None))
+            }
+            Err(error) => Err((error, request.take())),
+        };
+        match sent {
+            Ok(sent) => return Ok(sent),
+            Err((error, unsent)) => {
+                upstreams.forget(target);
+                match unsent {
+                    Some(unsent) if attempt == 1 => {
+                        tracing::debug!(%error, "Upstream connection closed; reconnecting");
+                        request = Some(unsent);
+                    }
+                    _ => return Err(upstream_error(&error)),
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the response and relays it, head and body, to the client; whether the whole
+/// response reached the client.
+async fn relay_response(
+    exchange: &Exchange,
+    response: ResponseFuture,
+    respond: &mut SendResponse<Bytes>,
+    metrics: &mut RequestMetrics,
+) -> bool {
+    // A client reset while waiting drops the response future, which cancels the upstream
+    // stream.
+    let waited = or(async { Some(response.await) }, async {
+        let reason = poll_fn(|cx| respond.poll_reset(cx)).await;
+        tracing::debug!(?reason, "Client reset the stream");
+        None
+    })
+    .await;
+    let response = match waited {
+        None => {
+            metrics.error("client");
+            return false;
+        }
+        Some(Ok(response)) => response,
+        Some(Err(error)) => {
+            match error.reason() {
+                Some(reason) if error.is_remote() || error.is_reset() => {
+                    metrics.error("upstream");
+                    respond.send_reset(reason);
+                }
+                _ => {
+                    let error = upstream_error(&error);
+                    respond::h2(
+                        respond,
+                        exchange.grpc,
+                        exchange.head_request,
+                        &error,
+                        metrics,
+                    );
+                }
+            }
+            return false;
+        }
+    };
+    let grpc = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| is_grpc(v.as_bytes()));
+    metrics.response_head(response.status().as_u16(), grpc);
+    if let Some(pick) = &exchange.pick {
+        pick.observe_rtt(exchange.sent_at.elapsed());
+    }
+    if let Some(code) = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| parse_grpc_status(HeaderValue::as_bytes(v)))
+    {
+        metrics.grpc_status(code);
+    }
+    let (parts, up_body) = response.into_parts();
+    let end = up_body.is_end_stream();
+    match respond.send_response(Response::from_parts(parts, ()), end) {
+        Ok(down) if !end => {
+            let pumped = pump(up_body, down).await;
+            if let Some(code) = pumped.grpc_status {
+                metrics.grpc_status(code);
+            }
+            match pumped.failed {
+                Some(side) => {
+                    metrics.error(side.response_label());
+                    false
+                }
+                None => true,
+            }
+        }
+        Ok(_) => true,
+        Err(error) => {
+            tracing::debug!(%error, "Client stream gone");
+            metrics.error("client");
+            false
+        }
+    }
+}
+
+/// The error a stream is answered with when its upstream connection failed. A protocol or
+/// frame-size error the proxy itself detected on the upstream's bytes means the upstream
+/// does not speak HTTP/2 (an HTTP/1 server, say): the message says so.
+fn upstream_error(error: &h2::Error) -> ProxyError {
+    let garbled = !error.is_remote()
+        && matches!(
+            error.reason(),
+            Some(Reason::PROTOCOL_ERROR | Reason::FRAME_SIZE_ERROR)
+        );
+    if garbled {
+        ProxyError::upstream(format!("the upstream did not speak HTTP/2 ({error})"))
+    } else {
+        ProxyError::upstream(error.to_string())
+    }
+}
+
+/// Moves a body (data, then trailers) from `from` to `to`, releasing `from`'s flow-control
+/// window only as `to` accepts the data: a slow reader slows the writer.
+async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>) -> Pumped {
+    let failed = |side| Pumped {
+        grpc_status: None,
+        failed: Some(side),
+    };
+    let mut empty = 0;
+    loop {
+        // While waiting for data, a reset from the receiving side ends the pump: dropping
+        // `from` then cancels the sending side's stream.
+        let next = poll_fn(|cx| {
+            if let Poll::Ready(reset) = to.poll_reset(cx) {
+                return Poll::Ready(Err(reset.ok()));
+            }
+            from.poll_data(cx).map(Ok)
+        })
+        .await;
+        let next = match next {
+            Ok(next) => next,
+            Err(reason) => {
+                tracing::debug!(?reason, "Stream reset by the receiving side");
+                return failed(Side::To);
+            }
+        };
+        match next {
+            None => break,
+            Some(Ok(data)) if data.is_empty() => {
+                empty += 1;
+                if empty > MAX_EMPTY_DATA_FRAMES {
+                    tracing::info!("Too many empty DATA frames; resetting the stream");
+                    to.send_reset(Reason::CANCEL);
+                    return failed(Side::From);
+                }
+            }
+            Some(Ok(mut data)) => {
+                empty = 0;
+                let n = data.len();
+                while !data.is_empty() {
+                    to.reserve_capacity(data.len());
+                    match poll_fn(|cx| to.poll_capacity(cx)).await {
+                        Some(Ok(0)) => continue,
+                        Some(Ok(cap)) => {
+                            let chunk = data.split_to(cap.min(data.len()));
+                            if to.send_data(chunk, false).is_err() {
+                                return failed(Side::To);
+                            }
+                        }
+                        // The receiving side reset or went away.
+                        _ => return failed(Side::To),
+                    }
+                }
+                let _ = from.flow_control().release_capacity(n);
+            }
+            Some(Err(error)) => {
+                to.send_reset(error.reason().unwrap_or(Reason::CANCEL));
+                return failed(Side::From);
+            }
+        }
+    }
+    match poll_fn(|cx| from.poll_trailers(cx)).await {
+        Ok(Some(trailers)) => {
+            let grpc_status = trailers
+                .get("grpc-status")
+                .and_then(|v| parse_grpc_status(v.as_bytes()));
+            let _ = to.send_trailers(trailers);
+            Pumped {
+                grpc_status,
+                failed: None,
+            }
+        }
+        Ok(None) => {
+            let _ = to.send_data(Bytes::new(), true);
+            Pumped::default()
+        }
+        Err(error) => {
+            to.send_reset(error.reason().unwrap_or(Reason::CANCEL));
+            failed(Side::From)
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! A shard's life: the tasks it runs, the connections it holds open, and its drain.
+//!
+//! Tasks are counted, never cancelled (a cancelled pending glommio task leaks, DESIGN.md
+//! §5): each holds a [`TaskGuard`], and the shard ends once the count is zero. Open
+//! connections are in a table so that a drain can close the idle ones at once and, after the
+//! grace period, shut down every socket; their tasks then see end of stream and return by
+//! themselves. Shard-local (`Rc`, `Cell`, `RefCell`).
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use ringlink_control::thread::{Phase, PhaseRx};
+use slab::Slab;
+
+use crate::sys;
+
+// === types ===
+
+pub struct Lifecycle {
+    /// Tasks still running (accept loops, connections, streams, watches).
+    tasks: Cell<usize>,
+    /// The shard's main task, waiting for `tasks` to reach zero.
+    drain_waiter: Cell<Option<Waker>>,
+    /// Open connections' sockets (client, upstream), and whether the connection is idle
+    /// between HTTP requests.
+    conns: RefCell<Slab<([RawFd; 2], bool)>>,
+    /// Set once the drain begins: HTTP connections close after their current request.
+    draining: Cell<bool>,
+    /// Set once the grace period is over: connections still opening are closed at once.
+    closing: Cell<bool>,
+    /// The control thread's shutdown phase.
+    phase: PhaseRx,
+}
+
+/// Counts a running task for as long as it lives.
+pub struct TaskGuard(Rc<Lifecycle>);
+
+/// An open connection's entry in the shard's table; removed on drop.
+pub struct ConnEntry {
+    life: Rc<Lifecycle>,
+    key: usize,
+}
+
+// === impl Lifecycle ===
+
+impl Lifecycle {
+    pub fn new(phase: PhaseRx) -> Rc<Self> {
+        Rc::new(Lifecycle {
+            tasks: Cell::new(0),
+            drain_waiter: Cell::new(None),
+            conns: RefCell::new(Slab::new()),
+            draining: Cell::new(false),
+            closing: Cell::new(false),
+            phase,
+        })
+    }
+
+    pub fn task(self: &Rc<Self>) -> TaskGuard {
+        self.tasks.set(self.tasks.get() + 1);
+        TaskGuard(self.clone())
+    }
+
+    /// Enters a connection's socket in the table (`fd` is the client's, or an upstream
+    /// connection's when it lives on its own).
+    pub fn register(self: &Rc<Self>, fd: RawFd) -> ConnEntry {
+        let key = self.conns.borrow_mut().insert(([fd, -1], false));
+        ConnEntry {
+            life: self.clone(),
+            key,
+        }
+    }
+
+    /// The shutdown phase, for tasks that wait on it.
+    pub fn phase(&self) -> PhaseRx {
+        self.phase.clone()
+    }
+
+    /// Completes once the control thread says the shard stops serving.
+    pub async fn drain_started(&self) {
+        let mut phase = self.phase.clone();
+        let _ = phase.wait_for(|p| *p != Phase::Serving).await;
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
+
+    /// Starts the drain: HTTP connections idle between requests are closed now (their
+    /// tasks see end of stream), busy ones after their current response.
+    pub fn start_drain(&self) {
+        self.draining.set(true);
+        for (_, (fds, idle)) in self.conns.borrow().iter() {
+            if *idle {
+                let _ = sys::shutdown(fds[0], std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    /// Shuts down every open connection's sockets; their tasks then see end-of-stream or an
+    /// error and return by themselves.
+    pub fn close_all(&self) {
+        self.closing.set(true);
+        for (_, (fds, _)) in self.conns.borrow().iter() {
+            for fd in fds.iter().copied().filter(|fd| *fd >= 0) {
+                let _ = sys::shutdown(fd, std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    /// Completes once no task is left.
+    pub async fn tasks_done(&self) {
+        poll_fn(|cx| {
+            if self.tasks.get() == 0 {
+                Poll::Ready(())
+            } else {
+                self.drain_waiter.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+// === impl TaskGuard ===
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        let left = self.0.tasks.get() - 1;
+        self.0.tasks.set(left);
+        if left == 0 {
+            if let Some(waker) = self.0.drain_waiter.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+// === impl ConnEntry ===
+
+impl ConnEntry {
+    pub fn set_upstream(&self, fd: RawFd) {
+        if let Some((fds, _)) = self.life.conns.borrow_mut().get_mut(self.key) {
+            fds[1] = fd;
+        }
+    }
+
+    /// Marks the connection idle between HTTP requests (closed at once by a drain) or not.
+    pub fn set_idle(&self, idle: bool) {
+        if let Some((_, entry)) = self.life.conns.borrow_mut().get_mut(self.key) {
+            *entry = idle;
+        }
+        if idle && self.life.is_draining() {
+            if let Some(([client, _], _)) = self.life.conns.borrow().get(self.key) {
+                let _ = sys::shutdown(*client, std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+impl Drop for ConnEntry {
+    fn drop(&mut self) {
+        self.life.conns.borrow_mut().remove(self.key);
+    }
+}

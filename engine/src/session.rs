@@ -1,0 +1,86 @@
+//! One accepted connection, top-down: a span, the connection's facts ([`dest`]), then the
+//! direction's path — [`inbound`] or [`outbound`] — each a straight sequence over
+//! [`detect`], [`opaque`] and [`transparent`], ending in `crate::http` or an opaque copy.
+//!
+//! Where the next features land: mTLS termination and the direct (transport header) path
+//! in `session/tls.rs` and `session/direct.rs`, authorization in `session/authz.rs`; each
+//! fills in [`ConnMeta`](crate::conn::ConnMeta) for metrics, policy and tap to read.
+
+pub mod dest;
+pub mod detect;
+pub mod inbound;
+pub mod opaque;
+pub mod outbound;
+pub mod transparent;
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+
+use tracing::Instrument;
+
+use crate::conn::{Direction, Route};
+use crate::ctx::ShardCtx;
+use crate::io::Transport;
+use crate::lifecycle::TaskGuard;
+use crate::rt::Runtime;
+use crate::telemetry::Peer;
+
+// === functions ===
+
+/// Serves one accepted connection to its end.
+pub async fn serve<R: Runtime>(
+    _task: TaskGuard,
+    ctx: Rc<ShardCtx<R>>,
+    direction: Direction,
+    client: Transport<R>,
+    peer: SocketAddr,
+) {
+    let span = tracing::info_span!(
+        "conn",
+        shard = ctx.index,
+        client.addr = %peer,
+        server.addr = tracing::field::Empty,
+        direction = direction.as_str(),
+        protocol = tracing::field::Empty,
+    );
+    async move {
+        let fd = client.as_raw_fd();
+        let entry = ctx.life.register(fd);
+        let dest = dest::destination(
+            ctx.orig_dst.as_ref(),
+            &ctx.settings.own_addrs,
+            direction,
+            fd,
+            peer,
+        );
+        let Some(meta) = dest else {
+            crate::io::reset(fd);
+            return;
+        };
+        let (src, error) = match meta.route {
+            Route::ByAuthority => {
+                let src = ctx.tcp.open(direction, Peer::Src, meta.local);
+                let error = outbound::to_proxy(&ctx, &meta, client, &src, &entry).await;
+                (src, error)
+            }
+            Route::Fixed(target) => {
+                tracing::Span::current().record("server.addr", tracing::field::display(target));
+                let src = ctx.tcp.open(direction, Peer::Src, target);
+                let error = match direction {
+                    Direction::Inbound => {
+                        inbound::serve(&ctx, &meta, target, client, &src, &entry).await
+                    }
+                    Direction::Outbound => {
+                        outbound::serve(&ctx, &meta, target, client, &src, &entry).await
+                    }
+                };
+                (src, error)
+            }
+        };
+        ctx.tcp.close(src, error.as_ref());
+        drop(entry);
+    }
+    .instrument(span)
+    .await
+}

@@ -1,0 +1,146 @@
+//! Opaque TCP: the bytes detection read replayed upstream, then both directions copied
+//! ([`io::duplex`]); and a profiled opaque destination balanced per connection (P2C, where
+//! each open connection counts as pending and the connect latency is the RTT sample).
+
+use std::io::Error as IoError;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::Instant;
+
+use crate::conn::Direction;
+use crate::ctx::ShardCtx;
+use crate::discover::{Dst, DstError};
+use crate::error::ProxyError;
+use crate::io::{self, End, Transport};
+use crate::lifecycle::ConnEntry;
+use crate::rt::{Runtime, Stream, Writer};
+use crate::telemetry::{Peer, PeerMetrics};
+use crate::upstream::{self, Target};
+
+// === functions ===
+
+/// Forwards `client` to `upstream` (connected to `target`) until both directions end,
+/// replaying `first` upstream before anything else. Closes the upstream's series; returns
+/// the error the client failed with, if it did, for the client's.
+pub async fn forward<R: Runtime>(
+    ctx: &ShardCtx<R>,
+    direction: Direction,
+    (client, src): (Transport<R>, &PeerMetrics),
+    (upstream, target): (Transport<R>, SocketAddr),
+    first: Vec<u8>,
+) -> Option<IoError> {
+    let (client_fd, upstream_fd) = (client.as_raw_fd(), upstream.as_raw_fd());
+    let dst = ctx.tcp.open(direction, Peer::Dst, target);
+    let (mut client_rx, mut client_tx) = client.into_split();
+    let (mut upstream_rx, mut upstream_tx) = upstream.into_split();
+    // Replay what detection read before anything else goes upstream.
+    let replayed = if first.is_empty() {
+        Ok(())
+    } else {
+        let n = first.len() as u64;
+        src.read_bytes.inc_by(n);
+        let (written, _) = upstream_tx.write_all(first).await;
+        if written.is_ok() {
+            dst.write_bytes.inc_by(n);
+        }
+        written
+    };
+    let (client_error, upstream_error) = match replayed {
+        Err(error) => {
+            tracing::debug!(%error, "Write failed");
+            io::abort(client_fd, upstream_fd);
+            (None, Some(error))
+        }
+        Ok(()) => {
+            let closed = io::duplex(
+                &ctx.buffers,
+                End {
+                    rx: &mut client_rx,
+                    tx: &mut client_tx,
+                    fd: client_fd,
+                    read_bytes: &src.read_bytes,
+                    write_bytes: &src.write_bytes,
+                },
+                End {
+                    rx: &mut upstream_rx,
+                    tx: &mut upstream_tx,
+                    fd: upstream_fd,
+                    read_bytes: &dst.read_bytes,
+                    write_bytes: &dst.write_bytes,
+                },
+            )
+            .await;
+            (closed.client, closed.upstream)
+        }
+    };
+    ctx.tcp.close(dst, upstream_error.as_ref());
+    drop(Transport::<R>::reunite(client_rx, client_tx));
+    drop(Transport::<R>::reunite(upstream_rx, upstream_tx));
+    client_error
+}
+
+/// Forwards an opaque connection to an endpoint of `dst` (or to `target` when its profile
+/// names no service). An endpoint that refuses backs off and another is tried. Returns the
+/// error the client failed with, if it did.
+pub async fn balanced<R: Runtime>(
+    ctx: &ShardCtx<R>,
+    dst: &Rc<Dst>,
+    orig_dst: SocketAddr,
+    (client, src): (Transport<R>, &PeerMetrics),
+    entry: &ConnEntry,
+) -> Option<IoError> {
+    let client_fd = client.as_raw_fd();
+    let mut target = match dst.pick::<R>(&ctx.dsts).await {
+        Ok(pick) => Target {
+            addr: pick.addr(),
+            dst: Some(dst.clone()),
+            pick: Some(pick),
+            name: Some(dst.name.clone()),
+        },
+        Err(DstError::Fallback) => Target::addr(orig_dst),
+        Err(error) => {
+            tracing::info!(error = %ProxyError::from(error), "No endpoint");
+            io::reset(client_fd);
+            return None;
+        }
+    };
+    let timeout = ctx.settings.connect_timeout.get(Direction::Outbound);
+    let connected = upstream::connect_balanced::<R, _, _, _>(&ctx.dsts, &mut target, |addr| {
+        let started = Instant::now();
+        async move {
+            let stream = upstream::connect::<R>(addr, timeout).await?;
+            Ok((stream, started.elapsed()))
+        }
+    })
+    .await;
+    let upstream = match connected {
+        Ok((upstream, rtt)) => {
+            if let Some(pick) = &target.pick {
+                pick.observe_rtt(rtt);
+            }
+            upstream
+        }
+        Err(error) => {
+            // The client did nothing wrong: it is reset, and its series closes without an
+            // error.
+            tracing::info!(%error, "No endpoint could be reached");
+            io::reset(client_fd);
+            return None;
+        }
+    };
+    if ctx.life.is_closing() {
+        return None;
+    }
+    entry.set_upstream(upstream.as_raw_fd());
+    // The pick is held (counted as pending) while the connection lives.
+    let _pick = target.pick;
+    forward(
+        ctx,
+        Direction::Outbound,
+        (client, src),
+        (upstream, target.addr),
+        Vec::new(),
+    )
+    .await
+}

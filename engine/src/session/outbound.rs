@@ -1,0 +1,83 @@
+//! Outbound connections, from the application to the world: a connection addressed to the
+//! proxy itself is HTTP routed by authority (or refused); a profiled destination whose
+//! profile says opaque is balanced per connection; everything else goes the transparent
+//! way to its original destination.
+//!
+//! Where the next features land: outbound policy (`OutboundPolicies.Watch`) picks the
+//! protocol and routes here, and TLS origination happens in `crate::upstream`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+
+use super::{detect, opaque, transparent};
+use crate::conn::ConnMeta;
+use crate::ctx::ShardCtx;
+use crate::http::{self, Client, Preconnected};
+use crate::io::Transport;
+use crate::lifecycle::ConnEntry;
+use crate::rt::Runtime;
+use crate::telemetry::{Detected, PeerMetrics};
+
+// === functions ===
+
+/// Serves an outbound connection to its original destination `target`; the error the
+/// client failed with, if any.
+pub async fn serve<R: Runtime>(
+    ctx: &Rc<ShardCtx<R>>,
+    meta: &ConnMeta,
+    target: SocketAddr,
+    client: Transport<R>,
+    src: &PeerMetrics,
+    entry: &ConnEntry,
+) -> Option<io::Error> {
+    // A profiled destination whose profile says opaque: balanced per connection over its
+    // endpoints, without protocol detection.
+    if ctx.dsts.has_profile(target) {
+        let dst = ctx.dsts.get::<R>(meta.direction, &target.to_string());
+        dst.settle::<R>().await;
+        if dst.is_opaque() {
+            ctx.detected(meta.direction, Detected::OpaqueProfile);
+            return opaque::balanced(ctx, &dst, target, (client, src), entry).await;
+        }
+    }
+    transparent::serve(ctx, meta, target, client, src, entry).await
+}
+
+/// Serves a connection addressed to the proxy's outbound listener itself: only HTTP can say
+/// where it goes; anything else is refused as a routing loop.
+pub async fn to_proxy<R: Runtime>(
+    ctx: &Rc<ShardCtx<R>>,
+    meta: &ConnMeta,
+    mut client: Transport<R>,
+    src: &PeerMetrics,
+    entry: &ConnEntry,
+) -> Option<io::Error> {
+    let timeout = ctx.settings.detect_timeout.get(meta.direction);
+    let (sniffed, first) = match detect::sniff::<R>(&mut client, None, timeout).await {
+        Ok(sniffed) => sniffed,
+        Err(error) => return Some(error),
+    };
+    match sniffed.http() {
+        Some(version) => {
+            let client = Client {
+                meta,
+                stream: client,
+                first,
+                metrics: src,
+                entry,
+            };
+            http::serve(ctx, version, client, Preconnected::None).await
+        }
+        None => {
+            ctx.detected(meta.direction, sniffed.detected());
+            tracing::warn!(
+                client.addr = %meta.client,
+                "Refusing a connection addressed to the proxy itself that is not HTTP (routing loop)"
+            );
+            crate::io::reset(client.as_raw_fd());
+            None
+        }
+    }
+}

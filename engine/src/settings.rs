@@ -1,0 +1,133 @@
+//! The settings every shard reads: built once at startup from the [`Config`], shared
+//! read-only (`Arc`) by all shards. Per-direction values are [`PerDirection`]s, picked with
+//! `.get(direction)`, never by a hand-written match.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ringlink_control::config::Cidr;
+use ringlink_control::{Config, PortSet};
+
+use crate::conn::PerDirection;
+
+// === types ===
+
+#[derive(Debug)]
+pub struct Settings {
+    /// `LINKERD2_PROXY_{INBOUND,OUTBOUND}_CONNECT_TIMEOUT`.
+    pub connect_timeout: PerDirection<Duration>,
+    /// `LINKERD2_PROXY_{INBOUND,OUTBOUND}_DETECT_TIMEOUT`.
+    pub detect_timeout: PerDirection<Duration>,
+    pub shutdown_grace_period: Duration,
+    /// The addresses the proxy's listeners are bound to, for loop detection (set once they
+    /// are bound).
+    pub own_addrs: Vec<SocketAddr>,
+    pub orig_dst_override: Option<SocketAddr>,
+    /// How long an unused metric series is kept.
+    pub metrics_retain_idle: Duration,
+    /// Whether TCP and HTTP metrics are recorded (`RINGLINK_METRICS_RECORDING`).
+    pub metrics_recording: bool,
+    /// Inbound ports whose traffic skips detection.
+    pub inbound_opaque_ports: PortSet,
+    /// HTTP/2 client connections are pinged this often (zero: never).
+    pub h2_keepalive_interval: PerDirection<Duration>,
+    /// An unanswered ping closes the connection after this long.
+    pub h2_keepalive_timeout: PerDirection<Duration>,
+    /// Idle upstream HTTP/1 connections are closed after this long.
+    pub pool_idle_timeout: Duration,
+    /// At most this many idle upstream HTTP/1 connections per endpoint.
+    pub max_idle_conns_per_endpoint: usize,
+    /// What the shard's destinations need.
+    pub discovery: DiscoverySettings,
+}
+
+/// The settings of a shard's destinations ([`crate::discover::Dsts`]).
+#[derive(Clone, Debug)]
+pub struct DiscoverySettings {
+    /// Whether a Destination service is configured (names under `profile_suffixes` in
+    /// redirected HTTP traffic are then balanced over its endpoints).
+    pub destination: bool,
+    /// `LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES`.
+    pub profile_suffixes: Vec<String>,
+    /// `LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS`.
+    pub profile_networks: Vec<Cidr>,
+    /// Requests that may wait for an endpoint per balancer.
+    pub queue_capacity: PerDirection<usize>,
+    /// How long a request waits for an endpoint before 504 and failfast.
+    pub failfast_timeout: PerDirection<Duration>,
+    /// A destination unused this long is dropped.
+    pub idle_timeout: PerDirection<Duration>,
+}
+
+// === impl Settings ===
+
+impl From<&Config> for Settings {
+    /// Everything but `own_addrs`, which are known once the listeners are bound.
+    fn from(config: &Config) -> Self {
+        Settings {
+            connect_timeout: PerDirection {
+                inbound: config.inbound_connect_timeout,
+                outbound: config.outbound_connect_timeout,
+            },
+            detect_timeout: PerDirection {
+                inbound: config.inbound_detect_timeout,
+                outbound: config.outbound_detect_timeout,
+            },
+            shutdown_grace_period: config.shutdown_grace_period,
+            own_addrs: Vec::new(),
+            orig_dst_override: config.orig_dst_override,
+            metrics_retain_idle: config.metrics_retain_idle,
+            metrics_recording: config.metrics_recording,
+            inbound_opaque_ports: config.inbound_opaque_ports.clone(),
+            h2_keepalive_interval: config.h2_keepalive_interval.into(),
+            h2_keepalive_timeout: config.h2_keepalive_timeout.into(),
+            pool_idle_timeout: config.pool_idle_timeout,
+            max_idle_conns_per_endpoint: config.max_idle_conns_per_endpoint,
+            discovery: DiscoverySettings {
+                destination: config.destination.is_some(),
+                profile_suffixes: config.profile_suffixes.clone(),
+                profile_networks: config.profile_networks.clone(),
+                queue_capacity: config.http_queue_capacity.into(),
+                failfast_timeout: config.http_failfast_timeout.into(),
+                idle_timeout: config.discovery_idle_timeout.into(),
+            },
+        }
+    }
+}
+
+impl Settings {
+    /// Whether an inbound connection to `port` skips protocol detection.
+    pub fn is_opaque_port(&self, port: u16) -> bool {
+        self.inbound_opaque_ports.contains(port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::Direction;
+
+    #[test]
+    fn per_direction_values_come_from_the_config_arrays() {
+        let config = Config {
+            http_queue_capacity: [7, 9],
+            inbound_connect_timeout: Duration::from_millis(300),
+            outbound_connect_timeout: Duration::from_secs(1),
+            ..Config::default()
+        };
+        let settings = Settings::from(&config);
+        assert_eq!(settings.discovery.queue_capacity.get(Direction::Inbound), 7);
+        assert_eq!(
+            settings.discovery.queue_capacity.get(Direction::Outbound),
+            9
+        );
+        assert_eq!(
+            settings.connect_timeout.get(Direction::Inbound),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            settings.connect_timeout.get(Direction::Outbound),
+            Duration::from_secs(1)
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! Reaching upstream endpoints: the one connector ([`connect`]), the one connect/retry loop
+//! over a balancer's endpoints ([`connect_balanced`]) for HTTP/1, h2 and opaque TCP alike,
+//! and the pool of idle HTTP/1 connections ([`Pool`]).
+//!
+//! Where the next features land: TLS origination (when discovery gives the endpoint an
+//! identity) and the transport header (`OpaqueTransport`) are properties of the connection
+//! [`connect`] returns, not of its callers.
+
+pub mod pool;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::balance::Pick;
+use crate::discover::{Dst, Dsts};
+use crate::error::ProxyError;
+use crate::rt::Runtime;
+
+pub use pool::{Pool, Upstream};
+
+/// Endpoints a balanced request or connection tries before it fails with the last error.
+pub const MAX_CONNECT_ATTEMPTS: usize = 3;
+
+// === types ===
+
+/// Where a request (or an opaque connection) goes: an address, and when a balancer chose
+/// it, the destination and the pick that holds the endpoint's load until the exchange ends.
+pub struct Target {
+    pub addr: SocketAddr,
+    pub dst: Option<Rc<Dst>>,
+    pub pick: Option<Pick>,
+    /// The destination name the request was routed by, if any (kept when discovery sent
+    /// it to a fallback address).
+    pub name: Option<Rc<str>>,
+}
+
+// === impl Target ===
+
+impl Target {
+    /// A fixed address, no balancer.
+    pub fn addr(addr: SocketAddr) -> Self {
+        Target {
+            addr,
+            dst: None,
+            pick: None,
+            name: None,
+        }
+    }
+}
+
+// === functions ===
+
+/// Connects to `addr` within `timeout`; a failure is a [`ProxyError`] that keeps the OS
+/// error (`ConnectTimeout` for a timeout).
+pub async fn connect<R: Runtime>(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<R::Stream, ProxyError> {
+    R::connect(addr, timeout).await.map_err(|error| {
+        tracing::info!(dst.addr = %addr, %error, "Connect failed");
+        ProxyError::connect(error, timeout)
+    })
+}
+
+/// Runs `attempt` on `target`'s address; when it fails with a retryable error (the
+/// connection could not be made) and a balancer chose the address, the endpoint backs off
+/// and another is picked, up to [`MAX_CONNECT_ATTEMPTS`] attempts in all. On success the
+/// pick is marked connected. `target` is left on the last endpoint tried; when no other
+/// endpoint could be picked, its pick is `None`.
+pub async fn connect_balanced<R, T, F, Fut>(
+    dsts: &Dsts,
+    target: &mut Target,
+    mut attempt: F,
+) -> Result<T, ProxyError>
+where
+    R: Runtime,
+    F: FnMut(SocketAddr) -> Fut,
+    Fut: Future<Output = Result<T, ProxyError>>,
+{
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let error = match attempt(target.addr).await {
+            Ok(done) => {
+                if let Some(pick) = &target.pick {
+                    pick.connected();
+                }
+                return Ok(done);
+            }
+            Err(error) => error,
+        };
+        let (Some(failed), Some(dst)) = (&target.pick, &target.dst) else {
+            return Err(error);
+        };
+        if !error.is_retryable() {
+            return Err(error);
+        }
+        failed.connect_failed();
+        if attempts >= MAX_CONNECT_ATTEMPTS {
+            return Err(error);
+        }
+        match dst.pick::<R>(dsts).await {
+            Ok(next) => {
+                target.addr = next.addr();
+                target.pick = Some(next);
+            }
+            Err(error) => {
+                target.pick = None;
+                return Err(error.into());
+            }
+        }
+    }
+}
