@@ -289,6 +289,12 @@ impl Dst {
         !self.evicted.get()
     }
 
+    /// Endpoints not in connect backoff now.
+    #[cfg(test)]
+    pub fn ready_endpoints(&self) -> usize {
+        self.balancer.borrow().ready_len()
+    }
+
     /// Whether the last snapshot marked the traffic opaque.
     pub fn is_opaque(&self) -> bool {
         self.opaque.get()
@@ -305,7 +311,7 @@ impl Dst {
             if self.set.get() != SetState::Pending || now >= deadline {
                 return;
             }
-            or(notified, R::sleep(deadline - now)).await;
+            let _ = crate::rt::timeout::<R, _>(deadline - now, notified).await;
         }
     }
 
@@ -351,7 +357,7 @@ impl Dst {
                 .borrow()
                 .next_ready_at()
                 .map_or(deadline, |at| at.min(deadline));
-            or(notified, R::sleep(wake.saturating_duration_since(now))).await;
+            let _ = crate::rt::timeout::<R, _>(wake.saturating_duration_since(now), notified).await;
         }
     }
 

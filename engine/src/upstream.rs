@@ -113,3 +113,6 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
