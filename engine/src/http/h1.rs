@@ -96,7 +96,7 @@ struct Plan {
     client_keep_alive: bool,
     expect_continue: bool,
     /// `Upgrade` protocol that is forwarded (never `h2c`).
-    upgrade: bool,
+    upgrade: Option<String>,
     connect: bool,
     /// A HEAD request: answers carry no body.
     head_request: bool,
@@ -205,39 +205,38 @@ impl<R: Runtime> Session<'_, R> {
             Ok(head) => head,
             Err(next) => return next,
         };
-        // What the request is routed by, read before its head is rewritten.
-        let authority = head.authority().map(str::to_string);
+        let plan = match self.plan(&head) {
+            Ok(plan) => plan,
+            Err(error) => return self.refuse(head.authority(), error).await,
+        };
+        // Only requests addressed to the proxy itself may say where they go.
         let dst_override = match self.meta.route {
             Route::ByAuthority => head
                 .headers
                 .get("l5d-dst-override")
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .map(str::to_string),
+                .and_then(|v| std::str::from_utf8(v).ok()),
             Route::Fixed(_) => None,
-        };
-        let plan = match self.plan(&mut head) {
-            Ok(plan) => plan,
-            Err(error) => return self.refuse(authority.as_deref(), error).await,
         };
         let routed = route::route(
             self.ctx,
             self.meta.direction,
             self.meta.route,
-            authority.as_deref(),
-            dst_override.as_deref(),
+            head.authority(),
+            dst_override,
             &self.dst,
         )
         .await;
         let mut target = match routed {
             Ok(target) => target,
             Err(error) if error.source() == ErrorSource::Client => {
-                return self.refuse(authority.as_deref(), error).await
+                return self.refuse(head.authority(), error).await
             }
             Err(error) => {
                 self.start_metrics(&head, None);
                 return self.fail(&plan, error).await;
             }
         };
+        self.rewrite(&mut head, &plan);
         if head.headers.get("host").is_none() {
             // A request without Host (HTTP/1.0) names its destination, or its address.
             let host = target
@@ -342,8 +341,8 @@ impl<R: Runtime> Session<'_, R> {
         }
     }
 
-    /// Checks the request and rewrites its head for the upstream hop.
-    fn plan(&mut self, head: &mut RequestHead) -> Result<Plan, ProxyError> {
+    /// Checks the request and decides what it needs, from its head as the client sent it.
+    fn plan(&self, head: &RequestHead) -> Result<Plan, ProxyError> {
         let bad = |why: &str| ProxyError::bad_request(400, why);
         let body = request_body(head).map_err(|e| ProxyError::bad_request(400, e.to_string()))?;
         let connect = head.method == "CONNECT";
@@ -353,24 +352,39 @@ impl<R: Runtime> Session<'_, R> {
         if head.version == Version::Http11 && head.headers.count("host") != 1 && !connect {
             return Err(bad("HTTP/1.1 request needs exactly one Host header"));
         }
-        let client_version = head.version;
-        let client_keep_alive = keep_alive(head.version, &head.headers) && !connect;
-        let upgrade_to = upgrade_protocol(head);
-        // `Expect: 100-continue` is answered by the proxy itself, as nginx does: a server
-        // that never sends 100 (HTTP/1.0-era servers) would otherwise leave the client
-        // waiting and the proxy waiting for a response head.
-        let expect_continue = head.headers.has_token("expect", "100-continue")
-            && body != BodyKind::Empty
-            && head.version == Version::Http11;
+        let upgrade = upgrade_protocol(head);
+        let idempotent = matches!(
+            head.method.as_str(),
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        );
+        Ok(Plan {
+            body,
+            client_version: head.version,
+            client_keep_alive: keep_alive(head.version, &head.headers) && !connect,
+            // `Expect: 100-continue` is answered by the proxy itself, as nginx does: a
+            // server that never sends 100 (HTTP/1.0-era servers) would otherwise leave the
+            // client waiting and the proxy waiting for a response head.
+            expect_continue: head.headers.has_token("expect", "100-continue")
+                && body != BodyKind::Empty
+                && head.version == Version::Http11,
+            retryable: idempotent && body == BodyKind::Empty && upgrade.is_none(),
+            upgrade,
+            connect,
+            head_request: head.method == "HEAD",
+        })
+    }
+
+    /// Rewrites the request's head for the upstream hop.
+    fn rewrite(&self, head: &mut RequestHead, plan: &Plan) {
         if head.headers.has_token("expect", "100-continue") {
             head.headers.remove("expect");
         }
         strip_hop_by_hop(&mut head.headers);
-        if let Some(protocol) = &upgrade_to {
+        if let Some(protocol) = &plan.upgrade {
             head.headers.append("connection", "upgrade");
             head.headers.append("upgrade", protocol.as_bytes());
         }
-        if body == BodyKind::Chunked {
+        if plan.body == BodyKind::Chunked {
             head.headers.append("transfer-encoding", "chunked");
         }
         if self.meta.route == Route::ByAuthority {
@@ -384,20 +398,6 @@ impl<R: Runtime> Session<'_, R> {
             }
         }
         head.version = Version::Http11;
-        let idempotent = matches!(
-            head.method.as_str(),
-            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-        );
-        Ok(Plan {
-            body,
-            client_version,
-            client_keep_alive,
-            expect_continue,
-            upgrade: upgrade_to.is_some(),
-            connect,
-            head_request: head.method == "HEAD",
-            retryable: idempotent && body == BodyKind::Empty && upgrade_to.is_none(),
-        })
     }
 
     /// Counts the request in the HTTP metrics, once. A balanced request whose endpoint is

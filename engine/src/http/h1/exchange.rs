@@ -110,7 +110,7 @@ impl<R: Runtime> Session<'_, R> {
         if let (Err(error), _) = outbox.write(out).await {
             return Dispatched::Retry(error);
         }
-        let relayed = if body_sent || plan.upgrade || plan.connect {
+        let relayed = if body_sent || plan.upgrade.is_some() || plan.connect {
             if !body_sent {
                 match self.send_body(plan, &mut conn.tx, &up_write).await {
                     Ok(()) => body_sent = true,
@@ -445,7 +445,7 @@ async fn read_final_head<R: Runtime>(
             }
         };
         started = true;
-        if (res.status == 101 && plan.upgrade) || !(100..200).contains(&res.status) {
+        if (res.status == 101 && plan.upgrade.is_some()) || !(100..200).contains(&res.status) {
             return Ok(res);
         }
         // Interim responses go to HTTP/1.1 clients only.
@@ -492,8 +492,8 @@ async fn relay_response<R: Runtime>(
         Ok(kind) => kind,
         Err(error) => return Relayed::Invalid(format!("invalid response: {error}")),
     };
-    let tunnel =
-        (res.status == 101 && plan.upgrade) || (plan.connect && (200..300).contains(&res.status));
+    let tunnel = (res.status == 101 && plan.upgrade.is_some())
+        || (plan.connect && (200..300).contains(&res.status));
     let server_keep_alive =
         keep_alive(res.version, &res.headers) && res_body != BodyKind::UntilClose && !tunnel;
     // Whether the client connection can carry another request after this one.
