@@ -18,8 +18,11 @@ use std::{
     time::Duration,
 };
 
+mod identity;
 #[cfg(test)]
 mod tests;
+
+pub use identity::{is_dns_like_name, is_loopback_host_port, IdentityConfig};
 
 // Variable names, in the order `Config::from_env` reads them.
 const OUTBOUND_LISTEN_ADDRS: &str = "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDRS";
@@ -195,6 +198,10 @@ pub struct Config {
     /// `RINGLINK_DNS_NAMESERVERS` (comma-separated `IP:PORT`, UDP then TCP): the servers
     /// DNS asks instead of `/etc/resolv.conf`'s. Default: the system's.
     pub dns_nameservers: Vec<SocketAddr>,
+    /// `LINKERD2_PROXY_IDENTITY_*` (see [`IdentityConfig`]): the local identity and how to
+    /// get it certified. Default (none of the identity variables set, or
+    /// `LINKERD2_PROXY_IDENTITY_DISABLED` set): no identity, plaintext.
+    pub identity: Option<IdentityConfig>,
 }
 
 /// Where the Destination service is.
@@ -438,6 +445,7 @@ impl Config {
             )?,
         ];
         let dns_nameservers = read(env, DNS_NAMESERVERS, parse_socket_addrs)?.unwrap_or_default();
+        let identity = IdentityConfig::from_env(env)?;
 
         Ok(Config {
             outbound_listen_addrs,
@@ -472,6 +480,7 @@ impl Config {
             http_queue_capacity,
             http_failfast_timeout,
             dns_nameservers,
+            identity,
         })
     }
 }
@@ -518,6 +527,7 @@ impl Default for Config {
                 DEFAULT_OUTBOUND_HTTP_FAILFAST_TIMEOUT,
             ],
             dns_nameservers: Vec::new(),
+            identity: None,
         }
     }
 }

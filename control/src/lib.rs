@@ -10,6 +10,9 @@ pub mod config;
 pub mod discovery;
 pub mod dns;
 pub mod dst;
+pub mod identity;
 pub mod thread;
 
-pub use config::{Config, ConfigError, Cores, Env, LogFormat, PortSet, RuntimeKind, SystemEnv};
+pub use config::{
+    Config, ConfigError, Cores, Env, IdentityConfig, LogFormat, PortSet, RuntimeKind, SystemEnv,
+};

@@ -55,6 +55,19 @@ pub struct DnsSetup {
 /// A shard's view of the [`Phase`] (crosses threads; works on any runtime).
 pub type PhaseRx = watch::Receiver<Phase>;
 
+/// What the control thread needs to keep this proxy certified
+/// (`LINKERD2_PROXY_IDENTITY_*`).
+pub struct IdentitySetup {
+    pub config: crate::config::IdentityConfig,
+    /// Where each new certificate is published.
+    pub publish: watch::Sender<Option<Arc<crate::identity::Certified>>>,
+    /// Where the shards' TLS configurations for each new certificate are published.
+    pub mesh: watch::Sender<Option<Arc<ringlink_protocols::tls::MeshTls>>>,
+    /// Set once the first certificate is held: `/ready` answers 200 from then on.
+    pub ready: Arc<AtomicBool>,
+    pub metrics: Arc<crate::identity::IdentityMetrics>,
+}
+
 /// The running control thread.
 #[derive(Debug)]
 pub struct ControlThread {
@@ -67,7 +80,11 @@ pub struct ControlThread {
 impl ControlThread {
     /// Starts the control thread; returns once its signal handlers are installed, so a
     /// signal sent after this returns is never lost to the default action.
-    pub fn spawn(admin: AdminSetup, dns: DnsSetup) -> io::Result<ControlThread> {
+    pub fn spawn(
+        admin: AdminSetup,
+        dns: DnsSetup,
+        identity: Option<IdentitySetup>,
+    ) -> io::Result<ControlThread> {
         let (phase, _) = watch::channel(Phase::Serving);
         let publisher = phase.clone();
         let (ready_tx, ready_rx) = mpsc::sync_channel::<io::Result<()>>(1);
@@ -142,6 +159,9 @@ impl ControlThread {
                             ttl: dns.ttl,
                         },
                     ));
+                    if let Some(identity) = identity {
+                        spawn_identity(identity);
+                    }
                     let _ = ready_tx.send(Ok(()));
                     loop {
                         let name = tokio::select! {
@@ -175,4 +195,49 @@ impl ControlThread {
     pub fn phase(&self) -> PhaseRx {
         self.phase.subscribe()
     }
+}
+
+/// Runs the identity client, and marks the proxy ready once the first certificate is held.
+fn spawn_identity(identity: IdentitySetup) {
+    let IdentitySetup {
+        config,
+        publish,
+        mesh,
+        ready,
+        metrics,
+    } = identity;
+    let mut certified = publish.subscribe();
+    tokio::spawn(async move {
+        while certified.changed().await.is_ok() {
+            let Some(certified) = certified.borrow_and_update().clone() else {
+                continue;
+            };
+            match mesh_tls(&certified) {
+                Ok(tls) => {
+                    mesh.send_replace(Some(Arc::new(tls)));
+                    if !ready.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                        tracing::info!(name = %certified.name, "Certified: ready");
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "Certificate cannot be used for TLS; keeping the last one")
+                }
+            }
+        }
+    });
+    tokio::spawn(crate::identity::run_with_metrics(config, publish, metrics));
+}
+
+/// The shards' TLS configurations for a certificate.
+fn mesh_tls(
+    certified: &crate::identity::Certified,
+) -> Result<ringlink_protocols::tls::MeshTls, ringlink_protocols::tls::TlsError> {
+    use ringlink_protocols::tls::{Credentials, MeshTls, TrustAnchors};
+    let anchors = TrustAnchors::from_pem(&certified.trust_anchors_pem)?;
+    let credentials = Credentials {
+        name: certified.name.clone(),
+        key_pkcs8: certified.key_pkcs8.clone(),
+        chain: certified.chain.clone(),
+    };
+    MeshTls::new(&credentials, &anchors)
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ringlink_admin::Exposition;
-use ringlink_control::thread::{AdminSetup, ControlThread, DnsSetup};
+use ringlink_control::thread::{AdminSetup, ControlThread, DnsSetup, IdentitySetup};
 use ringlink_control::{Config, SystemEnv};
 
 use crate::conn::Direction;
@@ -103,6 +103,16 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
     })?;
     let admin_addr = admin_listener.local_addr().unwrap_or(admin_addr);
     let ready = Arc::new(AtomicBool::new(false));
+    // With identity, the proxy is ready once it holds its first certificate.
+    let (certified_tx, _certified) = tokio::sync::watch::channel(None);
+    let (mesh_tx, mesh_rx) = tokio::sync::watch::channel(None);
+    let identity = config.identity.clone().map(|config| IdentitySetup {
+        config,
+        publish: certified_tx,
+        mesh: mesh_tx,
+        ready: ready.clone(),
+        metrics: Arc::default(),
+    });
     let control = ControlThread::spawn(
         AdminSetup {
             listener: admin_listener,
@@ -123,6 +133,7 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
             destination: config.destination.clone(),
             suffixes: config.profile_suffixes.clone(),
         },
+        identity,
     )
     .map_err(|error| Fatal {
         code: EXIT_OSERR,
@@ -150,6 +161,10 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
             dns: dns_tx.clone(),
             dst: dst_tx.clone(),
             balancer,
+            identity: config
+                .identity
+                .as_ref()
+                .map(|identity| (identity.local_name.clone(), mesh_rx.clone())),
         };
         let handle = rt::spawn_shard(config.runtime, ShardSpec { index, cpu: *cpu }, seed)
             .map_err(|error| Fatal {
@@ -166,7 +181,9 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
         "Started"
     );
     log_startup(config, &listening, admin_addr);
-    ready.store(true, Ordering::Release);
+    if config.identity.is_none() {
+        ready.store(true, Ordering::Release);
+    }
     wait(config, handles)
 }
 
@@ -230,22 +247,16 @@ fn log_startup(config: &Config, listening: &[(Direction, SocketAddr)], admin: So
             "Every connection is forwarded to RINGLINK_ORIG_DST_OVERRIDE"
         );
     }
-    let identity_vars: Vec<String> = std::env::vars_os()
-        .filter_map(|(k, _)| k.into_string().ok())
-        .filter(|k| k.starts_with("LINKERD2_PROXY_IDENTITY_"))
-        .collect();
-    if identity_vars.is_empty() {
-        tracing::info!(
+    match &config.identity {
+        None => tracing::info!(
             tls = "disabled",
             "Identity is not configured; proxying in plaintext"
-        );
-    } else {
-        tracing::warn!(
-            tls = "disabled",
-            vars = ?identity_vars,
-            "Identity variables are set, but this build does not implement identity yet; \
-             proxying in plaintext"
-        );
+        ),
+        Some(identity) => tracing::info!(
+            name = %identity.local_name,
+            addr = %identity.svc_addr,
+            "Identity configured; ready once certified"
+        ),
     }
     if !config.metrics_recording {
         tracing::info!("RINGLINK_METRICS_RECORDING=off: TCP and HTTP metrics are not recorded");

@@ -6,6 +6,7 @@
 //! them after the ClientHello), then the policy permit.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 // === types ===
 
@@ -38,6 +39,20 @@ pub struct ConnMeta {
     /// The proxy's address it connected to.
     pub local: SocketAddr,
     pub route: Route,
+    /// Whether the connection is mesh TLS, and with whom.
+    pub tls: TlsStatus,
+}
+
+/// A connection's TLS, as the `tls` metric label and `l5d-client-id` see it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum TlsStatus {
+    /// Identity is not configured: no mesh TLS anywhere (ringlink without a control plane).
+    Disabled,
+    /// Identity is configured, but this connection is plaintext.
+    NoTls,
+    /// Mesh TLS, with the peer's identity when it presented a certificate (inbound: the
+    /// client's; outbound: the server's).
+    Established { peer: Option<Arc<str>> },
 }
 
 /// A value per direction, so that settings are never picked by hand-written matches.
@@ -61,6 +76,36 @@ impl Direction {
 impl std::fmt::Display for Direction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+// === impl TlsStatus ===
+
+impl TlsStatus {
+    /// The status of a plaintext connection, given whether identity is configured.
+    pub fn plaintext(identity: bool) -> Self {
+        if identity {
+            TlsStatus::NoTls
+        } else {
+            TlsStatus::Disabled
+        }
+    }
+
+    /// The `tls` label value, as Linkerd writes it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            TlsStatus::Disabled => "disabled",
+            TlsStatus::NoTls => "no_identity",
+            TlsStatus::Established { .. } => "true",
+        }
+    }
+
+    /// The peer's identity, when the connection is mesh TLS with one.
+    pub fn peer(&self) -> Option<&str> {
+        match self {
+            TlsStatus::Established { peer } => peer.as_deref(),
+            _ => None,
+        }
     }
 }
 

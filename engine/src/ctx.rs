@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::conn::Direction;
 use crate::discover::{Dsts, ShardDns};
+use crate::identity::ShardIdentity;
 use crate::io::Buffers;
 use crate::lifecycle::Lifecycle;
 use crate::orig_dst::OrigDst;
@@ -28,6 +29,8 @@ pub struct ShardCtx<R: Runtime> {
     pub http: HttpMetrics,
     pub dns: Rc<ShardDns>,
     pub dsts: Rc<Dsts>,
+    /// This proxy's identity and mesh TLS configurations.
+    pub identity: Rc<ShardIdentity>,
     /// Idle upstream HTTP/1 connections.
     pub pool: Pool<R>,
 }

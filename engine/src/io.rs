@@ -9,7 +9,9 @@
 //! - End of stream is passed on as a half-close (FIN); an error on one side is passed on as
 //!   a reset (RST) of the other.
 
+mod counted;
 mod join;
+mod transport;
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -18,10 +20,12 @@ use std::os::fd::RawFd;
 
 use prometheus::IntCounter;
 
-use crate::rt::{Reader, Runtime, Writer};
+use crate::rt::{Reader, Writer};
 use crate::sys;
 
+pub use counted::Counted;
 pub use join::join;
+pub use transport::{PollTransport, Transport};
 
 /// First buffer of each direction.
 pub const SMALL_BUFFER: usize = 4 << 10;
@@ -32,10 +36,6 @@ pub const LARGE_BUFFER: usize = 64 << 10;
 const MAX_POOLED_BUFFERS: usize = 256;
 
 // === types ===
-
-/// The stream a connection is served on: today the runtime's TCP stream; mTLS will widen it
-/// without changing the signatures that name it.
-pub type Transport<R> = <R as Runtime>::Stream;
 
 /// The shard's pool of large copy buffers. Shard-local.
 #[derive(Default)]

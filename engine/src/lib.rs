@@ -20,7 +20,7 @@
 //! L4  http                     serve → h1 | h2; Preconnected
 //!       route, respond < h1 (exchange, pipe), h2 (io, client, stream)
 //! L3  ctx                      ShardCtx<R>: the L2 services, settings and lifecycle
-//! L2  balance < telemetry < discover < upstream
+//! L2  balance < telemetry < identity < discover < upstream
 //!                              services; none sees ShardCtx, each gets its own piece
 //! L1  conn, settings, error, lifecycle, io
 //!                              vocabulary: Direction, ConnMeta, PerDirection, Settings,
@@ -52,6 +52,7 @@ mod settings;
 // L2
 pub mod balance;
 mod discover;
+mod identity;
 mod telemetry;
 mod upstream;
 // L3

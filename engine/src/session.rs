@@ -11,6 +11,7 @@ pub mod detect;
 pub mod inbound;
 pub mod opaque;
 pub mod outbound;
+pub mod tls;
 pub mod transparent;
 
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use std::rc::Rc;
 
 use tracing::Instrument;
 
-use crate::conn::{Direction, Route};
+use crate::conn::{Direction, Route, TlsStatus};
 use crate::ctx::ShardCtx;
 use crate::io::Transport;
 use crate::lifecycle::TaskGuard;
@@ -33,7 +34,7 @@ pub async fn serve<R: Runtime>(
     _task: TaskGuard,
     ctx: Rc<ShardCtx<R>>,
     direction: Direction,
-    client: Transport<R>,
+    client: R::Stream,
     peer: SocketAddr,
 ) {
     let span = tracing::info_span!(
@@ -45,6 +46,7 @@ pub async fn serve<R: Runtime>(
         protocol = tracing::field::Empty,
     );
     async move {
+        let client = Transport::<R>::Plain(client);
         let fd = client.as_raw_fd();
         let entry = ctx.life.register(fd);
         let dest = dest::destination(
@@ -53,29 +55,28 @@ pub async fn serve<R: Runtime>(
             direction,
             fd,
             peer,
+            TlsStatus::plaintext(ctx.identity.is_enabled()),
         );
-        let Some(meta) = dest else {
+        let Some(mut meta) = dest else {
             crate::io::reset(fd);
             return;
         };
         let (src, error) = match meta.route {
             Route::ByAuthority => {
-                let src = ctx.tcp.open(direction, Peer::Src, meta.local);
+                let src = ctx.tcp.open(direction, Peer::Src, meta.local, &meta.tls);
                 let error = outbound::to_proxy(&ctx, &meta, client, &src, &entry).await;
                 (src, error)
             }
             Route::Fixed(target) => {
                 tracing::Span::current().record("server.addr", tracing::field::display(target));
-                let src = ctx.tcp.open(direction, Peer::Src, target);
-                let error = match direction {
+                match direction {
                     Direction::Inbound => {
-                        inbound::serve(&ctx, &meta, target, client, &src, &entry).await
+                        inbound::serve(&ctx, &mut meta, target, client, &entry).await
                     }
                     Direction::Outbound => {
-                        outbound::serve(&ctx, &meta, target, client, &src, &entry).await
+                        outbound::serve(&ctx, &mut meta, target, client, &entry).await
                     }
-                };
-                (src, error)
+                }
             }
         };
         ctx.tcp.close(src, error.as_ref());

@@ -17,6 +17,7 @@ use ringlink_control::thread::{Phase, PhaseRx};
 use crate::conn::Direction;
 use crate::ctx::ShardCtx;
 use crate::discover::{BalancerFamilies, Dsts, ShardDns};
+use crate::identity::{MeshTlsRx, ShardIdentity};
 use crate::io::Buffers;
 use crate::lifecycle::{Lifecycle, TaskGuard};
 use crate::orig_dst::{FixedOrigDst, KernelOrigDst, OrigDst};
@@ -44,6 +45,9 @@ pub struct ShardSeed {
     /// Requests to the control thread's destination watches.
     pub dst: ringlink_control::dst::DstTx,
     pub balancer: BalancerFamilies,
+    /// The identity this proxy is certified for, and its TLS configurations as the control
+    /// thread publishes them (`None`: identity is not configured).
+    pub identity: Option<(String, MeshTlsRx)>,
 }
 
 // === impl ShardSeed ===
@@ -56,7 +60,14 @@ impl ShardMain for ShardSeed {
 
 impl ShardSeed {
     /// The shard's services.
-    fn into_ctx<R: Runtime>(self) -> (ShardCtx<R>, Vec<(Direction, std::net::TcpListener)>) {
+    #[allow(clippy::type_complexity)]
+    fn into_ctx<R: Runtime>(
+        self,
+    ) -> (
+        ShardCtx<R>,
+        Vec<(Direction, std::net::TcpListener)>,
+        Option<MeshTlsRx>,
+    ) {
         let ShardSeed {
             index,
             settings,
@@ -67,6 +78,7 @@ impl ShardSeed {
             dns,
             dst,
             balancer,
+            identity,
         } = self;
         let seed =
             (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ std::process::id() as u64;
@@ -82,12 +94,16 @@ impl ShardSeed {
             Some(addr) => Box::new(FixedOrigDst(addr)),
             None => Box::new(KernelOrigDst),
         };
+        let (name, tls_rx) = identity.unzip();
+        let tls_enabled = name.is_some();
+        let shard_identity = ShardIdentity::new(name.as_deref());
         let ctx = ShardCtx {
+            identity: shard_identity,
             index,
             orig_dst,
             life,
             buffers: Buffers::default(),
-            tcp: Rc::new(Tcp::new(tcp, settings.metrics_recording)),
+            tcp: Rc::new(Tcp::new(tcp, settings.metrics_recording, tls_enabled)),
             http: HttpMetrics::new(http, settings.metrics_recording),
             dns: Rc::new(ShardDns::new(dns)),
             dsts,
@@ -97,7 +113,7 @@ impl ShardSeed {
             ),
             settings,
         };
-        (ctx, listeners)
+        (ctx, listeners, tls_rx)
     }
 }
 
@@ -106,8 +122,16 @@ impl ShardSeed {
 /// A shard's life: serve until the control thread says drain, then let connections finish
 /// within the grace period, then close the rest and wait for every task to return.
 pub async fn run<R: Runtime>(seed: ShardSeed) {
-    let (ctx, listeners) = seed.into_ctx::<R>();
+    let (ctx, listeners, tls_rx) = seed.into_ctx::<R>();
     let ctx = Rc::new(ctx);
+    if let Some(rx) = tls_rx {
+        R::spawn(crate::identity::watch_loop(
+            ctx.life.task(),
+            ctx.identity.clone(),
+            rx,
+            ctx.life.clone(),
+        ));
+    }
     let index = ctx.index;
     for (direction, listener) in listeners {
         let addr = listener.local_addr().ok();

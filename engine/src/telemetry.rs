@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use crate::conn::Direction;
+use crate::conn::{Direction, TlsStatus};
 
 mod http;
 
@@ -24,9 +24,6 @@ pub use http::{HttpFamilies, HttpMetrics, RequestMetrics, RouteCache};
 /// Labels of every TCP series (besides the registry's `shard`): `direction`, `peer`, `tls`,
 /// `target_addr`, `target_ip`, `target_port`.
 const LABELS: usize = 6;
-
-/// `tls` label value until identity exists.
-const TLS_DISABLED: &str = "disabled";
 
 // === types ===
 
@@ -51,6 +48,8 @@ pub struct Tcp {
     metrics: TcpMetrics,
     usage: TcpUsage,
     recording: bool,
+    /// Whether identity is configured: the `tls` label of plaintext connections.
+    plaintext: TlsStatus,
 }
 
 /// What protocol detection decided for a connection: the `protocol` label of
@@ -186,6 +185,7 @@ impl TcpMetrics {
         direction: Direction,
         peer: Peer,
         target: SocketAddr,
+        tls: &TlsStatus,
     ) -> PeerMetrics {
         let labels = [
             direction.as_str().to_string(),
@@ -194,7 +194,7 @@ impl TcpMetrics {
                 Peer::Dst => "dst",
             }
             .to_string(),
-            TLS_DISABLED.to_string(),
+            tls.label().to_string(),
             target.to_string(),
             target.ip().to_string(),
             target.port().to_string(),
@@ -230,20 +230,32 @@ impl TcpMetrics {
 // === impl Tcp ===
 
 impl Tcp {
-    pub fn new(metrics: TcpMetrics, recording: bool) -> Self {
+    pub fn new(metrics: TcpMetrics, recording: bool, identity: bool) -> Self {
         Tcp {
             metrics,
             usage: TcpUsage::default(),
             recording,
+            plaintext: TlsStatus::plaintext(identity),
         }
     }
 
+    /// The TLS status of a plaintext connection on this proxy.
+    pub fn plaintext(&self) -> &TlsStatus {
+        &self.plaintext
+    }
+
     /// Records a TCP connection opening and returns its series.
-    pub fn open(&self, direction: Direction, peer: Peer, target: SocketAddr) -> PeerMetrics {
+    pub fn open(
+        &self,
+        direction: Direction,
+        peer: Peer,
+        target: SocketAddr,
+        tls: &TlsStatus,
+    ) -> PeerMetrics {
         if !self.recording {
             return self.metrics.unrecorded();
         }
-        self.metrics.open(&self.usage, direction, peer, target)
+        self.metrics.open(&self.usage, direction, peer, target, tls)
     }
 
     /// Records a TCP connection closing, with the error that ended it, if any.

@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::balance::Pick;
 use crate::discover::{Dst, Dsts};
 use crate::error::ProxyError;
+use crate::io::Transport;
 use crate::rt::Runtime;
 
 pub use pool::{Pool, Upstream};
@@ -57,11 +58,14 @@ impl Target {
 pub async fn connect<R: Runtime>(
     addr: SocketAddr,
     timeout: Duration,
-) -> Result<R::Stream, ProxyError> {
-    R::connect(addr, timeout).await.map_err(|error| {
-        tracing::info!(dst.addr = %addr, %error, "Connect failed");
-        ProxyError::connect(error, timeout)
-    })
+) -> Result<Transport<R>, ProxyError> {
+    match R::connect(addr, timeout).await {
+        Ok(stream) => Ok(Transport::Plain(stream)),
+        Err(error) => {
+            tracing::info!(dst.addr = %addr, %error, "Connect failed");
+            Err(ProxyError::connect(error, timeout))
+        }
+    }
 }
 
 /// Runs `attempt` on `target`'s address; when it fails with a retryable error (the

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["sys", "orig_dst", "listen", "rt"],
     &["conn", "settings", "error", "lifecycle", "io"],
-    &["balance", "telemetry", "discover", "upstream"],
+    &["balance", "telemetry", "identity", "discover", "upstream"],
     &["ctx"],
     &["http"],
     &["session"],
@@ -31,6 +31,7 @@ const SUBMODULES: &[(&str, &[&str])] = &[
         &[
             "dest",
             "detect",
+            "tls",
             "opaque",
             "transparent",
             "inbound",

@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod h2;
 pub mod http;
 pub mod http1;
+pub mod identity;
 pub mod metrics;
 pub mod netns;
 pub mod proc;

@@ -4,6 +4,8 @@
 //!   literals in brackets.
 //! - [`name_of`]: the destination name a host and port resolve under, `None` for an IP
 //!   literal (which is dialed as it is).
+//! - [`is_dns_name`]: whether a name is a DNS name as Linkerd's `linkerd-dns-name` crate
+//!   accepts it (transport header names, identities).
 
 // === functions ===
 
@@ -45,6 +47,35 @@ pub fn name_of(host: &str, port: u16) -> Option<String> {
         return None;
     }
     Some(format!("{}:{port}", host.to_ascii_lowercase()))
+}
+
+/// Whether `name` is a DNS name as linkerd2-proxy's `linkerd_dns_name::Name` accepts it
+/// (`linkerd/dns/name/src/name.rs`, after webpki): at most 253 bytes; dot-separated labels
+/// of 1 to 63 ASCII letters, digits, `-` and `_`, none starting or ending with `-`; the last
+/// label not all digits; one trailing dot allowed. So no IP literals, no wildcards, no empty
+/// labels.
+pub fn is_dns_name(name: &str) -> bool {
+    const MAX_LABEL: usize = 63;
+    if name.is_empty() || name.len() > 253 {
+        return false;
+    }
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let mut last_all_digits = false;
+    for label in name.split('.') {
+        let bytes = label.as_bytes();
+        let valid = !bytes.is_empty()
+            && bytes.len() <= MAX_LABEL
+            && bytes[0] != b'-'
+            && bytes[bytes.len() - 1] != b'-'
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_');
+        if !valid {
+            return false;
+        }
+        last_all_digits = bytes.iter().all(u8::is_ascii_digit);
+    }
+    !last_all_digits
 }
 
 #[cfg(test)]

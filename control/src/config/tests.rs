@@ -154,7 +154,8 @@ fn default_impl_matches_empty_env() {
 #[test]
 fn unrelated_vars_ignored() {
     let c = config(&[
-        ("LINKERD2_PROXY_IDENTITY_SVC_ADDR", "nonsense"),
+        // Set by the injector, but not read by linkerd2-proxy either.
+        ("LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY", "nonsense"),
         ("PATH", ""),
     ]);
     assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));

@@ -12,6 +12,9 @@ use crate::rt::Runtime;
 use crate::telemetry::PeerMetrics;
 use crate::upstream::Upstream;
 
+/// The header carrying a meshed client's verified identity to the application (inbound).
+pub const CLIENT_ID: &str = "l5d-client-id";
+
 // === types ===
 
 /// The upstream connection detection left behind for the connection's first request to

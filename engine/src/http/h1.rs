@@ -29,12 +29,13 @@ use ringlink_protocols::http1::{
 };
 
 use crate::balance::Pick;
-use crate::conn::{ConnMeta, Route};
+use crate::conn::{ConnMeta, Direction, Route};
 use crate::ctx::ShardCtx;
 use crate::discover::DstCache;
 use crate::error::{ErrorSource, ProxyError};
-use crate::http::conn::Client;
+use crate::http::conn::{Client, CLIENT_ID};
 use crate::http::{respond, route};
+use crate::io::Transport;
 use crate::lifecycle::ConnEntry;
 use crate::rt::{Reader, Runtime, Stream};
 use crate::telemetry::{PeerMetrics, RequestMetrics, RouteCache};
@@ -65,8 +66,8 @@ pub enum Eager<R: Runtime> {
 struct Session<'a, R: Runtime> {
     ctx: &'a Rc<ShardCtx<R>>,
     meta: &'a ConnMeta,
-    rx: <R::Stream as Stream>::Reader,
-    tx: <R::Stream as Stream>::Writer,
+    rx: <Transport<R> as Stream>::Reader,
+    tx: <Transport<R> as Stream>::Writer,
     fd: RawFd,
     buf: Vec<u8>,
     metrics: &'a PeerMetrics,
@@ -161,7 +162,7 @@ pub async fn serve<R: Runtime>(
     };
     drop(eager);
     let Session { rx, tx, .. } = session;
-    drop(R::Stream::reunite(rx, tx));
+    drop(Transport::<R>::reunite(rx, tx));
     error
 }
 
@@ -397,6 +398,13 @@ impl<R: Runtime> Session<'_, R> {
                 head.to_origin_form();
             }
         }
+        if self.meta.direction == Direction::Inbound {
+            // The client's verified identity, and never one the client claims.
+            head.headers.remove(CLIENT_ID);
+            if let Some(id) = self.meta.tls.peer() {
+                head.headers.append(CLIENT_ID, id);
+            }
+        }
         head.version = Version::Http11;
     }
 
@@ -410,9 +418,10 @@ impl<R: Runtime> Session<'_, R> {
             .filter(|t| t.dst.is_none() || t.pick.is_some())
             .map(|t| t.addr);
         let labels = target.and_then(|t| t.pick.as_ref()).map(Pick::labels);
-        self.request = self.ctx.http.start(
+        self.request = self.ctx.http.start_tls(
             &mut self.routes,
             self.meta.direction,
+            &self.meta.tls,
             head.authority(),
             addr,
             labels.as_ref(),
@@ -422,9 +431,10 @@ impl<R: Runtime> Session<'_, R> {
     /// Answers a request the proxy refuses, then closes the connection.
     async fn refuse(&mut self, authority: Option<&str>, error: ProxyError) -> Next {
         tracing::info!(status = error.status(), error = %error.message(), "Refused request");
-        self.request = self.ctx.http.start(
+        self.request = self.ctx.http.start_tls(
             &mut self.routes,
             self.meta.direction,
+            &self.meta.tls,
             authority,
             self.meta.route.fixed(),
             None,

@@ -19,7 +19,6 @@
 //!   trailers-only response with `grpc-status` UNAVAILABLE (14) or DEADLINE_EXCEEDED (4).
 
 pub mod client;
-pub mod io;
 pub mod stream;
 
 use std::cell::Cell;
@@ -38,10 +37,10 @@ use ringlink_protocols::http2::{check_preface, goaway, PrefaceCheck, PROTOCOL_ER
 
 use crate::ctx::ShardCtx;
 use crate::http::conn::Client;
-use crate::io::Transport;
+use crate::io::Counted;
+use crate::io::{PollTransport, Transport};
 use crate::rt::{Reader, Runtime};
 use client::Upstreams;
-use io::Io;
 
 /// Streams a client may have open at once.
 pub const MAX_CONCURRENT_STREAMS: u32 = 100;
@@ -62,7 +61,7 @@ pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
 // === types ===
 
-type ServerConn<R> = Connection<Io<<R as Runtime>::PollIo>, Bytes>;
+type ServerConn<R> = Connection<Counted<PollTransport<R>>, Bytes>;
 
 /// A stream the client opened, or why the connection ended.
 type Accepted = Option<Result<(Request<RecvStream>, SendResponse<Bytes>), h2::Error>>;
@@ -111,8 +110,12 @@ pub async fn serve<R: Runtime>(
         Ok(checked) => checked,
         Err(error) => return error,
     };
-    let io = match R::poll_io(stream) {
-        Ok(io) => Io::new(io, first, metrics),
+    let io = match stream.into_poll() {
+        Ok((io, ahead)) => {
+            let mut first = first;
+            first.extend_from_slice(&ahead);
+            Counted::new(io, first, &metrics.read_bytes, &metrics.write_bytes)
+        }
         Err(error) => return Some(error),
     };
     let handshake = h2::server::Builder::new()

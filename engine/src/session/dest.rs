@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::RawFd;
 
-use crate::conn::{ConnMeta, Direction, Route};
+use crate::conn::{ConnMeta, Direction, Route, TlsStatus};
 use crate::orig_dst::OrigDst;
 use crate::sys;
 
@@ -20,6 +20,7 @@ pub fn destination(
     direction: Direction,
     fd: RawFd,
     client: SocketAddr,
+    tls: TlsStatus,
 ) -> Option<ConnMeta> {
     let local = match sys::local_addr(fd) {
         Ok(local) => local,
@@ -55,6 +56,7 @@ pub fn destination(
         client,
         local,
         route,
+        tls,
     })
 }
 

@@ -20,18 +20,17 @@ use crate::telemetry::PeerMetrics;
 
 // === functions ===
 
-/// Serves an inbound connection to the application at `target`; the error the client failed
-/// with, if any.
+/// Serves an inbound connection to the application at `target`; the client's series and
+/// the error the client failed with, if any.
 pub async fn serve<R: Runtime>(
     ctx: &Rc<ShardCtx<R>>,
-    meta: &ConnMeta,
+    meta: &mut ConnMeta,
     target: SocketAddr,
     client: Transport<R>,
-    src: &PeerMetrics,
     entry: &ConnEntry,
-) -> Option<io::Error> {
+) -> (PeerMetrics, Option<io::Error>) {
     if ctx.settings.is_opaque_port(target.port()) {
-        return transparent::opaque_port(ctx, meta, target, client, src, entry).await;
+        return transparent::opaque_port(ctx, meta, target, client, entry).await;
     }
-    transparent::serve(ctx, meta, target, client, src, entry).await
+    transparent::serve(ctx, meta, target, client, entry).await
 }

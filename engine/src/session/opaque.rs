@@ -31,7 +31,9 @@ pub async fn forward<R: Runtime>(
     first: Vec<u8>,
 ) -> Option<IoError> {
     let (client_fd, upstream_fd) = (client.as_raw_fd(), upstream.as_raw_fd());
-    let dst = ctx.tcp.open(direction, Peer::Dst, target);
+    let dst = ctx
+        .tcp
+        .open(direction, Peer::Dst, target, ctx.tcp.plaintext());
     let (mut client_rx, mut client_tx) = client.into_split();
     let (mut upstream_rx, mut upstream_tx) = upstream.into_split();
     // Replay what detection read before anything else goes upstream.

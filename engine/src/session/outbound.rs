@@ -18,20 +18,19 @@ use crate::http::{self, Client, Preconnected};
 use crate::io::Transport;
 use crate::lifecycle::ConnEntry;
 use crate::rt::Runtime;
-use crate::telemetry::{Detected, PeerMetrics};
+use crate::telemetry::{Detected, Peer, PeerMetrics};
 
 // === functions ===
 
-/// Serves an outbound connection to its original destination `target`; the error the
-/// client failed with, if any.
+/// Serves an outbound connection to its original destination `target`; the client's series
+/// and the error the client failed with, if any.
 pub async fn serve<R: Runtime>(
     ctx: &Rc<ShardCtx<R>>,
-    meta: &ConnMeta,
+    meta: &mut ConnMeta,
     target: SocketAddr,
     client: Transport<R>,
-    src: &PeerMetrics,
     entry: &ConnEntry,
-) -> Option<io::Error> {
+) -> (PeerMetrics, Option<io::Error>) {
     // A profiled destination whose profile says opaque: balanced per connection over its
     // endpoints, without protocol detection.
     if ctx.dsts.has_profile(target) {
@@ -39,10 +38,12 @@ pub async fn serve<R: Runtime>(
         dst.settle::<R>().await;
         if dst.is_opaque() {
             ctx.detected(meta.direction, Detected::OpaqueProfile);
-            return opaque::balanced(ctx, &dst, target, (client, src), entry).await;
+            let src = ctx.tcp.open(meta.direction, Peer::Src, target, &meta.tls);
+            let error = opaque::balanced(ctx, &dst, target, (client, &src), entry).await;
+            return (src, error);
         }
     }
-    transparent::serve(ctx, meta, target, client, src, entry).await
+    transparent::serve(ctx, meta, target, client, entry).await
 }
 
 /// Serves a connection addressed to the proxy's outbound listener itself: only HTTP can say

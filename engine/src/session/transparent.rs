@@ -7,8 +7,13 @@
 //! 2. Otherwise connect first (eagerly), then detect, racing the client, the server and the
 //!    detect timeout ([`detect::sniff`]). A connect failure still answers an HTTP client
 //!    with 502/504 ([`detect::after_connect_failure`]).
-//! 3. HTTP goes to [`http::serve`] with the connection detection left; anything else is
+//! 3. Inbound, a TLS ClientHello for this proxy's identity is terminated ([`tls`]) and what
+//!    it carries is detected in turn; TLS for any other name passes through as opaque.
+//! 4. HTTP goes to [`http::serve`] with the connection detection left; anything else is
 //!    forwarded ([`opaque::forward`]), the bytes read replayed first.
+//!
+//! The client's TCP series is opened once its TLS status is known, and returned for the
+//! caller to close.
 
 use std::io;
 use std::net::SocketAddr;
@@ -17,101 +22,140 @@ use std::rc::Rc;
 
 use ringlink_protocols::Protocol;
 
-use super::{detect, opaque};
-use crate::conn::ConnMeta;
+use super::detect::{self, Sniffed};
+use super::{opaque, tls};
+use crate::conn::{ConnMeta, Direction, TlsStatus};
 use crate::ctx::ShardCtx;
 use crate::error::ProxyError;
 use crate::http::{self, Client, Preconnected};
 use crate::io::Transport;
 use crate::lifecycle::ConnEntry;
 use crate::rt::Runtime;
-use crate::telemetry::{Detected, PeerMetrics};
+use crate::telemetry::{Detected, Peer, PeerMetrics};
 
 // === functions ===
 
-/// Serves a connection to `target` to its end; the error the client failed with, if any.
+/// Serves a connection to `target` to its end. Returns the client's series and the error
+/// the client failed with, if any.
 pub async fn serve<R: Runtime>(
     ctx: &Rc<ShardCtx<R>>,
-    meta: &ConnMeta,
+    meta: &mut ConnMeta,
     target: SocketAddr,
     mut client: Transport<R>,
-    src: &PeerMetrics,
     entry: &ConnEntry,
-) -> Option<io::Error> {
+) -> (PeerMetrics, Option<io::Error>) {
     let direction = meta.direction;
     let detect_timeout = ctx.settings.detect_timeout.get(direction);
-    let to_http = |stream, first| Client {
-        meta,
-        stream,
-        first,
-        metrics: src,
-        entry,
-    };
-    let mut replay = None;
+    let open = |meta: &ConnMeta| ctx.tcp.open(direction, Peer::Src, target, &meta.tls);
+    let mut sniffed = None;
     if let Some(pooled) = ctx.pool.take(target) {
-        let (sniffed, first) = match detect::sniff::<R>(&mut client, None, detect_timeout).await {
-            Ok(sniffed) => sniffed,
+        match detect::sniff::<R>(&mut client, None, detect_timeout).await {
+            Ok((found, first)) if found.http().is_some() => {
+                let version = found.http().expect("checked");
+                let src = open(meta);
+                let client = to_http(meta, client, first, &src, entry);
+                let pre = Preconnected::Pooled(pooled);
+                let error = http::serve(ctx, version, client, pre).await;
+                return (src, error);
+            }
+            Ok(found) => {
+                ctx.pool.put(pooled);
+                sniffed = Some(found);
+            }
             Err(error) => {
                 ctx.pool.put(pooled);
-                return Some(error);
+                return (open(meta), Some(error));
             }
-        };
-        if let Some(version) = sniffed.http() {
-            let pre = Preconnected::Pooled(pooled);
-            return http::serve(ctx, version, to_http(client, first), pre).await;
         }
-        ctx.pool.put(pooled);
-        ctx.detected(direction, sniffed.detected());
-        replay = Some(first);
     }
     let timeout = ctx.settings.connect_timeout.get(direction);
     let upstream = match R::connect(target, timeout).await {
-        Ok(upstream) => upstream,
+        Ok(upstream) => Transport::<R>::Plain(upstream),
         Err(error) => {
             tracing::info!(%error, "Connect failed");
+            let src = open(meta);
             let failure = ProxyError::connect(error, timeout);
             let late = detect::after_connect_failure::<R>(&mut client, failure).await;
             let Some((version, first, failure)) = late else {
                 crate::io::reset(client.as_raw_fd());
-                return None;
+                return (src, None);
             };
             let pre = match failure {
                 Some(failure) => Preconnected::Failed(target, failure),
                 None => Preconnected::None,
             };
-            return http::serve(ctx, version, to_http(client, first), pre).await;
+            let client = to_http(meta, client, first, &src, entry);
+            let error = http::serve(ctx, version, client, pre).await;
+            return (src, error);
         }
     };
     if ctx.life.is_closing() {
-        return None;
+        return (open(meta), None);
     }
     entry.set_upstream(upstream.as_raw_fd());
-    let first = match replay {
-        Some(first) => first,
-        None => {
-            let sniffed = detect::sniff::<R>(&mut client, Some(&upstream), detect_timeout).await;
-            let (sniffed, first) = match sniffed {
-                Ok(sniffed) => sniffed,
-                Err(error) => {
-                    tracing::debug!(%error, "Client failed during detection");
-                    crate::io::abort(upstream.as_raw_fd(), client.as_raw_fd());
-                    return Some(error);
-                }
-            };
-            if let Some(version) = sniffed.http() {
-                // The eagerly opened connection serves the first request (HTTP/1) or
-                // carries the multiplexed upstream connection (h2).
-                let pre = Preconnected::Open(target, upstream);
-                return http::serve(ctx, version, to_http(client, first), pre).await;
+    let (mut found, mut first) = match sniffed {
+        Some(found) => found,
+        None => match detect::sniff::<R>(&mut client, Some(&upstream), detect_timeout).await {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::debug!(%error, "Client failed during detection");
+                crate::io::abort(upstream.as_raw_fd(), client.as_raw_fd());
+                return (open(meta), Some(error));
             }
-            ctx.detected(direction, sniffed.detected());
-            if let detect::Sniffed::Protocol(Protocol::Tls { sni: Some(sni) }) = &sniffed {
-                tracing::debug!(tls.sni = %sni, "TLS ClientHello");
-            }
-            first
-        }
+        },
     };
-    opaque::forward(ctx, direction, (client, src), (upstream, target), first).await
+    if let Sniffed::Protocol(Protocol::Tls { sni: Some(sni) }) = &found {
+        if direction == Direction::Inbound && tls::is_ours(ctx, sni) {
+            // Boxed: inline, the handshake's state would enlarge every connection's task.
+            match Box::pin(terminate(ctx, meta, client, first, &upstream)).await {
+                Ok((tls_client, inner, inner_first)) => {
+                    client = tls_client;
+                    found = inner;
+                    first = inner_first;
+                }
+                Err(error) => {
+                    // The client's socket went with the handshake; the application's
+                    // connection closes unused.
+                    tracing::info!(%error, "Mesh TLS refused");
+                    return (open(meta), None);
+                }
+            }
+        } else {
+            tracing::debug!(tls.sni = %sni, "TLS for another name: passed through");
+        }
+    }
+    let src = open(meta);
+    if let Some(version) = found.http() {
+        // The eagerly opened connection serves the first request (HTTP/1) or carries the
+        // multiplexed upstream connection (h2).
+        let pre = Preconnected::Open(target, upstream);
+        let client = to_http(meta, client, first, &src, entry);
+        let error = http::serve(ctx, version, client, pre).await;
+        return (src, error);
+    }
+    ctx.detected(direction, found.detected());
+    let error = opaque::forward(ctx, direction, (client, &src), (upstream, target), first).await;
+    (src, error)
+}
+
+/// Terminates mesh TLS on an inbound connection detected as a ClientHello for this proxy,
+/// then detects what it carries. Fills in `meta.tls`.
+async fn terminate<R: Runtime>(
+    ctx: &Rc<ShardCtx<R>>,
+    meta: &mut ConnMeta,
+    client: Transport<R>,
+    hello: Vec<u8>,
+    upstream: &Transport<R>,
+) -> io::Result<(Transport<R>, Sniffed, Vec<u8>)> {
+    let timeout = ctx.settings.detect_timeout.get(meta.direction);
+    let Some(mesh) = tls::certified(ctx, timeout).await else {
+        return Err(io::Error::other("not certified yet"));
+    };
+    let (mut client, peer) = tls::accept::<R>(mesh.server.clone(), client, hello, timeout).await?;
+    tracing::debug!(client.id = ?peer, "Terminated mesh TLS");
+    meta.tls = TlsStatus::Established { peer };
+    let (found, first) = detect::sniff::<R>(&mut client, Some(upstream), timeout).await?;
+    Ok((client, found, first))
 }
 
 /// An opaque port's connection (`LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION`):
@@ -121,23 +165,47 @@ pub async fn opaque_port<R: Runtime>(
     meta: &ConnMeta,
     target: SocketAddr,
     client: Transport<R>,
-    src: &PeerMetrics,
     entry: &ConnEntry,
-) -> Option<io::Error> {
+) -> (PeerMetrics, Option<io::Error>) {
+    let src = ctx.tcp.open(meta.direction, Peer::Src, target, &meta.tls);
     let timeout = ctx.settings.connect_timeout.get(meta.direction);
     let upstream = match R::connect(target, timeout).await {
-        Ok(upstream) => upstream,
+        Ok(upstream) => Transport::<R>::Plain(upstream),
         Err(error) => {
             tracing::info!(%error, "Connect failed");
             crate::io::reset(client.as_raw_fd());
-            return None;
+            return (src, None);
         }
     };
     if ctx.life.is_closing() {
-        return None;
+        return (src, None);
     }
     entry.set_upstream(upstream.as_raw_fd());
     ctx.detected(meta.direction, Detected::OpaquePort);
-    let client = (client, src);
-    opaque::forward(ctx, meta.direction, client, (upstream, target), Vec::new()).await
+    let forwarded = (client, &src);
+    let error = opaque::forward(
+        ctx,
+        meta.direction,
+        forwarded,
+        (upstream, target),
+        Vec::new(),
+    )
+    .await;
+    (src, error)
+}
+
+fn to_http<'a, R: Runtime>(
+    meta: &'a ConnMeta,
+    stream: Transport<R>,
+    first: Vec<u8>,
+    metrics: &'a PeerMetrics,
+    entry: &'a ConnEntry,
+) -> Client<'a, R> {
+    Client {
+        meta,
+        stream,
+        first,
+        metrics,
+        entry,
+    }
 }

@@ -53,9 +53,8 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
 };
 
-use super::TLS_DISABLED;
 use crate::balance::Labels;
-use crate::conn::Direction;
+use crate::conn::{Direction, TlsStatus};
 
 /// Linkerd's `response_latency_ms` bucket bounds, in milliseconds.
 pub const LATENCY_BUCKETS_MS: [f64; 25] = [
@@ -66,13 +65,14 @@ pub const LATENCY_BUCKETS_MS: [f64; 25] = [
 /// Labels every HTTP family has (before the registry's `shard`). `dst_labels` carries the
 /// endpoint's discovery labels encoded (see [`encode_dst_labels`]); the page shows them as
 /// one `dst_<name>` label each.
-const ROUTE_LABELS: [&str; 7] = [
+const ROUTE_LABELS: [&str; 8] = [
     "direction",
     "authority",
     "target_addr",
     "target_ip",
     "target_port",
     "tls",
+    "client_id",
     DST_LABELS,
 ];
 const DST_LABELS: &str = "dst_labels";
@@ -111,6 +111,7 @@ pub struct RouteCache(Option<Rc<Route>>);
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct RouteKey {
     direction: Direction,
+    tls: TlsStatus,
     authority: Option<Box<str>>,
     target: Option<SocketAddr>,
     dst: Option<Labels>,
@@ -120,7 +121,7 @@ struct RouteKey {
 pub struct Route {
     families: HttpFamilies,
     key: RouteKey,
-    labels: [String; 7],
+    labels: [String; 8],
     requests: IntCounter,
     /// `response_total` series by outcome; a route sees few distinct outcomes.
     responses: RefCell<Vec<(Outcome, IntCounter)>>,
@@ -215,10 +216,26 @@ impl HttpMetrics {
     /// recorder; its latency starts now. `authority` is the request's `Host` / `:authority`
     /// (ignored inbound); `target` is the address it is forwarded to (`None` when none was
     /// chosen, e.g. a request refused before routing). `cache` is the connection's.
+    #[cfg(test)]
     pub fn start(
         &self,
         cache: &mut RouteCache,
         direction: Direction,
+        authority: Option<&str>,
+        target: Option<SocketAddr>,
+        dst: Option<&Labels>,
+    ) -> RequestMetrics {
+        let tls = TlsStatus::Disabled;
+        self.start_tls(cache, direction, &tls, authority, target, dst)
+    }
+
+    /// [`HttpMetrics::start`] for a connection with `tls` (the `tls` and inbound
+    /// `client_id` labels).
+    pub fn start_tls(
+        &self,
+        cache: &mut RouteCache,
+        direction: Direction,
+        tls: &TlsStatus,
         authority: Option<&str>,
         target: Option<SocketAddr>,
         dst: Option<&Labels>,
@@ -231,9 +248,9 @@ impl HttpMetrics {
             Direction::Inbound => None,
         };
         let route = match &cache.0 {
-            Some(route) if route.is(direction, authority, target, dst) => route.clone(),
+            Some(route) if route.is(direction, tls, authority, target, dst) => route.clone(),
             _ => {
-                let route = self.route(direction, authority, target, dst);
+                let route = self.route(direction, tls, authority, target, dst);
                 cache.0 = Some(route.clone());
                 route
             }
@@ -257,12 +274,14 @@ impl HttpMetrics {
     fn route(
         &self,
         direction: Direction,
+        tls: &TlsStatus,
         authority: Option<&str>,
         target: Option<SocketAddr>,
         dst: Option<&Labels>,
     ) -> Rc<Route> {
         let key = RouteKey {
             direction,
+            tls: tls.clone(),
             authority: authority.map(Box::from),
             target,
             dst: dst.filter(|l| !l.is_empty()).cloned(),
@@ -277,7 +296,11 @@ impl HttpMetrics {
             target.map(|t| t.to_string()).unwrap_or_default(),
             target.map(|t| t.ip().to_string()).unwrap_or_default(),
             target.map(|t| t.port().to_string()).unwrap_or_default(),
-            TLS_DISABLED.to_string(),
+            tls.label().to_string(),
+            match direction {
+                Direction::Inbound => tls.peer().unwrap_or_default().to_string(),
+                Direction::Outbound => String::new(),
+            },
             key.dst
                 .as_deref()
                 .map(encode_dst_labels)
@@ -341,6 +364,7 @@ impl Route {
     fn is(
         &self,
         direction: Direction,
+        tls: &TlsStatus,
         authority: Option<&str>,
         target: Option<SocketAddr>,
         dst: Option<&Labels>,
@@ -348,6 +372,7 @@ impl Route {
         let dst = dst.filter(|l| !l.is_empty());
         !self.evicted.get()
             && self.key.direction == direction
+            && self.key.tls == *tls
             && self.key.target == target
             && self.key.authority.as_deref() == authority
             && match (&self.key.dst, dst) {

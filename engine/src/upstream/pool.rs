@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use std::cell::Cell;
 
 use crate::conn::Direction;
-use crate::io::SMALL_BUFFER;
+use crate::io::{Transport, SMALL_BUFFER};
 use crate::rt::{Runtime, Stream};
 use crate::telemetry::{Peer, PeerMetrics, Tcp};
 
@@ -25,8 +25,8 @@ use crate::telemetry::{Peer, PeerMetrics, Tcp};
 
 /// An open connection to an upstream endpoint, split for concurrent use by one task.
 pub struct Upstream<R: Runtime> {
-    pub rx: <R::Stream as Stream>::Reader,
-    pub tx: <R::Stream as Stream>::Writer,
+    pub rx: <Transport<R> as Stream>::Reader,
+    pub tx: <Transport<R> as Stream>::Writer,
     pub fd: RawFd,
     pub addr: SocketAddr,
     /// Whether it carried a request before this one.
@@ -57,9 +57,14 @@ struct Idle<R: Runtime> {
 
 impl<R: Runtime> Upstream<R> {
     /// Wraps an open connection to `addr`, counting it in the TCP metrics until it drops.
-    pub fn new(tcp: &Rc<Tcp>, direction: Direction, addr: SocketAddr, stream: R::Stream) -> Self {
+    pub fn new(
+        tcp: &Rc<Tcp>,
+        direction: Direction,
+        addr: SocketAddr,
+        stream: Transport<R>,
+    ) -> Self {
         let fd = stream.as_raw_fd();
-        let metrics = tcp.open(direction, Peer::Dst, addr);
+        let metrics = tcp.open(direction, Peer::Dst, addr, tcp.plaintext());
         let (rx, tx) = stream.into_split();
         Upstream {
             rx,

@@ -139,3 +139,55 @@ fn parse_then_name() {
     let (host, port) = parse_authority("[::1]:8080").unwrap();
     assert_eq!(name_of(&host, port), None);
 }
+
+#[test]
+fn dns_names_as_linkerd_accepts_them() {
+    // The cases of linkerd2-proxy's `linkerd/dns/name/src/name.rs` test, and a few more.
+    let cases: &[(&str, bool)] = &[
+        ("", false),
+        (".", false),
+        ("..", false),
+        ("...", false),
+        ("*", false),
+        ("a", true),
+        ("a.", true),
+        ("d.c.b.a", true),
+        ("d.c.b.a.", true),
+        (" d.c.b.a.", false),
+        ("d.c.b.a-", false),
+        ("*.a.", false),
+        (".a.", false),
+        ("a1", true),
+        ("_m.foo.bar", true),
+        ("m.foo.bar_", true),
+        ("example.com:80", false),
+        ("1", false),
+        ("1.a", true),
+        ("a.1", false),
+        ("1.2.3.4", false),
+        ("::1", false),
+        ("xn--poema-9qae5a.com.br", true),
+        ("a..b", false),
+        ("a.b..", false),
+        ("-a.b", false),
+        ("a-.b", false),
+        ("a-b.c", true),
+        ("1-2", true),
+        ("a.1-2", true),
+        ("a.12.", false),
+        ("Foo.NS.serviceaccount.identity.linkerd.cluster.local", true),
+        ("é.com", false),
+    ];
+    for &(name, valid) in cases {
+        assert_eq!(is_dns_name(name), valid, "{name:?}");
+    }
+    let label = "a".repeat(63);
+    assert!(is_dns_name(&label));
+    assert!(!is_dns_name(&"a".repeat(64)));
+    // 253 bytes in all is the most; a trailing dot counts.
+    let long = [label.as_str(); 4].join(".");
+    assert_eq!(long.len(), 255);
+    assert!(!is_dns_name(&long));
+    assert!(is_dns_name(&long[2..]));
+    assert!(!is_dns_name(&format!("{}.", &long[2..])));
+}

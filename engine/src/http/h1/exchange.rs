@@ -20,6 +20,7 @@ use super::pipe::{self, BodyError, Chunks, HeadError, Inbox, Outbox};
 use super::{Next, Plan, Session};
 use crate::ctx::ShardCtx;
 use crate::error::ProxyError;
+use crate::io::Transport;
 use crate::rt::{Runtime, Stream};
 use crate::telemetry::RequestMetrics;
 use crate::upstream::{self, Upstream};
@@ -64,8 +65,8 @@ struct Downstream<'a, W> {
     request: &'a mut RequestMetrics,
 }
 
-type Writer<R> = <<R as Runtime>::Stream as Stream>::Writer;
-type Reader<R> = <<R as Runtime>::Stream as Stream>::Reader;
+type Writer<R> = <Transport<R> as Stream>::Writer;
+type Reader<R> = <Transport<R> as Stream>::Reader;
 
 // === impl Session ===
 

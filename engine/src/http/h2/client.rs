@@ -20,13 +20,13 @@ use bytes::Bytes;
 use futures_util::future::{FutureExt, Shared};
 use h2::client::SendRequest;
 
-use super::io::Io;
 use super::{MAX_HEADER_LIST_SIZE, MAX_SEND_BUFFER};
 use crate::balance::Labels;
 use crate::conn::ConnMeta;
 use crate::ctx::ShardCtx;
 use crate::discover::DstCache;
 use crate::error::ProxyError;
+use crate::io::Counted;
 use crate::io::Transport;
 use crate::rt::Runtime;
 use crate::telemetry::{Peer, RequestMetrics, RouteCache};
@@ -90,9 +90,10 @@ impl<R: Runtime> Upstreams<R> {
         target: Option<SocketAddr>,
         labels: Option<&Labels>,
     ) -> RequestMetrics {
-        self.ctx.http.start(
+        self.ctx.http.start_tls(
             &mut self.routes.borrow_mut(),
             self.meta.direction,
+            &self.meta.tls,
             authority,
             target,
             labels,
@@ -198,9 +199,11 @@ async fn connect_h2<R: Runtime>(
     stream: Transport<R>,
 ) -> Result<SendRequest<Bytes>, ConnectFailure> {
     let fd = stream.as_raw_fd();
-    let metrics = ctx.tcp.open(direction, Peer::Dst, target);
-    let io = match R::poll_io(stream) {
-        Ok(io) => Io::new(io, Vec::new(), &metrics),
+    let metrics = ctx
+        .tcp
+        .open(direction, Peer::Dst, target, ctx.tcp.plaintext());
+    let io = match stream.into_poll() {
+        Ok((io, ahead)) => Counted::new(io, ahead, &metrics.read_bytes, &metrics.write_bytes),
         Err(error) => {
             let failure = ConnectFailure::from_error(ProxyError::Connect(io::Error::new(
                 error.kind(),

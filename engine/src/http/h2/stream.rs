@@ -20,6 +20,7 @@ use super::client::Upstreams;
 use super::MAX_EMPTY_DATA_FRAMES;
 use crate::balance::Pick;
 use crate::error::ProxyError;
+use crate::http::conn::CLIENT_ID;
 use crate::http::{respond, route};
 use crate::rt::Runtime;
 use crate::telemetry::RequestMetrics;
@@ -96,6 +97,17 @@ pub async fn proxy<R: Runtime>(
             .and_then(|v| v.to_str().ok().map(str::to_string)),
         crate::conn::Route::Fixed(_) => None,
     };
+    if meta.direction == crate::conn::Direction::Inbound {
+        // The client's verified identity, and never one the client claims.
+        parts.headers.remove(CLIENT_ID);
+        if let Some(id) = meta
+            .tls
+            .peer()
+            .and_then(|id| HeaderValue::from_str(id).ok())
+        {
+            parts.headers.insert(CLIENT_ID, id);
+        }
+    }
     let routed = route::route(
         &upstreams.ctx,
         meta.direction,

@@ -1,0 +1,276 @@
+//! Mesh TLS on the inbound side, as a linkerd2-proxy peer reaches a meshed pod: a
+//! ClientHello for the proxy's identity is terminated with the certificate the Identity
+//! service issued; the client's identity reaches the application as `l5d-client-id` (a
+//! client-supplied one never does) and labels the metrics; TLS for another name passes
+//! through untouched.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringlink_integration::http::call;
+use ringlink_integration::http1::{self, Reply};
+use ringlink_integration::identity::{self as mock, IdentityServer};
+use ringlink_integration::metrics::{parse, sum};
+use ringlink_integration::proxy::{self, Proxy};
+use ringlink_integration::tcp;
+use ringlink_protocols::tls::{Credentials, MeshTls, TrustAnchors};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+const NAME: &str = "web.default.serviceaccount.identity.linkerd.cluster.local";
+const CLIENT: &str = "client.default.serviceaccount.identity.linkerd.cluster.local";
+
+struct Mesh {
+    service: IdentityServer,
+    proxy: Proxy,
+    _dir: Dir,
+}
+
+struct Dir(std::path::PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A certified proxy whose inbound traffic goes to `backend`.
+async fn meshed(runtime: &str, backend: SocketAddr, tag: &str) -> Mesh {
+    let service = mock::new();
+    let dir = std::env::temp_dir().join(format!("ringlink-mtls-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("token"), b"token").unwrap();
+    let proxy = proxy::new(runtime)
+        .orig_dst(backend)
+        .env("LINKERD2_PROXY_IDENTITY_DIR", dir.display())
+        .env(
+            "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
+            service.trust_anchors_pem(),
+        )
+        .env(
+            "LINKERD2_PROXY_IDENTITY_TOKEN_FILE",
+            dir.join("token").display(),
+        )
+        .env("LINKERD2_PROXY_IDENTITY_SVC_ADDR", service.addr())
+        .env("LINKERD2_PROXY_IDENTITY_LOCAL_NAME", NAME)
+        .spawn();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(proxy.admin, "GET", "/ready", "").await.status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not certified:\n{}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Mesh {
+        service,
+        proxy,
+        _dir: Dir(dir),
+    }
+}
+
+/// A mesh TLS client with identity `name`, issued by the same Identity service.
+fn client_config(service: &IdentityServer, name: &str) -> Arc<rustls::ClientConfig> {
+    let (key_pkcs8, chain) = service.issue(name, Duration::from_secs(3600));
+    let anchors = TrustAnchors::from_pem(&service.trust_anchors_pem()).unwrap();
+    let credentials = Credentials {
+        name: name.to_string(),
+        key_pkcs8,
+        chain,
+    };
+    MeshTls::new(&credentials, &anchors).unwrap().client
+}
+
+async fn connect_tls(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    sni: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(sni.to_string()).unwrap();
+    TlsConnector::from(config).connect(name, tcp).await
+}
+
+/// Sends one HTTP/1.1 request and reads the response head and its content-length body.
+async fn exchange(io: &mut (impl AsyncRead + AsyncWrite + Unpin), request: &str) -> String {
+    io.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = io.read(&mut buf).await.unwrap();
+        assert!(
+            n > 0,
+            "closed before a response: {:?}",
+            String::from_utf8_lossy(&response)
+        );
+        response.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&response).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if response.len() >= end + 4 + length {
+                return text;
+            }
+        }
+    }
+}
+
+fn client_ids(server: &http1::Server) -> Vec<Vec<String>> {
+    server
+        .requests()
+        .iter()
+        .map(|r| {
+            r.headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("l5d-client-id"))
+                .map(|(_, v)| v.clone())
+                .collect()
+        })
+        .collect()
+}
+
+const SPOOFED: &str = "GET / HTTP/1.1\r\nhost: web\r\nl5d-client-id: evil.example\r\n\r\n";
+
+async fn terminates_mtls_and_sets_the_client_id(runtime: &'static str) {
+    let server = http1::server(|_| Reply::ok("hello")).await;
+    let mesh = meshed(runtime, server.addr, &format!("id-{runtime}")).await;
+    let config = client_config(&mesh.service, CLIENT);
+    let mut tls = connect_tls(mesh.proxy.inbound, config, NAME)
+        .await
+        .expect("handshake");
+    let response = exchange(&mut tls, SPOOFED).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    // Keep-alive over TLS: a second request on the same session.
+    let response = exchange(&mut tls, SPOOFED).await;
+    assert!(response.ends_with("hello"), "{response}");
+    assert_eq!(client_ids(&server), vec![vec![CLIENT.to_string()]; 2]);
+    // The plaintext client's claim never reaches the application either.
+    let mut plain = TcpStream::connect(mesh.proxy.inbound).await.unwrap();
+    let response = exchange(&mut plain, SPOOFED).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert_eq!(client_ids(&server)[2], Vec::<String>::new());
+    let page = call(mesh.proxy.admin, "GET", "/metrics", "").await;
+    let series = parse(&page.body);
+    let meshed = [
+        ("direction", "inbound"),
+        ("tls", "true"),
+        ("client_id", CLIENT),
+    ];
+    assert_eq!(sum(&series, "request_total", &meshed), 2.0, "{}", page.body);
+    let plaintext = [("direction", "inbound"), ("tls", "no_identity")];
+    assert_eq!(
+        sum(&series, "request_total", &plaintext),
+        1.0,
+        "{}",
+        page.body
+    );
+    let src = [("direction", "inbound"), ("peer", "src"), ("tls", "true")];
+    assert_eq!(sum(&series, "tcp_open_total", &src), 1.0, "{}", page.body);
+}
+
+/// A client that trusts this mesh's anchors, presenting `chain` (or no certificate).
+fn custom_client(
+    anchors_pem: &str,
+    cert: Option<(Vec<u8>, Vec<Vec<u8>>)>,
+) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(anchors_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match cert {
+        None => builder.with_no_client_auth(),
+        Some((key, chain)) => builder
+            .with_client_auth_cert(
+                chain.into_iter().map(CertificateDer::from).collect(),
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
+            )
+            .unwrap(),
+    };
+    Arc::new(config)
+}
+
+async fn an_untrusted_client_certificate_is_refused(runtime: &'static str) {
+    let server = http1::server(|_| Reply::ok("hello")).await;
+    let mesh = meshed(runtime, server.addr, &format!("untrusted-{runtime}")).await;
+    // A client that trusts this mesh, with a certificate from another mesh's CA: only the
+    // proxy's check of the client certificate can fail.
+    let other = mock::new();
+    let cert = other.issue(CLIENT, Duration::from_secs(3600));
+    let config = custom_client(&mesh.service.trust_anchors_pem(), Some(cert));
+    let outcome = async {
+        let mut tls = connect_tls(mesh.proxy.inbound, config, NAME).await?;
+        tls.write_all(SPOOFED.as_bytes()).await?;
+        let mut buf = [0u8; 64];
+        tls.read(&mut buf).await
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(5), outcome)
+        .await
+        .expect("refused without a stall");
+    assert!(
+        !matches!(outcome, Ok(n) if n > 0),
+        "a response: {outcome:?}"
+    );
+    assert!(server.requests().is_empty(), "the application saw nothing");
+}
+
+async fn tls_without_a_client_certificate_has_no_client_id(runtime: &'static str) {
+    let server = http1::server(|_| Reply::ok("hello")).await;
+    let mesh = meshed(runtime, server.addr, &format!("anon-{runtime}")).await;
+    let config = custom_client(&mesh.service.trust_anchors_pem(), None);
+    let mut tls = connect_tls(mesh.proxy.inbound, config, NAME)
+        .await
+        .expect("handshake");
+    let response = exchange(&mut tls, SPOOFED).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert_eq!(client_ids(&server), vec![Vec::<String>::new()]);
+    let page = call(mesh.proxy.admin, "GET", "/metrics", "").await;
+    let series = parse(&page.body);
+    let tls = [("direction", "inbound"), ("tls", "true")];
+    assert_eq!(sum(&series, "request_total", &tls), 1.0, "{}", page.body);
+    assert!(!page.body.contains("client_id="), "{}", page.body);
+}
+
+async fn tls_for_another_name_passes_through(runtime: &'static str) {
+    let echo = tcp::echo().await;
+    let mesh = meshed(runtime, echo.addr, &format!("other-{runtime}")).await;
+    // A ClientHello for some other name: forwarded as it is to the application (here an
+    // echo server, which sends it back: the client sees its own ClientHello).
+    let mut stream = TcpStream::connect(mesh.proxy.inbound).await.unwrap();
+    let config = client_config(&mesh.service, CLIENT);
+    let name = ServerName::try_from("other.example".to_string()).unwrap();
+    let mut conn = rustls::ClientConnection::new(config, name).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    stream.write_all(&hello).await.unwrap();
+    let mut back = vec![0u8; hello.len()];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut back))
+        .await
+        .expect("echoed")
+        .unwrap();
+    assert_eq!(back, hello);
+}
+
+ringlink_integration::both_runtimes!(
+    terminates_mtls_and_sets_the_client_id,
+    an_untrusted_client_certificate_is_refused,
+    tls_without_a_client_certificate_has_no_client_id,
+    tls_for_another_name_passes_through
+);
