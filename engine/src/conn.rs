@@ -28,6 +28,9 @@ pub enum Route {
     /// Each request to its own authority (`l5d-dst-override`, absolute-form URI or `Host`):
     /// the client addressed the proxy itself, as a forward proxy.
     ByAuthority,
+    /// Inbound, addressed to the inbound port itself by a meshed peer: mesh TLS carrying a
+    /// transport header says which local port it is for (then it is `Fixed`).
+    Direct,
 }
 
 /// One connection's facts.
@@ -116,7 +119,7 @@ impl Route {
     pub fn fixed(self) -> Option<SocketAddr> {
         match self {
             Route::Fixed(addr) => Some(addr),
-            Route::ByAuthority => None,
+            Route::ByAuthority | Route::Direct => None,
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod dest;
 pub mod detect;
+pub mod direct;
 pub mod inbound;
 pub mod opaque;
 pub mod outbound;
@@ -67,6 +68,7 @@ pub async fn serve<R: Runtime>(
                 let error = outbound::to_proxy(&ctx, &meta, client, &src, &entry).await;
                 (src, error)
             }
+            Route::Direct => direct::serve(&ctx, &mut meta, client, &entry).await,
             Route::Fixed(target) => {
                 tracing::Span::current().record("server.addr", tracing::field::display(target));
                 match direction {

@@ -34,6 +34,7 @@ const SUBMODULES: &[(&str, &[&str])] = &[
             "tls",
             "opaque",
             "transparent",
+            "direct",
             "inbound",
             "outbound",
         ],

@@ -15,6 +15,7 @@ use ringlink_integration::metrics::{parse, sum};
 use ringlink_integration::proxy::{self, Proxy};
 use ringlink_integration::tcp;
 use ringlink_protocols::tls::{Credentials, MeshTls, TrustAnchors};
+use ringlink_protocols::transport_header::{self, SessionProtocol, TransportHeader};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -39,13 +40,22 @@ impl Drop for Dir {
 
 /// A certified proxy whose inbound traffic goes to `backend`.
 async fn meshed(runtime: &str, backend: SocketAddr, tag: &str) -> Mesh {
+    meshed_with(runtime, Some(backend), tag).await
+}
+
+/// A certified proxy; without a `backend`, connections go to their original destination
+/// (a connection to the inbound port itself is then a direct one).
+async fn meshed_with(runtime: &str, backend: Option<SocketAddr>, tag: &str) -> Mesh {
     let service = mock::new();
     let dir = std::env::temp_dir().join(format!("ringlink-mtls-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("token"), b"token").unwrap();
-    let proxy = proxy::new(runtime)
-        .orig_dst(backend)
+    let mut proxy = proxy::new(runtime);
+    if let Some(backend) = backend {
+        proxy = proxy.orig_dst(backend);
+    }
+    let proxy = proxy
         .env("LINKERD2_PROXY_IDENTITY_DIR", dir.display())
         .env(
             "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
@@ -76,6 +86,10 @@ async fn meshed(runtime: &str, backend: SocketAddr, tag: &str) -> Mesh {
 
 /// A mesh TLS client with identity `name`, issued by the same Identity service.
 fn client_config(service: &IdentityServer, name: &str) -> Arc<rustls::ClientConfig> {
+    mesh_tls(service, name).client
+}
+
+fn mesh_tls(service: &IdentityServer, name: &str) -> MeshTls {
     let (key_pkcs8, chain) = service.issue(name, Duration::from_secs(3600));
     let anchors = TrustAnchors::from_pem(&service.trust_anchors_pem()).unwrap();
     let credentials = Credentials {
@@ -83,7 +97,7 @@ fn client_config(service: &IdentityServer, name: &str) -> Arc<rustls::ClientConf
         key_pkcs8,
         chain,
     };
-    MeshTls::new(&credentials, &anchors).unwrap().client
+    MeshTls::new(&credentials, &anchors).unwrap()
 }
 
 async fn connect_tls(
@@ -267,6 +281,133 @@ async fn tls_for_another_name_passes_through(runtime: &'static str) {
         .unwrap();
     assert_eq!(back, hello);
 }
+
+/// A direct connection's transport header for `port`.
+fn header(port: u16, protocol: Option<SessionProtocol>) -> Vec<u8> {
+    transport_header::encode(&TransportHeader {
+        port,
+        name: None,
+        protocol,
+    })
+}
+
+async fn direct_http1_through_the_transport_header(runtime: &'static str) {
+    let server = http1::server(|_| Reply::ok("direct")).await;
+    let mesh = meshed_with(runtime, None, &format!("direct-{runtime}")).await;
+    let config = mesh_tls(&mesh.service, CLIENT).client_transport_header;
+    let mut tls = connect_tls(mesh.proxy.inbound, config, NAME)
+        .await
+        .expect("handshake");
+    tls.write_all(&header(server.addr.port(), Some(SessionProtocol::Http1)))
+        .await
+        .unwrap();
+    let response = exchange(&mut tls, SPOOFED).await;
+    assert!(response.ends_with("direct"), "{response}");
+    assert_eq!(client_ids(&server), vec![vec![CLIENT.to_string()]]);
+    let page = call(mesh.proxy.admin, "GET", "/metrics", "").await;
+    let series = parse(&page.body);
+    let port = server.addr.port().to_string();
+    let meshed = [
+        ("direction", "inbound"),
+        ("tls", "true"),
+        ("client_id", CLIENT),
+        ("target_port", port.as_str()),
+    ];
+    assert_eq!(sum(&series, "request_total", &meshed), 1.0, "{}", page.body);
+}
+
+async fn direct_opaque_through_the_transport_header(runtime: &'static str) {
+    let echo = tcp::echo().await;
+    let mesh = meshed_with(runtime, None, &format!("direct-opaque-{runtime}")).await;
+    let config = mesh_tls(&mesh.service, CLIENT).client_transport_header;
+    let mut tls = connect_tls(mesh.proxy.inbound, config, NAME)
+        .await
+        .expect("handshake");
+    let mut sent = header(echo.addr.port(), None);
+    sent.extend_from_slice(b"opaque bytes");
+    tls.write_all(&sent).await.unwrap();
+    let mut back = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut back))
+        .await
+        .expect("echoed")
+        .unwrap();
+    assert_eq!(&back, b"opaque bytes");
+}
+
+/// Whether the proxy closes a direct connection after `send` without an answer.
+async fn refused(mesh: &Mesh, config: Option<Arc<rustls::ClientConfig>>, send: Vec<u8>) -> bool {
+    let outcome = async {
+        let mut buf = [0u8; 64];
+        match config {
+            Some(config) => {
+                let mut tls = connect_tls(mesh.proxy.inbound, config, NAME).await?;
+                tls.write_all(&send).await?;
+                tls.read(&mut buf).await
+            }
+            None => {
+                let mut tcp = TcpStream::connect(mesh.proxy.inbound).await?;
+                tcp.write_all(&send).await?;
+                tcp.read(&mut buf).await
+            }
+        }
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(5), outcome)
+        .await
+        .expect("closed without a stall");
+    !matches!(outcome, Ok(n) if n > 0)
+}
+
+async fn direct_connections_refuse_what_is_not_meshed(runtime: &'static str) {
+    let server = http1::server(|_| Reply::ok("direct")).await;
+    let mesh = meshed_with(runtime, None, &format!("direct-refused-{runtime}")).await;
+    let port = server.addr.port();
+    let mut request = header(port, Some(SessionProtocol::Http1));
+    request.extend_from_slice(SPOOFED.as_bytes());
+    // Plaintext, even with a header.
+    assert!(refused(&mesh, None, request.clone()).await, "plaintext");
+    // Mesh TLS without the transport header's ALPN.
+    let no_alpn = mesh_tls(&mesh.service, CLIENT).client;
+    assert!(
+        refused(&mesh, Some(no_alpn), request.clone()).await,
+        "no ALPN"
+    );
+    // No client certificate.
+    let mut anonymous = (*custom_client(&mesh.service.trust_anchors_pem(), None)).clone();
+    anonymous.alpn_protocols = vec![transport_header::ALPN.to_vec()];
+    assert!(
+        refused(&mesh, Some(Arc::new(anonymous)), request.clone()).await,
+        "anonymous"
+    );
+    // A header that declares more than its 64 KiB limit, and one that is garbage.
+    let config = mesh_tls(&mesh.service, CLIENT).client_transport_header;
+    let mut oversized = transport_header::PREFACE.to_vec();
+    oversized.extend_from_slice(&(70_000u32).to_be_bytes());
+    oversized.extend_from_slice(&[0u8; 64]);
+    assert!(
+        refused(&mesh, Some(config.clone()), oversized).await,
+        "oversized"
+    );
+    assert!(
+        refused(&mesh, Some(config), SPOOFED.as_bytes().to_vec()).await,
+        "no header"
+    );
+    assert!(server.requests().is_empty(), "the application saw nothing");
+    // The proxy still serves a proper one.
+    let config = mesh_tls(&mesh.service, CLIENT).client_transport_header;
+    let mut tls = connect_tls(mesh.proxy.inbound, config, NAME)
+        .await
+        .expect("handshake");
+    tls.write_all(&header(port, Some(SessionProtocol::Http1)))
+        .await
+        .unwrap();
+    assert!(exchange(&mut tls, SPOOFED).await.ends_with("direct"));
+}
+
+ringlink_integration::both_runtimes!(
+    direct_http1_through_the_transport_header,
+    direct_opaque_through_the_transport_header,
+    direct_connections_refuse_what_is_not_meshed,
+);
 
 ringlink_integration::both_runtimes!(
     terminates_mtls_and_sets_the_client_id,

@@ -216,7 +216,7 @@ impl<R: Runtime> Session<'_, R> {
                 .headers
                 .get("l5d-dst-override")
                 .and_then(|v| std::str::from_utf8(v).ok()),
-            Route::Fixed(_) => None,
+            _ => None,
         };
         let routed = route::route(
             self.ctx,

@@ -35,6 +35,11 @@ pub async fn route<R: Runtime>(
             Some(name) => balanced(ctx, direction, cache, &name, Some(addr)).await,
             None => Ok(Target::addr(addr)),
         },
+        // Direct connections are `Fixed` once their transport header is read.
+        Route::Direct => Err(ProxyError::bad_request(
+            400,
+            "direct connection without a target",
+        )),
         Route::ByAuthority => {
             let by = dst_override
                 .or(authority)

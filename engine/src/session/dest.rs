@@ -37,14 +37,18 @@ pub fn destination(
         }
     };
     let route = if is_own_listener(own_addrs, orig_dst, local) {
-        if direction == Direction::Inbound {
+        if direction == Direction::Inbound && tls != TlsStatus::Disabled {
+            // A meshed peer's direct connection (transport header).
+            Route::Direct
+        } else if direction == Direction::Inbound {
             tracing::warn!(
                 dst.addr = %orig_dst,
                 "Refusing a connection whose original destination is the proxy itself (routing loop)"
             );
             return None;
+        } else {
+            Route::ByAuthority
         }
-        Route::ByAuthority
     } else {
         Route::Fixed(match direction {
             Direction::Outbound => orig_dst,

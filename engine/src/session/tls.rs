@@ -44,15 +44,23 @@ pub async fn certified<R: Runtime>(ctx: &ShardCtx<R>, timeout: Duration) -> Opti
     }
 }
 
+/// A terminated TLS connection.
+pub struct Accepted<R: Runtime> {
+    pub stream: Transport<R>,
+    /// The client's identity, if it presented a certificate.
+    pub peer: Option<Arc<str>>,
+    /// The application protocol negotiated, if any.
+    pub alpn: Option<Vec<u8>>,
+}
+
 /// Terminates TLS on `client`, whose first bytes (the ClientHello) detection already read
-/// into `first`. Returns the TLS stream and the client's identity, if it presented a
-/// certificate. The handshake must end within `timeout`.
+/// into `first`. The handshake must end within `timeout`.
 pub async fn accept<R: Runtime>(
     config: Arc<ServerConfig>,
     client: Transport<R>,
     first: Vec<u8>,
     timeout: Duration,
-) -> io::Result<(Transport<R>, Option<Arc<str>>)> {
+) -> io::Result<Accepted<R>> {
     let (io, fd) = client.into_plain_poll()?;
     let handshake = TlsAcceptor::from(config).accept(Counted::uncounted(io, first));
     let tls = match crate::rt::timeout::<R, _>(timeout, handshake).await {
@@ -71,8 +79,10 @@ pub async fn accept<R: Runtime>(
         .and_then(|chain| chain.first())
         .and_then(|leaf| peer_identity(leaf))
         .map(Arc::from);
-    Ok((
-        Transport::tls(tokio_rustls::TlsStream::Server(tls), fd),
+    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    Ok(Accepted {
+        stream: Transport::tls(tokio_rustls::TlsStream::Server(tls), fd),
         peer,
-    ))
+        alpn,
+    })
 }

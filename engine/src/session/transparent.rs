@@ -151,7 +151,8 @@ async fn terminate<R: Runtime>(
     let Some(mesh) = tls::certified(ctx, timeout).await else {
         return Err(io::Error::other("not certified yet"));
     };
-    let (mut client, peer) = tls::accept::<R>(mesh.server.clone(), client, hello, timeout).await?;
+    let accepted = tls::accept::<R>(mesh.server.clone(), client, hello, timeout).await?;
+    let (mut client, peer) = (accepted.stream, accepted.peer);
     tracing::debug!(client.id = ?peer, "Terminated mesh TLS");
     meta.tls = TlsStatus::Established { peer };
     let (found, first) = detect::sniff::<R>(&mut client, Some(upstream), timeout).await?;

@@ -95,7 +95,7 @@ pub async fn proxy<R: Runtime>(
             .headers
             .remove("l5d-dst-override")
             .and_then(|v| v.to_str().ok().map(str::to_string)),
-        crate::conn::Route::Fixed(_) => None,
+        _ => None,
     };
     if meta.direction == crate::conn::Direction::Inbound {
         // The client's verified identity, and never one the client claims.
