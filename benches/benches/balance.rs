@@ -25,6 +25,7 @@ fn snapshot(version: u64, n: usize) -> Snapshot {
                 addr: SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 8080)),
                 labels: labels.clone(),
                 weight: 10_000,
+                tls: None,
             })
             .collect(),
     }

@@ -52,6 +52,19 @@ pub struct Endpoint {
     pub labels: Labels,
     /// Relative weight from discovery; cost is divided by it (0 counts as 1).
     pub weight: u32,
+    /// How to reach the endpoint's proxy with mesh TLS, when discovery says it is meshed.
+    pub tls: Option<Arc<EndpointTls>>,
+}
+
+/// A meshed endpoint's proxy, as discovery describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EndpointTls {
+    /// The identity its certificate must carry.
+    pub server_id: String,
+    /// The SNI to ask for it with.
+    pub server_name: String,
+    /// Its inbound port, when traffic goes there with a transport header.
+    pub opaque_port: Option<u16>,
 }
 
 /// An immutable, versioned endpoint set, as the control thread publishes it (`Arc<Snapshot>`
@@ -308,6 +321,11 @@ impl<C: Clock> Pick<C> {
     /// since the pick).
     pub fn endpoint(&self) -> Endpoint {
         self.endpoint.endpoint.borrow().clone()
+    }
+
+    /// How to reach the endpoint's proxy with mesh TLS, if it is meshed.
+    pub fn tls(&self) -> Option<Arc<EndpointTls>> {
+        self.endpoint.endpoint.borrow().tls.clone()
     }
 
     /// The endpoint's discovery labels (shared, no copy).

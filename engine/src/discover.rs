@@ -35,7 +35,7 @@ use ringlink_control::thread::Phase;
 use ringlink_protocols::authority::{name_of, parse_authority};
 use tokio::sync::{oneshot, watch, Notify};
 
-use crate::balance::{Balancer, Endpoint, Labels, Pick, Snapshot, XorShift};
+use crate::balance::{Balancer, Endpoint, EndpointTls, Labels, Pick, Snapshot, XorShift};
 use crate::conn::Direction;
 use crate::error::ProxyError;
 use crate::lifecycle::{Lifecycle, TaskGuard};
@@ -390,6 +390,7 @@ impl Dst {
                     addr: *addr,
                     labels: Labels::new(meta.labels.clone()),
                     weight: meta.weight,
+                    tls: endpoint_tls(meta),
                 })
                 .collect(),
         };
@@ -460,6 +461,21 @@ impl From<DstError> for ProxyError {
 }
 
 // === functions ===
+
+/// How to reach a meshed endpoint's proxy: DNS-like identities only (a URI identity is
+/// SPIFFE, which this proxy does not verify), the SNI defaulting to the identity.
+fn endpoint_tls(meta: &ringlink_control::discovery::EndpointMeta) -> Option<Arc<EndpointTls>> {
+    use ringlink_control::discovery::Identity;
+    let tls = meta.identity.as_ref()?;
+    let Identity::Dns(server_id) = &tls.identity else {
+        return None;
+    };
+    Some(Arc::new(EndpointTls {
+        server_id: server_id.clone(),
+        server_name: tls.server_name.clone().unwrap_or_else(|| server_id.clone()),
+        opaque_port: meta.opaque_transport_port,
+    }))
+}
 
 /// Where a request addressed by name goes when discovery refused the name and there is no
 /// original destination: the name's own DNS addresses.

@@ -57,7 +57,8 @@ pub async fn serve<R: Runtime>(
             ctx.detected(direction, Detected::Http1);
             let eager = match pre {
                 Preconnected::Open(addr, stream) => {
-                    h1::Eager::Open(Upstream::new(&ctx.tcp, direction, addr, stream))
+                    let plaintext = ctx.tcp.plaintext();
+                    h1::Eager::Open(Upstream::new(&ctx.tcp, direction, addr, stream, plaintext))
                 }
                 Preconnected::Pooled(pooled) => h1::Eager::Open(pooled),
                 Preconnected::Failed(addr, error) => h1::Eager::Failed(addr, error),

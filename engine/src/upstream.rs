@@ -7,15 +7,22 @@
 //! [`connect`] returns, not of its callers.
 
 pub mod pool;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::balance::Pick;
+use std::sync::Arc;
+
+use ringlink_protocols::transport_header::SessionProtocol;
+
+use crate::balance::{EndpointTls, Pick};
+use crate::conn::TlsStatus;
 use crate::discover::{Dst, Dsts};
 use crate::error::ProxyError;
+use crate::identity::ShardIdentity;
 use crate::io::Transport;
 use crate::rt::Runtime;
 
@@ -68,6 +75,26 @@ pub async fn connect<R: Runtime>(
     }
 }
 
+/// Connects to `addr`: with mesh TLS when discovery says its proxy is meshed (`tls`) and
+/// this proxy holds a certificate, else plaintext. Returns the stream and its TLS status.
+pub async fn connect_endpoint<R: Runtime>(
+    identity: &ShardIdentity,
+    addr: SocketAddr,
+    tls: Option<&EndpointTls>,
+    protocol: Option<SessionProtocol>,
+    timeout: Duration,
+) -> Result<(Transport<R>, TlsStatus), ProxyError> {
+    match (tls, identity.current()) {
+        (Some(endpoint), Some(mesh)) => {
+            self::tls::connect::<R>(mesh, endpoint, addr, protocol, timeout).await
+        }
+        _ => {
+            let stream = connect::<R>(addr, timeout).await?;
+            Ok((stream, TlsStatus::plaintext(identity.is_enabled())))
+        }
+    }
+}
+
 /// Runs `attempt` on `target`'s address; when it fails with a retryable error (the
 /// connection could not be made) and a balancer chose the address, the endpoint backs off
 /// and another is picked, up to [`MAX_CONNECT_ATTEMPTS`] attempts in all. On success the
@@ -80,13 +107,14 @@ pub async fn connect_balanced<R, T, F, Fut>(
 ) -> Result<T, ProxyError>
 where
     R: Runtime,
-    F: FnMut(SocketAddr) -> Fut,
+    F: FnMut(SocketAddr, Option<Arc<EndpointTls>>) -> Fut,
     Fut: Future<Output = Result<T, ProxyError>>,
 {
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let error = match attempt(target.addr).await {
+        let tls = target.pick.as_ref().and_then(Pick::tls);
+        let error = match attempt(target.addr, tls).await {
             Ok(done) => {
                 if let Some(pick) = &target.pick {
                     pick.connected();

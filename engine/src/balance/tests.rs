@@ -37,6 +37,7 @@ fn endpoint(i: usize) -> Endpoint {
         addr: addr(i),
         labels: Labels::default(),
         weight: 10_000,
+        tls: None,
     }
 }
 

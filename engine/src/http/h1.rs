@@ -27,6 +27,7 @@ use ringlink_protocols::http1::{
     keep_alive, parse_request, request_body, strip_hop_by_hop, upgrade_protocol, BodyKind, Limits,
     RequestHead, Version,
 };
+use ringlink_protocols::transport_header::SessionProtocol;
 
 use crate::balance::Pick;
 use crate::conn::{ConnMeta, Direction, Route};
@@ -295,21 +296,30 @@ impl<R: Runtime> Session<'_, R> {
         loop {
             let ctx = self.ctx.clone();
             let direction = self.meta.direction;
-            let connected = upstream::connect_balanced::<R, _, _, _>(&ctx.dsts, target, |addr| {
-                let ready = (!fresh)
-                    .then(|| ready_upstream(&ctx, eager, addr))
-                    .flatten();
-                let ctx = ctx.clone();
-                async move {
-                    if let Some(ready) = ready {
-                        return ready;
+            let connected =
+                upstream::connect_balanced::<R, _, _, _>(&ctx.dsts, target, |addr, tls| {
+                    let ready = (!fresh)
+                        .then(|| ready_upstream(&ctx, eager, addr))
+                        .flatten();
+                    let ctx = ctx.clone();
+                    async move {
+                        if let Some(ready) = ready {
+                            return ready;
+                        }
+                        let timeout = ctx.settings.connect_timeout.get(direction);
+                        let http1 = Some(SessionProtocol::Http1);
+                        let (stream, status) = upstream::connect_endpoint::<R>(
+                            &ctx.identity,
+                            addr,
+                            tls.as_deref(),
+                            http1,
+                            timeout,
+                        )
+                        .await?;
+                        Ok(Upstream::new(&ctx.tcp, direction, addr, stream, &status))
                     }
-                    let timeout = ctx.settings.connect_timeout.get(direction);
-                    let stream = upstream::connect::<R>(addr, timeout).await?;
-                    Ok(Upstream::new(&ctx.tcp, direction, addr, stream))
-                }
-            })
-            .await;
+                })
+                .await;
             self.start_metrics(head, Some(target));
             let mut conn = match connected {
                 Ok(conn) => conn,

@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
-use crate::conn::Direction;
+use crate::conn::{Direction, TlsStatus};
 use crate::ctx::ShardCtx;
 use crate::discover::{Dst, DstError};
 use crate::error::ProxyError;
@@ -30,10 +30,27 @@ pub async fn forward<R: Runtime>(
     (upstream, target): (Transport<R>, SocketAddr),
     first: Vec<u8>,
 ) -> Option<IoError> {
+    let plaintext = ctx.tcp.plaintext();
+    forward_to(
+        ctx,
+        direction,
+        (client, src),
+        (upstream, target, plaintext),
+        first,
+    )
+    .await
+}
+
+/// [`forward`] to an upstream whose TLS status is `tls`.
+pub async fn forward_to<R: Runtime>(
+    ctx: &ShardCtx<R>,
+    direction: Direction,
+    (client, src): (Transport<R>, &PeerMetrics),
+    (upstream, target, tls): (Transport<R>, SocketAddr, &TlsStatus),
+    first: Vec<u8>,
+) -> Option<IoError> {
     let (client_fd, upstream_fd) = (client.as_raw_fd(), upstream.as_raw_fd());
-    let dst = ctx
-        .tcp
-        .open(direction, Peer::Dst, target, ctx.tcp.plaintext());
+    let dst = ctx.tcp.open(direction, Peer::Dst, target, tls);
     let (mut client_rx, mut client_tx) = client.into_split();
     let (mut upstream_rx, mut upstream_tx) = upstream.into_split();
     // Replay what detection read before anything else goes upstream.
@@ -108,20 +125,24 @@ pub async fn balanced<R: Runtime>(
         }
     };
     let timeout = ctx.settings.connect_timeout.get(Direction::Outbound);
-    let connected = upstream::connect_balanced::<R, _, _, _>(&ctx.dsts, &mut target, |addr| {
-        let started = Instant::now();
-        async move {
-            let stream = upstream::connect::<R>(addr, timeout).await?;
-            Ok((stream, started.elapsed()))
-        }
-    })
-    .await;
+    let identity = &ctx.identity;
+    let connected =
+        upstream::connect_balanced::<R, _, _, _>(&ctx.dsts, &mut target, |addr, tls| {
+            let started = Instant::now();
+            async move {
+                let tls = tls.as_deref();
+                let (stream, status) =
+                    upstream::connect_endpoint::<R>(identity, addr, tls, None, timeout).await?;
+                Ok((stream, status, started.elapsed()))
+            }
+        })
+        .await;
     let upstream = match connected {
-        Ok((upstream, rtt)) => {
+        Ok((upstream, status, rtt)) => {
             if let Some(pick) = &target.pick {
                 pick.observe_rtt(rtt);
             }
-            upstream
+            (upstream, status)
         }
         Err(error) => {
             // The client did nothing wrong: it is reset, and its series closes without an
@@ -134,15 +155,10 @@ pub async fn balanced<R: Runtime>(
     if ctx.life.is_closing() {
         return None;
     }
-    entry.set_upstream(upstream.as_raw_fd());
+    entry.set_upstream(upstream.0.as_raw_fd());
     // The pick is held (counted as pending) while the connection lives.
     let _pick = target.pick;
-    forward(
-        ctx,
-        Direction::Outbound,
-        (client, src),
-        (upstream, target.addr),
-        Vec::new(),
-    )
-    .await
+    let (upstream, status) = upstream;
+    let to = (upstream, target.addr, &status);
+    forward_to(ctx, Direction::Outbound, (client, src), to, Vec::new()).await
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use std::cell::Cell;
 
-use crate::conn::Direction;
+use crate::conn::{Direction, TlsStatus};
 use crate::io::{Transport, SMALL_BUFFER};
 use crate::rt::{Runtime, Stream};
 use crate::telemetry::{Peer, PeerMetrics, Tcp};
@@ -62,9 +62,10 @@ impl<R: Runtime> Upstream<R> {
         direction: Direction,
         addr: SocketAddr,
         stream: Transport<R>,
+        tls: &TlsStatus,
     ) -> Self {
         let fd = stream.as_raw_fd();
-        let metrics = tcp.open(direction, Peer::Dst, addr, tcp.plaintext());
+        let metrics = tcp.open(direction, Peer::Dst, addr, tls);
         let (rx, tx) = stream.into_split();
         Upstream {
             rx,

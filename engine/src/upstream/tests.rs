@@ -79,7 +79,8 @@ async fn run_case<R: Runtime>(fails: Fails) {
         name: None,
     };
     let attempts = Cell::new(0);
-    let result = connect_balanced::<R, (), _, _>(&dsts, &mut target, |addr| {
+    let result = connect_balanced::<R, (), _, _>(&dsts, &mut target, |addr, tls| {
+        assert!(tls.is_none(), "a plaintext endpoint");
         assert_eq!(addr, endpoint);
         attempts.set(attempts.get() + 1);
         async move {

@@ -299,7 +299,10 @@ impl<R: Runtime> Session<'_, R> {
         let direction = self.meta.direction;
         let timeout = self.ctx.settings.connect_timeout.get(direction);
         let mut conn = match upstream::connect::<R>(target, timeout).await {
-            Ok(stream) => Upstream::<R>::new(&self.ctx.tcp, direction, target, stream),
+            Ok(stream) => {
+                let plaintext = self.ctx.tcp.plaintext();
+                Upstream::<R>::new(&self.ctx.tcp, direction, target, stream, plaintext)
+            }
             Err(error) => return self.fail(plan, error).await,
         };
         self.entry.set_upstream(conn.fd);

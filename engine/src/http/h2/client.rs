@@ -21,8 +21,13 @@ use futures_util::future::{FutureExt, Shared};
 use h2::client::SendRequest;
 
 use super::{MAX_HEADER_LIST_SIZE, MAX_SEND_BUFFER};
-use crate::balance::Labels;
+use std::sync::Arc;
+
+use ringlink_protocols::transport_header::SessionProtocol;
+
+use crate::balance::{EndpointTls, Labels};
 use crate::conn::ConnMeta;
+use crate::conn::TlsStatus;
 use crate::ctx::ShardCtx;
 use crate::discover::DstCache;
 use crate::error::ProxyError;
@@ -100,9 +105,14 @@ impl<R: Runtime> Upstreams<R> {
         )
     }
 
-    /// The h2 connection to `target`. The first stream to ask connects (or uses the eager
-    /// connection); streams asking meanwhile wait for the same connection.
-    pub async fn get(&self, target: SocketAddr) -> Result<SendRequest<Bytes>, ProxyError> {
+    /// The h2 connection to `target` (with mesh TLS when `tls` says its proxy is meshed).
+    /// The first stream to ask connects (or uses the eager connection); streams asking
+    /// meanwhile wait for the same connection.
+    pub async fn get(
+        &self,
+        target: SocketAddr,
+        tls: Option<Arc<EndpointTls>>,
+    ) -> Result<SendRequest<Bytes>, ProxyError> {
         let existing = self.by_target.borrow().get(&target).cloned();
         let shared = match existing {
             Some(shared) => shared,
@@ -119,16 +129,18 @@ impl<R: Runtime> Upstreams<R> {
                 };
                 let (ctx, direction) = (self.ctx.clone(), self.meta.direction);
                 let connecting: Connecting = Box::pin(async move {
-                    let stream = match eager {
-                        Some(stream) => stream,
+                    let (stream, status) = match eager {
+                        Some(stream) => (stream, ctx.tcp.plaintext().clone()),
                         None => {
                             let timeout = ctx.settings.connect_timeout.get(direction);
-                            upstream::connect::<R>(target, timeout)
+                            let h2 = Some(SessionProtocol::Http2);
+                            let tls = tls.as_deref();
+                            upstream::connect_endpoint::<R>(&ctx.identity, target, tls, h2, timeout)
                                 .await
                                 .map_err(ConnectFailure::from_error)?
                         }
                     };
-                    connect_h2::<R>(&ctx, direction, target, stream).await
+                    connect_h2::<R>(&ctx, direction, target, (stream, &status)).await
                 });
                 let shared = connecting.shared();
                 self.by_target.borrow_mut().insert(target, shared.clone());
@@ -196,12 +208,10 @@ async fn connect_h2<R: Runtime>(
     ctx: &Rc<ShardCtx<R>>,
     direction: crate::conn::Direction,
     target: SocketAddr,
-    stream: Transport<R>,
+    (stream, tls): (Transport<R>, &TlsStatus),
 ) -> Result<SendRequest<Bytes>, ConnectFailure> {
     let fd = stream.as_raw_fd();
-    let metrics = ctx
-        .tcp
-        .open(direction, Peer::Dst, target, ctx.tcp.plaintext());
+    let metrics = ctx.tcp.open(direction, Peer::Dst, target, tls);
     let io = match stream.into_poll() {
         Ok((io, ahead)) => Counted::new(io, ahead, &metrics.read_bytes, &metrics.write_bytes),
         Err(error) => {

@@ -170,9 +170,9 @@ async fn connect<R: Runtime>(
     target: &mut Target,
 ) -> Result<h2::client::SendRequest<Bytes>, ProxyError> {
     let dsts = upstreams.ctx.dsts.clone();
-    upstream::connect_balanced::<R, _, _, _>(&dsts, target, |addr| {
+    upstream::connect_balanced::<R, _, _, _>(&dsts, target, |addr, tls| {
         let upstreams = upstreams.clone();
-        async move { upstreams.get(addr).await }
+        async move { upstreams.get(addr, tls).await }
     })
     .await
 }
@@ -194,7 +194,7 @@ async fn send_request<R: Runtime>(
         attempt += 1;
         let conn = match send.take() {
             Some(send) => send,
-            None => upstreams.get(target).await?,
+            None => upstreams.get(target, None).await?,
         };
         let sent = match conn.ready().await {
             Ok(mut conn) => {
