@@ -62,26 +62,29 @@ pub async fn serve<R: Runtime>(
             crate::io::reset(fd);
             return;
         };
-        let (src, error) = match meta.route {
+        // The client's series, opened where its TLS status is known.
+        let mut slot = None;
+        let error = match meta.route {
             Route::ByAuthority => {
-                let src = ctx.tcp.open(direction, Peer::Src, meta.local, &meta.tls);
-                let error = outbound::to_proxy(&ctx, &meta, client, &src, &entry).await;
-                (src, error)
+                let src = &*slot.insert(ctx.tcp.open(direction, Peer::Src, meta.local, &meta.tls));
+                outbound::to_proxy(&ctx, &meta, client, src, &entry).await
             }
-            Route::Direct => direct::serve(&ctx, &mut meta, client, &entry).await,
+            Route::Direct => direct::serve(&ctx, &mut meta, client, &entry, &mut slot).await,
             Route::Fixed(target) => {
                 tracing::Span::current().record("server.addr", tracing::field::display(target));
                 match direction {
                     Direction::Inbound => {
-                        inbound::serve(&ctx, &mut meta, target, client, &entry).await
+                        inbound::serve(&ctx, &mut meta, target, client, &entry, &mut slot).await
                     }
                     Direction::Outbound => {
-                        outbound::serve(&ctx, &mut meta, target, client, &entry).await
+                        outbound::serve(&ctx, &mut meta, target, client, &entry, &mut slot).await
                     }
                 }
             }
         };
-        ctx.tcp.close(src, error.as_ref());
+        if let Some(src) = slot {
+            ctx.tcp.close(src, error.as_ref());
+        }
         drop(entry);
     }
     .instrument(span)

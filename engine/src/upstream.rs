@@ -85,8 +85,12 @@ pub async fn connect_endpoint<R: Runtime>(
     timeout: Duration,
 ) -> Result<(Transport<R>, TlsStatus), ProxyError> {
     match (tls, identity.current()) {
+        // Boxed: inline, a handshake's state would enlarge every connection's task.
         (Some(endpoint), Some(mesh)) => {
-            self::tls::connect::<R>(mesh, endpoint, addr, protocol, timeout).await
+            Box::pin(self::tls::connect::<R>(
+                mesh, endpoint, addr, protocol, timeout,
+            ))
+            .await
         }
         _ => {
             let stream = connect::<R>(addr, timeout).await?;

@@ -37,23 +37,27 @@ pub async fn serve<R: Runtime>(
     meta: &mut ConnMeta,
     client: Transport<R>,
     entry: &ConnEntry,
-) -> (PeerMetrics, Option<io::Error>) {
-    let (client, header, rest) = match handshake(ctx, meta, client).await {
+    slot: &mut Option<PeerMetrics>,
+) -> Option<io::Error> {
+    // Boxed: inline, the handshake's state would stay in the connection's task.
+    let (client, header, rest) = match Box::pin(handshake(ctx, meta, client)).await {
         Ok(accepted) => accepted,
         Err(refused) => {
             tracing::info!(error = %refused, "Refusing a direct connection");
             let src = ctx
                 .tcp
                 .open(Direction::Inbound, Peer::Src, meta.local, &meta.tls);
-            return (src, None);
+            *slot = Some(src);
+            return None;
         }
     };
     let target = local_target(SocketAddr::new(meta.local.ip(), header.port));
     meta.route = Route::Fixed(target);
     tracing::Span::current().record("server.addr", tracing::field::display(target));
-    let src = ctx
-        .tcp
-        .open(Direction::Inbound, Peer::Src, target, &meta.tls);
+    let src = &*slot.insert(
+        ctx.tcp
+            .open(Direction::Inbound, Peer::Src, target, &meta.tls),
+    );
     let version = match header.protocol {
         Some(SessionProtocol::Http1) => Some(Version::Http1),
         Some(SessionProtocol::Http2) => Some(Version::H2),
@@ -65,25 +69,22 @@ pub async fn serve<R: Runtime>(
             Ok(upstream) => Transport::<R>::Plain(upstream),
             Err(error) => {
                 tracing::info!(%error, "Connect failed");
-                return (src, None);
+                return None;
             }
         };
         entry.set_upstream(upstream.as_raw_fd());
         ctx.detected(Direction::Inbound, Detected::Opaque);
-        let forwarded = (client, &src);
-        let error =
-            opaque::forward(ctx, Direction::Inbound, forwarded, (upstream, target), rest).await;
-        return (src, error);
+        let forwarded = (client, src);
+        return opaque::forward(ctx, Direction::Inbound, forwarded, (upstream, target), rest).await;
     };
     let client = Client {
         meta,
         stream: client,
         first: rest,
-        metrics: &src,
+        metrics: src,
         entry,
     };
-    let error = http::serve(ctx, version, client, Preconnected::None).await;
-    (src, error)
+    http::serve(ctx, version, client, Preconnected::None).await
 }
 
 /// Mesh TLS for this proxy with a client identity and the transport header's ALPN, then the

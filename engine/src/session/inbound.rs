@@ -28,9 +28,10 @@ pub async fn serve<R: Runtime>(
     target: SocketAddr,
     client: Transport<R>,
     entry: &ConnEntry,
-) -> (PeerMetrics, Option<io::Error>) {
+    slot: &mut Option<PeerMetrics>,
+) -> Option<io::Error> {
     if ctx.settings.is_opaque_port(target.port()) {
-        return transparent::opaque_port(ctx, meta, target, client, entry).await;
+        return transparent::opaque_port(ctx, meta, target, client, entry, slot).await;
     }
-    transparent::serve(ctx, meta, target, client, entry).await
+    transparent::serve(ctx, meta, target, client, entry, slot).await
 }

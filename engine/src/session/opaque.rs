@@ -23,13 +23,15 @@ use crate::upstream::{self, Target};
 /// Forwards `client` to `upstream` (connected to `target`) until both directions end,
 /// replaying `first` upstream before anything else. Closes the upstream's series; returns
 /// the error the client failed with, if it did, for the client's.
-pub async fn forward<R: Runtime>(
-    ctx: &ShardCtx<R>,
+pub fn forward<'a, R: Runtime>(
+    ctx: &'a ShardCtx<R>,
     direction: Direction,
-    (client, src): (Transport<R>, &PeerMetrics),
+    (client, src): (Transport<R>, &'a PeerMetrics),
     (upstream, target): (Transport<R>, SocketAddr),
     first: Vec<u8>,
-) -> Option<IoError> {
+) -> impl std::future::Future<Output = Option<IoError>> + 'a {
+    // Not an `async fn`: a wrapper frame would hold a second copy of the streams in every
+    // opaque connection's task.
     let plaintext = ctx.tcp.plaintext();
     forward_to(
         ctx,
@@ -38,7 +40,6 @@ pub async fn forward<R: Runtime>(
         (upstream, target, plaintext),
         first,
     )
-    .await
 }
 
 /// [`forward`] to an upstream whose TLS status is `tls`.

@@ -30,7 +30,8 @@ pub async fn serve<R: Runtime>(
     target: SocketAddr,
     client: Transport<R>,
     entry: &ConnEntry,
-) -> (PeerMetrics, Option<io::Error>) {
+    slot: &mut Option<PeerMetrics>,
+) -> Option<io::Error> {
     // A profiled destination whose profile says opaque: balanced per connection over its
     // endpoints, without protocol detection.
     if ctx.dsts.has_profile(target) {
@@ -38,12 +39,12 @@ pub async fn serve<R: Runtime>(
         dst.settle::<R>().await;
         if dst.is_opaque() {
             ctx.detected(meta.direction, Detected::OpaqueProfile);
-            let src = ctx.tcp.open(meta.direction, Peer::Src, target, &meta.tls);
-            let error = opaque::balanced(ctx, &dst, target, (client, &src), entry).await;
-            return (src, error);
+            let src = &*slot.insert(ctx.tcp.open(meta.direction, Peer::Src, target, &meta.tls));
+            // Boxed: its connect loop (and TLS) would enlarge every connection's task.
+            return Box::pin(opaque::balanced(ctx, &dst, target, (client, src), entry)).await;
         }
     }
-    transparent::serve(ctx, meta, target, client, entry).await
+    transparent::serve(ctx, meta, target, client, entry, slot).await
 }
 
 /// Serves a connection addressed to the proxy's outbound listener itself: only HTTP can say

@@ -35,15 +35,16 @@ use crate::telemetry::{Detected, Peer, PeerMetrics};
 
 // === functions ===
 
-/// Serves a connection to `target` to its end. Returns the client's series and the error
-/// the client failed with, if any.
+/// Serves a connection to `target` to its end: the error the client failed with, if any.
+/// The client's series, opened once its TLS status is known, is left in `slot`.
 pub async fn serve<R: Runtime>(
     ctx: &Rc<ShardCtx<R>>,
     meta: &mut ConnMeta,
     target: SocketAddr,
     mut client: Transport<R>,
     entry: &ConnEntry,
-) -> (PeerMetrics, Option<io::Error>) {
+    slot: &mut Option<PeerMetrics>,
+) -> Option<io::Error> {
     let direction = meta.direction;
     let detect_timeout = ctx.settings.detect_timeout.get(direction);
     let open = |meta: &ConnMeta| ctx.tcp.open(direction, Peer::Src, target, &meta.tls);
@@ -52,11 +53,11 @@ pub async fn serve<R: Runtime>(
         match detect::sniff::<R>(&mut client, None, detect_timeout).await {
             Ok((found, first)) if found.http().is_some() => {
                 let version = found.http().expect("checked");
-                let src = open(meta);
-                let client = to_http(meta, client, first, &src, entry);
+                let src = &*slot.insert(open(meta));
+                let client = to_http(meta, client, first, src, entry);
                 let pre = Preconnected::Pooled(pooled);
                 let error = http::serve(ctx, version, client, pre).await;
-                return (src, error);
+                return error;
             }
             Ok(found) => {
                 ctx.pool.put(pooled);
@@ -64,7 +65,8 @@ pub async fn serve<R: Runtime>(
             }
             Err(error) => {
                 ctx.pool.put(pooled);
-                return (open(meta), Some(error));
+                *slot = Some(open(meta));
+                return Some(error);
             }
         }
     }
@@ -73,24 +75,25 @@ pub async fn serve<R: Runtime>(
         Ok(upstream) => Transport::<R>::Plain(upstream),
         Err(error) => {
             tracing::info!(%error, "Connect failed");
-            let src = open(meta);
+            let src = &*slot.insert(open(meta));
             let failure = ProxyError::connect(error, timeout);
             let late = detect::after_connect_failure::<R>(&mut client, failure).await;
             let Some((version, first, failure)) = late else {
                 crate::io::reset(client.as_raw_fd());
-                return (src, None);
+                return None;
             };
             let pre = match failure {
                 Some(failure) => Preconnected::Failed(target, failure),
                 None => Preconnected::None,
             };
-            let client = to_http(meta, client, first, &src, entry);
+            let client = to_http(meta, client, first, src, entry);
             let error = http::serve(ctx, version, client, pre).await;
-            return (src, error);
+            return error;
         }
     };
     if ctx.life.is_closing() {
-        return (open(meta), None);
+        *slot = Some(open(meta));
+        return None;
     }
     entry.set_upstream(upstream.as_raw_fd());
     let (mut found, mut first) = match sniffed {
@@ -100,7 +103,8 @@ pub async fn serve<R: Runtime>(
             Err(error) => {
                 tracing::debug!(%error, "Client failed during detection");
                 crate::io::abort(upstream.as_raw_fd(), client.as_raw_fd());
-                return (open(meta), Some(error));
+                *slot = Some(open(meta));
+                return Some(error);
             }
         },
     };
@@ -117,25 +121,25 @@ pub async fn serve<R: Runtime>(
                     // The client's socket went with the handshake; the application's
                     // connection closes unused.
                     tracing::info!(%error, "Mesh TLS refused");
-                    return (open(meta), None);
+                    *slot = Some(open(meta));
+                    return None;
                 }
             }
         } else {
             tracing::debug!(tls.sni = %sni, "TLS for another name: passed through");
         }
     }
-    let src = open(meta);
+    let src = &*slot.insert(open(meta));
     if let Some(version) = found.http() {
         // The eagerly opened connection serves the first request (HTTP/1) or carries the
         // multiplexed upstream connection (h2).
         let pre = Preconnected::Open(target, upstream);
-        let client = to_http(meta, client, first, &src, entry);
+        let client = to_http(meta, client, first, src, entry);
         let error = http::serve(ctx, version, client, pre).await;
-        return (src, error);
+        return error;
     }
     ctx.detected(direction, found.detected());
-    let error = opaque::forward(ctx, direction, (client, &src), (upstream, target), first).await;
-    (src, error)
+    opaque::forward(ctx, direction, (client, src), (upstream, target), first).await
 }
 
 /// Terminates mesh TLS on an inbound connection detected as a ClientHello for this proxy,
@@ -167,32 +171,32 @@ pub async fn opaque_port<R: Runtime>(
     target: SocketAddr,
     client: Transport<R>,
     entry: &ConnEntry,
-) -> (PeerMetrics, Option<io::Error>) {
-    let src = ctx.tcp.open(meta.direction, Peer::Src, target, &meta.tls);
+    slot: &mut Option<PeerMetrics>,
+) -> Option<io::Error> {
+    let src = &*slot.insert(ctx.tcp.open(meta.direction, Peer::Src, target, &meta.tls));
     let timeout = ctx.settings.connect_timeout.get(meta.direction);
     let upstream = match R::connect(target, timeout).await {
         Ok(upstream) => Transport::<R>::Plain(upstream),
         Err(error) => {
             tracing::info!(%error, "Connect failed");
             crate::io::reset(client.as_raw_fd());
-            return (src, None);
+            return None;
         }
     };
     if ctx.life.is_closing() {
-        return (src, None);
+        return None;
     }
     entry.set_upstream(upstream.as_raw_fd());
     ctx.detected(meta.direction, Detected::OpaquePort);
-    let forwarded = (client, &src);
-    let error = opaque::forward(
+    let forwarded = (client, src);
+    opaque::forward(
         ctx,
         meta.direction,
         forwarded,
         (upstream, target),
         Vec::new(),
     )
-    .await;
-    (src, error)
+    .await
 }
 
 fn to_http<'a, R: Runtime>(
