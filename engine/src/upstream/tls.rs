@@ -8,7 +8,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,7 +89,6 @@ pub async fn connect<R: Runtime>(
             return Err(failed(format!("transport header: {error}")));
         }
     }
-    let _ = stream.as_raw_fd();
     let status = TlsStatus::Established {
         peer: Some(Arc::from(endpoint.server_id.as_str())),
     };
