@@ -19,6 +19,7 @@
 //!   trailers-only response with `grpc-status` UNAVAILABLE (14) or DEADLINE_EXCEEDED (4).
 
 pub mod client;
+pub mod downgrade;
 pub mod stream;
 
 use std::cell::Cell;

@@ -17,6 +17,7 @@ use http::{HeaderValue, Request, Response};
 use ringlink_protocols::grpc::{is_grpc, parse_grpc_status};
 
 use super::client::Upstreams;
+use super::downgrade;
 use super::MAX_EMPTY_DATA_FRAMES;
 use crate::balance::Pick;
 use crate::error::ProxyError;
@@ -124,6 +125,24 @@ pub async fn proxy<R: Runtime>(
             return respond::h2(&mut respond, grpc, head_request, &error, &mut metrics);
         }
     };
+    if meta.direction == crate::conn::Direction::Inbound
+        && parts.headers.contains_key(downgrade::ORIG_PROTO)
+    {
+        // HTTP/1 that the peer proxy carried over HTTP/2: HTTP/1 again to the application.
+        let mut metrics = upstreams.start(authority.as_deref(), Some(target.addr), None);
+        let exchange = (parts, body);
+        let ctx = &upstreams.ctx;
+        Box::pin(downgrade::forward(
+            ctx,
+            target.addr,
+            exchange,
+            &mut respond,
+            &mut metrics,
+        ))
+        .await;
+        metrics.end();
+        return;
+    }
     let connected = connect::<R>(&upstreams, &mut target).await;
     let labels = target.pick.as_ref().map(Pick::labels);
     let mut metrics = upstreams.start(authority.as_deref(), Some(target.addr), labels.as_ref());

@@ -1,0 +1,327 @@
+//! HTTP/1 requests that a peer proxy carried over HTTP/2 (`l5d-orig-proto`), turned back
+//! into HTTP/1 toward the application, as linkerd2-proxy's `Downgrade` does
+//! (`linkerd/proxy/http/src/orig_proto.rs`): a linkerd2-proxy client upgrades HTTP/1 to
+//! HTTP/2 for endpoints whose hint is H2 (every meshed pod), so a meshed HTTP/1
+//! application behind this proxy receives its requests this way.
+//!
+//! The header is removed from the request, the request goes to the application as
+//! HTTP/1.1 on a pooled (or new) connection, and the response comes back over the stream
+//! with `l5d-orig-proto` echoed. Bodies stream both ways under h2 flow control; the request
+//! body is sent before the response is read.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
+use http::{HeaderName, HeaderValue, Response};
+use ringlink_protocols::http1::{
+    self, keep_alive, parse_response, response_body, strip_hop_by_hop, BodyKind, ChunkedDecoder,
+    Headers, Limits, Piece, RequestHead, ResponseHead, Version,
+};
+
+use crate::ctx::ShardCtx;
+use crate::error::ProxyError;
+use crate::http::h1::pipe::{HeadError, Inbox, Outbox};
+use crate::http::respond;
+use crate::rt::Runtime;
+use crate::telemetry::RequestMetrics;
+use crate::upstream::{self, Upstream};
+
+/// The header a proxy that upgraded an HTTP/1 request sets (and the downgrading proxy
+/// echoes on the response).
+pub const ORIG_PROTO: &str = "l5d-orig-proto";
+
+// === functions ===
+
+/// Sends the upgraded request `parts`/`body` to the application at `target` as HTTP/1.1 and
+/// answers `respond` with its response.
+pub async fn forward<R: Runtime>(
+    ctx: &Rc<ShardCtx<R>>,
+    target: SocketAddr,
+    (parts, body): (http::request::Parts, RecvStream),
+    respond: &mut SendResponse<Bytes>,
+    metrics: &mut RequestMetrics,
+) {
+    let head_request = parts.method == http::Method::HEAD;
+    let (head, orig) = request_head(parts, body.is_end_stream());
+    let mut conn = match connection(ctx, target).await {
+        Ok(conn) => conn,
+        Err(error) => return respond::h2(respond, false, head_request, &error, metrics),
+    };
+    let exchanged = exchange::<R>(&mut conn, &head, body, respond, metrics, orig).await;
+    match exchanged {
+        Ok(true) => ctx.pool.put(conn),
+        Ok(false) => {}
+        Err(Failed::Before(error)) => {
+            conn.error = Some(io::Error::new(error.kind(), error.to_string()));
+            let error = ProxyError::Upstream(error);
+            respond::h2(respond, false, head_request, &error, metrics);
+        }
+        Err(Failed::After(error)) => {
+            tracing::debug!(%error, "Downgraded exchange broke");
+            metrics.error("upstream");
+            conn.error = Some(error);
+        }
+    }
+}
+
+/// How an exchange failed: before the response head (answer 502) or after (reset).
+enum Failed {
+    Before(io::Error),
+    After(io::Error),
+}
+
+/// The HTTP/1.1 head of an upgraded request, and the `l5d-orig-proto` value to echo.
+fn request_head(parts: http::request::Parts, body_ends: bool) -> (RequestHead, HeaderValue) {
+    let mut parts = parts;
+    let orig = parts
+        .headers
+        .remove(ORIG_PROTO)
+        .unwrap_or_else(|| HeaderValue::from_static("HTTP/1.1"));
+    let absolute = orig
+        .to_str()
+        .is_ok_and(|v| v.to_ascii_lowercase().contains("absolute-form"));
+    let target = if absolute {
+        parts.uri.to_string()
+    } else {
+        parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string())
+    };
+    let mut headers = Headers::default();
+    for (name, value) in &parts.headers {
+        headers.append(name.as_str(), value.as_bytes());
+    }
+    strip_hop_by_hop(&mut headers);
+    if headers.get("host").is_none() {
+        if let Some(authority) = parts.uri.authority() {
+            headers.append("host", authority.as_str());
+        }
+    }
+    if !body_ends && headers.get("content-length").is_none() {
+        headers.append("transfer-encoding", "chunked");
+    }
+    let head = RequestHead {
+        method: parts.method.as_str().to_string(),
+        target,
+        version: Version::Http11,
+        headers,
+    };
+    (head, orig)
+}
+
+/// An idle pooled HTTP/1 connection to the application, or a new one.
+async fn connection<R: Runtime>(
+    ctx: &Rc<ShardCtx<R>>,
+    target: SocketAddr,
+) -> Result<Upstream<R>, ProxyError> {
+    if let Some(conn) = ctx.pool.take(target) {
+        return Ok(conn);
+    }
+    let timeout = ctx
+        .settings
+        .connect_timeout
+        .get(crate::conn::Direction::Inbound);
+    let stream = upstream::connect::<R>(target, timeout).await?;
+    let plaintext = ctx.tcp.plaintext();
+    Ok(Upstream::new(
+        &ctx.tcp,
+        crate::conn::Direction::Inbound,
+        target,
+        stream,
+        plaintext,
+    ))
+}
+
+/// Sends the request, relays the response; whether the connection can be pooled.
+async fn exchange<R: Runtime>(
+    conn: &mut Upstream<R>,
+    head: &RequestHead,
+    body: RecvStream,
+    respond: &mut SendResponse<Bytes>,
+    metrics: &mut RequestMetrics,
+    orig: HeaderValue,
+) -> Result<bool, Failed> {
+    let (up_read, up_write) = {
+        let m = conn.metrics();
+        (m.read_bytes.clone(), m.write_bytes.clone())
+    };
+    let chunked = head.headers.get("transfer-encoding").is_some();
+    let mut out = Vec::with_capacity(512);
+    http1::encode_request(head, &mut out);
+    let mut outbox = Outbox {
+        tx: &mut conn.tx,
+        write_bytes: &up_write,
+    };
+    if let (Err(error), _) = outbox.write(out).await {
+        return Err(Failed::Before(error));
+    }
+    send_body(&mut outbox, body, chunked)
+        .await
+        .map_err(Failed::Before)?;
+    let limits = Limits::default();
+    let mut buf = std::mem::take(&mut conn.buf);
+    buf.clear();
+    let mut inbox = Inbox {
+        rx: &mut conn.rx,
+        buf: &mut buf,
+        read_bytes: &up_read,
+    };
+    let res = loop {
+        let read = inbox
+            .read_head::<R, ResponseHead>(&limits, None, parse_response)
+            .await;
+        match read {
+            Ok(Some(res)) if (100..200).contains(&res.status) => continue,
+            Ok(Some(res)) => break res,
+            Ok(None) => return Err(Failed::Before(io::ErrorKind::UnexpectedEof.into())),
+            Err(HeadError::Io(error)) => return Err(Failed::Before(error)),
+            Err(error) => {
+                return Err(Failed::Before(io::Error::other(format!(
+                    "invalid response: {error:?}"
+                ))))
+            }
+        }
+    };
+    let kind = response_body(&head.method, &res)
+        .map_err(|e| Failed::Before(io::Error::other(e.to_string())))?;
+    metrics.response_head(res.status, false);
+    let reusable = keep_alive(res.version, &res.headers) && kind != BodyKind::UntilClose;
+    let mut response = Response::new(());
+    *response.status_mut() =
+        http::StatusCode::from_u16(res.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    let mut headers = res.headers;
+    strip_hop_by_hop(&mut headers);
+    for header in &headers {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(header.name.as_bytes()),
+            HeaderValue::from_bytes(&header.value),
+        ) else {
+            continue;
+        };
+        response.headers_mut().append(name, value);
+    }
+    response.headers_mut().insert(ORIG_PROTO, orig);
+    let ends = kind == BodyKind::Empty;
+    let mut down = respond
+        .send_response(response, ends)
+        .map_err(|e| Failed::After(io::Error::other(e.to_string())))?;
+    if !ends {
+        relay_body::<R>(&mut inbox, kind, &limits, &mut down)
+            .await
+            .map_err(Failed::After)?;
+    }
+    let clean = reusable && buf.is_empty();
+    conn.buf = buf;
+    Ok(clean)
+}
+
+/// Streams the h2 request body to the HTTP/1 connection, chunk-encoded when `chunked`.
+async fn send_body<W: crate::rt::Writer>(
+    outbox: &mut Outbox<'_, W>,
+    mut body: RecvStream,
+    chunked: bool,
+) -> io::Result<()> {
+    while let Some(data) = poll_fn(|cx| body.poll_data(cx)).await {
+        let data = data.map_err(|e| io::Error::other(e.to_string()))?;
+        let n = data.len();
+        if n == 0 {
+            continue;
+        }
+        let mut out = Vec::with_capacity(n + 16);
+        if chunked {
+            out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+            out.extend_from_slice(&data);
+            out.extend_from_slice(b"\r\n");
+        } else {
+            out.extend_from_slice(&data);
+        }
+        outbox.write(out).await.0?;
+        let _ = body.flow_control().release_capacity(n);
+    }
+    if chunked {
+        outbox.write(b"0\r\n\r\n".to_vec()).await.0?;
+    }
+    Ok(())
+}
+
+/// Streams an HTTP/1 response body of `kind` to the h2 stream, ending it.
+async fn relay_body<R: Runtime>(
+    inbox: &mut Inbox<'_, <crate::io::Transport<R> as crate::rt::Stream>::Reader>,
+    kind: BodyKind,
+    limits: &Limits,
+    down: &mut SendStream<Bytes>,
+) -> io::Result<()> {
+    let mut left = match kind {
+        BodyKind::Length(n) => n,
+        _ => u64::MAX,
+    };
+    let mut chunks = (kind == BodyKind::Chunked).then(|| ChunkedDecoder::new(limits));
+    loop {
+        if left == 0 {
+            break;
+        }
+        if inbox.buf.is_empty() && inbox.fill(crate::io::SMALL_BUFFER).await? == 0 {
+            if kind == BodyKind::UntilClose {
+                break;
+            }
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        match &mut chunks {
+            None => {
+                let n = (inbox.buf.len() as u64).min(left) as usize;
+                let data: Vec<u8> = inbox.buf.drain(..n).collect();
+                left = left.saturating_sub(n as u64);
+                send(down, Bytes::from(data)).await?;
+            }
+            Some(decoder) => {
+                let piece = decoder
+                    .feed(inbox.buf)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                match piece {
+                    Piece::Data(n) => {
+                        let data: Vec<u8> = inbox.buf.drain(..n).collect();
+                        send(down, Bytes::from(data)).await?;
+                    }
+                    Piece::Framing(n) => {
+                        inbox.buf.drain(..n);
+                    }
+                    Piece::End(n) => {
+                        inbox.buf.drain(..n);
+                        break;
+                    }
+                    Piece::NeedMore(n) => {
+                        inbox.buf.drain(..n);
+                        if inbox.fill(crate::io::SMALL_BUFFER).await? == 0 {
+                            return Err(io::ErrorKind::UnexpectedEof.into());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    down.send_data(Bytes::new(), true)
+        .map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// Sends `data` as the stream's flow control allows.
+async fn send(down: &mut SendStream<Bytes>, mut data: Bytes) -> io::Result<()> {
+    while !data.is_empty() {
+        down.reserve_capacity(data.len());
+        match poll_fn(|cx| down.poll_capacity(cx)).await {
+            Some(Ok(0)) => continue,
+            Some(Ok(cap)) => {
+                let chunk = data.split_to(cap.min(data.len()));
+                down.send_data(chunk, false)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+            }
+            _ => return Err(io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+    Ok(())
+}
