@@ -93,6 +93,67 @@ struct Service {
     state: Arc<Mutex<State>>,
 }
 
+/// A directory holding a token file for a proxy's `LINKERD2_PROXY_IDENTITY_DIR` and
+/// `_TOKEN_FILE` (the key and CSR are generated in process), removed on drop.
+pub struct TokenDir(pub std::path::PathBuf);
+
+impl TokenDir {
+    /// A fresh directory whose token file holds `token`; `tag` keeps parallel tests apart.
+    pub fn new(tag: &str, token: &[u8]) -> TokenDir {
+        let path = std::env::temp_dir().join(format!("ringlink-id-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("identity directory");
+        std::fs::write(path.join("token"), token).expect("token file");
+        TokenDir(path)
+    }
+
+    pub fn token(&self) -> std::path::PathBuf {
+        self.0.join("token")
+    }
+}
+
+impl Drop for TokenDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `builder` with the identity environment an injector writes, pointing at `service` and
+/// naming the proxy `name`.
+pub fn with_identity(
+    builder: crate::proxy::Builder,
+    service: &IdentityServer,
+    dir: &TokenDir,
+    name: &str,
+) -> crate::proxy::Builder {
+    builder
+        .env("LINKERD2_PROXY_IDENTITY_DIR", dir.0.display())
+        .env(
+            "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
+            service.trust_anchors_pem(),
+        )
+        .env("LINKERD2_PROXY_IDENTITY_TOKEN_FILE", dir.token().display())
+        .env("LINKERD2_PROXY_IDENTITY_SVC_ADDR", service.addr())
+        .env("LINKERD2_PROXY_IDENTITY_LOCAL_NAME", name)
+}
+
+/// Waits until the proxy's `/ready` answers 200 (it is certified), at most 10 s.
+pub async fn wait_ready(proxy: &crate::proxy::Proxy) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while crate::http::call(proxy.admin, "GET", "/ready", "")
+        .await
+        .status
+        != 200
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not certified:\n{}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 // === functions ===
 
 /// Starts a plaintext (h2c) Identity service on `127.0.0.1:0`, as a client reaches it on

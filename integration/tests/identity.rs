@@ -4,44 +4,13 @@
 use std::time::{Duration, Instant};
 
 use ringlink_integration::http::call;
-use ringlink_integration::identity::{self as mock, IdentityServer};
+use ringlink_integration::identity::{self as mock, with_identity, IdentityServer, TokenDir};
 use ringlink_integration::proxy::{self, Builder, Proxy};
 
 const NAME: &str = "web.default.serviceaccount.identity.linkerd.cluster.local";
 
-/// A directory for the token (the key and CSR are generated in process), removed on drop.
-struct Dir(std::path::PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let path = std::env::temp_dir().join(format!("ringlink-id-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        std::fs::write(path.join("token"), b"token-1").unwrap();
-        Dir(path)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn with_identity(builder: Builder, dir: &Dir, service: &IdentityServer) -> Builder {
-    builder
-        .env("LINKERD2_PROXY_IDENTITY_DIR", dir.0.display())
-        .env(
-            "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
-            service.trust_anchors_pem(),
-        )
-        .env(
-            "LINKERD2_PROXY_IDENTITY_TOKEN_FILE",
-            dir.0.join("token").display(),
-        )
-        .env("LINKERD2_PROXY_IDENTITY_SVC_ADDR", service.addr())
-        .env("LINKERD2_PROXY_IDENTITY_LOCAL_NAME", NAME)
-        .env("LINKERD2_PROXY_IDENTITY_MIN_REFRESH", "100ms")
+fn certified(builder: Builder, dir: &TokenDir, service: &IdentityServer) -> Builder {
+    with_identity(builder, service, dir, NAME).env("LINKERD2_PROXY_IDENTITY_MIN_REFRESH", "100ms")
 }
 
 async fn ready(proxy: &Proxy) -> u16 {
@@ -53,8 +22,8 @@ async fn ready_only_once_certified() {
     let service = mock::new();
     service.expect_token("token-1");
     service.fail_next(3);
-    let dir = Dir::new("ready");
-    let proxy = with_identity(proxy::new("monoio"), &dir, &service).spawn();
+    let dir = TokenDir::new("ready", b"token-1");
+    let proxy = certified(proxy::new("monoio"), &dir, &service).spawn();
     // The first calls fail: listening, alive, not ready.
     assert_eq!(call(proxy.admin, "GET", "/live", "").await.status, 200);
     assert_ne!(ready(&proxy).await, 200, "ready before any certificate");
@@ -74,8 +43,8 @@ async fn ready_only_once_certified() {
 async fn never_ready_without_the_identity_service() {
     let service = mock::new();
     service.expect_token("another token");
-    let dir = Dir::new("refused");
-    let proxy = with_identity(proxy::new("monoio"), &dir, &service).spawn();
+    let dir = TokenDir::new("refused", b"token-1");
+    let proxy = certified(proxy::new("monoio"), &dir, &service).spawn();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(service.calls() >= 2, "retried: {} calls", service.calls());
     assert_eq!(service.issued(), 0);

@@ -5,60 +5,21 @@
 //! identity and hands the request to the application with `l5d-client-id`.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
 use linkerd2_proxy_api::destination as pb;
 use ringlink_integration::controller::{self, Controller};
 use ringlink_integration::http::call;
 use ringlink_integration::http1::{self, Conn, Reply};
-use ringlink_integration::identity::{self as mock, IdentityServer};
+use ringlink_integration::identity::{
+    self as mock, wait_ready, with_identity, IdentityServer, TokenDir,
+};
 use ringlink_integration::metrics::{parse, sum};
-use ringlink_integration::proxy::{self, Builder, Proxy};
+use ringlink_integration::proxy::{self, Proxy};
 use ringlink_integration::{both_runtimes, h2};
 
 const SERVER: &str = "web.ns.serviceaccount.identity.linkerd.cluster.local";
 const CLIENT: &str = "client.ns.serviceaccount.identity.linkerd.cluster.local";
 const SVC: &str = "web.ns.svc.cluster.local";
-
-struct Dir(std::path::PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn certified(builder: Builder, service: &IdentityServer, name: &str, tag: &str) -> (Builder, Dir) {
-    let dir = std::env::temp_dir().join(format!("ringlink-mesh-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("token"), b"token").unwrap();
-    let builder = builder
-        .env("LINKERD2_PROXY_IDENTITY_DIR", dir.display())
-        .env(
-            "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
-            service.trust_anchors_pem(),
-        )
-        .env(
-            "LINKERD2_PROXY_IDENTITY_TOKEN_FILE",
-            dir.join("token").display(),
-        )
-        .env("LINKERD2_PROXY_IDENTITY_SVC_ADDR", service.addr())
-        .env("LINKERD2_PROXY_IDENTITY_LOCAL_NAME", name);
-    (builder, Dir(dir))
-}
-
-async fn ready(proxy: &Proxy) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while call(proxy.admin, "GET", "/ready", "").await.status != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "not certified:\n{}",
-            proxy.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// The application's endpoint as the Destination service describes a meshed pod: its
 /// proxy's identity and, for the transport header, its inbound port.
@@ -89,22 +50,21 @@ struct Pair {
     _ctrl: Controller,
     client: Proxy,
     server: Proxy,
-    _dirs: (Dir, Dir),
+    _dirs: (TokenDir, TokenDir),
 }
 
 /// The two proxies, the application behind the server's, and the endpoint the Destination
 /// service gives for `SVC:port` (with `identity` as the server proxy's).
 async fn pair(runtime: &'static str, app: SocketAddr, identity: &str, tag: &str) -> Pair {
     let service = mock::new();
-    let (server, server_dir) =
-        certified(proxy::new(runtime), &service, SERVER, &format!("{tag}-s"));
-    let server = server.spawn();
+    let server_dir = TokenDir::new(&format!("mesh-{tag}-s"), b"token");
+    let server = with_identity(proxy::new(runtime), &service, &server_dir, SERVER).spawn();
     let ctrl = controller::new();
     let client = proxy::new(runtime).env("LINKERD2_PROXY_DESTINATION_SVC_ADDR", ctrl.addr());
-    let (client, client_dir) = certified(client, &service, CLIENT, &format!("{tag}-c"));
-    let client = client.spawn();
-    ready(&server).await;
-    ready(&client).await;
+    let client_dir = TokenDir::new(&format!("mesh-{tag}-c"), b"token");
+    let client = with_identity(client, &service, &client_dir, CLIENT).spawn();
+    wait_ready(&server).await;
+    wait_ready(&client).await;
     let dst = ctrl.destination(&format!("{SVC}:{}", app.port()));
     dst.add_set(pb::WeightedAddrSet {
         addrs: vec![meshed_endpoint(app, identity, server.inbound)],

@@ -6,11 +6,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringlink_integration::http::call;
 use ringlink_integration::http1::{self, Reply};
-use ringlink_integration::identity::{self as mock, IdentityServer};
+use ringlink_integration::identity::{
+    self as mock, wait_ready, with_identity, IdentityServer, TokenDir,
+};
 use ringlink_integration::metrics::{parse, sum};
 use ringlink_integration::proxy::{self, Proxy};
 use ringlink_integration::tcp;
@@ -27,15 +29,7 @@ const CLIENT: &str = "client.default.serviceaccount.identity.linkerd.cluster.loc
 struct Mesh {
     service: IdentityServer,
     proxy: Proxy,
-    _dir: Dir,
-}
-
-struct Dir(std::path::PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    _dir: TokenDir,
 }
 
 /// A certified proxy whose inbound traffic goes to `backend`.
@@ -47,40 +41,17 @@ async fn meshed(runtime: &str, backend: SocketAddr, tag: &str) -> Mesh {
 /// (a connection to the inbound port itself is then a direct one).
 async fn meshed_with(runtime: &str, backend: Option<SocketAddr>, tag: &str) -> Mesh {
     let service = mock::new();
-    let dir = std::env::temp_dir().join(format!("ringlink-mtls-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("token"), b"token").unwrap();
+    let dir = TokenDir::new(&format!("mtls-{tag}"), b"token");
     let mut proxy = proxy::new(runtime);
     if let Some(backend) = backend {
         proxy = proxy.orig_dst(backend);
     }
-    let proxy = proxy
-        .env("LINKERD2_PROXY_IDENTITY_DIR", dir.display())
-        .env(
-            "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
-            service.trust_anchors_pem(),
-        )
-        .env(
-            "LINKERD2_PROXY_IDENTITY_TOKEN_FILE",
-            dir.join("token").display(),
-        )
-        .env("LINKERD2_PROXY_IDENTITY_SVC_ADDR", service.addr())
-        .env("LINKERD2_PROXY_IDENTITY_LOCAL_NAME", NAME)
-        .spawn();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while call(proxy.admin, "GET", "/ready", "").await.status != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "not certified:\n{}",
-            proxy.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let proxy = with_identity(proxy, &service, &dir, NAME).spawn();
+    wait_ready(&proxy).await;
     Mesh {
         service,
         proxy,
-        _dir: Dir(dir),
+        _dir: dir,
     }
 }
 
