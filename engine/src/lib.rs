@@ -13,29 +13,32 @@
 //! import that goes up). Within a layer, a module may use the ones listed before it.
 //!
 //! ```text
-//! L7  app, logging             process: config → logging → CPUs → bind → control → shards
+//! L7  logging < app            process: config → logging → CPUs → bind → control → shards
 //! L6  shard                    ShardSeed → ShardCtx; accept, evict and sweep loops; drain
-//! L5  session                  one connection: dest → inbound | outbound
-//!       dest < detect < opaque < transparent < inbound, outbound
-//! L4  http                     serve → h1 | h2; Preconnected
-//!       route, respond < h1 (exchange, pipe), h2 (io, client, stream)
+//! L5  session                  one connection: dest → inbound | outbound | direct
+//!       dest < detect < tls < opaque < transparent < direct < inbound, outbound
+//! L4  http                     serve → h1 | h2
+//!       conn < route, respond < h1 (exchange, pipe) < h2 (client, downgrade, stream)
 //! L3  ctx                      ShardCtx<R>: the L2 services, settings and lifecycle
 //! L2  balance < telemetry < identity < discover < upstream
 //!                              services; none sees ShardCtx, each gets its own piece
 //! L1  conn, settings, error, lifecycle, io
-//!                              vocabulary: Direction, ConnMeta, PerDirection, Settings,
-//!                              ProxyError, tasks/conn table/drain, buffers and duplex copy
-//! L0  rt, sys, listen, orig_dst
+//!                              vocabulary: Direction, ConnMeta (with its TLS status),
+//!                              PerDirection, Settings, ProxyError, tasks/conn table/drain,
+//!                              buffers, duplex copy, Transport (TCP or mesh TLS)
+//! L0  sys, orig_dst, listen, rt
 //!                              the runtime seam (the only place naming glommio/monoio),
 //!                              syscalls (the only `unsafe` with rt/glommio), sockets
 //! ```
 //!
-//! Where the next features plug in: mTLS termination in `session/tls.rs` (fills
-//! [`conn::ConnMeta`] with the TLS status and peer identity), the transport-header path in
-//! `session/direct.rs`, TLS origination and the transport header in `upstream`, HTTP/1
-//! over HTTP/2 in `http/h1/exchange.rs` choosing `http/h2/client.rs`; identity and policy
-//! replicas in L2 beside `discover`, connection authorization in `session/authz.rs`,
-//! routes, timeouts and retries in `http/route.rs` and `upstream::connect_balanced`; tap in
+//! Mesh TLS: terminated in `session/tls.rs` (filling [`conn::ConnMeta`]'s TLS status and
+//! peer identity) and on the transport-header path in `session/direct.rs`; originated in
+//! `upstream/tls.rs` for endpoints discovery says are meshed; credentials from the
+//! shard's `identity` replica; HTTP/1 a peer carried over HTTP/2 is downgraded in
+//! `http/h2/downgrade.rs`. Where the next features plug in: the outbound HTTP/1 → HTTP/2
+//! upgrade in `http/h1/exchange.rs` choosing `http/h2/client.rs`; a policy replica in L2
+//! beside `discover`, connection authorization in `session/authz.rs`, routes, timeouts
+//! and retries in `http/route.rs` and `upstream::connect_balanced`; tap in
 //! `telemetry/tap.rs`, fed by the hooks `RequestMetrics` already has.
 
 // L0
