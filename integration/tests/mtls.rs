@@ -305,6 +305,40 @@ async fn direct_opaque_through_the_transport_header(runtime: &'static str) {
     assert_eq!(&back, b"opaque bytes");
 }
 
+/// What a linkerd2-proxy client sends for an HTTP/1 application's request to a meshed pod
+/// (Linkerd ≥ 2.18): mesh TLS to the inbound port, a transport header saying HTTP/2, and the
+/// request upgraded to HTTP/2 with `l5d-orig-proto`. The application gets HTTP/1.1.
+async fn direct_h2_with_orig_proto_reaches_http1(runtime: &'static str) {
+    let server = http1::server(|_| Reply::ok("downgraded")).await;
+    let mesh = meshed_with(runtime, None, &format!("direct-orig-{runtime}")).await;
+    let config = mesh_tls(&mesh.service, CLIENT).client_transport_header;
+    let mut tls = connect_tls(mesh.proxy.inbound, config, NAME)
+        .await
+        .expect("handshake");
+    tls.write_all(&header(server.addr.port(), Some(SessionProtocol::Http2)))
+        .await
+        .unwrap();
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut send = send.ready().await.unwrap();
+    let request = http::Request::builder()
+        .uri("http://web.default.svc.cluster.local:8080/hello")
+        .header("l5d-orig-proto", "HTTP/1.1")
+        .header("l5d-client-id", "evil.example")
+        .body(())
+        .unwrap();
+    let (response, _) = send.send_request(request, true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200, "{}", mesh.proxy.logs());
+    assert_eq!(response.headers()["l5d-orig-proto"], "HTTP/1.1");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].version, 1, "HTTP/1.1 to the application");
+    assert_eq!(client_ids(&server), vec![vec![CLIENT.to_string()]]);
+}
+
 /// Whether the proxy closes a direct connection after `send` without an answer.
 async fn refused(mesh: &Mesh, config: Option<Arc<rustls::ClientConfig>>, send: Vec<u8>) -> bool {
     let outcome = async {
@@ -375,6 +409,7 @@ async fn direct_connections_refuse_what_is_not_meshed(runtime: &'static str) {
 }
 
 ringlink_integration::both_runtimes!(
+    direct_h2_with_orig_proto_reaches_http1,
     direct_http1_through_the_transport_header,
     direct_opaque_through_the_transport_header,
     direct_connections_refuse_what_is_not_meshed,
