@@ -84,15 +84,16 @@ pub async fn connect_endpoint<R: Runtime>(
     protocol: Option<SessionProtocol>,
     timeout: Duration,
 ) -> Result<(Transport<R>, TlsStatus), ProxyError> {
-    match (tls, identity.current()) {
+    // The replica is read (an `Arc` clone) only for a meshed endpoint.
+    match tls.and_then(|endpoint| Some((endpoint, identity.current()?))) {
         // Boxed: inline, a handshake's state would enlarge every connection's task.
-        (Some(endpoint), Some(mesh)) => {
+        Some((endpoint, mesh)) => {
             Box::pin(self::tls::connect::<R>(
                 mesh, endpoint, addr, protocol, timeout,
             ))
             .await
         }
-        _ => {
+        None => {
             let stream = connect::<R>(addr, timeout).await?;
             Ok((stream, TlsStatus::plaintext(identity.is_enabled())))
         }

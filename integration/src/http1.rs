@@ -118,6 +118,20 @@ impl Server {
         self.requests.lock().unwrap().clone()
     }
 
+    /// The values of header `name` in each request so far, in order.
+    pub fn header_values(&self, name: &str) -> Vec<Vec<String>> {
+        self.requests()
+            .iter()
+            .map(|r| {
+                r.headers
+                    .iter()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.clone())
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)

@@ -81,16 +81,7 @@ async fn pair(runtime: &'static str, app: SocketAddr, identity: &str, tag: &str)
 }
 
 fn client_ids(app: &http1::Server) -> Vec<Vec<String>> {
-    app.requests()
-        .iter()
-        .map(|r| {
-            r.headers
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case("l5d-client-id"))
-                .map(|(_, v)| v.clone())
-                .collect()
-        })
-        .collect()
+    app.header_values("l5d-client-id")
 }
 
 async fn http1_between_meshed_proxies(runtime: &'static str) {

@@ -111,18 +111,8 @@ async fn exchange(io: &mut (impl AsyncRead + AsyncWrite + Unpin), request: &str)
     }
 }
 
-fn client_ids(server: &http1::Server) -> Vec<Vec<String>> {
-    server
-        .requests()
-        .iter()
-        .map(|r| {
-            r.headers
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case("l5d-client-id"))
-                .map(|(_, v)| v.clone())
-                .collect()
-        })
-        .collect()
+fn client_ids(app: &http1::Server) -> Vec<Vec<String>> {
+    app.header_values("l5d-client-id")
 }
 
 const SPOOFED: &str = "GET / HTTP/1.1\r\nhost: web\r\nl5d-client-id: evil.example\r\n\r\n";

@@ -57,9 +57,10 @@ pub async fn forward<R: Runtime>(
         Ok(true) => ctx.pool.put(conn),
         Ok(false) => {}
         Err(Failed::Before(error)) => {
-            conn.error = Some(io::Error::new(error.kind(), error.to_string()));
-            let error = ProxyError::Upstream(error);
-            respond::h2(respond, false, head_request, &error, metrics);
+            // The upstream's series keeps the error (and its errno); the answer its message.
+            let failure = ProxyError::upstream(error.to_string());
+            conn.error = Some(error);
+            respond::h2(respond, false, head_request, &failure, metrics);
         }
         Err(Failed::After(error)) => {
             tracing::debug!(%error, "Downgraded exchange broke");
