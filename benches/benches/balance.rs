@@ -26,6 +26,7 @@ fn snapshot(version: u64, n: usize) -> Snapshot {
                 labels: labels.clone(),
                 weight: 10_000,
                 tls: None,
+                h2: false,
             })
             .collect(),
     }

@@ -54,6 +54,9 @@ pub struct Endpoint {
     pub weight: u32,
     /// How to reach the endpoint's proxy with mesh TLS, when discovery says it is meshed.
     pub tls: Option<Arc<EndpointTls>>,
+    /// Discovery's protocol hint says the endpoint's proxy takes HTTP/2: HTTP/1 requests go
+    /// to it upgraded (`l5d-orig-proto`).
+    pub h2: bool,
 }
 
 /// A meshed endpoint's proxy, as discovery describes it.
@@ -326,6 +329,11 @@ impl<C: Clock> Pick<C> {
     /// How to reach the endpoint's proxy with mesh TLS, if it is meshed.
     pub fn tls(&self) -> Option<Arc<EndpointTls>> {
         self.endpoint.endpoint.borrow().tls.clone()
+    }
+
+    /// Whether HTTP/1 requests to the endpoint are upgraded to HTTP/2 (its hint is H2).
+    pub fn h2(&self) -> bool {
+        self.endpoint.endpoint.borrow().h2
     }
 
     /// The endpoint's discovery labels (shared, no copy).

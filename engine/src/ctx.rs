@@ -14,7 +14,7 @@ use crate::orig_dst::OrigDst;
 use crate::rt::Runtime;
 use crate::settings::Settings;
 use crate::telemetry::{Detected, HttpMetrics, Tcp};
-use crate::upstream::Pool;
+use crate::upstream::{H2Pool, Pool};
 
 // === types ===
 
@@ -33,6 +33,8 @@ pub struct ShardCtx<R: Runtime> {
     pub identity: Rc<ShardIdentity>,
     /// Idle upstream HTTP/1 connections.
     pub pool: Pool<R>,
+    /// Shared HTTP/2 connections to endpoints HTTP/1 requests are upgraded to.
+    pub h2: H2Pool,
 }
 
 // === impl ShardCtx ===

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future::or;
 use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
-use ringlink_control::discovery::{EndpointSet, State};
+use ringlink_control::discovery::{EndpointSet, ProtocolHint, State};
 use ringlink_control::dst::{DstRequest, DstTx};
 use ringlink_control::thread::Phase;
 use ringlink_protocols::authority::{name_of, parse_authority};
@@ -391,6 +391,7 @@ impl Dst {
                     labels: Labels::new(meta.labels.clone()),
                     weight: meta.weight,
                     tls: endpoint_tls(meta),
+                    h2: meta.protocol == ProtocolHint::H2,
                 })
                 .collect(),
         };

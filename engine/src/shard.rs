@@ -111,6 +111,7 @@ impl ShardSeed {
                 settings.max_idle_conns_per_endpoint,
                 settings.pool_idle_timeout,
             ),
+            h2: Default::default(),
             settings,
         };
         (ctx, listeners, tls_rx)
@@ -153,6 +154,7 @@ pub async fn run<R: Runtime>(seed: ShardSeed) {
     ctx.life.drain_started().await;
     ctx.life.start_drain();
     ctx.pool.clear();
+    ctx.h2.clear();
     let grace = ctx.settings.shutdown_grace_period;
     tracing::debug!(
         shard = index,
@@ -204,7 +206,7 @@ async fn evict_loop<R: Runtime>(task: TaskGuard, ctx: Rc<ShardCtx<R>>) {
 async fn pool_sweep_loop<R: Runtime>(task: TaskGuard, ctx: Rc<ShardCtx<R>>) {
     let every = (ctx.settings.pool_idle_timeout / 2).max(Duration::from_millis(50));
     every_until_drain::<R>(task, &ctx, every, || {
-        let closed = ctx.pool.sweep();
+        let closed = ctx.pool.sweep() + ctx.h2.sweep(ctx.settings.pool_idle_timeout);
         if closed > 0 {
             tracing::debug!(
                 shard = ctx.index,

@@ -6,6 +6,7 @@
 //! identity) and the transport header (`OpaqueTransport`) are properties of the connection
 //! [`connect`] returns, not of its callers.
 
+pub mod h2;
 pub mod pool;
 pub mod tls;
 
@@ -26,6 +27,7 @@ use crate::identity::ShardIdentity;
 use crate::io::Transport;
 use crate::rt::Runtime;
 
+pub use h2::H2Pool;
 pub use pool::{Pool, Upstream};
 
 /// Endpoints a balanced request or connection tries before it fails with the last error.

@@ -87,25 +87,43 @@ fn client_ids(app: &http1::Server) -> Vec<Vec<String>> {
 async fn http1_between_meshed_proxies(runtime: &'static str) {
     let app = http1::server(|_| Reply::ok("meshed")).await;
     let mesh = pair(runtime, app.addr, SERVER, &format!("h1-{runtime}")).await;
-    let mut conn = Conn::connect(mesh.client.outbound).await;
     let authority = format!("{SVC}:{}", app.addr.port());
-    for _ in 0..3 {
-        let response = conn
-            .request(format!(
-                "GET / HTTP/1.1\r\nhost: {authority}\r\nl5d-client-id: evil\r\n\r\n"
-            ))
-            .await;
-        assert_eq!(response.status, 200, "{}", mesh.client.logs());
-        assert_eq!(response.body_str(), "meshed");
+    // Two client connections, three requests on each.
+    for _ in 0..2 {
+        let mut conn = Conn::connect(mesh.client.outbound).await;
+        for _ in 0..3 {
+            let response = conn
+                .request(format!(
+                    "GET / HTTP/1.1\r\nhost: {authority}\r\nl5d-client-id: evil\r\n\r\n"
+                ))
+                .await;
+            assert_eq!(response.status, 200, "{}", mesh.client.logs());
+            assert_eq!(response.body_str(), "meshed");
+            assert_eq!(response.header("l5d-orig-proto"), None);
+        }
     }
-    // The application saw the client proxy's identity, never the client's claim.
-    assert_eq!(client_ids(&app), vec![vec![CLIENT.to_string()]; 3]);
+    // The application saw the client proxy's identity, never the client's claim, and
+    // HTTP/1.1 without the upgrade's header.
+    assert_eq!(client_ids(&app), vec![vec![CLIENT.to_string()]; 6]);
+    assert_eq!(
+        app.header_values("l5d-orig-proto"),
+        vec![Vec::<String>::new(); 6]
+    );
+    assert!(app.requests().iter().all(|r| r.version == 1));
+    // The six requests shared one HTTP/2 connection between the proxies.
     let page = call(mesh.client.admin, "GET", "/metrics", "").await;
     let series = parse(&page.body);
     let dst = [("direction", "outbound"), ("peer", "dst"), ("tls", "true")];
-    assert!(sum(&series, "tcp_open_total", &dst) >= 1.0, "{}", page.body);
+    assert_eq!(sum(&series, "tcp_open_total", &dst), 1.0, "{}", page.body);
     let page = call(mesh.server.admin, "GET", "/metrics", "").await;
     let series = parse(&page.body);
+    let h2 = [("direction", "inbound"), ("protocol", "h2")];
+    assert_eq!(
+        sum(&series, "protocol_detect_total", &h2),
+        1.0,
+        "{}",
+        page.body
+    );
     let inbound = [
         ("direction", "inbound"),
         ("tls", "true"),
@@ -113,10 +131,95 @@ async fn http1_between_meshed_proxies(runtime: &'static str) {
     ];
     assert_eq!(
         sum(&series, "request_total", &inbound),
-        3.0,
+        6.0,
         "{}",
         page.body
     );
+}
+
+/// What the upgrade must keep of an HTTP/1 exchange: request bodies (chunked and
+/// length-delimited), chunked responses with trailers, HTTP/1.0 clients, HEAD.
+async fn http1_messages_survive_the_upgrade(runtime: &'static str) {
+    let app = http1::server(|req| match req.target.as_str() {
+        "/chunked" => Reply::raw(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-app: 1\r\n\r\n\
+             5\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: 42\r\n\r\n",
+        ),
+        "/echo" => Reply::raw(format!(
+            "HTTP/1.1 201 Created\r\ncontent-length: {}\r\n\r\n{}",
+            req.body.len(),
+            String::from_utf8_lossy(&req.body)
+        )),
+        _ => Reply::raw("HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nbody"),
+    })
+    .await;
+    let mesh = pair(runtime, app.addr, SERVER, &format!("msgs-{runtime}")).await;
+    let authority = format!("{SVC}:{}", app.addr.port());
+    let mut conn = Conn::connect(mesh.client.outbound).await;
+
+    // A chunked request body arrives whole; a length-delimited answer comes back.
+    let response = conn
+        .request(format!(
+            "POST /echo HTTP/1.1\r\nhost: {authority}\r\ntransfer-encoding: chunked\r\n\r\n\
+             3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
+        ))
+        .await;
+    assert_eq!(response.status, 201, "{}", mesh.client.logs());
+    assert_eq!(response.body_str(), "abcdefg");
+
+    // A length-delimited request body.
+    let response = conn
+        .request(format!(
+            "PUT /echo HTTP/1.1\r\nhost: {authority}\r\ncontent-length: 5\r\n\r\nhello"
+        ))
+        .await;
+    assert_eq!(response.status, 201);
+    assert_eq!(response.body_str(), "hello");
+
+    // A chunked response stays chunked for an HTTP/1.1 client, trailers included.
+    conn.send(format!(
+        "GET /chunked HTTP/1.1\r\nhost: {authority}\r\n\r\n"
+    ))
+    .await;
+    let response = conn.response("GET").await.expect("a response");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(response.header("x-app"), Some("1"));
+    assert_eq!(response.body_str(), "hello world");
+
+    // HEAD: the head only, and the connection goes on.
+    let response = conn
+        .request(format!("HEAD /plain HTTP/1.1\r\nhost: {authority}\r\n\r\n"))
+        .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-length"), Some("4"));
+    assert!(response.body.is_empty());
+    let response = conn
+        .request(format!("GET /plain HTTP/1.1\r\nhost: {authority}\r\n\r\n"))
+        .await;
+    assert_eq!(response.body_str(), "body");
+
+    // An HTTP/1.0 client gets an HTTP/1.0 answer, the chunked body delimited by closing.
+    let mut old = Conn::connect(mesh.client.outbound).await;
+    old.send(format!(
+        "GET /chunked HTTP/1.0\r\nhost: {authority}\r\n\r\n"
+    ))
+    .await;
+    let response = old.response("GET").await.expect("a response");
+    assert_eq!(response.version, 0, "{}", response.head);
+    assert_eq!(response.header("transfer-encoding"), None);
+    assert_eq!(response.body_str(), "hello world");
+    assert!(old.is_closed().await);
+
+    // The application saw each request in the version its client sent it with.
+    let requests = app.requests();
+    assert_eq!(requests.len(), 6);
+    assert_eq!(requests[0].body, b"abcdefg");
+    let versions: Vec<u8> = requests.iter().map(|r| r.version).collect();
+    assert_eq!(versions, [1, 1, 1, 1, 1, 0]);
+    assert!(requests
+        .iter()
+        .all(|r| r.headers.iter().all(|(n, _)| n != "l5d-orig-proto")));
 }
 
 async fn h2_between_meshed_proxies(runtime: &'static str) {
@@ -166,6 +269,7 @@ async fn a_peer_with_another_identity_is_refused(runtime: &'static str) {
 
 both_runtimes!(
     http1_between_meshed_proxies,
+    http1_messages_survive_the_upgrade,
     h2_between_meshed_proxies,
     a_peer_with_another_identity_is_refused
 );

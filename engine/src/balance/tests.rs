@@ -38,6 +38,7 @@ fn endpoint(i: usize) -> Endpoint {
         labels: Labels::default(),
         weight: 10_000,
         tls: None,
+        h2: false,
     }
 }
 

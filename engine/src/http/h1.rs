@@ -13,8 +13,10 @@
 //! before its response head, 504 on connect timeout, 400/431 for bad requests, each with
 //! `l5d-proxy-error`.
 
+pub mod bridge;
 mod exchange;
 pub mod pipe;
+mod upgrade;
 
 use std::io;
 use std::net::SocketAddr;
@@ -256,6 +258,12 @@ impl<R: Runtime> Session<'_, R> {
         if plan.connect && self.meta.route == Route::ByAuthority {
             self.start_metrics(&head, Some(&target));
             return self.connect_tunnel(&plan, target.addr).await;
+        }
+        // Between meshed proxies, HTTP/1 travels over HTTP/2 (`l5d-orig-proto`), except
+        // what must stay HTTP/1 end to end: upgrades and CONNECT.
+        let upgradable = plan.upgrade.is_none() && !plan.connect;
+        if upgradable && target.pick.as_ref().is_some_and(Pick::h2) {
+            return self.upgraded(&head, &plan, &mut target).await;
         }
         self.forward(&head, &plan, &mut target, eager).await
     }

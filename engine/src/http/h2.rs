@@ -45,14 +45,13 @@ use client::Upstreams;
 
 /// Streams a client may have open at once.
 pub const MAX_CONCURRENT_STREAMS: u32 = 100;
-/// Largest header list (after HPACK decoding) accepted, in bytes.
-pub const MAX_HEADER_LIST_SIZE: u32 = 64 << 10;
+/// Largest header list (after HPACK decoding) accepted, in bytes; bytes buffered per
+/// stream for sending. The same for the client connection and the upstream ones.
+pub use crate::upstream::h2::{MAX_HEADER_LIST_SIZE, MAX_SEND_BUFFER};
 /// Streams reset by the client before they were accepted that may wait (rapid reset).
 pub const MAX_PENDING_ACCEPT_RESETS: usize = 20;
 /// Streams the proxy may reset for protocol errors before the connection is closed.
 pub const MAX_LOCAL_ERROR_RESETS: usize = 64;
-/// Bytes buffered per stream for sending.
-pub const MAX_SEND_BUFFER: usize = 256 << 10;
 /// Consecutive empty DATA frames on one stream before it is reset.
 pub const MAX_EMPTY_DATA_FRAMES: usize = 100;
 /// How long a client connection may have no open stream before it is closed (GOAWAY).

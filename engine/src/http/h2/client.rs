@@ -3,39 +3,31 @@
 //! connection detection opened), shared by the streams that wait meanwhile, and driven by
 //! its own shard task.
 //!
-//! Where the next feature lands: HTTP/1 requests upgraded to HTTP/2 between proxies
-//! (`l5d-orig-proto`) leave on these connections.
+//! HTTP/1 requests upgraded to HTTP/2 between proxies (`l5d-orig-proto`) leave on the
+//! shard's shared connections instead (`upstream::h2::H2Pool`): an HTTP/1 client
+//! connection carries one request at a time, and would not fill a connection of its own.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::time::Duration;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::{FutureExt, Shared};
 use h2::client::SendRequest;
 
-use super::{MAX_HEADER_LIST_SIZE, MAX_SEND_BUFFER};
-use std::sync::Arc;
-
 use ringlink_protocols::transport_header::SessionProtocol;
 
 use crate::balance::{EndpointTls, Labels};
 use crate::conn::ConnMeta;
-use crate::conn::TlsStatus;
 use crate::ctx::ShardCtx;
 use crate::discover::DstCache;
 use crate::error::ProxyError;
-use crate::io::Counted;
 use crate::io::Transport;
 use crate::rt::Runtime;
-use crate::telemetry::{Peer, RequestMetrics, RouteCache};
-use crate::upstream;
+use crate::telemetry::{RequestMetrics, RouteCache};
+use crate::upstream::{self, h2::ConnectFailure, h2::Connecting};
 
 // === types ===
 
@@ -51,23 +43,6 @@ pub struct Upstreams<R: Runtime> {
     routes: RefCell<RouteCache>,
     /// The destination of the connection's last balanced stream.
     pub dst: DstCache,
-}
-
-/// A connection being (or already) made, awaited by every stream to its target.
-type Connecting = Pin<Box<dyn Future<Output = Result<SendRequest<Bytes>, ConnectFailure>>>>;
-
-/// Why an upstream h2 connection could not be made (cloneable, for every waiting stream).
-#[derive(Clone, Debug)]
-enum ConnectFailure {
-    /// The TCP connection could not be made.
-    Connect {
-        timeout: Option<Duration>,
-        errno: Option<i32>,
-        kind: io::ErrorKind,
-        message: String,
-    },
-    /// The connection was made but the HTTP/2 handshake failed.
-    Handshake(String),
 }
 
 // === impl Upstreams ===
@@ -140,7 +115,14 @@ impl<R: Runtime> Upstreams<R> {
                                 .map_err(ConnectFailure::from_error)?
                         }
                     };
-                    connect_h2::<R>(&ctx, direction, target, (stream, &status)).await
+                    upstream::h2::handshake::<R>(
+                        &ctx.tcp,
+                        &ctx.life,
+                        direction,
+                        target,
+                        (stream, &status),
+                    )
+                    .await
                 });
                 let shared = connecting.shared();
                 self.by_target.borrow_mut().insert(target, shared.clone());
@@ -160,94 +142,4 @@ impl<R: Runtime> Upstreams<R> {
     pub fn forget(&self, target: SocketAddr) {
         self.by_target.borrow_mut().remove(&target);
     }
-}
-
-// === impl ConnectFailure ===
-
-impl ConnectFailure {
-    fn from_error(error: ProxyError) -> Self {
-        match error {
-            ProxyError::ConnectTimeout(timeout) => ConnectFailure::Connect {
-                timeout: Some(timeout),
-                errno: None,
-                kind: io::ErrorKind::TimedOut,
-                message: String::new(),
-            },
-            ProxyError::Connect(error) => ConnectFailure::Connect {
-                timeout: None,
-                errno: error.raw_os_error(),
-                kind: error.kind(),
-                message: error.to_string(),
-            },
-            other => ConnectFailure::Handshake(other.message()),
-        }
-    }
-
-    fn into_error(self) -> ProxyError {
-        match self {
-            ConnectFailure::Connect {
-                timeout: Some(timeout),
-                ..
-            } => ProxyError::ConnectTimeout(timeout),
-            ConnectFailure::Connect {
-                errno: Some(errno), ..
-            } => ProxyError::Connect(io::Error::from_raw_os_error(errno)),
-            ConnectFailure::Connect { kind, message, .. } => {
-                ProxyError::Connect(io::Error::new(kind, message))
-            }
-            ConnectFailure::Handshake(why) => ProxyError::upstream(why),
-        }
-    }
-}
-
-// === functions ===
-
-/// The h2 client handshake on `stream`; the connection is driven by its own task, which
-/// ends when the server closes it or every handle to it is gone.
-async fn connect_h2<R: Runtime>(
-    ctx: &Rc<ShardCtx<R>>,
-    direction: crate::conn::Direction,
-    target: SocketAddr,
-    (stream, tls): (Transport<R>, &TlsStatus),
-) -> Result<SendRequest<Bytes>, ConnectFailure> {
-    let fd = stream.as_raw_fd();
-    let metrics = ctx.tcp.open(direction, Peer::Dst, target, tls);
-    let io = match stream.into_poll() {
-        Ok((io, ahead)) => Counted::new(io, ahead, &metrics.read_bytes, &metrics.write_bytes),
-        Err(error) => {
-            let failure = ConnectFailure::from_error(ProxyError::Connect(io::Error::new(
-                error.kind(),
-                error.to_string(),
-            )));
-            ctx.tcp.close(metrics, Some(&error));
-            return Err(failure);
-        }
-    };
-    let handshake = h2::client::Builder::new()
-        .max_header_list_size(MAX_HEADER_LIST_SIZE)
-        .max_send_buffer_size(MAX_SEND_BUFFER)
-        .handshake::<_, Bytes>(io)
-        .await;
-    let (send, conn) = match handshake {
-        Ok(pair) => pair,
-        Err(error) => {
-            let why = format!("the upstream did not speak HTTP/2 ({error})");
-            let io_error = error
-                .into_io()
-                .unwrap_or_else(|| io::Error::other(why.clone()));
-            ctx.tcp.close(metrics, Some(&io_error));
-            return Err(ConnectFailure::Handshake(why));
-        }
-    };
-    let task = ctx.life.task();
-    let entry = ctx.life.register(fd);
-    let tcp = ctx.tcp.clone();
-    R::spawn(async move {
-        let _task = task;
-        let _entry = entry;
-        let result = conn.await;
-        let error = result.err().and_then(|e| e.into_io());
-        tcp.close(metrics, error.as_ref());
-    });
-    Ok(send)
 }

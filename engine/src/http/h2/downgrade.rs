@@ -9,23 +9,23 @@
 //! with `l5d-orig-proto` echoed. Bodies stream both ways under h2 flow control; the request
 //! body is sent before the response is read.
 
-use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
 use bytes::Bytes;
 use h2::server::SendResponse;
-use h2::{RecvStream, SendStream};
+use h2::RecvStream;
 use http::{HeaderName, HeaderValue, Response};
 use ringlink_protocols::http1::{
-    self, keep_alive, parse_response, response_body, strip_hop_by_hop, BodyKind, ChunkedDecoder,
-    Headers, Limits, Piece, RequestHead, ResponseHead, Version,
+    self, keep_alive, parse_response, response_body, strip_hop_by_hop, BodyKind, Headers, Limits,
+    RequestHead, ResponseHead, Version,
 };
 
 use crate::ctx::ShardCtx;
 use crate::error::ProxyError;
-use crate::http::h1::pipe::{HeadError, Inbox, Outbox};
+use crate::http::h1::bridge;
+use crate::http::h1::pipe::{BodyError, HeadError, Inbox, Outbox};
 use crate::http::respond;
 use crate::rt::Runtime;
 use crate::telemetry::RequestMetrics;
@@ -47,12 +47,12 @@ pub async fn forward<R: Runtime>(
     metrics: &mut RequestMetrics,
 ) {
     let head_request = parts.method == http::Method::HEAD;
-    let (head, orig) = request_head(parts, body.is_end_stream());
+    let head = request_head(parts, body.is_end_stream());
     let mut conn = match connection(ctx, target).await {
         Ok(conn) => conn,
         Err(error) => return respond::h2(respond, false, head_request, &error, metrics),
     };
-    let exchanged = exchange::<R>(&mut conn, &head, body, respond, metrics, orig).await;
+    let exchanged = exchange::<R>(&mut conn, &head, body, respond, metrics).await;
     match exchanged {
         Ok(true) => ctx.pool.put(conn),
         Ok(false) => {}
@@ -76,8 +76,10 @@ enum Failed {
     After(io::Error),
 }
 
-/// The HTTP/1.1 head of an upgraded request, and the `l5d-orig-proto` value to echo.
-fn request_head(parts: http::request::Parts, body_ends: bool) -> (RequestHead, HeaderValue) {
+/// The HTTP/1 head of an upgraded request: the version `l5d-orig-proto` names (HTTP/1.1
+/// when it names none, or when an HTTP/1.0 request's body has no length), the target in
+/// absolute-form when the client sent it so.
+fn request_head(parts: http::request::Parts, body_ends: bool) -> RequestHead {
     let mut parts = parts;
     let orig = parts
         .headers
@@ -104,16 +106,22 @@ fn request_head(parts: http::request::Parts, body_ends: bool) -> (RequestHead, H
             headers.append("host", authority.as_str());
         }
     }
-    if !body_ends && headers.get("content-length").is_none() {
+    let unsized_body = !body_ends && headers.get("content-length").is_none();
+    if unsized_body {
         headers.append("transfer-encoding", "chunked");
     }
-    let head = RequestHead {
+    // HTTP/1.0 has no chunks: a body of unknown length goes as HTTP/1.1.
+    let version = if orig.as_bytes().starts_with(b"HTTP/1.0") && !unsized_body {
+        Version::Http10
+    } else {
+        Version::Http11
+    };
+    RequestHead {
         method: parts.method.as_str().to_string(),
         target,
-        version: Version::Http11,
+        version,
         headers,
-    };
-    (head, orig)
+    }
 }
 
 /// An idle pooled HTTP/1 connection to the application, or a new one.
@@ -146,7 +154,6 @@ async fn exchange<R: Runtime>(
     body: RecvStream,
     respond: &mut SendResponse<Bytes>,
     metrics: &mut RequestMetrics,
-    orig: HeaderValue,
 ) -> Result<bool, Failed> {
     let (up_read, up_write) = {
         let m = conn.metrics();
@@ -162,9 +169,10 @@ async fn exchange<R: Runtime>(
     if let (Err(error), _) = outbox.write(out).await {
         return Err(Failed::Before(error));
     }
-    send_body(&mut outbox, body, chunked)
+    let mut body = body;
+    bridge::h2_to_h1(&mut outbox, &mut body, chunked)
         .await
-        .map_err(Failed::Before)?;
+        .map_err(|e| Failed::Before(body_error(e)))?;
     let limits = Limits::default();
     let mut buf = std::mem::take(&mut conn.buf);
     buf.clear();
@@ -207,122 +215,32 @@ async fn exchange<R: Runtime>(
         };
         response.headers_mut().append(name, value);
     }
-    response.headers_mut().insert(ORIG_PROTO, orig);
+    // The version the application answered with, as linkerd2-proxy echoes it.
+    let echoed = match res.version {
+        Version::Http10 => "HTTP/1.0",
+        Version::Http11 => "HTTP/1.1",
+    };
+    response
+        .headers_mut()
+        .insert(ORIG_PROTO, HeaderValue::from_static(echoed));
     let ends = kind == BodyKind::Empty;
     let mut down = respond
         .send_response(response, ends)
         .map_err(|e| Failed::After(io::Error::other(e.to_string())))?;
     if !ends {
-        relay_body::<R>(&mut inbox, kind, &limits, &mut down)
+        bridge::h1_to_h2(&mut inbox, kind, &limits, &mut down)
             .await
-            .map_err(Failed::After)?;
+            .map_err(|e| Failed::After(body_error(e)))?;
     }
     let clean = reusable && buf.is_empty();
     conn.buf = buf;
     Ok(clean)
 }
 
-/// Streams the h2 request body to the HTTP/1 connection, chunk-encoded when `chunked`.
-async fn send_body<W: crate::rt::Writer>(
-    outbox: &mut Outbox<'_, W>,
-    mut body: RecvStream,
-    chunked: bool,
-) -> io::Result<()> {
-    while let Some(data) = poll_fn(|cx| body.poll_data(cx)).await {
-        let data = data.map_err(|e| io::Error::other(e.to_string()))?;
-        let n = data.len();
-        if n == 0 {
-            continue;
-        }
-        let mut out = Vec::with_capacity(n + 16);
-        if chunked {
-            out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
-            out.extend_from_slice(&data);
-            out.extend_from_slice(b"\r\n");
-        } else {
-            out.extend_from_slice(&data);
-        }
-        outbox.write(out).await.0?;
-        let _ = body.flow_control().release_capacity(n);
+/// The I/O error a body bridge failed with.
+fn body_error(error: BodyError) -> io::Error {
+    match error {
+        BodyError::Src(error) | BodyError::Dst(error) => error,
+        BodyError::Framing(error) => io::Error::new(io::ErrorKind::InvalidData, error.to_string()),
     }
-    if chunked {
-        outbox.write(b"0\r\n\r\n".to_vec()).await.0?;
-    }
-    Ok(())
-}
-
-/// Streams an HTTP/1 response body of `kind` to the h2 stream, ending it.
-async fn relay_body<R: Runtime>(
-    inbox: &mut Inbox<'_, <crate::io::Transport<R> as crate::rt::Stream>::Reader>,
-    kind: BodyKind,
-    limits: &Limits,
-    down: &mut SendStream<Bytes>,
-) -> io::Result<()> {
-    let mut left = match kind {
-        BodyKind::Length(n) => n,
-        _ => u64::MAX,
-    };
-    let mut chunks = (kind == BodyKind::Chunked).then(|| ChunkedDecoder::new(limits));
-    loop {
-        if left == 0 {
-            break;
-        }
-        if inbox.buf.is_empty() && inbox.fill(crate::io::SMALL_BUFFER).await? == 0 {
-            if kind == BodyKind::UntilClose {
-                break;
-            }
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        match &mut chunks {
-            None => {
-                let n = (inbox.buf.len() as u64).min(left) as usize;
-                let data: Vec<u8> = inbox.buf.drain(..n).collect();
-                left = left.saturating_sub(n as u64);
-                send(down, Bytes::from(data)).await?;
-            }
-            Some(decoder) => {
-                let piece = decoder
-                    .feed(inbox.buf)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                match piece {
-                    Piece::Data(n) => {
-                        let data: Vec<u8> = inbox.buf.drain(..n).collect();
-                        send(down, Bytes::from(data)).await?;
-                    }
-                    Piece::Framing(n) => {
-                        inbox.buf.drain(..n);
-                    }
-                    Piece::End(n) => {
-                        inbox.buf.drain(..n);
-                        break;
-                    }
-                    Piece::NeedMore(n) => {
-                        inbox.buf.drain(..n);
-                        if inbox.fill(crate::io::SMALL_BUFFER).await? == 0 {
-                            return Err(io::ErrorKind::UnexpectedEof.into());
-                        }
-                    }
-                }
-            }
-        }
-    }
-    down.send_data(Bytes::new(), true)
-        .map_err(|e| io::Error::other(e.to_string()))
-}
-
-/// Sends `data` as the stream's flow control allows.
-async fn send(down: &mut SendStream<Bytes>, mut data: Bytes) -> io::Result<()> {
-    while !data.is_empty() {
-        down.reserve_capacity(data.len());
-        match poll_fn(|cx| down.poll_capacity(cx)).await {
-            Some(Ok(0)) => continue,
-            Some(Ok(cap)) => {
-                let chunk = data.split_to(cap.min(data.len()));
-                down.send_data(chunk, false)
-                    .map_err(|e| io::Error::other(e.to_string()))?;
-            }
-            _ => return Err(io::ErrorKind::BrokenPipe.into()),
-        }
-    }
-    Ok(())
 }

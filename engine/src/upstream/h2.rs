@@ -1,0 +1,239 @@
+//! Upstream HTTP/2 connections: the client handshake every h2 upstream connection goes
+//! through ([`handshake`]), and the shard's shared connections to meshed endpoints whose
+//! protocol hint is H2 ([`H2Pool`]), which carry the HTTP/1 requests this proxy upgrades
+//! (`l5d-orig-proto`) — one multiplexed connection per endpoint and shard, as
+//! linkerd2-proxy keeps one per endpoint.
+//!
+//! A shared connection is made by the first request that needs it; requests arriving while
+//! it is being made wait for the same one. It leaves the pool when it fails, when its
+//! server closes it (the next request finds it not ready and connects anew), when it was
+//! unused for the pool's idle timeout, and at the drain; in-flight streams keep it open
+//! until they end.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::{FutureExt, Shared};
+use h2::client::SendRequest;
+
+use crate::conn::{Direction, TlsStatus};
+use crate::error::ProxyError;
+use crate::io::{Counted, Transport};
+use crate::lifecycle::Lifecycle;
+use crate::rt::Runtime;
+use crate::telemetry::{Peer, Tcp};
+
+/// Largest header list (after HPACK decoding) accepted from an upstream, in bytes.
+pub const MAX_HEADER_LIST_SIZE: u32 = 64 << 10;
+/// Bytes buffered per stream for sending.
+pub const MAX_SEND_BUFFER: usize = 256 << 10;
+
+// === types ===
+
+/// A connection being (or already) made, awaited by every request to its endpoint.
+pub type Connecting = Pin<Box<dyn Future<Output = Result<SendRequest<Bytes>, ConnectFailure>>>>;
+
+/// Why an upstream h2 connection could not be made (cloneable, for every waiting request).
+#[derive(Clone, Debug)]
+pub enum ConnectFailure {
+    /// The TCP (or TLS) connection could not be made.
+    Connect {
+        timeout: Option<Duration>,
+        errno: Option<i32>,
+        kind: io::ErrorKind,
+        message: String,
+    },
+    /// The connection was made but the HTTP/2 handshake failed.
+    Handshake(String),
+}
+
+/// The shard's shared h2 connections to upgraded endpoints, by address.
+#[derive(Default)]
+pub struct H2Pool {
+    conns: RefCell<HashMap<SocketAddr, Shared<Connecting>>>,
+    last_used: RefCell<HashMap<SocketAddr, Instant>>,
+    /// Set for the drain: no connection is shared any more.
+    closed: Cell<bool>,
+}
+
+// === impl H2Pool ===
+
+impl H2Pool {
+    /// A ready handle on the shared connection to `addr`, made by `connect` when there is
+    /// none (or the one there is has closed). A failed connection is forgotten, so the next
+    /// request tries again.
+    pub async fn get(
+        &self,
+        addr: SocketAddr,
+        connect: impl FnOnce() -> Connecting,
+    ) -> Result<SendRequest<Bytes>, ProxyError> {
+        let mut connect = Some(connect);
+        loop {
+            let existing = self.conns.borrow().get(&addr).cloned();
+            let (shared, fresh) = match existing {
+                Some(shared) => (shared, false),
+                None => {
+                    let Some(connect) = connect.take() else {
+                        return Err(ProxyError::upstream("HTTP/2 connection closed"));
+                    };
+                    let shared = connect().shared();
+                    if !self.closed.get() {
+                        self.conns.borrow_mut().insert(addr, shared.clone());
+                    }
+                    (shared, true)
+                }
+            };
+            self.last_used.borrow_mut().insert(addr, Instant::now());
+            let send = match shared.await {
+                Ok(send) => send,
+                Err(failure) => {
+                    self.forget(addr);
+                    return Err(failure.into_error());
+                }
+            };
+            match send.ready().await {
+                Ok(send) => return Ok(send),
+                // The server closed it (GOAWAY, idle close): connect anew, once.
+                Err(error) if !fresh => {
+                    tracing::debug!(dst.addr = %addr, %error, "Shared HTTP/2 connection closed");
+                    self.forget(addr);
+                }
+                Err(error) => {
+                    self.forget(addr);
+                    return Err(ProxyError::upstream(format!(
+                        "HTTP/2 connection failed: {error}"
+                    )));
+                }
+            }
+        }
+    }
+
+    fn forget(&self, addr: SocketAddr) {
+        self.conns.borrow_mut().remove(&addr);
+        self.last_used.borrow_mut().remove(&addr);
+    }
+
+    /// Forgets connections unused for `idle_timeout` (each closes once its in-flight streams
+    /// end); how many.
+    pub fn sweep(&self, idle_timeout: Duration) -> usize {
+        let now = Instant::now();
+        let expired: Vec<SocketAddr> = self
+            .last_used
+            .borrow()
+            .iter()
+            .filter(|(_, at)| now.saturating_duration_since(**at) >= idle_timeout)
+            .map(|(addr, _)| *addr)
+            .collect();
+        for addr in &expired {
+            self.forget(*addr);
+        }
+        expired.len()
+    }
+
+    /// Forgets every connection and shares none from now on (the drain).
+    pub fn clear(&self) {
+        self.closed.set(true);
+        self.conns.borrow_mut().clear();
+        self.last_used.borrow_mut().clear();
+    }
+}
+
+// === impl ConnectFailure ===
+
+impl ConnectFailure {
+    pub fn from_error(error: ProxyError) -> Self {
+        match error {
+            ProxyError::ConnectTimeout(timeout) => ConnectFailure::Connect {
+                timeout: Some(timeout),
+                errno: None,
+                kind: io::ErrorKind::TimedOut,
+                message: String::new(),
+            },
+            ProxyError::Connect(error) => ConnectFailure::Connect {
+                timeout: None,
+                errno: error.raw_os_error(),
+                kind: error.kind(),
+                message: error.to_string(),
+            },
+            other => ConnectFailure::Handshake(other.message()),
+        }
+    }
+
+    pub fn into_error(self) -> ProxyError {
+        match self {
+            ConnectFailure::Connect {
+                timeout: Some(timeout),
+                ..
+            } => ProxyError::ConnectTimeout(timeout),
+            ConnectFailure::Connect {
+                errno: Some(errno), ..
+            } => ProxyError::Connect(io::Error::from_raw_os_error(errno)),
+            ConnectFailure::Connect { kind, message, .. } => {
+                ProxyError::Connect(io::Error::new(kind, message))
+            }
+            ConnectFailure::Handshake(why) => ProxyError::upstream(why),
+        }
+    }
+}
+
+// === functions ===
+
+/// The h2 client handshake on `stream` to `target`, counted in the TCP metrics with its TLS
+/// status; the connection is driven by its own shard task, which ends when the server
+/// closes it or every handle to it is gone and its streams are over.
+pub async fn handshake<R: Runtime>(
+    tcp: &Rc<Tcp>,
+    life: &Rc<Lifecycle>,
+    direction: Direction,
+    target: SocketAddr,
+    (stream, tls): (Transport<R>, &TlsStatus),
+) -> Result<SendRequest<Bytes>, ConnectFailure> {
+    let fd = stream.as_raw_fd();
+    let metrics = tcp.open(direction, Peer::Dst, target, tls);
+    let io = match stream.into_poll() {
+        Ok((io, ahead)) => Counted::new(io, ahead, &metrics.read_bytes, &metrics.write_bytes),
+        Err(error) => {
+            let failure = ConnectFailure::from_error(ProxyError::Connect(io::Error::new(
+                error.kind(),
+                error.to_string(),
+            )));
+            tcp.close(metrics, Some(&error));
+            return Err(failure);
+        }
+    };
+    let handshake = h2::client::Builder::new()
+        .max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .max_send_buffer_size(MAX_SEND_BUFFER)
+        .handshake::<_, Bytes>(io)
+        .await;
+    let (send, conn) = match handshake {
+        Ok(pair) => pair,
+        Err(error) => {
+            let why = format!("the upstream did not speak HTTP/2 ({error})");
+            let io_error = error
+                .into_io()
+                .unwrap_or_else(|| io::Error::other(why.clone()));
+            tcp.close(metrics, Some(&io_error));
+            return Err(ConnectFailure::Handshake(why));
+        }
+    };
+    let task = life.task();
+    let entry = life.register(fd);
+    let tcp = tcp.clone();
+    R::spawn(async move {
+        let _task = task;
+        let _entry = entry;
+        let result = conn.await;
+        let error = result.err().and_then(|e| e.into_io());
+        tcp.close(metrics, error.as_ref());
+    });
+    Ok(send)
+}
