@@ -15,7 +15,12 @@ const USER_HZ: f64 = 100.0;
 pub struct Exposition {
     registries: Vec<Registry>,
     version: &'static str,
+    /// Families kept outside the registries (the control thread's), each rendered as text.
+    sections: Vec<Section>,
 }
+
+/// A piece of the page rendered by its owner, in Prometheus text format.
+pub type Section = Box<dyn Fn() -> String + Send + Sync>;
 
 // === impl Exposition ===
 
@@ -24,7 +29,14 @@ impl Exposition {
         Exposition {
             registries,
             version,
+            sections: Vec::new(),
         }
+    }
+
+    /// Adds `section` to every page, after the registries' families.
+    pub fn with_section(mut self, section: Section) -> Self {
+        self.sections.push(section);
+        self
     }
 
     /// The page, in Prometheus text format 0.0.4.
@@ -48,6 +60,9 @@ impl Exposition {
         // Encoding into a Vec cannot fail on I/O; a malformed family would be a bug here.
         if let Err(error) = TextEncoder::new().encode(&families, &mut out) {
             tracing::error!(%error, "Metrics encoding failed");
+        }
+        for section in &self.sections {
+            out.extend_from_slice(section().as_bytes());
         }
         out.extend_from_slice(process_metrics(self.version).as_bytes());
         out

@@ -82,6 +82,8 @@ pub struct IdentityMetrics {
     pub certify_failed: AtomicU64,
     /// The current certificate's expiry, milliseconds since the epoch; 0 before the first.
     expiry_unix_ms: AtomicU64,
+    /// When the current certificate was received, milliseconds since the epoch.
+    refresh_unix_ms: AtomicU64,
 }
 
 /// Errors of one `Certify` round, or of the setup before the first.
@@ -157,11 +159,43 @@ impl IdentityMetrics {
     }
 
     fn set_expiry(&self, expiry: SystemTime) {
-        let ms = expiry.duration_since(UNIX_EPOCH).map_or(1, |d| {
-            u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-        });
-        self.expiry_unix_ms.store(ms, Ordering::Relaxed);
+        self.expiry_unix_ms
+            .store(unix_ms(expiry), Ordering::Relaxed);
+        self.refresh_unix_ms
+            .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
     }
+
+    /// The families linkerd2-proxy exposes for its certificate (`linkerd/identity/src/
+    /// metrics.rs`, under the `identity_cert` prefix), in Prometheus text format:
+    /// `identity_cert_expiration_timestamp_seconds`, `identity_cert_refresh_timestamp_seconds`
+    /// and `identity_cert_refreshes_total{result="ok"|"error"}` (here an error is a failed
+    /// `Certify` round: the call, or credentials that could not be used).
+    pub fn render(&self) -> String {
+        let seconds = |ms: &AtomicU64| ms.load(Ordering::Relaxed) as f64 / 1000.0;
+        format!(
+            "# HELP identity_cert_expiration_timestamp_seconds Time when this proxy's current mTLS identity certificate will expire (in seconds since the UNIX epoch).\n\
+             # TYPE identity_cert_expiration_timestamp_seconds gauge\n\
+             identity_cert_expiration_timestamp_seconds {}\n\
+             # HELP identity_cert_refresh_timestamp_seconds Time when this proxy's current mTLS identity certificate was last updated.\n\
+             # TYPE identity_cert_refresh_timestamp_seconds gauge\n\
+             identity_cert_refresh_timestamp_seconds {}\n\
+             # HELP identity_cert_refreshes_total The total number of times this proxy's mTLS identity certificate has been refreshed by the Identity provider.\n\
+             # TYPE identity_cert_refreshes_total counter\n\
+             identity_cert_refreshes_total{{result=\"ok\"}} {}\n\
+             identity_cert_refreshes_total{{result=\"error\"}} {}\n",
+            seconds(&self.expiry_unix_ms),
+            seconds(&self.refresh_unix_ms),
+            self.certify_ok.load(Ordering::Relaxed),
+            self.certify_failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// `at` in milliseconds since the epoch, at least 1 (0 means "never").
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(1, |d| {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    })
 }
 
 // === impl Documents ===

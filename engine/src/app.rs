@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ringlink_admin::Exposition;
+use ringlink_control::identity::IdentityMetrics;
 use ringlink_control::thread::{AdminSetup, ControlThread, DnsSetup, IdentitySetup};
 use ringlink_control::{Config, SystemEnv};
 
@@ -106,12 +107,18 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
     // With identity, the proxy is ready once it holds its first certificate.
     let (certified_tx, _certified) = tokio::sync::watch::channel(None);
     let (mesh_tx, mesh_rx) = tokio::sync::watch::channel(None);
+    let identity_metrics = Arc::new(IdentityMetrics::default());
+    let mut exposition = Exposition::new(registries, env!("CARGO_PKG_VERSION"));
+    if config.identity.is_some() {
+        let metrics = identity_metrics.clone();
+        exposition = exposition.with_section(Box::new(move || metrics.render()));
+    }
     let identity = config.identity.clone().map(|config| IdentitySetup {
         config,
         publish: certified_tx,
         mesh: mesh_tx,
         ready: ready.clone(),
-        metrics: Arc::default(),
+        metrics: identity_metrics,
     });
     let control = ControlThread::spawn(
         AdminSetup {
@@ -120,7 +127,7 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
             log_level: Box::new(log),
             env: proxy_env(),
             shutdown_enabled: config.shutdown_endpoint_enabled,
-            metrics: Exposition::new(registries, env!("CARGO_PKG_VERSION")),
+            metrics: exposition,
         },
         DnsSetup {
             requests: dns_requests,

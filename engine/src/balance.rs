@@ -63,7 +63,7 @@ pub struct Endpoint {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct EndpointTls {
     /// The identity its certificate must carry.
-    pub server_id: String,
+    pub server_id: Arc<str>,
     /// The SNI to ask for it with.
     pub server_name: String,
     /// Its inbound port, when traffic goes there with a transport header.

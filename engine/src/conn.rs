@@ -51,11 +51,23 @@ pub struct ConnMeta {
 pub enum TlsStatus {
     /// Identity is not configured: no mesh TLS anywhere (ringlink without a control plane).
     Disabled,
-    /// Identity is configured, but this connection is plaintext.
-    NoTls,
+    /// Identity is configured, but this connection is plaintext, for this reason.
+    NoTls(NoTlsReason),
     /// Mesh TLS, with the peer's identity when it presented a certificate (inbound: the
     /// client's; outbound: the server's).
     Established { peer: Option<Arc<str>> },
+}
+
+/// Why a connection of a proxy with identity is plaintext: Linkerd's `no_tls_reason` label
+/// (`linkerd/tls/src/{server,client}.rs`, `NoServerTls` and `NoClientTls`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NoTlsReason {
+    /// An inbound client that sent no ClientHello for this proxy.
+    NoTlsFromRemote,
+    /// A connection between the proxy and its own pod's application.
+    Loopback,
+    /// An outbound endpoint that discovery gave no identity.
+    NotProvidedByServiceDiscovery,
 }
 
 /// A value per direction, so that settings are never picked by hand-written matches.
@@ -85,10 +97,11 @@ impl std::fmt::Display for Direction {
 // === impl TlsStatus ===
 
 impl TlsStatus {
-    /// The status of a plaintext connection, given whether identity is configured.
-    pub fn plaintext(identity: bool) -> Self {
+    /// The status of a plaintext connection, given whether identity is configured and why
+    /// the connection is plaintext.
+    pub fn plaintext(identity: bool, why: NoTlsReason) -> Self {
         if identity {
-            TlsStatus::NoTls
+            TlsStatus::NoTls(why)
         } else {
             TlsStatus::Disabled
         }
@@ -98,8 +111,17 @@ impl TlsStatus {
     pub fn label(&self) -> &'static str {
         match self {
             TlsStatus::Disabled => "disabled",
-            TlsStatus::NoTls => "no_identity",
+            TlsStatus::NoTls(_) => "no_identity",
             TlsStatus::Established { .. } => "true",
+        }
+    }
+
+    /// The `no_tls_reason` label value; empty (the label is left out) unless plaintext with
+    /// identity.
+    pub fn no_tls_reason(&self) -> &'static str {
+        match self {
+            TlsStatus::NoTls(why) => why.as_str(),
+            _ => "",
         }
     }
 
@@ -108,6 +130,18 @@ impl TlsStatus {
         match self {
             TlsStatus::Established { peer } => peer.as_deref(),
             _ => None,
+        }
+    }
+}
+
+// === impl NoTlsReason ===
+
+impl NoTlsReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoTlsReason::NoTlsFromRemote => "no_tls_from_remote",
+            NoTlsReason::Loopback => "loopback",
+            NoTlsReason::NotProvidedByServiceDiscovery => "not_provided_by_service_discovery",
         }
     }
 }

@@ -472,7 +472,7 @@ fn endpoint_tls(meta: &ringlink_control::discovery::EndpointMeta) -> Option<Arc<
         return None;
     };
     Some(Arc::new(EndpointTls {
-        server_id: server_id.clone(),
+        server_id: Arc::from(server_id.as_str()),
         server_name: tls.server_name.clone().unwrap_or_else(|| server_id.clone()),
         opaque_port: meta.opaque_transport_port,
     }))

@@ -57,7 +57,7 @@ pub async fn serve<R: Runtime>(
             ctx.detected(direction, Detected::Http1);
             let eager = match pre {
                 Preconnected::Open(addr, stream) => {
-                    let plaintext = ctx.tcp.plaintext();
+                    let plaintext = ctx.tcp.plaintext(direction);
                     h1::Eager::Open(Upstream::new(&ctx.tcp, direction, addr, stream, plaintext))
                 }
                 Preconnected::Pooled(pooled) => h1::Eager::Open(pooled),

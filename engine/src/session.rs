@@ -21,7 +21,7 @@ use std::rc::Rc;
 
 use tracing::Instrument;
 
-use crate::conn::{Direction, Route, TlsStatus};
+use crate::conn::{Direction, NoTlsReason, Route, TlsStatus};
 use crate::ctx::ShardCtx;
 use crate::io::Transport;
 use crate::lifecycle::TaskGuard;
@@ -56,7 +56,7 @@ pub async fn serve<R: Runtime>(
             direction,
             fd,
             peer,
-            TlsStatus::plaintext(ctx.identity.is_enabled()),
+            TlsStatus::plaintext(ctx.identity.is_enabled(), accepted_plaintext(direction)),
         );
         let Some(mut meta) = dest else {
             crate::io::reset(fd);
@@ -89,4 +89,13 @@ pub async fn serve<R: Runtime>(
     }
     .instrument(span)
     .await
+}
+
+/// Why an accepted connection is plaintext until TLS is found: an inbound client sent no
+/// ClientHello for this proxy; an outbound client is the pod's own application.
+fn accepted_plaintext(direction: Direction) -> NoTlsReason {
+    match direction {
+        Direction::Inbound => NoTlsReason::NoTlsFromRemote,
+        Direction::Outbound => NoTlsReason::Loopback,
+    }
 }

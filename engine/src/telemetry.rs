@@ -11,19 +11,23 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use crate::conn::{Direction, TlsStatus};
+use crate::conn::{Direction, NoTlsReason, TlsStatus};
 
 mod http;
 
+use http::OmitEmptyLabels;
 pub use http::{HttpFamilies, HttpMetrics, RequestMetrics, RouteCache};
 
 /// Labels of every TCP series (besides the registry's `shard`): `direction`, `peer`, `tls`,
-/// `target_addr`, `target_ip`, `target_port`.
-const LABELS: usize = 6;
+/// `target_addr`, `target_ip`, `target_port`, and as Linkerd adds them to `tls`,
+/// `client_id` (a meshed client's), `server_id` (a meshed endpoint's) and `no_tls_reason`;
+/// empty ones are left out of the page.
+const LABELS: usize = 9;
 
 // === types ===
 
@@ -48,8 +52,8 @@ pub struct Tcp {
     metrics: TcpMetrics,
     usage: TcpUsage,
     recording: bool,
-    /// Whether identity is configured: the `tls` label of plaintext connections.
-    plaintext: TlsStatus,
+    /// The TLS status of plaintext upstream connections, per direction.
+    plaintext: [TlsStatus; 2],
 }
 
 /// What protocol detection decided for a connection: the `protocol` label of
@@ -86,7 +90,8 @@ pub enum Peer {
 /// page cannot grow without bound. Shard-local.
 #[derive(Default)]
 pub struct TcpUsage {
-    entries: RefCell<HashMap<[String; LABELS], Usage>>,
+    /// By label set; each open connection shares its set's `Rc` rather than a copy.
+    entries: RefCell<HashMap<Rc<[String; LABELS]>, Usage>>,
 }
 
 struct Usage {
@@ -98,7 +103,7 @@ struct Usage {
 /// One open connection's series, looked up once.
 pub struct PeerMetrics {
     /// `None` for an unrecorded connection.
-    labels: Option<[String; LABELS]>,
+    labels: Option<Rc<[String; LABELS]>>,
     close_total: IntCounterVec,
     open: IntGauge,
     pub read_bytes: IntCounter,
@@ -119,12 +124,15 @@ impl TcpMetrics {
             "target_addr",
             "target_ip",
             "target_port",
+            "client_id",
+            "server_id",
+            "no_tls_reason",
         ];
         let counter =
             |name: &str, help: &str, extra: &[&str]| -> prometheus::Result<IntCounterVec> {
                 let labels: Vec<&str> = names.iter().chain(extra).copied().collect();
                 let family = IntCounterVec::new(Opts::new(name, help), &labels)?;
-                registry.register(Box::new(family.clone()))?;
+                registry.register(Box::new(OmitEmptyLabels(family.clone())))?;
                 Ok(family)
             };
         let open_connections = IntGaugeVec::new(
@@ -134,7 +142,7 @@ impl TcpMetrics {
             ),
             &names,
         )?;
-        registry.register(Box::new(open_connections.clone()))?;
+        registry.register(Box::new(OmitEmptyLabels(open_connections.clone())))?;
         let detect = IntCounterVec::new(
             Opts::new(
                 "protocol_detect_total",
@@ -198,8 +206,17 @@ impl TcpMetrics {
             target.to_string(),
             target.ip().to_string(),
             target.port().to_string(),
+            match peer {
+                Peer::Src => tls.peer().unwrap_or_default().to_string(),
+                Peer::Dst => String::new(),
+            },
+            match peer {
+                Peer::Src => String::new(),
+                Peer::Dst => tls.peer().unwrap_or_default().to_string(),
+            },
+            tls.no_tls_reason().to_string(),
         ];
-        usage.opened(&labels);
+        let labels = usage.opened(labels);
         let values: [&str; LABELS] = labels.each_ref().map(String::as_str);
         self.open_total.with_label_values(&values).inc();
         let open = self.open_connections.with_label_values(&values);
@@ -235,13 +252,20 @@ impl Tcp {
             metrics,
             usage: TcpUsage::default(),
             recording,
-            plaintext: TlsStatus::plaintext(identity),
+            plaintext: [
+                TlsStatus::plaintext(identity, NoTlsReason::Loopback),
+                TlsStatus::plaintext(identity, NoTlsReason::NotProvidedByServiceDiscovery),
+            ],
         }
     }
 
-    /// The TLS status of a plaintext connection on this proxy.
-    pub fn plaintext(&self) -> &TlsStatus {
-        &self.plaintext
+    /// The TLS status of a plaintext upstream connection of `direction` on this proxy: to
+    /// the pod's own application (inbound), or to an endpoint discovery gave no identity.
+    pub fn plaintext(&self, direction: Direction) -> &TlsStatus {
+        match direction {
+            Direction::Inbound => &self.plaintext[0],
+            Direction::Outbound => &self.plaintext[1],
+        }
     }
 
     /// Records a TCP connection opening and returns its series.
@@ -314,16 +338,22 @@ impl PeerMetrics {
 // === impl TcpUsage ===
 
 impl TcpUsage {
-    fn opened(&self, labels: &[String; LABELS]) {
+    /// Counts a connection of `labels` open; the label set, shared with the others.
+    fn opened(&self, labels: [String; LABELS]) -> Rc<[String; LABELS]> {
         let mut entries = self.entries.borrow_mut();
         let now = Instant::now();
-        let usage = entries.entry(labels.clone()).or_insert_with(|| Usage {
+        let shared = match entries.get_key_value(&labels) {
+            Some((shared, _)) => shared.clone(),
+            None => Rc::new(labels),
+        };
+        let usage = entries.entry(shared.clone()).or_insert_with(|| Usage {
             open: 0,
             last: now,
             errnos: Vec::new(),
         });
         usage.open += 1;
         usage.last = now;
+        shared
     }
 
     fn closed(&self, labels: &[String; LABELS], errno: &str) {
@@ -377,4 +407,69 @@ fn errno_name(error: &io::Error) -> String {
         None => return String::new(),
     };
     name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use prometheus::{Encoder, TextEncoder};
+
+    use super::*;
+
+    fn page(registry: &Registry) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// Linkerd's TLS labels: `server_id` on a meshed endpoint's series, `client_id` on a
+    /// meshed client's, `no_tls_reason` on plaintext ones, and no empty label but `errno`.
+    #[test]
+    fn tls_labels_are_linkerds() {
+        let (registry, metrics) = TcpMetrics::for_shard(0).unwrap();
+        let tcp = Tcp::new(metrics, true, true);
+        let addr: SocketAddr = "10.0.0.1:8080".parse().unwrap();
+        let meshed = TlsStatus::Established {
+            peer: Some(Arc::from(
+                "web.ns.serviceaccount.identity.linkerd.cluster.local",
+            )),
+        };
+        let dst = tcp.open(Direction::Outbound, Peer::Dst, addr, &meshed);
+        let client = TlsStatus::Established {
+            peer: Some(Arc::from(
+                "client.ns.serviceaccount.identity.linkerd.cluster.local",
+            )),
+        };
+        let src = tcp.open(Direction::Inbound, Peer::Src, addr, &client);
+        let app = tcp.open(
+            Direction::Inbound,
+            Peer::Dst,
+            addr,
+            tcp.plaintext(Direction::Inbound),
+        );
+        tcp.close(app, None);
+        let page = page(&registry);
+        let line = |prefix: &str, needle: &str| {
+            page.lines()
+                .filter(|l| l.starts_with(prefix) && l.contains(needle))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        let dst_lines = line("tcp_open_total{", "peer=\"dst\",server_id=\"web.ns.");
+        assert_eq!(dst_lines.len(), 1, "{page}");
+        assert!(!dst_lines[0].contains("client_id"), "{page}");
+        assert!(!dst_lines[0].contains("no_tls_reason"), "{page}");
+        let src_lines = line("tcp_open_total{", "client_id=\"client.ns.");
+        assert_eq!(src_lines.len(), 1, "{page}");
+        assert!(src_lines[0].contains("peer=\"src\""), "{page}");
+        assert!(!src_lines[0].contains("server_id"), "{page}");
+        let app_lines = line("tcp_close_total{", "no_tls_reason=\"loopback\"");
+        assert_eq!(app_lines.len(), 1, "{page}");
+        assert!(app_lines[0].contains("errno=\"\""), "{page}");
+        assert!(app_lines[0].contains("tls=\"no_identity\""), "{page}");
+        drop((dst, src));
+    }
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use ringlink_protocols::transport_header::SessionProtocol;
 
 use crate::balance::{EndpointTls, Pick};
-use crate::conn::TlsStatus;
+use crate::conn::{Direction, NoTlsReason, TlsStatus};
 use crate::discover::{Dst, Dsts};
 use crate::error::ProxyError;
 use crate::identity::ShardIdentity;
@@ -81,6 +81,7 @@ pub async fn connect<R: Runtime>(
 /// this proxy holds a certificate, else plaintext. Returns the stream and its TLS status.
 pub async fn connect_endpoint<R: Runtime>(
     identity: &ShardIdentity,
+    direction: Direction,
     addr: SocketAddr,
     tls: Option<&EndpointTls>,
     protocol: Option<SessionProtocol>,
@@ -97,7 +98,11 @@ pub async fn connect_endpoint<R: Runtime>(
         }
         None => {
             let stream = connect::<R>(addr, timeout).await?;
-            Ok((stream, TlsStatus::plaintext(identity.is_enabled())))
+            let why = match direction {
+                Direction::Inbound => NoTlsReason::Loopback,
+                Direction::Outbound => NoTlsReason::NotProvidedByServiceDiscovery,
+            };
+            Ok((stream, TlsStatus::plaintext(identity.is_enabled(), why)))
         }
     }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use ringlink_integration::http::call;
 use ringlink_integration::identity::{self as mock, with_identity, IdentityServer, TokenDir};
+use ringlink_integration::metrics::{parse, sum};
 use ringlink_integration::proxy::{self, Builder, Proxy};
 
 const NAME: &str = "web.default.serviceaccount.identity.linkerd.cluster.local";
@@ -37,6 +38,30 @@ async fn ready_only_once_certified() {
     assert_eq!(service.issued(), 1);
     assert_eq!(service.last_identity().as_deref(), Some(NAME));
     assert_eq!(service.last_token().as_deref(), Some(&b"token-1"[..]));
+    // linkerd2-proxy's certificate families: the three failures and the success, and an
+    // expiry within the mock's lifetime for the certificate.
+    let page = call(proxy.admin, "GET", "/metrics", "").await;
+    let series = parse(&page.body);
+    let refreshes = |result| {
+        sum(
+            &series,
+            "identity_cert_refreshes_total",
+            &[("result", result)],
+        )
+    };
+    assert_eq!(refreshes("ok"), 1.0, "{}", page.body);
+    assert!(refreshes("error") >= 3.0, "{}", page.body);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let expiry = sum(&series, "identity_cert_expiration_timestamp_seconds", &[]);
+    assert!(
+        expiry > now && expiry < now + 48.0 * 3600.0,
+        "{expiry} vs {now}"
+    );
+    let refreshed = sum(&series, "identity_cert_refresh_timestamp_seconds", &[]);
+    assert!((now - refreshed).abs() < 60.0, "{refreshed} vs {now}");
 }
 
 #[tokio::test]

@@ -113,10 +113,53 @@ async fn http1_between_meshed_proxies(runtime: &'static str) {
     // The six requests shared one HTTP/2 connection between the proxies.
     let page = call(mesh.client.admin, "GET", "/metrics", "").await;
     let series = parse(&page.body);
-    let dst = [("direction", "outbound"), ("peer", "dst"), ("tls", "true")];
+    let dst = [
+        ("direction", "outbound"),
+        ("peer", "dst"),
+        ("tls", "true"),
+        ("server_id", SERVER),
+    ];
     assert_eq!(sum(&series, "tcp_open_total", &dst), 1.0, "{}", page.body);
+    // Linkerd's labels on the client's side: the application's connections are loopback,
+    // the requests carry the endpoint's identity.
+    let src = [
+        ("direction", "outbound"),
+        ("peer", "src"),
+        ("tls", "no_identity"),
+        ("no_tls_reason", "loopback"),
+    ];
+    assert_eq!(sum(&series, "tcp_open_total", &src), 2.0, "{}", page.body);
+    let requests = [
+        ("direction", "outbound"),
+        ("tls", "true"),
+        ("server_id", SERVER),
+    ];
+    assert_eq!(
+        sum(&series, "request_total", &requests),
+        6.0,
+        "{}",
+        page.body
+    );
     let page = call(mesh.server.admin, "GET", "/metrics", "").await;
     let series = parse(&page.body);
+    let src = [
+        ("direction", "inbound"),
+        ("peer", "src"),
+        ("tls", "true"),
+        ("client_id", CLIENT),
+    ];
+    assert_eq!(sum(&series, "tcp_open_total", &src), 1.0, "{}", page.body);
+    let app_conns = [
+        ("direction", "inbound"),
+        ("peer", "dst"),
+        ("tls", "no_identity"),
+        ("no_tls_reason", "loopback"),
+    ];
+    assert!(
+        sum(&series, "tcp_open_total", &app_conns) >= 1.0,
+        "{}",
+        page.body
+    );
     let h2 = [("direction", "inbound"), ("protocol", "h2")];
     assert_eq!(
         sum(&series, "protocol_detect_total", &h2),

@@ -143,14 +143,23 @@ async fn terminates_mtls_and_sets_the_client_id(runtime: &'static str) {
         ("client_id", CLIENT),
     ];
     assert_eq!(sum(&series, "request_total", &meshed), 2.0, "{}", page.body);
-    let plaintext = [("direction", "inbound"), ("tls", "no_identity")];
+    let plaintext = [
+        ("direction", "inbound"),
+        ("tls", "no_identity"),
+        ("no_tls_reason", "no_tls_from_remote"),
+    ];
     assert_eq!(
         sum(&series, "request_total", &plaintext),
         1.0,
         "{}",
         page.body
     );
-    let src = [("direction", "inbound"), ("peer", "src"), ("tls", "true")];
+    let src = [
+        ("direction", "inbound"),
+        ("peer", "src"),
+        ("tls", "true"),
+        ("client_id", CLIENT),
+    ];
     assert_eq!(sum(&series, "tcp_open_total", &src), 1.0, "{}", page.body);
 }
 

@@ -4,7 +4,9 @@
 
 use std::net::SocketAddr;
 
-use crate::conn::ConnMeta;
+use crate::balance::Pick;
+use crate::conn::{ConnMeta, Direction, TlsStatus};
+use crate::ctx::ShardCtx;
 use crate::error::ProxyError;
 use crate::io::Transport;
 use crate::lifecycle::ConnEntry;
@@ -44,4 +46,25 @@ pub struct Client<'a, R: Runtime> {
 pub enum Version {
     Http1,
     H2,
+}
+
+// === functions ===
+
+/// The TLS a request's metrics carry, as Linkerd labels it: inbound, the client
+/// connection's (`client_id`); outbound, the endpoint's as discovery describes it
+/// (`server_id`), or plaintext when discovery gave it no identity or none was picked.
+pub fn request_tls<R: Runtime>(
+    ctx: &ShardCtx<R>,
+    meta: &ConnMeta,
+    pick: Option<&Pick>,
+) -> TlsStatus {
+    match meta.direction {
+        Direction::Inbound => meta.tls.clone(),
+        Direction::Outbound => match pick.and_then(Pick::tls) {
+            Some(endpoint) if ctx.identity.is_enabled() => TlsStatus::Established {
+                peer: Some(endpoint.server_id.clone()),
+            },
+            _ => ctx.tcp.plaintext(Direction::Outbound).clone(),
+        },
+    }
 }

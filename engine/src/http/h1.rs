@@ -36,7 +36,7 @@ use crate::conn::{ConnMeta, Direction, Route};
 use crate::ctx::ShardCtx;
 use crate::discover::DstCache;
 use crate::error::{ErrorSource, ProxyError};
-use crate::http::conn::{Client, CLIENT_ID};
+use crate::http::conn::{request_tls, Client, CLIENT_ID};
 use crate::http::{respond, route};
 use crate::io::Transport;
 use crate::lifecycle::ConnEntry;
@@ -318,6 +318,7 @@ impl<R: Runtime> Session<'_, R> {
                         let http1 = Some(SessionProtocol::Http1);
                         let (stream, status) = upstream::connect_endpoint::<R>(
                             &ctx.identity,
+                            direction,
                             addr,
                             tls.as_deref(),
                             http1,
@@ -435,11 +436,13 @@ impl<R: Runtime> Session<'_, R> {
         let addr = target
             .filter(|t| t.dst.is_none() || t.pick.is_some())
             .map(|t| t.addr);
-        let labels = target.and_then(|t| t.pick.as_ref()).map(Pick::labels);
+        let pick = target.and_then(|t| t.pick.as_ref());
+        let labels = pick.map(Pick::labels);
+        let tls = request_tls(self.ctx, self.meta, pick);
         self.request = self.ctx.http.start_tls(
             &mut self.routes,
             self.meta.direction,
-            &self.meta.tls,
+            &tls,
             head.authority(),
             addr,
             labels.as_ref(),
@@ -449,10 +452,11 @@ impl<R: Runtime> Session<'_, R> {
     /// Answers a request the proxy refuses, then closes the connection.
     async fn refuse(&mut self, authority: Option<&str>, error: ProxyError) -> Next {
         tracing::info!(status = error.status(), error = %error.message(), "Refused request");
+        let tls = request_tls(self.ctx, self.meta, None);
         self.request = self.ctx.http.start_tls(
             &mut self.routes,
             self.meta.direction,
-            &self.meta.tls,
+            &tls,
             authority,
             self.meta.route.fixed(),
             None,

@@ -32,7 +32,7 @@ pub fn forward<'a, R: Runtime>(
 ) -> impl std::future::Future<Output = Option<IoError>> + 'a {
     // Not an `async fn`: a wrapper frame would hold a second copy of the streams in every
     // opaque connection's task.
-    let plaintext = ctx.tcp.plaintext();
+    let plaintext = ctx.tcp.plaintext(direction);
     forward_to(
         ctx,
         direction,
@@ -132,8 +132,10 @@ pub async fn balanced<R: Runtime>(
             let started = Instant::now();
             async move {
                 let tls = tls.as_deref();
+                let outbound = Direction::Outbound;
                 let (stream, status) =
-                    upstream::connect_endpoint::<R>(identity, addr, tls, None, timeout).await?;
+                    upstream::connect_endpoint::<R>(identity, outbound, addr, tls, None, timeout)
+                        .await?;
                 Ok((stream, status, started.elapsed()))
             }
         })

@@ -65,7 +65,7 @@ pub const LATENCY_BUCKETS_MS: [f64; 25] = [
 /// Labels every HTTP family has (before the registry's `shard`). `dst_labels` carries the
 /// endpoint's discovery labels encoded (see [`encode_dst_labels`]); the page shows them as
 /// one `dst_<name>` label each.
-const ROUTE_LABELS: [&str; 8] = [
+const ROUTE_LABELS: [&str; 10] = [
     "direction",
     "authority",
     "target_addr",
@@ -73,6 +73,8 @@ const ROUTE_LABELS: [&str; 8] = [
     "target_port",
     "tls",
     "client_id",
+    "server_id",
+    "no_tls_reason",
     DST_LABELS,
 ];
 const DST_LABELS: &str = "dst_labels";
@@ -121,7 +123,7 @@ struct RouteKey {
 pub struct Route {
     families: HttpFamilies,
     key: RouteKey,
-    labels: [String; 8],
+    labels: [String; 10],
     requests: IntCounter,
     /// `response_total` series by outcome; a route sees few distinct outcomes.
     responses: RefCell<Vec<(Outcome, IntCounter)>>,
@@ -162,7 +164,7 @@ pub struct RequestMetrics {
 
 /// Writes a family's series without their empty labels (Linkerd leaves out a label that has
 /// no value; the `prometheus` crate needs every series of a family to name the same labels).
-struct OmitEmptyLabels<C>(C);
+pub(super) struct OmitEmptyLabels<C>(pub(super) C);
 
 // === impl HttpFamilies ===
 
@@ -301,6 +303,11 @@ impl HttpMetrics {
                 Direction::Inbound => tls.peer().unwrap_or_default().to_string(),
                 Direction::Outbound => String::new(),
             },
+            match direction {
+                Direction::Inbound => String::new(),
+                Direction::Outbound => tls.peer().unwrap_or_default().to_string(),
+            },
+            tls.no_tls_reason().to_string(),
             key.dst
                 .as_deref()
                 .map(encode_dst_labels)
@@ -542,7 +549,8 @@ impl<C: Collector> Collector for OmitEmptyLabels<C> {
                 let labels = metric.take_label();
                 let mut out = Vec::with_capacity(labels.len());
                 for pair in labels {
-                    if pair.value().is_empty() {
+                    // A clean close's `errno` is empty on purpose: Linkerd writes `errno=""`.
+                    if pair.value().is_empty() && pair.name() != "errno" {
                         continue;
                     }
                     if pair.name() == DST_LABELS {

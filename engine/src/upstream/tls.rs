@@ -68,7 +68,7 @@ pub async fn connect<R: Runtime>(
         .peer_certificates()
         .and_then(|chain| chain.first())
         .and_then(|leaf| peer_identity(leaf));
-    if peer.as_deref() != Some(endpoint.server_id.as_str()) {
+    if peer.as_deref() != Some(&*endpoint.server_id) {
         return Err(failed(format!(
             "the endpoint's identity is {peer:?}, not {}",
             endpoint.server_id
@@ -90,7 +90,7 @@ pub async fn connect<R: Runtime>(
         }
     }
     let status = TlsStatus::Established {
-        peer: Some(Arc::from(endpoint.server_id.as_str())),
+        peer: Some(endpoint.server_id.clone()),
     };
     Ok((stream, status))
 }

@@ -300,7 +300,7 @@ impl<R: Runtime> Session<'_, R> {
         let timeout = self.ctx.settings.connect_timeout.get(direction);
         let mut conn = match upstream::connect::<R>(target, timeout).await {
             Ok(stream) => {
-                let plaintext = self.ctx.tcp.plaintext();
+                let plaintext = self.ctx.tcp.plaintext(direction);
                 Upstream::<R>::new(&self.ctx.tcp, direction, target, stream, plaintext)
             }
             Err(error) => return self.fail(plan, error).await,

@@ -87,6 +87,7 @@ impl<R: Runtime> Session<'_, R> {
                             let h2 = Some(SessionProtocol::Http2);
                             let (stream, status) = upstream::connect_endpoint::<R>(
                                 &make.identity,
+                                direction,
                                 addr,
                                 tls.as_deref(),
                                 h2,

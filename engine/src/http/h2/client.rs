@@ -19,11 +19,12 @@ use h2::client::SendRequest;
 
 use ringlink_protocols::transport_header::SessionProtocol;
 
-use crate::balance::{EndpointTls, Labels};
+use crate::balance::{EndpointTls, Pick};
 use crate::conn::ConnMeta;
 use crate::ctx::ShardCtx;
 use crate::discover::DstCache;
 use crate::error::ProxyError;
+use crate::http::conn::request_tls;
 use crate::io::Transport;
 use crate::rt::Runtime;
 use crate::telemetry::{RequestMetrics, RouteCache};
@@ -63,20 +64,23 @@ impl<R: Runtime> Upstreams<R> {
         }
     }
 
-    /// Starts the metrics of a request on this connection.
+    /// Starts the metrics of a request on this connection, to `target` (the endpoint
+    /// `pick` chose, if a balancer did).
     pub fn start(
         &self,
         authority: Option<&str>,
         target: Option<SocketAddr>,
-        labels: Option<&Labels>,
+        pick: Option<&Pick>,
     ) -> RequestMetrics {
+        let labels = pick.map(Pick::labels);
+        let tls = request_tls(&self.ctx, &self.meta, pick);
         self.ctx.http.start_tls(
             &mut self.routes.borrow_mut(),
             self.meta.direction,
-            &self.meta.tls,
+            &tls,
             authority,
             target,
-            labels,
+            labels.as_ref(),
         )
     }
 
@@ -105,14 +109,21 @@ impl<R: Runtime> Upstreams<R> {
                 let (ctx, direction) = (self.ctx.clone(), self.meta.direction);
                 let connecting: Connecting = Box::pin(async move {
                     let (stream, status) = match eager {
-                        Some(stream) => (stream, ctx.tcp.plaintext().clone()),
+                        Some(stream) => (stream, ctx.tcp.plaintext(direction).clone()),
                         None => {
                             let timeout = ctx.settings.connect_timeout.get(direction);
                             let h2 = Some(SessionProtocol::Http2);
                             let tls = tls.as_deref();
-                            upstream::connect_endpoint::<R>(&ctx.identity, target, tls, h2, timeout)
-                                .await
-                                .map_err(ConnectFailure::from_error)?
+                            upstream::connect_endpoint::<R>(
+                                &ctx.identity,
+                                direction,
+                                target,
+                                tls,
+                                h2,
+                                timeout,
+                            )
+                            .await
+                            .map_err(ConnectFailure::from_error)?
                         }
                     };
                     upstream::h2::handshake::<R>(

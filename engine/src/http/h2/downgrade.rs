@@ -137,7 +137,7 @@ async fn connection<R: Runtime>(
         .connect_timeout
         .get(crate::conn::Direction::Inbound);
     let stream = upstream::connect::<R>(target, timeout).await?;
-    let plaintext = ctx.tcp.plaintext();
+    let plaintext = ctx.tcp.plaintext(crate::conn::Direction::Inbound);
     Ok(Upstream::new(
         &ctx.tcp,
         crate::conn::Direction::Inbound,

@@ -144,8 +144,11 @@ pub async fn proxy<R: Runtime>(
         return;
     }
     let connected = connect::<R>(&upstreams, &mut target).await;
-    let labels = target.pick.as_ref().map(Pick::labels);
-    let mut metrics = upstreams.start(authority.as_deref(), Some(target.addr), labels.as_ref());
+    let mut metrics = upstreams.start(
+        authority.as_deref(),
+        Some(target.addr),
+        target.pick.as_ref(),
+    );
     let send = match connected {
         Ok(send) => send,
         Err(error) => return respond::h2(&mut respond, grpc, head_request, &error, &mut metrics),
