@@ -8,8 +8,9 @@
 //! trailer section. h2 flow control is honoured both ways: data is sent only as the
 //! stream's window allows, and received capacity is released once written on.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
+use std::task::Poll;
 
 use bytes::Bytes;
 use h2::{RecvStream, SendStream};
@@ -119,6 +120,35 @@ pub async fn h2_to_h1<Wr: Writer>(
         outbox.write(out).await.0.map_err(BodyError::Dst)?;
     }
     Ok(trailers)
+}
+
+/// Runs the request body `send` and the response `relay` together. The body is abandoned
+/// (`None`) if it is still pending once the response is over; the response is abandoned
+/// (`None`) if the body fails on the client's side, since the server would wait for the
+/// rest of it.
+pub async fn race<S, V, T>(send: S, relay: V) -> (Option<Result<(), BodyError>>, Option<T>)
+where
+    S: Future<Output = Result<(), BodyError>>,
+    V: Future<Output = T>,
+{
+    let mut send = std::pin::pin!(send);
+    let mut relay = std::pin::pin!(relay);
+    let mut sent = None;
+    std::future::poll_fn(|cx| {
+        if sent.is_none() {
+            if let Poll::Ready(result) = send.as_mut().poll(cx) {
+                if let Err(BodyError::Src(_) | BodyError::Framing(_)) = &result {
+                    return Poll::Ready((Some(result), None));
+                }
+                sent = Some(result);
+            }
+        }
+        match relay.as_mut().poll(cx) {
+            Poll::Ready(relayed) => Poll::Ready((sent.take(), Some(relayed))),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// Sends `data` on the stream as its flow control allows.

@@ -11,9 +11,7 @@
 //! the server declared it, else chunked (HTTP/1.1 clients, with the h2 trailers as the
 //! chunked trailer section) or delimited by closing (HTTP/1.0 clients).
 
-use std::future::Future;
 use std::io;
-use std::task::Poll;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -194,7 +192,7 @@ impl<R: Runtime> Session<'_, R> {
             request: &mut self.request,
         };
         let relay = relay(plan, draining, response, &mut down);
-        let (sent, relayed) = race(send, relay).await;
+        let (sent, relayed) = bridge::race(send, relay).await;
         match (sent, relayed) {
             (Some(Err(error)), None) => {
                 self.request.error("client");
@@ -219,35 +217,6 @@ impl<R: Runtime> Session<'_, R> {
 }
 
 // === functions ===
-
-/// Runs the request body `send` and the response `relay` together. The body is abandoned
-/// (`None`) if it is still pending once the response is over; the response is abandoned
-/// (`None`) if the body fails on the client's side, since the server would wait for the
-/// rest of it.
-async fn race<S, V>(send: S, relay: V) -> (Option<Result<(), BodyError>>, Option<Relayed>)
-where
-    S: Future<Output = Result<(), BodyError>>,
-    V: Future<Output = Relayed>,
-{
-    let mut send = std::pin::pin!(send);
-    let mut relay = std::pin::pin!(relay);
-    let mut sent = None;
-    std::future::poll_fn(|cx| {
-        if sent.is_none() {
-            if let Poll::Ready(result) = send.as_mut().poll(cx) {
-                if let Err(BodyError::Src(_) | BodyError::Framing(_)) = &result {
-                    return Poll::Ready((Some(result), None));
-                }
-                sent = Some(result);
-            }
-        }
-        match relay.as_mut().poll(cx) {
-            Poll::Ready(relayed) => Poll::Ready((sent.take(), Some(relayed))),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await
-}
 
 /// The h2 request an HTTP/1 request becomes: its method, `http://authority` and path (the
 /// whole target when the client sent absolute-form), its end-to-end headers, and

@@ -147,7 +147,9 @@ async fn connection<R: Runtime>(
     ))
 }
 
-/// Sends the request, relays the response; whether the connection can be pooled.
+/// Sends the request, relays the response; whether the connection can be pooled. The
+/// request body streams to the application while its response is relayed: an application
+/// may answer (413, say) before it has read the whole body.
 async fn exchange<R: Runtime>(
     conn: &mut Upstream<R>,
     head: &RequestHead,
@@ -170,10 +172,15 @@ async fn exchange<R: Runtime>(
         return Err(Failed::Before(error));
     }
     let mut body = body;
-    bridge::h2_to_h1(&mut outbox, &mut body, chunked)
-        .await
-        .map_err(|e| Failed::Before(body_error(e)))?;
-    let limits = Limits::default();
+    let ends = body.is_end_stream();
+    let send = async {
+        if ends {
+            return Ok(());
+        }
+        bridge::h2_to_h1(&mut outbox, &mut body, chunked)
+            .await
+            .map(drop)
+    };
     let mut buf = std::mem::take(&mut conn.buf);
     buf.clear();
     let mut inbox = Inbox {
@@ -181,6 +188,36 @@ async fn exchange<R: Runtime>(
         buf: &mut buf,
         read_bytes: &up_read,
     };
+    let relay = relay::<R>(head, &mut inbox, respond, metrics);
+    let (sent, relayed) = bridge::race(send, relay).await;
+    let body_sent = match sent {
+        Some(Ok(())) => true,
+        // The peer proxy's request stream failed: the application waits for the rest.
+        Some(Err(error)) if relayed.is_none() => return Err(Failed::Before(body_error(error))),
+        Some(Err(error)) => {
+            tracing::debug!(?error, "The application stopped reading the request body");
+            false
+        }
+        None => false,
+    };
+    let reusable = match relayed {
+        Some(relayed) => relayed?,
+        None => return Err(Failed::Before(io::ErrorKind::Interrupted.into())),
+    };
+    let clean = reusable && body_sent && buf.is_empty();
+    conn.buf = buf;
+    Ok(clean)
+}
+
+/// Reads the application's response and relays it on the stream; whether the connection
+/// was left clean for another request.
+async fn relay<R: Runtime>(
+    head: &RequestHead,
+    inbox: &mut Inbox<'_, <crate::io::Transport<R> as crate::rt::Stream>::Reader>,
+    respond: &mut SendResponse<Bytes>,
+    metrics: &mut RequestMetrics,
+) -> Result<bool, Failed> {
+    let limits = Limits::default();
     let res = loop {
         let read = inbox
             .read_head::<R, ResponseHead>(&limits, None, parse_response)
@@ -228,13 +265,11 @@ async fn exchange<R: Runtime>(
         .send_response(response, ends)
         .map_err(|e| Failed::After(io::Error::other(e.to_string())))?;
     if !ends {
-        bridge::h1_to_h2(&mut inbox, kind, &limits, &mut down)
+        bridge::h1_to_h2(inbox, kind, &limits, &mut down)
             .await
             .map_err(|e| Failed::After(body_error(e)))?;
     }
-    let clean = reusable && buf.is_empty();
-    conn.buf = buf;
-    Ok(clean)
+    Ok(reusable)
 }
 
 /// The I/O error a body bridge failed with.
