@@ -8,21 +8,74 @@
 //! Parsing is strict and pure: a variable that is set but invalid (or empty) is a
 //! [`ConfigError`] naming it, and the first such variable, in the order of [`Config`]'s fields,
 //! is the one reported. `main` prints it on one line and exits with code 64.
+//!
+//! The groups with rules of their own live in submodules: `identity` (all or nothing),
+//! `policy` (the policy controller, required once the proxy is meshed, and the inbound
+//! default policy), `control` (control-plane stream limits), `connect` (connect backoff,
+//! socket options, in-flight limits), `http2` (HTTP/2 server settings) and `telemetry`
+//! (access log, trace collector, tap).
+//!
+//! Every variable a current Linkerd injector writes (L `charts/partials/templates/_proxy.tpl`,
+//! plus the viz tap injector's `LINKERD2_PROXY_TAP_SVC_NAME`) is either read here or listed in
+//! [`IGNORED_VARS`]: written, but read by linkerd2-proxy neither, so accepted with any value.
 
 use std::{
     collections::HashMap,
     ffi::OsString,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     ops::RangeInclusive,
     str::FromStr,
     time::Duration,
 };
 
+mod connect;
+mod control;
+mod http2;
 mod identity;
+#[cfg(test)]
+mod injected_tests;
+mod policy;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 
+pub use connect::Backoff;
+pub use control::ControlStreamLimits;
+pub use http2::{H2FlowControl, H2ServerSettings};
 pub use identity::{is_dns_like_name, is_loopback_host_port, IdentityConfig};
+pub use policy::{DefaultPolicy, PolicyConfig, Workload, WorkloadKind};
+pub use telemetry::{AccessLogFormat, TraceCollectorConfig};
+
+use connect::{
+    ACCEPT_KEEPALIVE, ACCEPT_USER_TIMEOUT, CONNECT_KEEPALIVE, CONNECT_USER_TIMEOUT,
+    DEFAULT_CONNECT_BACKOFF, DEFAULT_MAX_IN_FLIGHT, MAX_IN_FLIGHT,
+};
+use telemetry::{ACCESS_LOG, TAP_SVC_NAME};
+
+/// Variables a Linkerd injector writes (or wrote, back to 2.14) that linkerd2-proxy no longer
+/// reads: ringlink accepts them with any value and ignores them.
+/// - `_INBOUND_PORTS_REQUIRE_IDENTITY` / `_REQUIRE_TLS`: the constants are still defined in
+///   linkerd2-proxy's `env.rs` but never read; inbound policy replaced them.
+/// - `_TRACE_PROTOCOL` and `_TRACE_ANNOTATIONS_PATH`: written with tracing on, not read
+///   (OpenTelemetry is the only protocol; only the labels file is read).
+/// - The injector's helper variables, referenced as `$(..)` in other values: `_pod_name`,
+///   `_pod_ns`, `_pod_uid`, `_pod_ip`, `_pod_nodeName`, `_pod_containerName`, `_pod_sa`,
+///   `_l5d_ns`, `_l5d_trustdomain`.
+pub const IGNORED_VARS: &[&str] = &[
+    "LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY",
+    "LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_TLS",
+    "LINKERD2_PROXY_TRACE_PROTOCOL",
+    "LINKERD2_PROXY_TRACE_ANNOTATIONS_PATH",
+    "_pod_name",
+    "_pod_ns",
+    "_pod_uid",
+    "_pod_ip",
+    "_pod_nodeName",
+    "_pod_containerName",
+    "_pod_sa",
+    "_l5d_ns",
+    "_l5d_trustdomain",
+];
 
 // Variable names, in the order `Config::from_env` reads them.
 const OUTBOUND_LISTEN_ADDRS: &str = "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDRS";
@@ -71,6 +124,15 @@ const OUTBOUND_HTTP_QUEUE_CAPACITY: &str = "LINKERD2_PROXY_OUTBOUND_HTTP_QUEUE_C
 const INBOUND_HTTP_FAILFAST_TIMEOUT: &str = "LINKERD2_PROXY_INBOUND_HTTP_FAILFAST_TIMEOUT";
 const OUTBOUND_HTTP_FAILFAST_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_HTTP_FAILFAST_TIMEOUT";
 const DNS_NAMESERVERS: &str = "RINGLINK_DNS_NAMESERVERS";
+// (then the socket, backoff, in-flight and HTTP/2 variables of `connect` and `http2`)
+const INBOUND_IPS: &str = "LINKERD2_PROXY_INBOUND_IPS";
+const INBOUND_GATEWAY_SUFFIXES: &str = "LINKERD2_PROXY_INBOUND_GATEWAY_SUFFIXES";
+const INGRESS_MODE: &str = "LINKERD2_PROXY_INGRESS_MODE";
+const OUTBOUND_DISABLE_INFORMATIONAL_HEADERS: &str =
+    "LINKERD2_PROXY_OUTBOUND_DISABLE_INFORMATIONAL_HEADERS";
+const OUTBOUND_METRICS_HOSTNAME_LABELS: &str = "LINKERD2_PROXY_OUTBOUND_METRICS_HOSTNAME_LABELS";
+// (then the access log, tap and trace variables of `telemetry`, the stream limits of
+// `control`, the identity variables and the policy variables)
 
 // Defaults, as in linkerd2-proxy.
 const DEFAULT_OUTBOUND_LISTEN_ADDR: SocketAddr = v4([127, 0, 0, 1], 4140);
@@ -198,10 +260,67 @@ pub struct Config {
     /// `RINGLINK_DNS_NAMESERVERS` (comma-separated `IP:PORT`, UDP then TCP): the servers
     /// DNS asks instead of `/etc/resolv.conf`'s. Default: the system's.
     pub dns_nameservers: Vec<SocketAddr>,
+    /// `LINKERD2_PROXY_{INBOUND,OUTBOUND}_ACCEPT_KEEPALIVE`, default none: TCP keepalive
+    /// (idle time before probes) on accepted connections. The injector writes `10000ms`
+    /// inbound. `[inbound, outbound]`, as the following arrays.
+    pub accept_keepalive: [Option<Duration>; 2],
+    /// `LINKERD2_PROXY_{INBOUND,OUTBOUND}_ACCEPT_USER_TIMEOUT`, default none:
+    /// `TCP_USER_TIMEOUT` on accepted connections. The injector writes `30s` inbound.
+    pub accept_user_timeout: [Option<Duration>; 2],
+    /// `LINKERD2_PROXY_{INBOUND,OUTBOUND}_CONNECT_KEEPALIVE`, default none: TCP keepalive on
+    /// connections the proxy opens. The injector writes `10000ms` outbound.
+    pub connect_keepalive: [Option<Duration>; 2],
+    /// `LINKERD2_PROXY_{INBOUND,OUTBOUND}_CONNECT_USER_TIMEOUT`, default none:
+    /// `TCP_USER_TIMEOUT` on connections the proxy opens. The injector writes `30s` outbound.
+    pub connect_user_timeout: [Option<Duration>; 2],
+    /// `LINKERD2_PROXY_{INBOUND,OUTBOUND}_CONNECT_EXP_BACKOFF_{MIN,MAX,JITTER}`, default
+    /// 100ms..10s / 100ms..60s, jitter 0.1: how reconnects to an endpoint back off (see
+    /// [`Backoff`] for the all-or-none rule).
+    pub connect_backoff: [Backoff; 2],
+    /// `LINKERD2_PROXY_{INBOUND,OUTBOUND}_MAX_IN_FLIGHT`, default 100000: requests without a
+    /// response yet, per direction, beyond which requests wait.
+    pub max_in_flight: [usize; 2],
+    /// `LINKERD2_PROXY_{INBOUND,OUTBOUND}_SERVER_HTTP2_*` other than keepalive (see
+    /// [`H2ServerSettings`]), default unset.
+    pub h2_server: [H2ServerSettings; 2],
+    /// `LINKERD2_PROXY_INBOUND_IPS` (comma-separated IPs; the injector passes the pod's
+    /// `status.podIPs`), default none: when set, only inbound connections to one of these
+    /// addresses are served. Set but empty is an error, as in linkerd2-proxy.
+    pub inbound_ips: Vec<IpAddr>,
+    /// `LINKERD2_PROXY_INBOUND_GATEWAY_SUFFIXES` (comma-separated DNS suffixes, written only
+    /// for gateways), default none: names a gateway may forward to. Non-empty also adds the
+    /// inbound port to [`Config::policy_watch_ports`].
+    pub inbound_gateway_suffixes: Vec<String>,
+    /// `LINKERD2_PROXY_INGRESS_MODE` (`true`/`false`), default false: outbound routes by
+    /// the request's authority (`linkerd.io/inject: ingress`).
+    pub ingress_mode: bool,
+    /// `LINKERD2_PROXY_OUTBOUND_DISABLE_INFORMATIONAL_HEADERS` (`true`/`false`), default
+    /// `ingress_mode`: outbound responses carry no `l5d-proxy-*` informational headers.
+    pub disable_informational_headers: bool,
+    /// `LINKERD2_PROXY_OUTBOUND_METRICS_HOSTNAME_LABELS` (`true`/`false`), default false:
+    /// outbound metrics carry the target's hostname.
+    pub outbound_metrics_hostname_labels: bool,
+    /// `LINKERD2_PROXY_ACCESS_LOG` (`apache`/`json`), default none: no access log.
+    pub access_log: Option<AccessLogFormat>,
+    /// `LINKERD2_PROXY_TAP_SVC_NAME` (a DNS-like identity, written by the viz tap
+    /// injector), default none: the tap client allowed on the control listener; unset
+    /// disables tap.
+    pub tap_svc_name: Option<String>,
+    /// `LINKERD2_PROXY_TRACE_COLLECTOR_SVC_ADDR` and the other `LINKERD2_PROXY_TRACE_*`
+    /// (see [`TraceCollectorConfig`]), default none: no trace export.
+    pub trace_collector: Option<TraceCollectorConfig>,
+    /// `LINKERD2_PROXY_CONTROL_STREAM_{INITIAL_TIMEOUT,IDLE_TIMEOUT,LIFETIME}` (see
+    /// [`ControlStreamLimits`]), default no limits: bounds on the Destination and policy
+    /// streams (not applied to a control plane on loopback).
+    pub control_stream: ControlStreamLimits,
     /// `LINKERD2_PROXY_IDENTITY_*` (see [`IdentityConfig`]): the local identity and how to
     /// get it certified. Default (none of the identity variables set, or
     /// `LINKERD2_PROXY_IDENTITY_DISABLED` set): no identity, plaintext.
     pub identity: Option<IdentityConfig>,
+    /// `LINKERD2_PROXY_POLICY_*`, `_INBOUND_DEFAULT_POLICY`, `_INBOUND_PORTS` (see
+    /// [`PolicyConfig`]): the policy controller and the inbound default policy. Required once
+    /// Destination or identity is configured; default (no control plane): none, no policy.
+    pub policy: Option<PolicyConfig>,
 }
 
 /// Where the Destination service is.
@@ -329,9 +448,12 @@ impl Env for HashMap<&'static str, String> {
 impl Config {
     /// Reads the configuration from `env`; unset variables take their defaults.
     ///
-    /// Every variable that is set must be valid and non-empty (except
-    /// `LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION`, where empty means none);
-    /// the first invalid one is returned as the error.
+    /// Every variable that is set must be valid and non-empty, except where linkerd2-proxy
+    /// gives the empty value a meaning: the port lists
+    /// (`LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION`, `_INBOUND_PORTS`), the
+    /// network and suffix lists (none), `_CONTROL_STREAM_*` (unset) and the opaque trace
+    /// attributes. The first variable, in field order, that is invalid or (identity,
+    /// policy) missing is returned as the error.
     pub fn from_env(env: &dyn Env) -> Result<Config, ConfigError> {
         let outbound_listen_addrs = match read(env, OUTBOUND_LISTEN_ADDRS, parse_socket_addrs)? {
             Some(addrs) => addrs,
@@ -445,7 +567,51 @@ impl Config {
             )?,
         ];
         let dns_nameservers = read(env, DNS_NAMESERVERS, parse_socket_addrs)?.unwrap_or_default();
+
+        let optional_durations = |vars: [&'static str; 2]| {
+            Ok::<_, ConfigError>([
+                read(env, vars[0], parse_duration)?,
+                read(env, vars[1], parse_duration)?,
+            ])
+        };
+        let accept_keepalive = optional_durations(ACCEPT_KEEPALIVE)?;
+        let accept_user_timeout = optional_durations(ACCEPT_USER_TIMEOUT)?;
+        let connect_keepalive = optional_durations(CONNECT_KEEPALIVE)?;
+        let connect_user_timeout = optional_durations(CONNECT_USER_TIMEOUT)?;
+        let connect_backoff = [Backoff::from_env(env, 0)?, Backoff::from_env(env, 1)?];
+        let in_flight = |var| {
+            Ok::<_, ConfigError>(
+                read(env, var, connect::parse_max_in_flight)?.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+            )
+        };
+        let max_in_flight = [in_flight(MAX_IN_FLIGHT[0])?, in_flight(MAX_IN_FLIGHT[1])?];
+        let h2_server = [
+            H2ServerSettings::from_env(env, 0)?,
+            H2ServerSettings::from_env(env, 1)?,
+        ];
+        let inbound_ips = read(env, INBOUND_IPS, parse_ip_list)?.unwrap_or_default();
+        let inbound_gateway_suffixes =
+            read(env, INBOUND_GATEWAY_SUFFIXES, parse_suffixes)?.unwrap_or_default();
+        let ingress_mode = read(env, INGRESS_MODE, parse_bool)?.unwrap_or(false);
+        let disable_informational_headers =
+            read(env, OUTBOUND_DISABLE_INFORMATIONAL_HEADERS, parse_bool)?.unwrap_or(ingress_mode);
+        let outbound_metrics_hostname_labels =
+            read(env, OUTBOUND_METRICS_HOSTNAME_LABELS, parse_bool)?.unwrap_or(false);
+        let access_log = read(env, ACCESS_LOG, AccessLogFormat::parse)?;
+        let tap_svc_name = read(env, TAP_SVC_NAME, telemetry::parse_tap_svc_name)?;
+        let trace_collector = TraceCollectorConfig::from_env(env)?;
+        let control_stream = ControlStreamLimits::from_env(env)?;
+
         let identity = IdentityConfig::from_env(env)?;
+        // A meshed proxy (Destination or identity configured) needs the policy controller.
+        let meshed_by = if destination.is_some() {
+            Some(DESTINATION_SVC_ADDR)
+        } else if identity.is_some() {
+            Some(identity::IDENTITY_SVC_ADDR)
+        } else {
+            None
+        };
+        let policy = PolicyConfig::from_env(env, meshed_by)?;
 
         Ok(Config {
             outbound_listen_addrs,
@@ -480,7 +646,24 @@ impl Config {
             http_queue_capacity,
             http_failfast_timeout,
             dns_nameservers,
+            accept_keepalive,
+            accept_user_timeout,
+            connect_keepalive,
+            connect_user_timeout,
+            connect_backoff,
+            max_in_flight,
+            h2_server,
+            inbound_ips,
+            inbound_gateway_suffixes,
+            ingress_mode,
+            disable_informational_headers,
+            outbound_metrics_hostname_labels,
+            access_log,
+            tap_svc_name,
+            trace_collector,
+            control_stream,
             identity,
+            policy,
         })
     }
 }
@@ -527,7 +710,24 @@ impl Default for Config {
                 DEFAULT_OUTBOUND_HTTP_FAILFAST_TIMEOUT,
             ],
             dns_nameservers: Vec::new(),
+            accept_keepalive: [None; 2],
+            accept_user_timeout: [None; 2],
+            connect_keepalive: [None; 2],
+            connect_user_timeout: [None; 2],
+            connect_backoff: DEFAULT_CONNECT_BACKOFF,
+            max_in_flight: [DEFAULT_MAX_IN_FLIGHT; 2],
+            h2_server: [H2ServerSettings::default(); 2],
+            inbound_ips: Vec::new(),
+            inbound_gateway_suffixes: Vec::new(),
+            ingress_mode: false,
+            disable_informational_headers: false,
+            outbound_metrics_hostname_labels: false,
+            access_log: None,
+            tap_svc_name: None,
+            trace_collector: None,
+            control_stream: ControlStreamLimits::default(),
             identity: None,
+            policy: None,
         }
     }
 }
@@ -538,6 +738,36 @@ impl Config {
     /// Whether `host` (a DNS name) is resolved by the Destination service.
     pub fn in_profile_suffixes(&self, host: &str) -> bool {
         name_in_suffixes(host, &self.profile_suffixes)
+    }
+
+    /// The inbound ports whose policy is watched from startup, as linkerd2-proxy does:
+    /// `LINKERD2_PROXY_INBOUND_PORTS`, plus the admin port, plus the inbound port when
+    /// gateway suffixes are configured. Empty when policy is off. (A port 0 listener, bound
+    /// to an ephemeral port, is left out.)
+    pub fn policy_watch_ports(&self) -> PortSet {
+        let Some(policy) = &self.policy else {
+            return PortSet::default();
+        };
+        let admin = self.admin_listen_addr.port();
+        let inbound =
+            (!self.inbound_gateway_suffixes.is_empty()).then_some(self.inbound_listen_addr.port());
+        policy
+            .inbound_ports
+            .ranges()
+            .chain(
+                [Some(admin), inbound]
+                    .into_iter()
+                    .flatten()
+                    .filter(|port| *port != 0)
+                    .map(|port| port..=port),
+            )
+            .collect()
+    }
+
+    /// Whether an inbound connection to `ip` may be served (`LINKERD2_PROXY_INBOUND_IPS`;
+    /// every address when that is unset).
+    pub fn inbound_ip_allowed(&self, ip: IpAddr) -> bool {
+        self.inbound_ips.is_empty() || self.inbound_ips.contains(&ip)
     }
 }
 
@@ -850,6 +1080,22 @@ fn parse_networks(s: &str) -> Result<Vec<Cidr>, String> {
         .filter(|x| !x.is_empty())
         .map(str::parse)
         .collect()
+}
+
+/// Comma-separated IP addresses, duplicates dropped; empty items are errors (as in
+/// linkerd2-proxy, where every item must parse).
+fn parse_ip_list(s: &str) -> Result<Vec<IpAddr>, String> {
+    let mut ips = Vec::new();
+    for item in s.split(',') {
+        let item = item.trim();
+        let ip: IpAddr = item.parse().map_err(|_| {
+            format!("expected a comma-separated list of IP addresses, got {item:?}")
+        })?;
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    Ok(ips)
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {

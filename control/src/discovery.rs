@@ -486,13 +486,13 @@ fn duration(seconds: i64, nanos: i32) -> Option<Duration> {
 /// Exponential backoff from [`MIN_BACKOFF`] to [`MAX_BACKOFF`], each delay drawn uniformly
 /// from its upper half ("equal jitter"), so that proxies restarted together do not retry in
 /// step.
-struct Backoff {
+pub(crate) struct Backoff {
     attempt: u32,
     random: u64,
 }
 
 impl Backoff {
-    fn new() -> Backoff {
+    pub(crate) fn new() -> Backoff {
         let mut hasher = RandomState::new().build_hasher();
         hasher.write_u64(0x5eed);
         Backoff {
@@ -501,11 +501,11 @@ impl Backoff {
         }
     }
 
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 
-    fn next(&mut self) -> Duration {
+    pub(crate) fn next(&mut self) -> Duration {
         let ceiling = MIN_BACKOFF
             .saturating_mul(1u32 << self.attempt.min(16))
             .min(MAX_BACKOFF);

@@ -11,6 +11,7 @@ pub mod discovery;
 pub mod dns;
 pub mod dst;
 pub mod identity;
+pub mod policy;
 pub mod thread;
 
 pub use config::{

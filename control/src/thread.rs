@@ -50,6 +50,24 @@ pub struct DnsSetup {
     pub dst_requests: tokio::sync::mpsc::Receiver<crate::dst::DstRequest>,
     pub destination: Option<crate::config::DestinationConfig>,
     pub suffixes: Vec<String>,
+    /// The inbound policy client and the shards' requests for it, when a policy controller
+    /// is configured.
+    pub policy: Option<PolicySetup>,
+}
+
+/// What the control thread needs to watch inbound policies for shards.
+pub struct PolicySetup {
+    pub requests: tokio::sync::mpsc::Receiver<crate::policy::watch::PolicyRequest>,
+    pub addr: String,
+    pub workload: String,
+    pub limits: crate::policy::watch::StreamLimits,
+    pub detect_timeout: std::time::Duration,
+    pub default: std::sync::Arc<
+        dyn Fn(u16) -> std::sync::Arc<crate::policy::inbound::ServerPolicy> + Send + Sync,
+    >,
+    /// `LINKERD2_PROXY_INBOUND_PORTS` and the admin port: watched from startup, never
+    /// expired.
+    pub pinned: Vec<u16>,
 }
 
 /// A shard's view of the [`Phase`] (crosses threads; works on any runtime).
@@ -159,6 +177,21 @@ impl ControlThread {
                             ttl: dns.ttl,
                         },
                     ));
+                    if let Some(policy) = dns.policy {
+                        tracing::info!(addr = %policy.addr, "Using the policy controller");
+                        let client = crate::policy::watch::Policies::new(
+                            &policy.addr,
+                            policy.workload,
+                            policy.limits,
+                            policy.detect_timeout,
+                            policy.default,
+                        );
+                        let pinned = policy.pinned;
+                        let requests = policy.requests;
+                        tokio::spawn(async move {
+                            crate::policy::watch::serve(requests, client, &pinned).await;
+                        });
+                    }
                     if let Some(identity) = identity {
                         spawn_identity(identity);
                     }

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use ringlink_admin::Exposition;
 use ringlink_control::identity::IdentityMetrics;
-use ringlink_control::thread::{AdminSetup, ControlThread, DnsSetup, IdentitySetup};
+use ringlink_control::policy::inbound::{defaults, BuiltinPolicy};
+use ringlink_control::policy::watch::StreamLimits;
+use ringlink_control::thread::{AdminSetup, ControlThread, DnsSetup, IdentitySetup, PolicySetup};
 use ringlink_control::{Config, SystemEnv};
 
 use crate::conn::Direction;
@@ -97,6 +99,34 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
     let (registries, shard_metrics) = registries(shards)?;
     let (dns_tx, dns_requests) = ringlink_control::dns::channel();
     let (dst_tx, dst_requests) = ringlink_control::dst::channel();
+    let default_policy = default_policy(config);
+    let (policy_tx, policy_setup) = match &config.policy {
+        Some(policy) => {
+            let (tx, requests) = ringlink_control::policy::watch::channel();
+            let setup = PolicySetup {
+                requests,
+                addr: policy.addr.clone(),
+                workload: policy.workload.raw.clone(),
+                limits: StreamLimits {
+                    connect_timeout: config
+                        .control_stream
+                        .initial_timeout
+                        .unwrap_or(POLICY_CONNECT_TIMEOUT),
+                    lifetime: config.control_stream.lifetime,
+                },
+                detect_timeout: config.inbound_detect_timeout,
+                default: default_policy.clone(),
+                pinned: config
+                    .policy_watch_ports()
+                    .ranges()
+                    .flatten()
+                    .take(MAX_PINNED_POLICY_PORTS)
+                    .collect(),
+            };
+            (Some(tx), Some(setup))
+        }
+        None => (None, None),
+    };
     let admin_addr = config.admin_listen_addr;
     let admin_listener = std::net::TcpListener::bind(admin_addr).map_err(|error| Fatal {
         code: EXIT_OSERR,
@@ -139,6 +169,7 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
             dst_requests,
             destination: config.destination.clone(),
             suffixes: config.profile_suffixes.clone(),
+            policy: policy_setup,
         },
         identity,
     )
@@ -172,6 +203,7 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
                 .identity
                 .as_ref()
                 .map(|identity| (identity.local_name.clone(), mesh_rx.clone())),
+            policies: (policy_tx.clone(), default_policy.clone()),
         };
         let handle = rt::spawn_shard(config.runtime, ShardSpec { index, cpu: *cpu }, seed)
             .map_err(|error| Fatal {
@@ -325,4 +357,35 @@ fn allowed_cpus() -> Vec<usize> {
         cpus.push(0);
     }
     cpus
+}
+
+/// How long connecting to the policy controller may take when
+/// `LINKERD2_PROXY_CONTROL_STREAM_INITIAL_TIMEOUT` does not say.
+const POLICY_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// At most this many ports of `LINKERD2_PROXY_INBOUND_PORTS` are watched from startup (a
+/// range like `1-65535` must not open 65,535 streams); the others are watched when used.
+const MAX_PINNED_POLICY_PORTS: usize = 1024;
+
+/// Each port's policy before (or without) the policy controller's:
+/// `LINKERD2_PROXY_INBOUND_DEFAULT_POLICY` (all-unauthenticated without a control plane),
+/// opaque for the ports that disable protocol detection.
+fn default_policy(config: &Config) -> crate::policy::DefaultPolicy {
+    let (builtin, networks) = match &config.policy {
+        Some(policy) => (
+            BuiltinPolicy::from(policy.default_policy),
+            defaults::cluster_networks(&policy.cluster_networks),
+        ),
+        None => (BuiltinPolicy::AllUnauthenticated, Vec::new()),
+    };
+    let detect = Arc::new(builtin.policy(config.inbound_detect_timeout, &networks));
+    let opaque = Arc::new(detect.opaque());
+    let opaque_ports = config.inbound_opaque_ports.clone();
+    Arc::new(move |port| {
+        if opaque_ports.contains(port) {
+            opaque.clone()
+        } else {
+            detect.clone()
+        }
+    })
 }

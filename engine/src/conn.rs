@@ -8,6 +8,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use ringlink_control::policy::inbound::{ClientTls, ServerPolicy};
+
 // === types ===
 
 /// Which side of the pod a listener serves.
@@ -44,6 +46,9 @@ pub struct ConnMeta {
     pub route: Route,
     /// Whether the connection is mesh TLS, and with whom.
     pub tls: TlsStatus,
+    /// Inbound: the policy of the port it is for, once known (its HTTP requests are
+    /// authorized per route against it).
+    pub policy: Option<Arc<ServerPolicy>>,
 }
 
 /// A connection's TLS, as the `tls` metric label and `l5d-client-id` see it.
@@ -122,6 +127,16 @@ impl TlsStatus {
         match self {
             TlsStatus::NoTls(why) => why.as_str(),
             _ => "",
+        }
+    }
+
+    /// The client's TLS as the inbound policy sees it.
+    pub fn client_tls(&self) -> ClientTls<'_> {
+        match self {
+            TlsStatus::Established { peer } => ClientTls::Tls {
+                client_id: peer.as_deref(),
+            },
+            _ => ClientTls::None,
         }
     }
 

@@ -11,6 +11,7 @@ use crate::identity::ShardIdentity;
 use crate::io::Buffers;
 use crate::lifecycle::Lifecycle;
 use crate::orig_dst::OrigDst;
+use crate::policy::ShardPolicies;
 use crate::rt::Runtime;
 use crate::settings::Settings;
 use crate::telemetry::{Detected, HttpMetrics, Tcp};
@@ -31,6 +32,8 @@ pub struct ShardCtx<R: Runtime> {
     pub dsts: Rc<Dsts>,
     /// This proxy's identity and mesh TLS configurations.
     pub identity: Rc<ShardIdentity>,
+    /// The inbound policies of the ports this shard serves.
+    pub policies: Rc<ShardPolicies>,
     /// Idle upstream HTTP/1 connections.
     pub pool: Pool<R>,
     /// Shared HTTP/2 connections to endpoints HTTP/1 requests are upgraded to.

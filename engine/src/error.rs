@@ -28,6 +28,13 @@ pub enum ProxyError {
     Unavailable(String),
     /// No endpoint became ready within the failfast timeout (504).
     FailFast(Duration),
+    /// The inbound policy has no route for the request (404; gRPC `NOT_FOUND`).
+    RouteNotFound,
+    /// The inbound policy's route does not authorize the client (403; gRPC
+    /// `PERMISSION_DENIED`).
+    Unauthorized,
+    /// The inbound policy cannot be applied (500; gRPC `INTERNAL`).
+    Policy(&'static str),
 }
 
 /// Who failed.
@@ -73,18 +80,25 @@ impl ProxyError {
             ProxyError::Connect(_) | ProxyError::Resolve(_) | ProxyError::Upstream(_) => 502,
             ProxyError::ConnectTimeout(_) | ProxyError::FailFast(_) => 504,
             ProxyError::Unavailable(_) => 503,
+            ProxyError::RouteNotFound => 404,
+            ProxyError::Unauthorized => 403,
+            ProxyError::Policy(_) => 500,
         }
     }
 
     pub fn source(&self) -> ErrorSource {
         match self {
-            ProxyError::BadRequest { .. } | ProxyError::RequestTimeout => ErrorSource::Client,
+            ProxyError::BadRequest { .. }
+            | ProxyError::RequestTimeout
+            | ProxyError::RouteNotFound
+            | ProxyError::Unauthorized => ErrorSource::Client,
             ProxyError::Connect(_) | ProxyError::ConnectTimeout(_) | ProxyError::Upstream(_) => {
                 ErrorSource::Upstream
             }
-            ProxyError::Resolve(_) | ProxyError::Unavailable(_) | ProxyError::FailFast(_) => {
-                ErrorSource::Proxy
-            }
+            ProxyError::Resolve(_)
+            | ProxyError::Unavailable(_)
+            | ProxyError::FailFast(_)
+            | ProxyError::Policy(_) => ErrorSource::Proxy,
         }
     }
 
@@ -94,13 +108,16 @@ impl ProxyError {
         matches!(self, ProxyError::Connect(_) | ProxyError::ConnectTimeout(_))
     }
 
-    /// Whether the client is answered with a gRPC `DEADLINE_EXCEEDED` (4) rather than
-    /// `UNAVAILABLE` (14).
+    /// The gRPC status a gRPC client is answered with: `DEADLINE_EXCEEDED` (4) for
+    /// timeouts, `NOT_FOUND` (5) and `PERMISSION_DENIED` (7) for the inbound policy's
+    /// refusals, else `UNAVAILABLE` (14).
     pub fn grpc_status(&self) -> u32 {
-        if self.status() == 504 {
-            4
-        } else {
-            14
+        match self {
+            ProxyError::RouteNotFound => 5,
+            ProxyError::Unauthorized => 7,
+            ProxyError::Policy(_) => 13,
+            _ if self.status() == 504 => 4,
+            _ => 14,
         }
     }
 
@@ -117,6 +134,9 @@ impl ProxyError {
             ProxyError::FailFast(after) => {
                 format!("no endpoint became ready within the failfast timeout ({after:?})")
             }
+            ProxyError::RouteNotFound => "no route found for request".to_string(),
+            ProxyError::Unauthorized => "unauthorized request on route".to_string(),
+            ProxyError::Policy(why) => format!("invalid server policy: {why}"),
         }
     }
 
@@ -131,6 +151,9 @@ impl ProxyError {
             ProxyError::Upstream(_) => "upstream",
             ProxyError::Unavailable(_) => "unavailable",
             ProxyError::FailFast(_) => "failfast",
+            ProxyError::RouteNotFound => "route_not_found",
+            ProxyError::Unauthorized => "unauthorized",
+            ProxyError::Policy(_) => "policy",
         }
     }
 }

@@ -8,6 +8,7 @@
 //! client connection), `h2::stream` (one stream) and `h2::client` (upstream connections),
 //! so that HTTP/1 requests can later leave on an h2 upstream (`l5d-orig-proto`).
 
+pub mod authz;
 pub mod conn;
 pub mod h1;
 pub mod h2;

@@ -20,7 +20,7 @@
 //! L4  http                     serve → h1 | h2
 //!       conn < route, respond < h1 (exchange, pipe) < h2 (client, downgrade, stream)
 //! L3  ctx                      ShardCtx<R>: the L2 services, settings and lifecycle
-//! L2  balance < telemetry < identity < discover < upstream
+//! L2  balance < telemetry < identity < policy < discover < upstream
 //!                              services; none sees ShardCtx, each gets its own piece
 //! L1  conn, settings, error, lifecycle, io
 //!                              vocabulary: Direction, ConnMeta (with its TLS status),
@@ -56,6 +56,7 @@ mod settings;
 pub mod balance;
 mod discover;
 mod identity;
+mod policy;
 mod telemetry;
 mod upstream;
 // L3

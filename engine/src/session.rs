@@ -6,6 +6,7 @@
 //! in `session/tls.rs` and `session/direct.rs`, authorization in `session/authz.rs`; each
 //! fills in [`ConnMeta`](crate::conn::ConnMeta) for metrics, policy and tap to read.
 
+pub mod authz;
 pub mod dest;
 pub mod detect;
 pub mod direct;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ringlink_control::config::Cidr;
-use ringlink_control::{Config, PortSet};
+use ringlink_control::Config;
 
 use crate::conn::PerDirection;
 
@@ -27,8 +27,6 @@ pub struct Settings {
     pub metrics_retain_idle: Duration,
     /// Whether TCP and HTTP metrics are recorded (`RINGLINK_METRICS_RECORDING`).
     pub metrics_recording: bool,
-    /// Inbound ports whose traffic skips detection.
-    pub inbound_opaque_ports: PortSet,
     /// HTTP/2 client connections are pinged this often (zero: never).
     pub h2_keepalive_interval: PerDirection<Duration>,
     /// An unanswered ping closes the connection after this long.
@@ -78,7 +76,6 @@ impl From<&Config> for Settings {
             orig_dst_override: config.orig_dst_override,
             metrics_retain_idle: config.metrics_retain_idle,
             metrics_recording: config.metrics_recording,
-            inbound_opaque_ports: config.inbound_opaque_ports.clone(),
             h2_keepalive_interval: config.h2_keepalive_interval.into(),
             h2_keepalive_timeout: config.h2_keepalive_timeout.into(),
             pool_idle_timeout: config.pool_idle_timeout,
@@ -92,13 +89,6 @@ impl From<&Config> for Settings {
                 idle_timeout: config.discovery_idle_timeout.into(),
             },
         }
-    }
-}
-
-impl Settings {
-    /// Whether an inbound connection to `port` skips protocol detection.
-    pub fn is_opaque_port(&self, port: u16) -> bool {
-        self.inbound_opaque_ports.contains(port)
     }
 }
 

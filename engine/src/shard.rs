@@ -21,11 +21,13 @@ use crate::identity::{MeshTlsRx, ShardIdentity};
 use crate::io::Buffers;
 use crate::lifecycle::{Lifecycle, TaskGuard};
 use crate::orig_dst::{FixedOrigDst, KernelOrigDst, OrigDst};
+use crate::policy::{DefaultPolicy, ShardPolicies};
 use crate::rt::{Listener, Runtime, ShardMain};
 use crate::session;
 use crate::settings::Settings;
 use crate::telemetry::{HttpFamilies, HttpMetrics, Tcp, TcpMetrics};
 use crate::upstream::Pool;
+use ringlink_control::policy::watch::PolicyTx;
 
 /// Pause after a failed accept (e.g. EMFILE) so that a shard does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
@@ -48,6 +50,9 @@ pub struct ShardSeed {
     /// The identity this proxy is certified for, and its TLS configurations as the control
     /// thread publishes them (`None`: identity is not configured).
     pub identity: Option<(String, MeshTlsRx)>,
+    /// Requests to the control thread's policy watches (`None`: no policy controller), and
+    /// each port's default policy.
+    pub policies: (Option<PolicyTx>, DefaultPolicy),
 }
 
 // === impl ShardSeed ===
@@ -79,6 +84,7 @@ impl ShardSeed {
             dst,
             balancer,
             identity,
+            policies,
         } = self;
         let seed =
             (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ std::process::id() as u64;
@@ -99,6 +105,7 @@ impl ShardSeed {
         let shard_identity = ShardIdentity::new(name.as_deref());
         let ctx = ShardCtx {
             identity: shard_identity,
+            policies: ShardPolicies::new(policies.0, policies.1),
             index,
             orig_dst,
             life,
@@ -197,6 +204,11 @@ async fn evict_loop<R: Runtime>(task: TaskGuard, ctx: Rc<ShardCtx<R>>) {
         let evicted = ctx.tcp.evict(retain) + ctx.http.evict(retain);
         if evicted > 0 {
             tracing::debug!(shard = ctx.index, evicted, "Dropped idle metric series");
+        }
+        let idle = ctx.settings.discovery.idle_timeout.get(Direction::Inbound);
+        let forgotten = ctx.policies.evict(idle);
+        if forgotten > 0 {
+            tracing::debug!(shard = ctx.index, forgotten, "Forgot idle ports' policies");
         }
     })
     .await

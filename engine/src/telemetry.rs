@@ -18,6 +18,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registr
 
 use crate::conn::{Direction, NoTlsReason, TlsStatus};
 
+mod authz;
 mod http;
 
 use http::OmitEmptyLabels;

@@ -15,7 +15,14 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["sys", "orig_dst", "listen", "rt"],
     &["conn", "settings", "error", "lifecycle", "io"],
-    &["balance", "telemetry", "identity", "discover", "upstream"],
+    &[
+        "balance",
+        "telemetry",
+        "identity",
+        "policy",
+        "discover",
+        "upstream",
+    ],
     &["ctx"],
     &["http"],
     &["session"],
@@ -25,13 +32,14 @@ const LAYERS: &[&[&str]] = &[
 
 /// Submodule order inside the modules whose parts are layered too.
 const SUBMODULES: &[(&str, &[&str])] = &[
-    ("http", &["conn", "route", "respond", "h1", "h2"]),
+    ("http", &["conn", "authz", "route", "respond", "h1", "h2"]),
     (
         "session",
         &[
             "dest",
             "detect",
             "tls",
+            "authz",
             "opaque",
             "transparent",
             "direct",

@@ -1,5 +1,11 @@
 //! A mock Linkerd controller: a real tonic server on loopback serving
-//! `io.linkerd.proxy.destination.Destination` from `linkerd2-proxy-api`'s generated code.
+//! `io.linkerd.proxy.destination.Destination` and
+//! `io.linkerd.proxy.inbound.InboundServerPolicies` from `linkerd2-proxy-api`'s generated
+//! code.
+//!
+//! Inbound policies are scripted per port ([`Controller::inbound_policy`]): every open
+//! `WatchPort` stream of that port receives the policy, now and at each later update; a
+//! port with no policy keeps its streams open and silent (the proxy's default applies).
 //!
 //! Each destination is scripted per `Get` stream: [`Controller::destination`] queues a
 //! stream for a name and returns its [`DstSender`]; the next `Get` for that name takes it
@@ -20,6 +26,10 @@ use std::sync::{Arc, Mutex};
 
 use linkerd2_proxy_api::destination as pb;
 use linkerd2_proxy_api::destination::destination_server::{Destination, DestinationServer};
+use linkerd2_proxy_api::inbound as inbound_pb;
+use linkerd2_proxy_api::inbound::inbound_server_policies_server::{
+    InboundServerPolicies, InboundServerPoliciesServer,
+};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -33,8 +43,10 @@ type Item = Result<pb::Update, Status>;
 #[derive(Debug)]
 pub struct Controller {
     addr: SocketAddr,
+    policy_addr: SocketAddr,
     state: Arc<Mutex<State>>,
     task: JoinHandle<()>,
+    policy_task: JoinHandle<()>,
 }
 
 /// The test's end of one scripted `Get` stream.
@@ -55,6 +67,12 @@ struct State {
     profiles: HashMap<String, pb::DestinationProfile>,
     profile_streams: Vec<mpsc::UnboundedSender<Result<pb::DestinationProfile, Status>>>,
     profile_calls: HashMap<String, usize>,
+    /// Inbound policies by port, and the open `WatchPort` streams of each port.
+    policies: HashMap<u32, inbound_pb::Server>,
+    policy_streams: HashMap<u32, Vec<mpsc::UnboundedSender<Result<inbound_pb::Server, Status>>>>,
+    /// `WatchPort` calls per port, and the workload the last one named.
+    policy_calls: HashMap<u32, usize>,
+    last_workload: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -69,23 +87,50 @@ pub fn new() -> Controller {
     let listener = TcpListener::from_std(listener).expect("tokio listener");
     let addr = listener.local_addr().expect("controller address");
     let state = Arc::new(Mutex::new(State::default()));
-    let service = DestinationServer::new(Service {
+    let service = Service {
         state: state.clone(),
-    });
+    };
+    let destination = DestinationServer::new(service.clone());
     let task = tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
-            .serve_with_incoming(service, TcpIncoming::from(listener))
+            .serve_with_incoming(destination, TcpIncoming::from(listener))
             .await;
         if let Err(e) = result {
             eprintln!("mock controller on {addr} stopped: {e}");
         }
     });
-    Controller { addr, state, task }
+    // The policy service listens on its own address, as Linkerd's does.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind policy service");
+    listener.set_nonblocking(true).expect("non-blocking");
+    let listener = TcpListener::from_std(listener).expect("tokio listener");
+    let policy_addr = listener.local_addr().expect("policy service address");
+    let policies = InboundServerPoliciesServer::new(service);
+    let policy_task = tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .serve_with_incoming(policies, TcpIncoming::from(listener))
+            .await;
+        if let Err(e) = result {
+            eprintln!("mock policy service on {policy_addr} stopped: {e}");
+        }
+    });
+    Controller {
+        addr,
+        policy_addr,
+        state,
+        task,
+        policy_task,
+    }
 }
 
 impl Controller {
+    /// The Destination service's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The InboundServerPolicies service's address.
+    pub fn policy_addr(&self) -> SocketAddr {
+        self.policy_addr
     }
 
     /// Queues a stream for the next `Get` of `name` (`host:port`, as the client asks).
@@ -115,6 +160,43 @@ impl Controller {
         self.lock().calls.get(name).copied().unwrap_or(0)
     }
 
+    /// Sets the inbound policy of `port`, sending it on every open `WatchPort` stream of the
+    /// port and to every later one.
+    pub fn inbound_policy(&self, port: u16, server: inbound_pb::Server) {
+        let mut state = self.lock();
+        let port = u32::from(port);
+        if let Some(streams) = state.policy_streams.get_mut(&port) {
+            streams.retain(|tx| tx.send(Ok(server.clone())).is_ok());
+        }
+        state.policies.insert(port, server);
+    }
+
+    /// Ends every open `WatchPort` stream of `port` with `status` (the proxy retries).
+    pub fn fail_policy_streams(&self, port: u16, status: Status) {
+        let mut state = self.lock();
+        for tx in state
+            .policy_streams
+            .remove(&u32::from(port))
+            .unwrap_or_default()
+        {
+            let _ = tx.send(Err(status.clone()));
+        }
+    }
+
+    /// How many `WatchPort` calls `port` has had.
+    pub fn policy_calls(&self, port: u16) -> usize {
+        self.lock()
+            .policy_calls
+            .get(&u32::from(port))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The workload the last `WatchPort` named.
+    pub fn last_workload(&self) -> Option<String> {
+        self.lock().last_workload.clone()
+    }
+
     /// The context token the last `Get` carried.
     pub fn last_context_token(&self) -> Option<String> {
         self.lock().last_context_token.clone()
@@ -128,6 +210,7 @@ impl Controller {
 impl Drop for Controller {
     fn drop(&mut self) {
         self.task.abort();
+        self.policy_task.abort();
     }
 }
 
@@ -233,6 +316,36 @@ impl Destination for Service {
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(Ok(profile));
         state.profile_streams.push(tx);
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+    }
+}
+
+#[tonic::async_trait]
+impl InboundServerPolicies for Service {
+    type WatchPortStream = UnboundedReceiverStream<Result<inbound_pb::Server, Status>>;
+
+    async fn get_port(
+        &self,
+        _request: Request<inbound_pb::PortSpec>,
+    ) -> Result<Response<inbound_pb::Server>, Status> {
+        Err(Status::unimplemented(
+            "mock controller: GetPort is unused by proxies",
+        ))
+    }
+
+    async fn watch_port(
+        &self,
+        request: Request<inbound_pb::PortSpec>,
+    ) -> Result<Response<Self::WatchPortStream>, Status> {
+        let spec = request.into_inner();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *state.policy_calls.entry(spec.port).or_default() += 1;
+        state.last_workload = Some(spec.workload);
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Some(server) = state.policies.get(&spec.port) {
+            let _ = tx.send(Ok(server.clone()));
+        }
+        state.policy_streams.entry(spec.port).or_default().push(tx);
         Ok(Response::new(UnboundedReceiverStream::new(rx)))
     }
 }

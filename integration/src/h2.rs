@@ -160,7 +160,15 @@ async fn send_all(stream: &mut h2::SendStream<Bytes>, mut data: Bytes) -> Result
 impl Client {
     /// An h2c prior-knowledge connection to `addr`.
     pub async fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).await.unwrap();
+        Client::on(TcpStream::connect(addr).await.unwrap()).await
+    }
+
+    /// An h2c prior-knowledge connection to `addr` from the address `from`.
+    pub async fn connect_from(addr: SocketAddr, from: std::net::IpAddr) -> Client {
+        Client::on(crate::tcp::connect_from(addr, from).await).await
+    }
+
+    async fn on(stream: TcpStream) -> Client {
         let (send, conn) = h2::client::handshake(stream).await.unwrap();
         tokio::spawn(async move {
             let _ = conn.await;
@@ -176,8 +184,22 @@ impl Client {
         body: Vec<u8>,
         trailers: Option<HeaderMap>,
     ) -> Result<Reply, h2::Error> {
+        self.request_with(method, uri, HeaderMap::new(), body, trailers)
+            .await
+    }
+
+    /// [`Client::request`] with request `headers`.
+    pub async fn request_with(
+        &self,
+        method: &str,
+        uri: &str,
+        headers: HeaderMap,
+        body: Vec<u8>,
+        trailers: Option<HeaderMap>,
+    ) -> Result<Reply, h2::Error> {
         let mut send = self.send.clone().ready().await?;
-        let req = Request::builder().method(method).uri(uri).body(()).unwrap();
+        let mut req = Request::builder().method(method).uri(uri).body(()).unwrap();
+        *req.headers_mut() = headers;
         let end = body.is_empty() && trailers.is_none();
         let (response, mut stream) = send.send_request(req, end)?;
         if !end {

@@ -304,6 +304,15 @@ impl Conn {
         }
     }
 
+    /// A connection to `addr` from the address `from` (e.g. `127.0.0.2`, a loopback client
+    /// that is not `localhost` to an inbound policy).
+    pub async fn connect_from(addr: SocketAddr, from: std::net::IpAddr) -> Conn {
+        Conn {
+            stream: crate::tcp::connect_from(addr, from).await,
+            buf: Vec::new(),
+        }
+    }
+
     pub async fn send(&mut self, raw: impl AsRef<[u8]>) {
         self.stream.write_all(raw.as_ref()).await.expect("write");
     }

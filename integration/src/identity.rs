@@ -119,7 +119,9 @@ impl Drop for TokenDir {
 }
 
 /// `builder` with the identity environment an injector writes, pointing at `service` and
-/// naming the proxy `name`.
+/// naming the proxy `name`. A meshed proxy must have a policy controller: this one points at
+/// a loopback port where none listens (every port keeps its default policy) unless the
+/// test sets its own (`Builder::control_plane`, after this).
 pub fn with_identity(
     builder: crate::proxy::Builder,
     service: &IdentityServer,
@@ -135,7 +137,12 @@ pub fn with_identity(
         .env("LINKERD2_PROXY_IDENTITY_TOKEN_FILE", dir.token().display())
         .env("LINKERD2_PROXY_IDENTITY_SVC_ADDR", service.addr())
         .env("LINKERD2_PROXY_IDENTITY_LOCAL_NAME", name)
+        .env("LINKERD2_PROXY_POLICY_SVC_ADDR", NO_POLICY_CONTROLLER)
+        .env("LINKERD2_PROXY_POLICY_WORKLOAD", crate::proxy::WORKLOAD)
 }
+
+/// Where no policy controller listens (tcpmux's port; nothing runs there on loopback).
+pub const NO_POLICY_CONTROLLER: &str = "127.0.0.1:1";
 
 /// Waits until the proxy's `/ready` answers 200 (it is certified), at most 10 s.
 pub async fn wait_ready(proxy: &crate::proxy::Proxy) {

@@ -33,6 +33,9 @@ pub struct Proxy {
 // === functions ===
 
 /// A proxy on ephemeral loopback ports with one shard, logging at debug.
+/// The workload the tests' proxies say they run for (`LINKERD2_PROXY_POLICY_WORKLOAD`).
+pub const WORKLOAD: &str = "test:test";
+
 pub fn new(runtime: &str) -> Builder {
     let mut env = HashMap::new();
     for (k, v) in [
@@ -97,6 +100,14 @@ impl Builder {
     pub fn env(mut self, name: &str, value: impl ToString) -> Self {
         self.env.insert(name.to_string(), value.to_string());
         self
+    }
+
+    /// Uses `ctrl` as the Destination service and the policy controller, with the workload
+    /// linkerd2-proxy's own tests pass.
+    pub fn control_plane(self, ctrl: &crate::controller::Controller) -> Self {
+        self.env("LINKERD2_PROXY_DESTINATION_SVC_ADDR", ctrl.addr())
+            .env("LINKERD2_PROXY_POLICY_SVC_ADDR", ctrl.policy_addr())
+            .env("LINKERD2_PROXY_POLICY_WORKLOAD", WORKLOAD)
     }
 
     pub fn shards(self, n: usize) -> Self {

@@ -214,3 +214,17 @@ pub fn unresponsive_listener() -> (
     }
     (addr, fillers, listener)
 }
+
+/// A connection to `addr` from the address `from`, any port (e.g. `127.0.0.2`: loopback,
+/// but not the `localhost` an inbound policy always admits).
+pub async fn connect_from(addr: SocketAddr, from: std::net::IpAddr) -> TcpStream {
+    let socket = match from {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .expect("socket");
+    socket
+        .bind(SocketAddr::new(from, 0))
+        .expect("bind the client's address");
+    socket.connect(addr).await.expect("connect")
+}

@@ -111,7 +111,7 @@ fn authority(port: u16) -> String {
 /// A proxy using `ctrl` as its Destination service.
 fn with_controller(runtime: &'static str, ctrl: &Controller) -> proxy::Builder {
     proxy::new(runtime)
-        .env("LINKERD2_PROXY_DESTINATION_SVC_ADDR", ctrl.addr())
+        .control_plane(ctrl)
         .env("LINKERD2_PROXY_DESTINATION_CONTEXT", "{\"ns\":\"test\"}")
 }
 

@@ -60,9 +60,10 @@ async fn pair(runtime: &'static str, app: SocketAddr, identity: &str, tag: &str)
     let server_dir = TokenDir::new(&format!("mesh-{tag}-s"), b"token");
     let server = with_identity(proxy::new(runtime), &service, &server_dir, SERVER).spawn();
     let ctrl = controller::new();
-    let client = proxy::new(runtime).env("LINKERD2_PROXY_DESTINATION_SVC_ADDR", ctrl.addr());
     let client_dir = TokenDir::new(&format!("mesh-{tag}-c"), b"token");
-    let client = with_identity(client, &service, &client_dir, CLIENT).spawn();
+    let client = with_identity(proxy::new(runtime), &service, &client_dir, CLIENT)
+        .control_plane(&ctrl)
+        .spawn();
     wait_ready(&server).await;
     wait_ready(&client).await;
     let dst = ctrl.destination(&format!("{SVC}:{}", app.port()));

@@ -305,7 +305,7 @@ fn parse_trust_anchors(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-fn parse_dns_name(s: &str) -> Result<String, String> {
+pub(super) fn parse_dns_name(s: &str) -> Result<String, String> {
     let s = s.trim();
     if !is_dns_like_name(s) {
         return Err("expected a DNS-like identity name".to_string());

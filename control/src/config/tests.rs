@@ -796,6 +796,9 @@ fn destination_is_read_with_its_name_and_context() {
             "linkerd-destination.linkerd.serviceaccount.identity",
         ),
         (DESTINATION_CONTEXT, "{\"ns\":\"default\"}"),
+        // A meshed proxy needs the policy controller too.
+        (policy::POLICY_SVC_ADDR, "localhost.:8090"),
+        (policy::POLICY_WORKLOAD, "default:web-0"),
     ]);
     let d = c.destination.expect("configured");
     assert_eq!(

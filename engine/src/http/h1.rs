@@ -24,6 +24,8 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use http::HeaderName;
+use ringlink_control::policy::inbound::{FnHeaders, RequestView};
 use ringlink_protocols::authority::parse_authority;
 use ringlink_protocols::http1::{
     keep_alive, parse_request, request_body, strip_hop_by_hop, upgrade_protocol, BodyKind, Limits,
@@ -37,7 +39,7 @@ use crate::ctx::ShardCtx;
 use crate::discover::DstCache;
 use crate::error::{ErrorSource, ProxyError};
 use crate::http::conn::{request_tls, Client, CLIENT_ID};
-use crate::http::{respond, route};
+use crate::http::{authz, respond, route};
 use crate::io::Transport;
 use crate::lifecycle::ConnEntry;
 use crate::rt::{Reader, Runtime, Stream};
@@ -213,6 +215,13 @@ impl<R: Runtime> Session<'_, R> {
             Ok(plan) => plan,
             Err(error) => return self.refuse(head.authority(), error).await,
         };
+        if self.meta.policy.is_some() {
+            if let Err(error) = self.authorize(&head) {
+                let target = self.meta.route.fixed().map(Target::addr);
+                self.start_metrics(&head, target.as_ref());
+                return self.fail(&plan, error).await;
+            }
+        }
         // Only requests addressed to the proxy itself may say where they go.
         let dst_override = match self.meta.route {
             Route::ByAuthority => head
@@ -359,6 +368,30 @@ impl<R: Runtime> Session<'_, R> {
                 }
             }
         }
+    }
+
+    /// Authorizes the request against the connection's inbound policy (`http::authz`).
+    fn authorize(&self, head: &RequestHead) -> Result<(), ProxyError> {
+        let headers = FnHeaders(|name: &HeaderName, pred: &mut dyn FnMut(&[u8]) -> bool| {
+            head.headers.get_all(name.as_str()).any(pred)
+        });
+        let path_and_query = if head.is_absolute_form() {
+            // `scheme://authority/path?query`: the part from the first `/` after the
+            // authority.
+            let rest = head.target.split_once("://").map_or("", |(_, rest)| rest);
+            rest.find('/').map_or("/", |at| &rest[at..])
+        } else {
+            head.target.as_str()
+        };
+        let view = RequestView {
+            method: &head.method,
+            scheme: None,
+            authority: head.authority(),
+            path_and_query,
+            headers: &headers,
+        };
+        let target = self.meta.route.fixed().unwrap_or(self.meta.local);
+        authz::request(self.ctx, self.meta, target, &view)
     }
 
     /// Checks the request and decides what it needs, from its head as the client sent it.

@@ -61,6 +61,7 @@ pub fn destination(
         local,
         route,
         tls,
+        policy: None,
     })
 }
 

@@ -19,7 +19,7 @@ use ringlink_protocols::Protocol;
 
 use super::dest::local_target;
 use super::detect::{self, Sniffed};
-use super::{opaque, tls};
+use super::{authz, opaque, tls};
 use crate::conn::{ConnMeta, Direction, Route, TlsStatus};
 use crate::ctx::ShardCtx;
 use crate::http::{self, Client, Preconnected, Version};
@@ -54,6 +54,9 @@ pub async fn serve<R: Runtime>(
     let target = local_target(SocketAddr::new(meta.local.ip(), header.port));
     meta.route = Route::Fixed(target);
     tracing::Span::current().record("server.addr", tracing::field::display(target));
+    // The target port's inbound policy applies, as to a redirected connection.
+    let policy = ctx.policies.get::<R>(target.port(), &ctx.life);
+    meta.policy = Some(policy.clone());
     let src = &*slot.insert(
         ctx.tcp
             .open(Direction::Inbound, Peer::Src, target, &meta.tls),
@@ -64,6 +67,10 @@ pub async fn serve<R: Runtime>(
         None => None,
     };
     let Some(version) = version else {
+        if !authz::connection(ctx, meta, target, &policy) {
+            crate::io::reset(client.as_raw_fd());
+            return None;
+        }
         let timeout = ctx.settings.connect_timeout.get(Direction::Inbound);
         let upstream = match R::connect(target, timeout).await {
             Ok(upstream) => Transport::<R>::Plain(upstream),

@@ -1,14 +1,15 @@
-//! Inbound connections, from the world to the application in this pod: opaque ports are
-//! forwarded without detection; everything else goes the transparent way.
-//!
-//! Where the next features land: mTLS termination (a ClientHello whose SNI is this proxy's
-//! identity, `session/tls.rs`), direct connections carrying the transport header
-//! (`session/direct.rs`), and authorization per connection (`session/authz.rs`) before
-//! dispatch.
+//! Inbound connections, from the world to the application in this pod, under the inbound
+//! policy of the port they are for (`crate::policy`): a port whose policy is `Opaque` or
+//! `Tls` (by default the ports in `LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION`)
+//! is authorized per connection and forwarded without detection; everything else goes the
+//! transparent way (mesh TLS termination, detection), its opaque connections authorized
+//! per connection and its HTTP requests per route.
 
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+
+use ringlink_control::policy::inbound::Protocol;
 
 use super::transparent;
 use crate::conn::ConnMeta;
@@ -30,7 +31,10 @@ pub async fn serve<R: Runtime>(
     entry: &ConnEntry,
     slot: &mut Option<PeerMetrics>,
 ) -> Option<io::Error> {
-    if ctx.settings.is_opaque_port(target.port()) {
+    let policy = ctx.policies.get::<R>(target.port(), &ctx.life);
+    let opaque = matches!(policy.protocol, Protocol::Opaque(_) | Protocol::Tls(_));
+    meta.policy = Some(policy);
+    if opaque {
         return transparent::opaque_port(ctx, meta, target, client, entry, slot).await;
     }
     transparent::serve(ctx, meta, target, client, entry, slot).await

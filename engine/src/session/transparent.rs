@@ -23,7 +23,7 @@ use std::rc::Rc;
 use ringlink_protocols::Protocol;
 
 use super::detect::{self, Sniffed};
-use super::{opaque, tls};
+use super::{authz, opaque, tls};
 use crate::conn::{ConnMeta, Direction, TlsStatus};
 use crate::ctx::ShardCtx;
 use crate::error::ProxyError;
@@ -46,7 +46,12 @@ pub async fn serve<R: Runtime>(
     slot: &mut Option<PeerMetrics>,
 ) -> Option<io::Error> {
     let direction = meta.direction;
-    let detect_timeout = ctx.settings.detect_timeout.get(direction);
+    // An inbound port's policy may set its own (`Detect{timeout}`).
+    let detect_timeout = meta
+        .policy
+        .as_ref()
+        .and_then(|policy| policy.protocol.detect_timeout())
+        .unwrap_or_else(|| ctx.settings.detect_timeout.get(direction));
     let open = |meta: &ConnMeta| ctx.tcp.open(direction, Peer::Src, target, &meta.tls);
     let mut sniffed = None;
     if let Some(pooled) = ctx.pool.take(target) {
@@ -139,6 +144,12 @@ pub async fn serve<R: Runtime>(
         return error;
     }
     ctx.detected(direction, found.detected());
+    if let Some(policy) = meta.policy.clone() {
+        if !authz::connection(ctx, meta, target, &policy) {
+            crate::io::abort(upstream.as_raw_fd(), client.as_raw_fd());
+            return None;
+        }
+    }
     opaque::forward(ctx, direction, (client, src), (upstream, target), first).await
 }
 
@@ -174,6 +185,12 @@ pub async fn opaque_port<R: Runtime>(
     slot: &mut Option<PeerMetrics>,
 ) -> Option<io::Error> {
     let src = &*slot.insert(ctx.tcp.open(meta.direction, Peer::Src, target, &meta.tls));
+    if let Some(policy) = meta.policy.clone() {
+        if !authz::connection(ctx, meta, target, &policy) {
+            crate::io::reset(client.as_raw_fd());
+            return None;
+        }
+    }
     let timeout = ctx.settings.connect_timeout.get(meta.direction);
     let upstream = match R::connect(target, timeout).await {
         Ok(upstream) => Transport::<R>::Plain(upstream),

@@ -53,6 +53,7 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
 };
 
+use super::authz::{AuthzFamilies, AuthzMetrics};
 use crate::balance::Labels;
 use crate::conn::{Direction, TlsStatus};
 
@@ -95,10 +96,14 @@ pub struct HttpFamilies {
     requests: IntCounterVec,
     responses: IntCounterVec,
     latency: HistogramVec,
+    /// The inbound policy's decisions.
+    authz: AuthzFamilies,
 }
 
 /// A shard's HTTP recording: its families and the series it resolved, per route. Shard-local.
 pub struct HttpMetrics {
+    /// The inbound policy's decisions.
+    pub authz: AuthzMetrics,
     families: HttpFamilies,
     routes: RefCell<HashMap<RouteKey, Rc<Route>>>,
     recording: bool,
@@ -198,6 +203,7 @@ impl HttpFamilies {
             requests,
             responses,
             latency,
+            authz: AuthzFamilies::register(registry)?,
         })
     }
 }
@@ -208,6 +214,7 @@ impl HttpMetrics {
     /// A shard's recorder over its `families`; with `recording` false it records nothing.
     pub fn new(families: HttpFamilies, recording: bool) -> Self {
         HttpMetrics {
+            authz: AuthzMetrics::new(families.authz.clone()),
             families,
             routes: RefCell::new(HashMap::new()),
             recording,
@@ -549,8 +556,10 @@ impl<C: Collector> Collector for OmitEmptyLabels<C> {
                 let labels = metric.take_label();
                 let mut out = Vec::with_capacity(labels.len());
                 for pair in labels {
-                    // A clean close's `errno` is empty on purpose: Linkerd writes `errno=""`.
-                    if pair.value().is_empty() && pair.name() != "errno" {
+                    // A clean close's `errno` is empty on purpose: Linkerd writes `errno=""`, and
+                    // a default resource's `srv_group=""` (and `route_`/`authz_group`).
+                    let kept = pair.name() == "errno" || pair.name().ends_with("_group");
+                    if pair.value().is_empty() && !kept {
                         continue;
                     }
                     if pair.name() == DST_LABELS {

@@ -10,9 +10,22 @@ const LOCAL: &str = "web.default.serviceaccount.identity.linkerd.cluster.local";
 const SVC_NAME: &str = "linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local";
 const SVC_ADDR: &str = "linkerd-identity-headless.linkerd.svc.cluster.local.:8080";
 
-/// What the injector sets (L `_proxy.tpl`).
+/// What the injector sets (L `_proxy.tpl`): identity, and the policy controller a meshed
+/// proxy needs.
 fn injected() -> Vec<(&'static str, String)> {
     [
+        (
+            super::super::policy::POLICY_SVC_ADDR,
+            "linkerd-policy.linkerd.svc.cluster.local.:8090",
+        ),
+        (
+            super::super::policy::POLICY_SVC_NAME,
+            "linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local",
+        ),
+        (
+            super::super::policy::POLICY_WORKLOAD,
+            "{\"ns\":\"default\", \"pod\":\"web-0\"}\n",
+        ),
         (IDENTITY_DIR, "/var/run/linkerd/identity/end-entity"),
         (IDENTITY_TRUST_ANCHORS, ANCHORS),
         (

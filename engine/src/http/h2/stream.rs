@@ -14,6 +14,7 @@ use h2::client::ResponseFuture;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderValue, Request, Response};
+use ringlink_control::policy::inbound::RequestView;
 use ringlink_protocols::grpc::{is_grpc, parse_grpc_status};
 
 use super::client::Upstreams;
@@ -22,7 +23,7 @@ use super::MAX_EMPTY_DATA_FRAMES;
 use crate::balance::Pick;
 use crate::error::ProxyError;
 use crate::http::conn::CLIENT_ID;
-use crate::http::{respond, route};
+use crate::http::{authz, respond, route};
 use crate::rt::Runtime;
 use crate::telemetry::RequestMetrics;
 use crate::upstream::{self, Target};
@@ -90,6 +91,20 @@ pub async fn proxy<R: Runtime>(
     let authority = parts.uri.authority().map(|a| a.to_string());
     let head_request = parts.method == http::Method::HEAD;
     let meta = &upstreams.meta;
+    if meta.policy.is_some() {
+        let view = RequestView {
+            method: parts.method.as_str(),
+            scheme: parts.uri.scheme_str(),
+            authority: authority.as_deref(),
+            path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            headers: &parts.headers,
+        };
+        let target = meta.route.fixed().unwrap_or(meta.local);
+        if let Err(error) = authz::request(&upstreams.ctx, meta, target, &view) {
+            let mut metrics = upstreams.start(authority.as_deref(), Some(target), None);
+            return respond::h2(&mut respond, grpc, head_request, &error, &mut metrics);
+        }
+    }
     // Only requests addressed to the proxy itself may say where they go.
     let dst_override = match meta.route {
         crate::conn::Route::ByAuthority => parts

@@ -1,0 +1,126 @@
+//! The shard's replica of the inbound policies (DESIGN.md §2): per port, the current
+//! `Arc<ServerPolicy>` in a `RefCell`, so that a connection's or a request's check reads
+//! shard-local memory, never a lock.
+//!
+//! The first connection to a port the shard has not seen takes the port's default policy
+//! (`LINKERD2_PROXY_INBOUND_DEFAULT_POLICY`, or opaque for the ports that disable protocol
+//! detection) and, when a policy controller is configured, sends one request to the control
+//! thread; a shard task then copies each policy the controller publishes for the port into
+//! the replica, until the drain or until the port is forgotten. Ports no connection used for
+//! the idle timeout are forgotten (and their streams end once no shard watches them).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future::or;
+use ringlink_control::policy::inbound::ServerPolicy;
+use ringlink_control::policy::watch::{PolicyRequest, PolicyRx, PolicyTx};
+
+use crate::lifecycle::Lifecycle;
+use crate::rt::Runtime;
+
+/// The default policy of a port, before (or without) the controller's.
+pub type DefaultPolicy = Arc<dyn Fn(u16) -> Arc<ServerPolicy> + Send + Sync>;
+
+// === types ===
+
+/// The inbound policies one shard knows. Shard-local.
+pub struct ShardPolicies {
+    ports: RefCell<HashMap<u16, Rc<PortPolicy>>>,
+    /// The control thread's request queue; `None` without a policy controller (every port
+    /// keeps its default).
+    requests: Option<PolicyTx>,
+    default: DefaultPolicy,
+}
+
+/// One port's policy on a shard.
+struct PortPolicy {
+    current: RefCell<Arc<ServerPolicy>>,
+    last_used: Cell<Instant>,
+}
+
+// === impl ShardPolicies ===
+
+impl ShardPolicies {
+    pub fn new(requests: Option<PolicyTx>, default: DefaultPolicy) -> Rc<Self> {
+        Rc::new(ShardPolicies {
+            ports: RefCell::new(HashMap::new()),
+            requests,
+            default,
+        })
+    }
+
+    /// The current policy of `port`. The first use of a port starts following the
+    /// controller's policy for it (a shard task, ended by `life`'s drain).
+    pub fn get<R: Runtime>(&self, port: u16, life: &Rc<Lifecycle>) -> Arc<ServerPolicy> {
+        if let Some(known) = self.ports.borrow().get(&port) {
+            known.last_used.set(Instant::now());
+            return known.current.borrow().clone();
+        }
+        let policy = (self.default)(port);
+        let entry = Rc::new(PortPolicy {
+            current: RefCell::new(policy.clone()),
+            last_used: Cell::new(Instant::now()),
+        });
+        self.ports.borrow_mut().insert(port, entry.clone());
+        if let Some(requests) = &self.requests {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            match requests.try_send(PolicyRequest { port, reply }) {
+                Ok(()) => R::spawn(follow(life.task(), Rc::downgrade(&entry), rx, life.clone())),
+                Err(error) => {
+                    // Asked again by the next connection.
+                    tracing::warn!(port, %error, "Cannot ask for the port's policy");
+                    self.ports.borrow_mut().remove(&port);
+                }
+            }
+        }
+        policy
+    }
+
+    /// Forgets the ports no connection used for `idle`; how many.
+    pub fn evict(&self, idle: Duration) -> usize {
+        let now = Instant::now();
+        let mut ports = self.ports.borrow_mut();
+        let before = ports.len();
+        ports.retain(|_, port| now.saturating_duration_since(port.last_used.get()) < idle);
+        before - ports.len()
+    }
+}
+
+// === functions ===
+
+/// Copies each policy the control thread publishes for a port into its replica, until the
+/// drain, the control thread's end, or the port is forgotten.
+async fn follow(
+    _task: crate::lifecycle::TaskGuard,
+    port: Weak<PortPolicy>,
+    reply: tokio::sync::oneshot::Receiver<PolicyRx>,
+    life: Rc<Lifecycle>,
+) {
+    let Some(mut rx) = or(async { reply.await.ok() }, async {
+        life.drain_started().await;
+        None
+    })
+    .await
+    else {
+        return;
+    };
+    loop {
+        let Some(entry) = port.upgrade() else {
+            return;
+        };
+        *entry.current.borrow_mut() = rx.borrow_and_update().clone();
+        drop(entry);
+        let changed = or(async { rx.changed().await.is_ok() }, async {
+            life.drain_started().await;
+            false
+        })
+        .await;
+        if !changed {
+            return;
+        }
+    }
+}
