@@ -9,7 +9,9 @@ use crate::proxy::ProxyKind;
 pub const USAGE: &str = "\
 usage: ringlink-bench [OPTIONS]
 
-  --tests NAME[,NAME]  tests to run, in order (default: all): http1, h2, bulk
+  --tests NAME[,NAME]  tests to run, in order (default: all): http1, h2, bulk,
+                       mesh (two ringlinks meshed, mTLS against plaintext; runs
+                       for each ringlink runtime in --only)
   --only NAME[,NAME]   proxies to measure, in order (default: all):
                        direct, ref-tokio, ringlink-monoio, ringlink-monoio-balanced
                        (through a Destination-service balancer; http1 only),
@@ -37,6 +39,9 @@ pub enum Test {
     H2,
     /// One connection streaming MiBs into a sink (not HTTP).
     Bulk,
+    /// Two ringlink proxies meshed (outbound → inbound), mTLS against plaintext: wrk through
+    /// the pair, full handshakes against the inbound proxy, idle connections' memory.
+    Mesh,
 }
 
 pub struct Options {
@@ -55,13 +60,14 @@ pub struct Options {
 // === impl Test ===
 
 impl Test {
-    pub const ALL: [Self; 3] = [Self::Http1, Self::H2, Self::Bulk];
+    pub const ALL: [Self; 4] = [Self::Http1, Self::H2, Self::Bulk, Self::Mesh];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Http1 => "http1",
             Self::H2 => "h2",
             Self::Bulk => "bulk",
+            Self::Mesh => "mesh",
         }
     }
 }

@@ -1,6 +1,6 @@
-//! A minimal Destination service for the `ringlink-monoio-balanced` row: every `Get` is
-//! answered with one `add` of the bench backend, and the stream then stays open, as a
-//! controller's does. It runs on its own thread (a tokio current-thread runtime) and is
+//! A minimal Destination service for the `ringlink-monoio-balanced` row and the mesh test:
+//! every `Get` is answered with one `add` of one endpoint (the bench backend, or a peer
+//! proxy), and the stream then stays open, as a controller's does. It runs on its own thread (a tokio current-thread runtime) and is
 //! idle once the proxy has its answer, so it costs the measurement nothing.
 
 use std::net::SocketAddr;
@@ -21,13 +21,24 @@ pub struct MockDestination {
 }
 
 struct Service {
-    endpoint: SocketAddr,
+    endpoint: pb::WeightedAddr,
 }
 
 type Updates = Pin<Box<dyn Stream<Item = Result<pb::Update, Status>> + Send>>;
 
-/// Starts the mock on a free loopback port, answering every name with `endpoint`.
+/// Starts the mock on a free loopback port, answering every name with `endpoint`, weight 1,
+/// with no TLS identity and no protocol hint.
 pub fn start(endpoint: SocketAddr) -> Result<MockDestination> {
+    start_with(pb::WeightedAddr {
+        addr: Some(endpoint.into()),
+        weight: 1,
+        ..Default::default()
+    })
+}
+
+/// Starts the mock on a free loopback port, answering every name with `endpoint` as given
+/// (identity, protocol hint, transport header port).
+pub fn start_with(endpoint: pb::WeightedAddr) -> Result<MockDestination> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind the mock")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
@@ -65,11 +76,7 @@ impl Destination for Service {
     ) -> Result<Response<Self::GetStream>, Status> {
         let add = pb::Update {
             update: Some(pb::update::Update::Add(pb::WeightedAddrSet {
-                addrs: vec![pb::WeightedAddr {
-                    addr: Some(self.endpoint.into()),
-                    weight: 1,
-                    ..Default::default()
-                }],
+                addrs: vec![self.endpoint.clone()],
                 metric_labels: Default::default(),
             })),
         };

@@ -5,7 +5,8 @@
 //! Tests, each one table: (http1) wrk, small HTTP/1.1 keep-alive request/response; (h2)
 //! h2load, the same over h2c; both with the proxy's CPU time per request and RSS; (bulk) one
 //! connection streaming `--bulk-mb` MiB into a sink, with MiB/s and the proxy's CPU time per
-//! MiB. Every proxy process is fresh for each test. See `benches/README.md`.
+//! MiB. Every proxy process is fresh for each test. (mesh) two ringlinks meshed, mTLS
+//! against plaintext, three tables per runtime (`mesh.rs`). See `benches/README.md`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -26,6 +27,7 @@ mod bulk;
 mod configs;
 mod destination;
 mod h2load;
+mod mesh;
 mod metrics_cost;
 mod pinning;
 mod process;
@@ -92,7 +94,7 @@ fn run() -> Result<ExitCode> {
     for &test in &opts.tests {
         println!("\n## {}\n", test.name());
         let missing = match test {
-            Test::Http1 => wrk_missing.as_ref(),
+            Test::Http1 | Test::Mesh => wrk_missing.as_ref(),
             Test::H2 => h2load_missing.as_ref(),
             Test::Bulk => None,
         };
@@ -105,6 +107,17 @@ fn run() -> Result<ExitCode> {
             Test::Http1 => &[],
             Test::H2 => &["--h2"],
             Test::Bulk => &["--sink"],
+            Test::Mesh => {
+                match mesh::run(&bench, &backend) {
+                    Ok(mesh_failed) => failed |= mesh_failed,
+                    Err(error) => {
+                        eprintln!("mesh: FAILED: {error:#}");
+                        println!("\n- FAILED: {error:#}");
+                        failed = true;
+                    }
+                }
+                continue;
+            }
         };
         let (backend_addr, backend_process) = start_backend(&pin, &backend, flags)?;
         let mut rows = Vec::new();
@@ -166,6 +179,18 @@ fn print_header(opts: &Options, pin: &Pinning, bins: &Binaries) {
                 "- bulk: {} MiB over one connection into `bench-backend --sink` (L4)",
                 opts.bulk_mib
             ),
+            Test::Mesh => println!(
+                "- mesh: two ringlink processes (outbound and inbound, one shard each, both \
+                 `taskset -c {proxy}`, each fresh per row) in front of `bench-backend`; \
+                 wrk as in http1 through the outbound proxy (`Host` resolved by a mock \
+                 Destination service), on `taskset -c {load}`; the handshake and idle \
+                 clients on a thread of ringlink-bench pinned to CPU {load}; the mock \
+                 Identity and Destination services on unpinned threads of ringlink-bench \
+                 (idle once the proxies are certified and resolved); CPU µs/req sums both \
+                 proxies",
+                proxy = pin.proxy_cpu,
+                load = pin.load_cpu
+            ),
         }
     }
     if opts.metrics_cost_rounds.is_none() && opts.proxies.contains(&ProxyKind::Nginx) {
@@ -208,6 +233,9 @@ impl Bench<'_> {
         notes: &mut Vec<String>,
     ) -> Result<Measured> {
         let name = kind.name();
+        if test == Test::Mesh {
+            bail!("the mesh test measures its own rows (mesh.rs)");
+        }
         let proxy = Proxy::start(kind, test, backend, self.bins, self.pin)?;
         let url = format!("http://{}/", proxy.addr);
         let host = proxy.host.clone();
@@ -255,6 +283,7 @@ impl Bench<'_> {
                     rss_mib,
                 }
             }
+            Test::Mesh => unreachable!("refused above"),
             Test::Bulk => {
                 let cpu_before = proxy.cpu_time()?;
                 let bulk = bulk::run(proxy.addr, self.opts.bulk_mib, self.pin.load_core())?;

@@ -3,6 +3,7 @@
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -51,6 +52,15 @@ pub struct Proxy {
     /// configuration directory is removed.
     process: Option<Spawned>,
     conf: Option<ConfDir>,
+}
+
+/// The loopback addresses a ringlink process listens on.
+#[derive(Clone, Copy, Debug)]
+pub struct RinglinkPorts {
+    pub outbound: SocketAddr,
+    pub inbound: SocketAddr,
+    pub admin: SocketAddr,
+    pub control: SocketAddr,
 }
 
 /// A temporary directory holding a generated configuration, removed on drop.
@@ -123,6 +133,43 @@ impl Binaries {
     }
 }
 
+// === impl RinglinkPorts ===
+
+impl RinglinkPorts {
+    /// Loopback ports that were free a moment ago.
+    pub fn free() -> Result<Self> {
+        Ok(Self {
+            outbound: free_addr()?,
+            inbound: free_addr()?,
+            admin: free_addr()?,
+            control: free_addr()?,
+        })
+    }
+
+    /// `taskset -c <proxy cpu> ringlink` listening on these ports, with one shard of
+    /// `runtime` (`monoio` or `glommio`), logging warnings and errors.
+    pub fn command(&self, ringlink: &Path, pin: &Pinning, runtime: &str) -> Command {
+        let mut cmd = pin.proxy(ringlink);
+        cmd.env(
+            "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR",
+            self.outbound.to_string(),
+        )
+        .env(
+            "LINKERD2_PROXY_INBOUND_LISTEN_ADDR",
+            self.inbound.to_string(),
+        )
+        .env("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", self.admin.to_string())
+        .env(
+            "LINKERD2_PROXY_CONTROL_LISTEN_ADDR",
+            self.control.to_string(),
+        )
+        .env("LINKERD2_PROXY_CORES", "1")
+        .env("RINGLINK_RUNTIME", runtime)
+        .env("LINKERD2_PROXY_LOG", "warn");
+        cmd
+    }
+}
+
 // === impl Proxy ===
 
 impl Proxy {
@@ -171,26 +218,18 @@ impl Proxy {
                     ProxyKind::RinglinkGlommio => "glommio",
                     _ => "monoio",
                 };
-                let outbound = free_addr()?;
-                let mut cmd = pin.proxy(&bins.ringlink);
-                cmd.env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", outbound.to_string())
-                    .env(
-                        "LINKERD2_PROXY_INBOUND_LISTEN_ADDR",
-                        free_addr()?.to_string(),
-                    )
-                    .env("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", free_addr()?.to_string())
-                    .env(
-                        "LINKERD2_PROXY_CONTROL_LISTEN_ADDR",
-                        free_addr()?.to_string(),
-                    )
-                    .env("LINKERD2_PROXY_CORES", "1")
-                    .env("RINGLINK_RUNTIME", runtime)
-                    .env("RINGLINK_ORIG_DST_OVERRIDE", target.to_string())
-                    .env("LINKERD2_PROXY_LOG", "warn")
+                let ports = RinglinkPorts::free()?;
+                let outbound = ports.outbound;
+                let mut cmd = ports.command(&bins.ringlink, pin, runtime);
+                cmd.env("RINGLINK_ORIG_DST_OVERRIDE", target.to_string())
                     .envs(env.iter().copied());
                 if kind == ProxyKind::RinglinkBalanced {
                     let mock = crate::destination::start(target)?;
-                    cmd.env("LINKERD2_PROXY_DESTINATION_SVC_ADDR", mock.addr.to_string());
+                    cmd.env("LINKERD2_PROXY_DESTINATION_SVC_ADDR", mock.addr.to_string())
+                        // A proxy with a Destination service needs a policy controller; none
+                        // listens there, so every port keeps its default policy.
+                        .env("LINKERD2_PROXY_POLICY_SVC_ADDR", "127.0.0.1:1")
+                        .env("LINKERD2_PROXY_POLICY_WORKLOAD", "bench:bench");
                     host = Some(format!("{}:{}", crate::destination::NAME, target.port()));
                 }
                 (outbound, Spawned::spawn(kind.name(), cmd)?)
@@ -313,10 +352,20 @@ fn haproxy_maxconn() -> u64 {
 /// The hard "Max open files" limit from `/proc/self/limits`; `None` if unlimited or
 /// unreadable.
 fn hard_nofile_limit(path: &Path) -> Option<u64> {
+    read_nofile_limit(path, 4)
+}
+
+/// This process's soft "Max open files" limit (what its children inherit); `None` if
+/// unlimited or unreadable.
+pub fn soft_nofile_limit() -> Option<u64> {
+    read_nofile_limit(Path::new("/proc/self/limits"), 3)
+}
+
+fn read_nofile_limit(path: &Path, field: usize) -> Option<u64> {
     let limits = fs::read_to_string(path).ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     // "Max open files  <soft>  <hard>  files"
-    line.split_whitespace().nth(4)?.parse().ok()
+    line.split_whitespace().nth(field)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -374,6 +423,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(hard_nofile_limit(&file), Some(524_288));
+        assert_eq!(read_nofile_limit(&file, 3), Some(1024));
         fs::write(&file, "Max open files  unlimited  unlimited  files\n").unwrap();
         assert_eq!(hard_nofile_limit(&file), None);
         fs::remove_dir_all(&dir).unwrap();

@@ -92,7 +92,8 @@ fn columns(
     &'static [&'static str],
 ) {
     match test {
-        Test::Http1 => (
+        // The mesh test renders its own tables (`mesh.rs`); its load is HTTP/1.
+        Test::Http1 | Test::Mesh => (
             &["rps", "p50", "p99"],
             "CPU µs/req",
             "CPU/req",
@@ -132,13 +133,7 @@ pub fn table(test: Test, rows: &[Row]) -> String {
         header.push(format!("ratio vs nginx {unit}"));
     }
     header.extend(after.iter().map(|c| c.to_string()));
-    let mut out = String::new();
-    let _ = writeln!(out, "| {} |", header.join(" | "));
-    let align: Vec<_> = (0..header.len())
-        .map(|i| if i == 0 { "---" } else { "---:" })
-        .collect();
-    let _ = writeln!(out, "|{}|", align.join("|"));
-
+    let mut lines = Vec::new();
     for row in rows {
         let (first, last) = row.measured.cells();
         let cost = row.measured.cost();
@@ -151,19 +146,35 @@ pub fn table(test: Test, rows: &[Row]) -> String {
             cells.push(ratio(cost, nginx));
         }
         cells.extend(last);
+        lines.push(cells);
+    }
+    markdown(&header, &lines)
+}
+
+/// A Markdown table: the first column left-aligned (names), the others right-aligned.
+pub fn markdown(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "| {} |", header.join(" | "));
+    let align: Vec<_> = (0..header.len())
+        .map(|i| if i == 0 { "---" } else { "---:" })
+        .collect();
+    let _ = writeln!(out, "|{}|", align.join("|"));
+    for cells in rows {
         let _ = writeln!(out, "| {} |", cells.join(" | "));
     }
     out
 }
 
-fn ratio(cost: Option<f64>, base: Option<f64>) -> String {
+/// `cost / base` as `1.25×`; `-` if either is missing or the base is 0.
+pub fn ratio(cost: Option<f64>, base: Option<f64>) -> String {
     match (cost, base) {
         (Some(cost), Some(base)) if base > 0.0 => format!("{:.2}×", cost / base),
         _ => "-".to_string(),
     }
 }
 
-fn latency(d: Duration) -> String {
+/// `300 µs` under a millisecond, `1.50 ms` above.
+pub fn latency(d: Duration) -> String {
     if d < Duration::from_millis(1) {
         format!("{} µs", d.as_micros())
     } else {
@@ -171,7 +182,8 @@ fn latency(d: Duration) -> String {
     }
 }
 
-fn opt(value: Option<f64>, decimals: usize) -> String {
+/// `value` with `decimals` decimals; `-` if missing.
+pub fn opt(value: Option<f64>, decimals: usize) -> String {
     value.map_or_else(|| "-".to_string(), |v| format!("{v:.decimals$}"))
 }
 
