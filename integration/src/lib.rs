@@ -13,6 +13,7 @@ pub mod http1;
 pub mod identity;
 pub mod metrics;
 pub mod netns;
+pub mod policy;
 pub mod proc;
 pub mod proxy;
 pub mod tcp;

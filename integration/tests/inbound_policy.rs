@@ -3,30 +3,33 @@
 //! controller's `InboundServerPolicies`), enforced per connection (opaque) and per request
 //! (HTTP routes: 404, 403, gRPC `PERMISSION_DENIED`), with linkerd2-proxy's metrics.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue};
-use linkerd2_proxy_api::http_route as route;
 use linkerd2_proxy_api::inbound as api;
-use linkerd2_proxy_api::meta as meta_api;
-use linkerd2_proxy_api::net as net_api;
 use ringlink_integration::controller::{self, Controller};
 use ringlink_integration::http::call;
 use ringlink_integration::http1::{self, Conn, Reply};
+use ringlink_integration::identity::{self as mock, wait_ready, with_identity, TokenDir};
 use ringlink_integration::metrics::{parse, sum};
+use ringlink_integration::policy::{anyone, http_route, http_server, only};
 use ringlink_integration::proxy::{self, Proxy};
 use ringlink_integration::{both_runtimes, h2};
+use ringlink_protocols::tls::{Credentials, MeshTls, TrustAnchors};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 both_runtimes!(
     the_default_policy_admits_everyone,
     the_deny_default_closes_connections,
     routes_and_authorizations_decide_each_request,
     h2_and_grpc_requests_are_refused_as_linkerd_refuses_them,
-    an_opaque_server_authorizes_connections
+    an_opaque_server_authorizes_connections,
+    routes_authorize_client_identities
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -44,107 +47,6 @@ fn with_policy(runtime: &'static str, ctrl: &Controller, app: SocketAddr) -> Pro
         .control_plane(ctrl)
         .env("LINKERD2_PROXY_INBOUND_PORTS", app.port())
         .spawn()
-}
-
-fn resource(kind: &str, name: &str) -> meta_api::Metadata {
-    meta_api::Metadata {
-        kind: Some(meta_api::metadata::Kind::Resource(meta_api::Resource {
-            group: "policy.linkerd.io".to_string(),
-            kind: kind.to_string(),
-            name: name.to_string(),
-            ..Default::default()
-        })),
-    }
-}
-
-/// An authorization of any client from anywhere (`unauthenticated`), named `name`.
-fn anyone(name: &str) -> api::Authz {
-    api::Authz {
-        networks: vec![
-            api::Network {
-                net: Some(net_api::IpNetwork::from((
-                    "0.0.0.0".parse::<std::net::IpAddr>().unwrap(),
-                    0,
-                ))),
-                except: Vec::new(),
-            },
-            api::Network {
-                net: Some(net_api::IpNetwork::from((
-                    "::".parse::<std::net::IpAddr>().unwrap(),
-                    0,
-                ))),
-                except: Vec::new(),
-            },
-        ],
-        authentication: Some(api::Authn {
-            permit: Some(api::authn::Permit::Unauthenticated(
-                api::authn::PermitUnauthenticated {},
-            )),
-        }),
-        labels: HashMap::new(),
-        metadata: Some(resource("authorizationpolicy", name)),
-    }
-}
-
-/// An authorization of mesh TLS clients with identity `id` only.
-fn only(id: &str, name: &str) -> api::Authz {
-    use api::authn::permit_mesh_tls::{Clients, PermitClientIdentities};
-    api::Authz {
-        authentication: Some(api::Authn {
-            permit: Some(api::authn::Permit::MeshTls(api::authn::PermitMeshTls {
-                clients: Some(Clients::Identities(PermitClientIdentities {
-                    identities: vec![api::Identity {
-                        name: id.to_string(),
-                    }],
-                    suffixes: Vec::new(),
-                })),
-            })),
-        }),
-        ..anyone(name)
-    }
-}
-
-/// An HTTP route named `name` for paths under `prefix`, with `authz`.
-fn http_route(name: &str, prefix: &str, authz: Vec<api::Authz>) -> api::HttpRoute {
-    api::HttpRoute {
-        metadata: Some(resource("httproute", name)),
-        hosts: Vec::new(),
-        authorizations: authz,
-        rules: vec![api::http_route::Rule {
-            matches: vec![route::HttpRouteMatch {
-                path: Some(route::PathMatch {
-                    kind: Some(route::path_match::Kind::Prefix(prefix.to_string())),
-                }),
-                ..Default::default()
-            }],
-            filters: Vec::new(),
-        }],
-    }
-}
-
-/// A `Server` named `name` detecting HTTP, with `routes` and no connection authorization.
-fn http_server(name: &str, routes: Vec<api::HttpRoute>) -> api::Server {
-    api::Server {
-        protocol: Some(api::ProxyProtocol {
-            kind: Some(api::proxy_protocol::Kind::Detect(
-                api::proxy_protocol::Detect {
-                    timeout: Some(prost_types::Duration {
-                        seconds: 10,
-                        nanos: 0,
-                    }),
-                    http_routes: routes,
-                    http_local_rate_limit: None,
-                },
-            )),
-        }),
-        server_ips: Vec::new(),
-        authorizations: Vec::new(),
-        labels: HashMap::from([
-            ("group".to_string(), "policy.linkerd.io".to_string()),
-            ("kind".to_string(), "server".to_string()),
-            ("name".to_string(), name.to_string()),
-        ]),
-    }
 }
 
 /// The routes of [`routes_and_authorizations_decide_each_request`]: `/open` for anyone,
@@ -231,19 +133,21 @@ async fn the_deny_default_closes_connections(runtime: &'static str) {
         .control_plane(&ctrl)
         .env("LINKERD2_PROXY_INBOUND_DEFAULT_POLICY", "deny")
         .spawn();
-    let mut stream = TcpStream::connect(proxy.inbound).await.unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nhost: app\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "the connection stayed open");
-    assert!(
-        buf.is_empty(),
-        "answered: {}",
-        String::from_utf8_lossy(&buf)
-    );
+    // The proxy may close the connection (with a reset) before the connect even returns,
+    // or before the request is written.
+    if let Ok(mut stream) = TcpStream::connect(proxy.inbound).await {
+        let _ = stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: app\r\n\r\n")
+            .await;
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "the connection stayed open");
+        assert!(
+            buf.is_empty(),
+            "answered: {}",
+            String::from_utf8_lossy(&buf)
+        );
+    }
     assert!(app.requests().is_empty());
     let series = metrics(&proxy).await;
     let denied = [("srv_kind", "default"), ("srv_name", "deny")];
@@ -260,7 +164,6 @@ async fn routes_and_authorizations_decide_each_request(runtime: &'static str) {
     let proxy = with_policy(runtime, &ctrl, app.addr);
     let authority = format!("web.test:{}", app.addr.port());
     until_applied(&proxy, &authority).await;
-    let before = app.requests().len();
     // One keep-alive connection: each refusal is an answer, not a close.
     let mut conn = Conn::connect_from(proxy.inbound, client_ip()).await;
     let get = |path: &str| format!("GET {path} HTTP/1.1\r\nhost: {authority}\r\n\r\n");
@@ -277,10 +180,13 @@ async fn routes_and_authorizations_decide_each_request(runtime: &'static str) {
     assert_eq!(nowhere.status, 404);
     let again = conn.request(get("/open/again")).await;
     assert_eq!(again.status, 200);
-    // Only the authorized requests reached the application.
-    let reached: Vec<String> = app.requests()[before..]
+    // Only the authorized requests reached the application (besides the ones that checked
+    // for the policy, which the default admitted).
+    let reached: Vec<String> = app
+        .requests()
         .iter()
         .map(|r| r.target.clone())
+        .filter(|target| target != "/unrouted")
         .collect();
     assert_eq!(reached, ["/open/door", "/open/again"]);
     let series = metrics(&proxy).await;
@@ -440,4 +346,132 @@ async fn an_opaque_server_authorizes_connections(runtime: &'static str) {
         sum(&series, "inbound_tcp_authz_deny_total", &denied) >= 1.0,
         "{series:#?}"
     );
+}
+
+const SERVER_ID: &str = "web.ns.serviceaccount.identity.linkerd.cluster.local";
+const ADMIN_ID: &str = "admin.ns.serviceaccount.identity.linkerd.cluster.local";
+const OTHER_ID: &str = "other.ns.serviceaccount.identity.linkerd.cluster.local";
+
+/// A mesh TLS client for identity `name`, from [`client_ip`], to the proxy at `addr`.
+async fn meshed_client(
+    addr: SocketAddr,
+    service: &mock::IdentityServer,
+    name: &str,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let (key_pkcs8, chain) = service.issue(name, Duration::from_secs(3600));
+    let anchors = TrustAnchors::from_pem(&service.trust_anchors_pem()).unwrap();
+    let credentials = Credentials {
+        name: name.to_string(),
+        key_pkcs8,
+        chain,
+    };
+    let config: Arc<rustls::ClientConfig> = MeshTls::new(&credentials, &anchors).unwrap().client;
+    let tcp = ringlink_integration::tcp::connect_from(addr, client_ip()).await;
+    let sni = ServerName::try_from(SERVER_ID.to_string()).unwrap();
+    TlsConnector::from(config).connect(sni, tcp).await.unwrap()
+}
+
+/// One HTTP/1.1 GET on `io`; the response's status.
+async fn status_of(
+    io: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+    path: &str,
+) -> u16 {
+    io.write_all(format!("GET {path} HTTP/1.1\r\nhost: web\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        io.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).to_string();
+    let length: usize = text
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    io.read_exact(&mut body).await.unwrap();
+    text[9..12].parse().unwrap()
+}
+
+/// "Only meshed clients of identity X may call this port": a route authorizing one client
+/// identity admits it over mesh TLS, and refuses another identity and plaintext clients.
+async fn routes_authorize_client_identities(runtime: &'static str) {
+    let app = http1::server(|_| Reply::ok("app")).await;
+    let ctrl = controller::new();
+    ctrl.inbound_policy(
+        app.addr.port(),
+        http_server(
+            "web",
+            vec![http_route("admin", "/", vec![only(ADMIN_ID, "admins")])],
+        ),
+    );
+    let service = mock::new();
+    let dir = TokenDir::new(&format!("policy-ids-{runtime}"), b"token");
+    let proxy = with_identity(
+        proxy::new(runtime).orig_dst(app.addr),
+        &service,
+        &dir,
+        SERVER_ID,
+    )
+    .control_plane(&ctrl)
+    .env("LINKERD2_PROXY_INBOUND_PORTS", app.addr.port())
+    .spawn();
+    wait_ready(&proxy).await;
+    // Applied once a plaintext request is refused (the default admits it).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut plain = Conn::connect_from(proxy.inbound, client_ip()).await;
+        let response = plain.request("GET / HTTP/1.1\r\nhost: web\r\n\r\n").await;
+        if response.status == 403 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "policy never applied:\n{}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut admin = meshed_client(proxy.inbound, &service, ADMIN_ID).await;
+    assert_eq!(status_of(&mut admin, "/").await, 200, "{}", proxy.logs());
+    assert_eq!(status_of(&mut admin, "/again").await, 200);
+    let mut other = meshed_client(proxy.inbound, &service, OTHER_ID).await;
+    assert_eq!(status_of(&mut other, "/").await, 403);
+    let series = metrics(&proxy).await;
+    let allowed = [
+        ("authz_name", "admins"),
+        ("tls", "true"),
+        ("client_id", ADMIN_ID),
+    ];
+    assert_eq!(
+        sum(&series, "inbound_http_authz_allow_total", &allowed),
+        2.0,
+        "{series:#?}"
+    );
+    let denied = [
+        ("route_name", "admin"),
+        ("tls", "true"),
+        ("client_id", OTHER_ID),
+    ];
+    assert_eq!(
+        sum(&series, "inbound_http_authz_deny_total", &denied),
+        1.0,
+        "{series:#?}"
+    );
+    let plaintext = [("route_name", "admin"), ("tls", "no_identity")];
+    assert!(sum(&series, "inbound_http_authz_deny_total", &plaintext) >= 1.0);
+    // Of the meshed clients, only the admin's requests reached the application, with its
+    // identity (plaintext ones may have, before the policy applied).
+    let ids: Vec<Vec<String>> = app
+        .header_values("l5d-client-id")
+        .into_iter()
+        .filter(|ids| !ids.is_empty())
+        .collect();
+    assert_eq!(ids, vec![vec![ADMIN_ID.to_string()]; 2]);
 }
