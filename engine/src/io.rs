@@ -217,6 +217,31 @@ pub fn abort(victim: RawFd, failed: RawFd) {
     let _ = sys::shutdown(failed, Shutdown::Both);
 }
 
+/// Applies the TCP options `settings` give accepted (`accepted`) or connected sockets of
+/// `direction` to `fd`; a failure is logged, the connection kept.
+pub fn tune(
+    fd: RawFd,
+    settings: &crate::settings::SocketSettings,
+    direction: crate::conn::Direction,
+    accepted: bool,
+) {
+    let (keepalive, user_timeout) = if accepted {
+        (settings.accept_keepalive, settings.accept_user_timeout)
+    } else {
+        (settings.connect_keepalive, settings.connect_user_timeout)
+    };
+    if let Some(idle) = keepalive.get(direction) {
+        if let Err(error) = sys::set_tcp_keepalive(fd, idle) {
+            tracing::debug!(%error, "Cannot set TCP keepalive");
+        }
+    }
+    if let Some(timeout) = user_timeout.get(direction) {
+        if let Err(error) = sys::set_tcp_user_timeout(fd, timeout) {
+            tracing::debug!(%error, "Cannot set TCP_USER_TIMEOUT");
+        }
+    }
+}
+
 /// Makes a socket close with a reset when its task drops it.
 pub fn reset(fd: RawFd) {
     let _ = sys::set_linger_zero(fd);

@@ -50,6 +50,7 @@ pub async fn serve<R: Runtime>(
     async move {
         let client = Transport::<R>::Plain(client);
         let fd = client.as_raw_fd();
+        crate::io::tune(fd, &ctx.settings.sockets, direction, true);
         let entry = ctx.life.register(fd);
         let dest = dest::destination(
             ctx.orig_dst.as_ref(),

@@ -37,6 +37,19 @@ pub struct Settings {
     pub max_idle_conns_per_endpoint: usize,
     /// What the shard's destinations need.
     pub discovery: DiscoverySettings,
+    /// TCP options of accepted (`accept`) and connected (`connect`) sockets.
+    pub sockets: SocketSettings,
+}
+
+/// `LINKERD2_PROXY_{INBOUND,OUTBOUND}_{ACCEPT,CONNECT}_{KEEPALIVE,USER_TIMEOUT}`: TCP
+/// keepalive (the idle time before the first probe) and `TCP_USER_TIMEOUT`, per direction;
+/// `None` leaves the kernel's default.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SocketSettings {
+    pub accept_keepalive: PerDirection<Option<Duration>>,
+    pub accept_user_timeout: PerDirection<Option<Duration>>,
+    pub connect_keepalive: PerDirection<Option<Duration>>,
+    pub connect_user_timeout: PerDirection<Option<Duration>>,
 }
 
 /// The settings of a shard's destinations ([`crate::discover::Dsts`]).
@@ -87,6 +100,12 @@ impl From<&Config> for Settings {
                 queue_capacity: config.http_queue_capacity.into(),
                 failfast_timeout: config.http_failfast_timeout.into(),
                 idle_timeout: config.discovery_idle_timeout.into(),
+            },
+            sockets: SocketSettings {
+                accept_keepalive: config.accept_keepalive.into(),
+                accept_user_timeout: config.accept_user_timeout.into(),
+                connect_keepalive: config.connect_keepalive.into(),
+                connect_user_timeout: config.connect_user_timeout.into(),
             },
         }
     }

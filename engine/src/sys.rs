@@ -110,6 +110,39 @@ pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// TCP keepalive on: the first probe after `idle` without traffic (whole seconds, at least
+/// one), then one every `idle` too, as linkerd2-proxy's `TcpKeepalive::with_time` does with
+/// the kernel's default interval and count.
+pub fn set_tcp_keepalive(fd: RawFd, idle: std::time::Duration) -> io::Result<()> {
+    let secs = libc::c_int::try_from(idle.as_secs().max(1)).unwrap_or(libc::c_int::MAX);
+    set_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs)
+}
+
+/// `TCP_USER_TIMEOUT`: how long sent data may stay unacknowledged before the kernel closes
+/// the connection (milliseconds).
+pub fn set_tcp_user_timeout(fd: RawFd, timeout: std::time::Duration) -> io::Result<()> {
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms)
+}
+
+fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: `value` is a valid int of the length passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Whether a socket is in TCP state CLOSE: after a reset, or after both sides' FINs once
 /// it has passed through TIME_WAIT (callers tell the two apart by whether they sent a FIN).
 pub fn was_reset(fd: RawFd) -> bool {

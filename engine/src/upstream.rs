@@ -26,6 +26,8 @@ use crate::error::ProxyError;
 use crate::identity::ShardIdentity;
 use crate::io::Transport;
 use crate::rt::Runtime;
+use crate::settings::SocketSettings;
+use std::os::fd::AsRawFd;
 
 pub use h2::H2Pool;
 pub use pool::{Pool, Upstream};
@@ -62,14 +64,19 @@ impl Target {
 
 // === functions ===
 
-/// Connects to `addr` within `timeout`; a failure is a [`ProxyError`] that keeps the OS
-/// error (`ConnectTimeout` for a timeout).
+/// Connects to `addr` within `timeout`, with the TCP options of `direction`'s connections;
+/// a failure is a [`ProxyError`] that keeps the OS error (`ConnectTimeout` for a timeout).
 pub async fn connect<R: Runtime>(
     addr: SocketAddr,
     timeout: Duration,
+    (sockets, direction): (&SocketSettings, Direction),
 ) -> Result<Transport<R>, ProxyError> {
     match R::connect(addr, timeout).await {
-        Ok(stream) => Ok(Transport::Plain(stream)),
+        Ok(stream) => {
+            let stream = Transport::Plain(stream);
+            crate::io::tune(stream.as_raw_fd(), sockets, direction, false);
+            Ok(stream)
+        }
         Err(error) => {
             tracing::info!(dst.addr = %addr, %error, "Connect failed");
             Err(ProxyError::connect(error, timeout))
@@ -80,7 +87,7 @@ pub async fn connect<R: Runtime>(
 /// Connects to `addr`: with mesh TLS when discovery says its proxy is meshed (`tls`) and
 /// this proxy holds a certificate, else plaintext. Returns the stream and its TLS status.
 pub async fn connect_endpoint<R: Runtime>(
-    identity: &ShardIdentity,
+    (identity, sockets): (&ShardIdentity, &SocketSettings),
     direction: Direction,
     addr: SocketAddr,
     tls: Option<&EndpointTls>,
@@ -91,13 +98,14 @@ pub async fn connect_endpoint<R: Runtime>(
     match tls.and_then(|endpoint| Some((endpoint, identity.current()?))) {
         // Boxed: inline, a handshake's state would enlarge every connection's task.
         Some((endpoint, mesh)) => {
+            let dial = (sockets, direction);
             Box::pin(self::tls::connect::<R>(
-                mesh, endpoint, addr, protocol, timeout,
+                mesh, endpoint, addr, protocol, timeout, dial,
             ))
             .await
         }
         None => {
-            let stream = connect::<R>(addr, timeout).await?;
+            let stream = connect::<R>(addr, timeout, (sockets, direction)).await?;
             let why = match direction {
                 Direction::Inbound => NoTlsReason::Loopback,
                 Direction::Outbound => NoTlsReason::NotProvidedByServiceDiscovery,

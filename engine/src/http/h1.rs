@@ -326,7 +326,7 @@ impl<R: Runtime> Session<'_, R> {
                         let timeout = ctx.settings.connect_timeout.get(direction);
                         let http1 = Some(SessionProtocol::Http1);
                         let (stream, status) = upstream::connect_endpoint::<R>(
-                            &ctx.identity,
+                            (&ctx.identity, &ctx.settings.sockets),
                             direction,
                             addr,
                             tls.as_deref(),

@@ -73,7 +73,16 @@ pub async fn serve<R: Runtime>(
         }
         let timeout = ctx.settings.connect_timeout.get(Direction::Inbound);
         let upstream = match R::connect(target, timeout).await {
-            Ok(upstream) => Transport::<R>::Plain(upstream),
+            Ok(upstream) => {
+                let upstream = Transport::<R>::Plain(upstream);
+                crate::io::tune(
+                    upstream.as_raw_fd(),
+                    &ctx.settings.sockets,
+                    Direction::Inbound,
+                    false,
+                );
+                upstream
+            }
             Err(error) => {
                 tracing::info!(%error, "Connect failed");
                 return None;

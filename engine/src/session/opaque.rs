@@ -126,7 +126,7 @@ pub async fn balanced<R: Runtime>(
         }
     };
     let timeout = ctx.settings.connect_timeout.get(Direction::Outbound);
-    let identity = &ctx.identity;
+    let identity = (&*ctx.identity, &ctx.settings.sockets);
     let connected =
         upstream::connect_balanced::<R, _, _, _>(&ctx.dsts, &mut target, |addr, tls| {
             let started = Instant::now();

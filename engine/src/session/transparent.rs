@@ -77,7 +77,16 @@ pub async fn serve<R: Runtime>(
     }
     let timeout = ctx.settings.connect_timeout.get(direction);
     let upstream = match R::connect(target, timeout).await {
-        Ok(upstream) => Transport::<R>::Plain(upstream),
+        Ok(upstream) => {
+            let upstream = Transport::<R>::Plain(upstream);
+            crate::io::tune(
+                upstream.as_raw_fd(),
+                &ctx.settings.sockets,
+                direction,
+                false,
+            );
+            upstream
+        }
         Err(error) => {
             tracing::info!(%error, "Connect failed");
             let src = &*slot.insert(open(meta));
@@ -193,7 +202,16 @@ pub async fn opaque_port<R: Runtime>(
     }
     let timeout = ctx.settings.connect_timeout.get(meta.direction);
     let upstream = match R::connect(target, timeout).await {
-        Ok(upstream) => Transport::<R>::Plain(upstream),
+        Ok(upstream) => {
+            let upstream = Transport::<R>::Plain(upstream);
+            crate::io::tune(
+                upstream.as_raw_fd(),
+                &ctx.settings.sockets,
+                meta.direction,
+                false,
+            );
+            upstream
+        }
         Err(error) => {
             tracing::info!(%error, "Connect failed");
             crate::io::reset(client.as_raw_fd());

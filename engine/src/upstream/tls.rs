@@ -21,6 +21,7 @@ use crate::conn::TlsStatus;
 use crate::error::ProxyError;
 use crate::io::{Counted, Transport};
 use crate::rt::{Runtime, Stream, Writer};
+use crate::settings::SocketSettings;
 
 // === functions ===
 
@@ -32,13 +33,14 @@ pub async fn connect<R: Runtime>(
     addr: SocketAddr,
     protocol: Option<SessionProtocol>,
     timeout: Duration,
+    dial: (&SocketSettings, crate::conn::Direction),
 ) -> Result<(Transport<R>, TlsStatus), ProxyError> {
     let header = endpoint.opaque_port.is_some();
     let to = match endpoint.opaque_port {
         Some(port) => SocketAddr::new(addr.ip(), port),
         None => addr,
     };
-    let stream = super::connect::<R>(to, timeout).await?;
+    let stream = super::connect::<R>(to, timeout, dial).await?;
     let failed =
         |why: String| ProxyError::Connect(io::Error::new(io::ErrorKind::ConnectionRefused, why));
     let (io, fd) = stream

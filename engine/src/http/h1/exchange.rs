@@ -298,7 +298,8 @@ impl<R: Runtime> Session<'_, R> {
     pub(super) async fn connect_tunnel(&mut self, plan: &Plan, target: SocketAddr) -> Next {
         let direction = self.meta.direction;
         let timeout = self.ctx.settings.connect_timeout.get(direction);
-        let mut conn = match upstream::connect::<R>(target, timeout).await {
+        let dial = (&self.ctx.settings.sockets, direction);
+        let mut conn = match upstream::connect::<R>(target, timeout, dial).await {
             Ok(stream) => {
                 let plaintext = self.ctx.tcp.plaintext(direction);
                 Upstream::<R>::new(&self.ctx.tcp, direction, target, stream, plaintext)

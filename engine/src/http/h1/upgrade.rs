@@ -84,7 +84,7 @@ impl<R: Runtime> Session<'_, R> {
                             let timeout = make.settings.connect_timeout.get(direction);
                             let h2 = Some(SessionProtocol::Http2);
                             let (stream, status) = upstream::connect_endpoint::<R>(
-                                &make.identity,
+                                (&make.identity, &make.settings.sockets),
                                 direction,
                                 addr,
                                 tls.as_deref(),

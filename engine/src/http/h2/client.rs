@@ -115,7 +115,7 @@ impl<R: Runtime> Upstreams<R> {
                             let h2 = Some(SessionProtocol::Http2);
                             let tls = tls.as_deref();
                             upstream::connect_endpoint::<R>(
-                                &ctx.identity,
+                                (&ctx.identity, &ctx.settings.sockets),
                                 direction,
                                 target,
                                 tls,

@@ -136,7 +136,8 @@ async fn connection<R: Runtime>(
         .settings
         .connect_timeout
         .get(crate::conn::Direction::Inbound);
-    let stream = upstream::connect::<R>(target, timeout).await?;
+    let inbound = crate::conn::Direction::Inbound;
+    let stream = upstream::connect::<R>(target, timeout, (&ctx.settings.sockets, inbound)).await?;
     let plaintext = ctx.tcp.plaintext(crate::conn::Direction::Inbound);
     Ok(Upstream::new(
         &ctx.tcp,
