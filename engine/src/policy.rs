@@ -40,6 +40,16 @@ pub struct ShardPolicies {
 struct PortPolicy {
     current: RefCell<Arc<ServerPolicy>>,
     last_used: Cell<Instant>,
+    /// Counts updates; wakes the port's live connections at each (so that they are checked
+    /// again).
+    changes: Rc<Changes>,
+}
+
+/// A port's update counter and the connections waiting for its next update.
+#[derive(Default)]
+pub struct Changes {
+    version: Cell<u64>,
+    notify: tokio::sync::Notify,
 }
 
 // === impl ShardPolicies ===
@@ -64,6 +74,7 @@ impl ShardPolicies {
         let entry = Rc::new(PortPolicy {
             current: RefCell::new(policy.clone()),
             last_used: Cell::new(Instant::now()),
+            changes: Rc::default(),
         });
         self.ports.borrow_mut().insert(port, entry.clone());
         if let Some(requests) = &self.requests {
@@ -80,6 +91,12 @@ impl ShardPolicies {
         policy
     }
 
+    /// The update counter of `port`, for a live connection to watch (`None` before the
+    /// port's first [`ShardPolicies::get`]).
+    pub fn changes(&self, port: u16) -> Option<Rc<Changes>> {
+        self.ports.borrow().get(&port).map(|p| p.changes.clone())
+    }
+
     /// Forgets the ports no connection used for `idle`; how many.
     pub fn evict(&self, idle: Duration) -> usize {
         let now = Instant::now();
@@ -87,6 +104,26 @@ impl ShardPolicies {
         let before = ports.len();
         ports.retain(|_, port| now.saturating_duration_since(port.last_used.get()) < idle);
         before - ports.len()
+    }
+}
+
+// === impl Changes ===
+
+impl Changes {
+    /// How many updates the port has had.
+    pub fn version(&self) -> u64 {
+        self.version.get()
+    }
+
+    /// Completes at the port's next update after `version` (at once if there was one).
+    pub async fn after(&self, version: u64) {
+        loop {
+            let notified = self.notify.notified();
+            if self.version.get() != version {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -112,7 +149,12 @@ async fn follow(
         let Some(entry) = port.upgrade() else {
             return;
         };
-        *entry.current.borrow_mut() = rx.borrow_and_update().clone();
+        let policy = rx.borrow_and_update().clone();
+        if !Arc::ptr_eq(&policy, &entry.current.borrow()) {
+            *entry.current.borrow_mut() = policy;
+            entry.changes.version.set(entry.changes.version.get() + 1);
+            entry.changes.notify.notify_waiters();
+        }
         drop(entry);
         let changed = or(async { rx.changed().await.is_ok() }, async {
             life.drain_started().await;

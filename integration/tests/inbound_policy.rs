@@ -29,7 +29,8 @@ both_runtimes!(
     routes_and_authorizations_decide_each_request,
     h2_and_grpc_requests_are_refused_as_linkerd_refuses_them,
     an_opaque_server_authorizes_connections,
-    routes_authorize_client_identities
+    routes_authorize_client_identities,
+    a_policy_update_terminates_live_connections
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -474,4 +475,64 @@ async fn routes_authorize_client_identities(runtime: &'static str) {
         .filter(|ids| !ids.is_empty())
         .collect();
     assert_eq!(ids, vec![vec![ADMIN_ID.to_string()]; 2]);
+}
+
+/// An opaque server's update that no longer admits a live connection closes it
+/// (linkerd2-proxy's "Connection terminated due to policy change").
+async fn a_policy_update_terminates_live_connections(runtime: &'static str) {
+    let echo = ringlink_integration::tcp::echo().await;
+    let ctrl = controller::new();
+    let opaque = |authz: api::Authz| {
+        let mut server = http_server("db", Vec::new());
+        server.protocol = Some(api::ProxyProtocol {
+            kind: Some(api::proxy_protocol::Kind::Opaque(
+                api::proxy_protocol::Opaque {},
+            )),
+        });
+        server.authorizations = vec![authz];
+        server
+    };
+    ctrl.inbound_policy(echo.addr.port(), opaque(anyone("everyone")));
+    let proxy = with_policy(runtime, &ctrl, echo.addr);
+    // Wait for the controller's policy (allowed by `everyone`, counted under its name).
+    let deadline = Instant::now() + WAIT;
+    let mut stream = loop {
+        let mut stream = ringlink_integration::tcp::connect_from(proxy.inbound, client_ip()).await;
+        stream.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        stream.read_exact(&mut buf).await.unwrap();
+        let series = metrics(&proxy).await;
+        let allowed = [("srv_name", "db"), ("authz_name", "everyone")];
+        if sum(&series, "inbound_tcp_authz_allow_total", &allowed) >= 1.0 {
+            break stream;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "policy never applied:\n{}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Still open and served.
+    stream.write_all(b"more").await.unwrap();
+    let mut buf = [0u8; 4];
+    stream.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"more");
+    ctrl.inbound_policy(echo.addr.port(), opaque(only(ADMIN_ID, "admins")));
+    // The live connection is closed: its reads end (EOF or reset) without more data.
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await;
+    assert!(
+        ended.is_ok(),
+        "still open after the update:\n{}",
+        proxy.logs()
+    );
+    assert!(rest.is_empty());
+    let series = metrics(&proxy).await;
+    let terminated = [("srv_name", "db"), ("tls", "disabled")];
+    assert_eq!(
+        sum(&series, "inbound_tcp_authz_terminate_total", &terminated),
+        1.0,
+        "{series:#?}"
+    );
 }

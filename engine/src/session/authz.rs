@@ -1,10 +1,16 @@
 //! Inbound authorization of a connection against its port's policy, as linkerd2-proxy's
 //! `linkerd/app/inbound/src/policy/tcp.rs` checks it: the first of the server's connection
 //! authorizations (`Opaque`, `Tls`, or `Detect`'s for what is not HTTP) that the client's
-//! address and mesh TLS identity satisfy. A denied connection is closed; HTTP is authorized
-//! per request instead (`http::authz`).
+//! address and mesh TLS identity satisfy. A denied connection is closed, and a live one is
+//! checked again at each update of its port's policy ([`guarded`]) and terminated when the
+//! update no longer admits it; HTTP is authorized per request instead (`http::authz`).
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
+
+use futures_lite::future::or;
 
 use ringlink_control::policy::inbound::ServerPolicy;
 
@@ -47,6 +53,49 @@ pub fn connection<R: Runtime>(
             );
             ctx.http.authz.tcp_deny(target, &denied.server, &meta.tls);
             false
+        }
+    }
+}
+
+/// Runs `forward`, an authorized inbound connection to `target` whose sockets are `fds`
+/// (client, upstream), checking it again at each update of the port's policy: when an update
+/// no longer admits it, both sockets are closed (the client's with a reset), as
+/// linkerd2-proxy terminates it ("Connection terminated due to policy change"), counted in
+/// `inbound_tcp_authz_terminate_total`.
+pub async fn guarded<R: Runtime>(
+    ctx: &ShardCtx<R>,
+    meta: &ConnMeta,
+    target: SocketAddr,
+    (client_fd, upstream_fd): (RawFd, RawFd),
+    forward: impl Future<Output = Option<io::Error>>,
+) -> Option<io::Error> {
+    let Some(changes) = ctx.policies.changes(target.port()) else {
+        return forward.await;
+    };
+    let mut forward = std::pin::pin!(forward);
+    let mut version = changes.version();
+    loop {
+        let outcome = or(async { Some(forward.as_mut().await) }, async {
+            changes.after(version).await;
+            None
+        })
+        .await;
+        if let Some(closed) = outcome {
+            return closed;
+        }
+        version = changes.version();
+        let policy = ctx.policies.get::<R>(target.port(), &ctx.life);
+        if let Err(denied) = policy.authorize_connection(meta.client.ip(), meta.tls.client_tls()) {
+            tracing::info!(
+                client.addr = %meta.client,
+                client.id = ?meta.tls.peer(),
+                "Connection terminated due to policy change: {denied}"
+            );
+            ctx.http
+                .authz
+                .tcp_terminate(target, &denied.server, &meta.tls);
+            crate::io::abort(client_fd, upstream_fd);
+            return forward.await;
         }
     }
 }

@@ -90,8 +90,11 @@ pub async fn serve<R: Runtime>(
         };
         entry.set_upstream(upstream.as_raw_fd());
         ctx.detected(Direction::Inbound, Detected::Opaque);
+        let fds = (client.as_raw_fd(), upstream.as_raw_fd());
         let forwarded = (client, src);
-        return opaque::forward(ctx, Direction::Inbound, forwarded, (upstream, target), rest).await;
+        let forward = opaque::forward(ctx, Direction::Inbound, forwarded, (upstream, target), rest);
+        // Boxed: inline, the guard would enlarge every connection's task.
+        return Box::pin(authz::guarded(ctx, meta, target, fds, forward)).await;
     };
     let client = Client {
         meta,

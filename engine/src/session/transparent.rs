@@ -153,13 +153,17 @@ pub async fn serve<R: Runtime>(
         return error;
     }
     ctx.detected(direction, found.detected());
-    if let Some(policy) = meta.policy.clone() {
-        if !authz::connection(ctx, meta, target, &policy) {
-            crate::io::abort(upstream.as_raw_fd(), client.as_raw_fd());
-            return None;
-        }
+    let Some(policy) = meta.policy.clone() else {
+        return opaque::forward(ctx, direction, (client, src), (upstream, target), first).await;
+    };
+    let fds = (client.as_raw_fd(), upstream.as_raw_fd());
+    if !authz::connection(ctx, meta, target, &policy) {
+        crate::io::abort(fds.1, fds.0);
+        return None;
     }
-    opaque::forward(ctx, direction, (client, src), (upstream, target), first).await
+    let forward = opaque::forward(ctx, direction, (client, src), (upstream, target), first);
+    // Boxed: inline, the guard would enlarge every connection's task.
+    Box::pin(authz::guarded(ctx, meta, target, fds, forward)).await
 }
 
 /// Terminates mesh TLS on an inbound connection detected as a ClientHello for this proxy,
@@ -223,15 +227,16 @@ pub async fn opaque_port<R: Runtime>(
     }
     entry.set_upstream(upstream.as_raw_fd());
     ctx.detected(meta.direction, Detected::OpaquePort);
+    let fds = (client.as_raw_fd(), upstream.as_raw_fd());
     let forwarded = (client, src);
-    opaque::forward(
+    let forward = opaque::forward(
         ctx,
         meta.direction,
         forwarded,
         (upstream, target),
         Vec::new(),
-    )
-    .await
+    );
+    Box::pin(authz::guarded(ctx, meta, target, fds, forward)).await
 }
 
 fn to_http<'a, R: Runtime>(

@@ -2,9 +2,8 @@
 //! (`linkerd/app/inbound/src/metrics/authz.rs`, label formats in
 //! `linkerd/app/core/src/metrics.rs`):
 //!
-//! - `inbound_tcp_authz_allow_total` (`srv_*`, `authz_*`) and `inbound_tcp_authz_deny_total`
-//!   (`srv_*`): connections (`inbound_tcp_authz_terminate_total` comes with the termination
-//!   of live connections on a policy change, which is not built yet);
+//! - `inbound_tcp_authz_allow_total` (`srv_*`, `authz_*`), `inbound_tcp_authz_deny_total`
+//!   and `inbound_tcp_authz_terminate_total` (`srv_*`): connections;
 //! - `inbound_http_authz_allow_total` (`srv_*`, `route_*`, `authz_*`),
 //!   `inbound_http_authz_deny_total` (`srv_*`, `route_*`) and
 //!   `inbound_http_route_not_found_total` (`srv_*`): requests;
@@ -43,6 +42,7 @@ const TLS: [&str; 3] = ["tls", "client_id", "no_tls_reason"];
 pub struct AuthzFamilies {
     tcp_allow: IntCounterVec,
     tcp_deny: IntCounterVec,
+    tcp_terminate: IntCounterVec,
     http_allow: IntCounterVec,
     http_deny: IntCounterVec,
     route_not_found: IntCounterVec,
@@ -84,6 +84,12 @@ impl AuthzFamilies {
             tcp_deny: family(
                 "inbound_tcp_authz_deny_total",
                 "The total number of inbound TCP connections that were denied",
+                &[&TARGET, &SERVER, &TLS],
+            )?,
+            tcp_terminate: family(
+                "inbound_tcp_authz_terminate_total",
+                "The total number of inbound TCP connections that were terminated due to an \
+                 authorization change",
                 &[&TARGET, &SERVER, &TLS],
             )?,
             http_allow: family(
@@ -134,6 +140,15 @@ impl AuthzMetrics {
         let labels = labels(target, server, None, None, tls);
         self.families
             .tcp_deny
+            .with_label_values(&refs(&labels))
+            .inc();
+    }
+
+    /// A live connection closed because a new policy no longer allows it.
+    pub fn tcp_terminate(&self, target: SocketAddr, server: &Meta, tls: &TlsStatus) {
+        let labels = labels(target, server, None, None, tls);
+        self.families
+            .tcp_terminate
             .with_label_values(&refs(&labels))
             .inc();
     }
