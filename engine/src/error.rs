@@ -35,6 +35,15 @@ pub enum ProxyError {
     Unauthorized,
     /// The inbound policy cannot be applied (500; gRPC `INTERNAL`).
     Policy(&'static str),
+    /// A route's failure injector failed the request: `status` (or, for a gRPC route,
+    /// `grpc_status`) with `message`.
+    Injected {
+        status: u16,
+        grpc_status: Option<u32>,
+        message: std::sync::Arc<str>,
+    },
+    /// A route's redirect filter answers `status` with `location`.
+    Redirect { status: u16, location: String },
 }
 
 /// Who failed.
@@ -83,6 +92,7 @@ impl ProxyError {
             ProxyError::RouteNotFound => 404,
             ProxyError::Unauthorized => 403,
             ProxyError::Policy(_) => 500,
+            ProxyError::Injected { status, .. } | ProxyError::Redirect { status, .. } => *status,
         }
     }
 
@@ -98,7 +108,9 @@ impl ProxyError {
             ProxyError::Resolve(_)
             | ProxyError::Unavailable(_)
             | ProxyError::FailFast(_)
-            | ProxyError::Policy(_) => ErrorSource::Proxy,
+            | ProxyError::Policy(_)
+            | ProxyError::Injected { .. }
+            | ProxyError::Redirect { .. } => ErrorSource::Proxy,
         }
     }
 
@@ -116,6 +128,10 @@ impl ProxyError {
             ProxyError::RouteNotFound => 5,
             ProxyError::Unauthorized => 7,
             ProxyError::Policy(_) => 13,
+            ProxyError::Injected {
+                grpc_status: Some(code),
+                ..
+            } => *code,
             _ if self.status() == 504 => 4,
             _ => 14,
         }
@@ -137,6 +153,8 @@ impl ProxyError {
             ProxyError::RouteNotFound => "no route found for request".to_string(),
             ProxyError::Unauthorized => "unauthorized request on route".to_string(),
             ProxyError::Policy(why) => format!("invalid server policy: {why}"),
+            ProxyError::Injected { message, .. } => message.to_string(),
+            ProxyError::Redirect { location, .. } => format!("redirected to {location}"),
         }
     }
 
@@ -154,6 +172,8 @@ impl ProxyError {
             ProxyError::RouteNotFound => "route_not_found",
             ProxyError::Unauthorized => "unauthorized",
             ProxyError::Policy(_) => "policy",
+            ProxyError::Injected { .. } => "injected",
+            ProxyError::Redirect { .. } => "redirect",
         }
     }
 }

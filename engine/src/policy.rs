@@ -34,6 +34,8 @@ pub struct ShardPolicies {
     /// keeps its default).
     requests: Option<PolicyTx>,
     default: DefaultPolicy,
+    /// xorshift64 state for failure injection.
+    random: Cell<u64>,
 }
 
 /// One port's policy on a shard.
@@ -60,6 +62,7 @@ impl ShardPolicies {
             ports: RefCell::new(HashMap::new()),
             requests,
             default,
+            random: Cell::new(seed()),
         })
     }
 
@@ -89,6 +92,16 @@ impl ShardPolicies {
             }
         }
         policy
+    }
+
+    /// A pseudo-random number (failure injection's draw).
+    pub fn random(&self) -> u64 {
+        let mut x = self.random.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.random.set(x);
+        x
     }
 
     /// The update counter of `port`, for a live connection to watch (`None` before the
@@ -128,6 +141,14 @@ impl Changes {
 }
 
 // === functions ===
+
+/// A non-zero seed that differs between shards and runs.
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0x9e37_79b9_7f4a_7c15);
+    hasher.finish() | 1
+}
 
 /// Copies each policy the control thread publishes for a port into its replica, until the
 /// drain, the control thread's end, or the port is forgotten.

@@ -108,3 +108,55 @@ pub fn http_server(name: &str, routes: Vec<api::HttpRoute>) -> api::Server {
         ]),
     }
 }
+
+/// `route` with `filters` on its (first) rule.
+pub fn with_filters(
+    mut route: api::HttpRoute,
+    filters: Vec<api::http_route::filter::Kind>,
+) -> api::HttpRoute {
+    route.rules[0].filters = filters
+        .into_iter()
+        .map(|kind| api::http_route::Filter { kind: Some(kind) })
+        .collect();
+    route
+}
+
+/// A request header modifier adding `add` and removing `remove`.
+pub fn modify_headers(add: (&str, &str), remove: &str) -> api::http_route::filter::Kind {
+    use linkerd2_proxy_api::http_types::headers::Header;
+    api::http_route::filter::Kind::RequestHeaderModifier(route::RequestHeaderModifier {
+        add: Some(linkerd2_proxy_api::http_types::Headers {
+            headers: vec![Header {
+                name: add.0.to_string(),
+                value: add.1.as_bytes().to_vec(),
+            }],
+        }),
+        set: None,
+        remove: vec![remove.to_string()],
+    })
+}
+
+/// A redirect to the same host and `path` with `status`.
+pub fn redirect(path: &str, status: u32) -> api::http_route::filter::Kind {
+    api::http_route::filter::Kind::Redirect(route::RequestRedirect {
+        scheme: None,
+        host: String::new(),
+        path: Some(route::PathModifier {
+            replace: Some(route::path_modifier::Replace::Full(path.to_string())),
+        }),
+        port: 0,
+        status,
+    })
+}
+
+/// A failure injector failing every request with `status` and `message`.
+pub fn inject_failure(status: u32, message: &str) -> api::http_route::filter::Kind {
+    api::http_route::filter::Kind::FailureInjector(route::HttpFailureInjector {
+        status,
+        message: message.to_string(),
+        ratio: Some(route::Ratio {
+            numerator: 1,
+            denominator: 1,
+        }),
+    })
+}

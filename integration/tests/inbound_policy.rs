@@ -14,7 +14,9 @@ use ringlink_integration::http::call;
 use ringlink_integration::http1::{self, Conn, Reply};
 use ringlink_integration::identity::{self as mock, wait_ready, with_identity, TokenDir};
 use ringlink_integration::metrics::{parse, sum};
-use ringlink_integration::policy::{anyone, http_route, http_server, only};
+use ringlink_integration::policy::{
+    anyone, http_route, http_server, inject_failure, modify_headers, only, redirect, with_filters,
+};
 use ringlink_integration::proxy::{self, Proxy};
 use ringlink_integration::{both_runtimes, h2};
 use ringlink_protocols::tls::{Credentials, MeshTls, TrustAnchors};
@@ -30,7 +32,8 @@ both_runtimes!(
     h2_and_grpc_requests_are_refused_as_linkerd_refuses_them,
     an_opaque_server_authorizes_connections,
     routes_authorize_client_identities,
-    a_policy_update_terminates_live_connections
+    a_policy_update_terminates_live_connections,
+    route_filters_modify_redirect_and_fail_requests
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -535,4 +538,84 @@ async fn a_policy_update_terminates_live_connections(runtime: &'static str) {
         1.0,
         "{series:#?}"
     );
+}
+
+/// A route's filters, as linkerd2-proxy applies them: request headers modified, a redirect
+/// answered by the proxy, a failure injected with its status and message.
+async fn route_filters_modify_redirect_and_fail_requests(runtime: &'static str) {
+    let app = http1::server(|_| Reply::ok("app")).await;
+    let ctrl = controller::new();
+    let everyone = || vec![anyone("everyone")];
+    ctrl.inbound_policy(
+        app.addr.port(),
+        http_server(
+            "web",
+            vec![
+                with_filters(
+                    http_route("headers", "/headers", everyone()),
+                    vec![modify_headers(("x-route", "headers"), "x-secret")],
+                ),
+                with_filters(
+                    http_route("moved", "/old", everyone()),
+                    vec![redirect("/new", 301)],
+                ),
+                with_filters(
+                    http_route("chaos", "/chaos", everyone()),
+                    vec![inject_failure(503, "injected by policy")],
+                ),
+            ],
+        ),
+    );
+    let proxy = with_policy(runtime, &ctrl, app.addr);
+    until_applied(&proxy, "web").await;
+    let mut conn = Conn::connect_from(proxy.inbound, client_ip()).await;
+    let response = conn
+        .request("GET /headers HTTP/1.1\r\nhost: web\r\nx-secret: hunter2\r\n\r\n")
+        .await;
+    assert_eq!(response.status, 200, "{}", proxy.logs());
+    let seen = app
+        .requests()
+        .pop()
+        .expect("the application got the request");
+    assert!(
+        seen.headers
+            .iter()
+            .any(|(n, v)| n == "x-route" && v == "headers"),
+        "{:?}",
+        seen.headers
+    );
+    assert!(!seen
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("x-secret")));
+    let moved = conn.request("GET /old HTTP/1.1\r\nhost: web\r\n\r\n").await;
+    assert_eq!(moved.status, 301);
+    assert_eq!(moved.header("location"), Some("http://web/new"));
+    let chaos = conn
+        .request("GET /chaos HTTP/1.1\r\nhost: web\r\n\r\n")
+        .await;
+    assert_eq!(chaos.status, 503);
+    assert_eq!(chaos.header("l5d-proxy-error"), Some("injected by policy"));
+    // Neither the redirect nor the failure reached the application.
+    let paths: Vec<String> = app.requests().iter().map(|r| r.target.clone()).collect();
+    assert!(
+        !paths.iter().any(|p| p == "/old" || p == "/chaos"),
+        "{paths:?}"
+    );
+    // h2: the same answers.
+    let client = h2::Client::connect_from(proxy.inbound, client_ip()).await;
+    let moved = client
+        .request("GET", "http://web/old", Vec::new(), None)
+        .await
+        .unwrap();
+    assert_eq!(moved.status, 301);
+    assert_eq!(
+        moved.headers.get("location").map(|v| v.to_str().unwrap()),
+        Some("http://web/new")
+    );
+    let chaos = client
+        .request("GET", "http://web/chaos", Vec::new(), None)
+        .await
+        .unwrap();
+    assert_eq!(chaos.status, 503);
 }

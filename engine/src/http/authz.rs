@@ -2,12 +2,17 @@
 //! `linkerd/app/inbound/src/policy/http.rs` does it: the best matching route of the server
 //! (`NotFound` → 404, or gRPC `NOT_FOUND`), then the first of that route's authorizations
 //! the client satisfies (none → 403 `unauthorized request on route`, or gRPC
-//! `PERMISSION_DENIED`); a route whose filter is an internal error (the invalid policy, an
-//! unknown filter) answers 500. Each decision is counted in Linkerd's families.
+//! `PERMISSION_DENIED`). Then the route's filters, in order: an internal error (the invalid
+//! policy, an unknown filter) answers 500, a failure injector fails its share of requests
+//! with its status (or gRPC code) and message, a redirect answers 3xx with `location`, and
+//! request header modifiers are returned for the caller to apply. Each decision is counted
+//! in Linkerd's families.
 
 use std::net::SocketAddr;
 
-use ringlink_control::policy::inbound::{HttpFilter, RequestView, RouteDecision, RouteError};
+use ringlink_control::policy::inbound::{
+    GrpcFilter, HttpFilter, ModifyHeader, RequestView, RouteDecision, RouteError,
+};
 
 use crate::conn::ConnMeta;
 use crate::ctx::ShardCtx;
@@ -16,8 +21,9 @@ use crate::rt::Runtime;
 
 // === functions ===
 
-/// Authorizes the request `view` on connection `meta` to `target`: `Ok` when it may go
-/// on (or the connection has no policy: outbound), else the error to answer it with. The
+/// Authorizes the request `view` on connection `meta` to `target`: `Ok` with the header
+/// modifications to apply when it may go on (none when the connection has no policy:
+/// outbound), else the error to answer it with. The
 /// port's current policy applies, so that an update reaches the next request of a live
 /// connection, as linkerd2-proxy's per-connection policy watch does.
 pub fn request<R: Runtime>(
@@ -25,9 +31,9 @@ pub fn request<R: Runtime>(
     meta: &ConnMeta,
     target: SocketAddr,
     view: &RequestView<'_>,
-) -> Result<(), ProxyError> {
+) -> Result<Vec<ModifyHeader>, ProxyError> {
     if meta.policy.is_none() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let policy = ctx.policies.get::<R>(target.port(), &ctx.life);
     let decision = policy.route_request(view);
@@ -45,14 +51,7 @@ pub fn request<R: Runtime>(
                 );
             }
             authz.http_allow(target, &policy.meta, route, &authorization.meta, &meta.tls);
-            if let RouteDecision::Http(matched) = &decision {
-                for filter in &matched.policy.filters {
-                    if let HttpFilter::InternalError(why) = filter {
-                        return Err(ProxyError::Policy(why));
-                    }
-                }
-            }
-            Ok(())
+            filters(ctx, &decision, view)
         }
         Err(RouteError::NotFound(_)) => {
             tracing::info!(
@@ -75,4 +74,67 @@ pub fn request<R: Runtime>(
             Err(ProxyError::Unauthorized)
         }
     }
+}
+
+/// Applies the matched route's filters, in order (`linkerd/app/inbound/src/policy/http.rs`,
+/// `apply_http_filters` / `apply_grpc_filters`).
+fn filters<R: Runtime>(
+    ctx: &ShardCtx<R>,
+    decision: &RouteDecision<'_>,
+    view: &RequestView<'_>,
+) -> Result<Vec<ModifyHeader>, ProxyError> {
+    let mut modify = Vec::new();
+    match decision {
+        RouteDecision::Http(matched) => {
+            for filter in &matched.policy.filters {
+                match filter {
+                    HttpFilter::InternalError(why) => return Err(ProxyError::Policy(why)),
+                    HttpFilter::InjectFailure(inject) => {
+                        if let Some(failure) = inject.apply(ctx.policies.random()) {
+                            return Err(ProxyError::Injected {
+                                status: failure.status.as_u16(),
+                                grpc_status: None,
+                                message: failure.message.clone(),
+                            });
+                        }
+                    }
+                    HttpFilter::Redirect(redirect) => {
+                        let uri = view
+                            .uri()
+                            .map_err(|_| ProxyError::Policy("cannot redirect the request"))?;
+                        match redirect.apply(&uri, &matched.summary.route) {
+                            Ok(Some(to)) => {
+                                return Err(ProxyError::Redirect {
+                                    status: to.status.as_u16(),
+                                    location: to.location.to_string(),
+                                })
+                            }
+                            Ok(None) => {}
+                            Err(_) => return Err(ProxyError::Policy("invalid redirect")),
+                        }
+                    }
+                    HttpFilter::RequestHeaders(headers) => modify.push(headers.clone()),
+                }
+            }
+        }
+        RouteDecision::Grpc(matched) => {
+            for filter in &matched.policy.filters {
+                match filter {
+                    GrpcFilter::InternalError(why) => return Err(ProxyError::Policy(why)),
+                    GrpcFilter::InjectFailure(inject) => {
+                        if let Some(failure) = inject.apply(ctx.policies.random()) {
+                            return Err(ProxyError::Injected {
+                                status: 200,
+                                grpc_status: Some(u32::from(failure.code)),
+                                message: failure.message.clone(),
+                            });
+                        }
+                    }
+                    GrpcFilter::RequestHeaders(headers) => modify.push(headers.clone()),
+                }
+            }
+        }
+        RouteDecision::NotFound => {}
+    }
+    Ok(modify)
 }

@@ -25,7 +25,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use http::HeaderName;
-use ringlink_control::policy::inbound::{FnHeaders, RequestView};
+use ringlink_control::policy::inbound::{FnHeaders, ModifyHeader, RequestView};
 use ringlink_protocols::authority::parse_authority;
 use ringlink_protocols::http1::{
     keep_alive, parse_request, request_body, strip_hop_by_hop, upgrade_protocol, BodyKind, Limits,
@@ -216,10 +216,17 @@ impl<R: Runtime> Session<'_, R> {
             Err(error) => return self.refuse(head.authority(), error).await,
         };
         if self.meta.policy.is_some() {
-            if let Err(error) = self.authorize(&head) {
-                let target = self.meta.route.fixed().map(Target::addr);
-                self.start_metrics(&head, target.as_ref());
-                return self.fail(&plan, error).await;
+            match self.authorize(&head) {
+                Ok(modify) => {
+                    for change in &modify {
+                        apply_header_changes(change, &mut head.headers);
+                    }
+                }
+                Err(error) => {
+                    let target = self.meta.route.fixed().map(Target::addr);
+                    self.start_metrics(&head, target.as_ref());
+                    return self.fail(&plan, error).await;
+                }
             }
         }
         // Only requests addressed to the proxy itself may say where they go.
@@ -371,7 +378,7 @@ impl<R: Runtime> Session<'_, R> {
     }
 
     /// Authorizes the request against the connection's inbound policy (`http::authz`).
-    fn authorize(&self, head: &RequestHead) -> Result<(), ProxyError> {
+    fn authorize(&self, head: &RequestHead) -> Result<Vec<ModifyHeader>, ProxyError> {
         let headers = FnHeaders(|name: &HeaderName, pred: &mut dyn FnMut(&[u8]) -> bool| {
             head.headers.get_all(name.as_str()).any(pred)
         });
@@ -520,6 +527,20 @@ impl<R: Runtime> Session<'_, R> {
             (Ok(()), _) => Next::Close,
             (Err(error), _) => Next::Abort(error),
         }
+    }
+}
+
+/// A route's request header modifier, on an HTTP/1 head: added headers go last, a set one
+/// replaces every value of its name, a removed one loses them all.
+fn apply_header_changes(change: &ModifyHeader, headers: &mut ringlink_protocols::http1::Headers) {
+    for (name, value) in &change.add {
+        headers.append(name.as_str(), value.as_bytes());
+    }
+    for (name, value) in &change.set {
+        headers.set(name.as_str(), value.as_bytes());
+    }
+    for name in &change.remove {
+        headers.remove(name.as_str());
     }
 }
 

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use h2::server::SendResponse;
 use http::{HeaderValue, Response, StatusCode};
-use ringlink_protocols::http1::{error_response, sanitize_header_value};
+use ringlink_protocols::http1::{error_response, reason, sanitize_header_value};
 
 use crate::error::ProxyError;
 use crate::telemetry::RequestMetrics;
@@ -15,6 +15,15 @@ use crate::telemetry::RequestMetrics;
 /// An HTTP/1.1 error response; `close` adds `connection: close`; `head_request` leaves the
 /// body out.
 pub fn h1(error: &ProxyError, close: bool, head_request: bool) -> Vec<u8> {
+    if let ProxyError::Redirect { status, location } = error {
+        return format!(
+            "HTTP/1.1 {status} {}\r\nlocation: {}\r\ncontent-length: 0\r\n{}\r\n",
+            reason(*status),
+            sanitize_header_value(location),
+            if close { "connection: close\r\n" } else { "" },
+        )
+        .into_bytes();
+    }
     error_response(error.status(), &error.message(), close, head_request)
 }
 
@@ -44,6 +53,14 @@ pub fn h2(
     } else {
         StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_GATEWAY)
     };
+    if let ProxyError::Redirect { status, location } = error {
+        *response.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::FOUND);
+        if let Ok(location) = HeaderValue::from_str(location) {
+            response.headers_mut().insert("location", location);
+        }
+        let _ = respond.send_response(response, true);
+        return;
+    }
     let headers = response.headers_mut();
     headers.insert("l5d-proxy-error", value.clone());
     if grpc {

@@ -100,9 +100,16 @@ pub async fn proxy<R: Runtime>(
             headers: &parts.headers,
         };
         let target = meta.route.fixed().unwrap_or(meta.local);
-        if let Err(error) = authz::request(&upstreams.ctx, meta, target, &view) {
-            let mut metrics = upstreams.start(authority.as_deref(), Some(target), None);
-            return respond::h2(&mut respond, grpc, head_request, &error, &mut metrics);
+        match authz::request(&upstreams.ctx, meta, target, &view) {
+            Ok(modify) => {
+                for change in &modify {
+                    change.apply(&mut parts.headers);
+                }
+            }
+            Err(error) => {
+                let mut metrics = upstreams.start(authority.as_deref(), Some(target), None);
+                return respond::h2(&mut respond, grpc, head_request, &error, &mut metrics);
+            }
         }
     }
     // Only requests addressed to the proxy itself may say where they go.
