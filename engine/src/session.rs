@@ -54,7 +54,7 @@ pub async fn serve<R: Runtime>(
         let entry = ctx.life.register(fd);
         let dest = dest::destination(
             ctx.orig_dst.as_ref(),
-            &ctx.settings.own_addrs,
+            (&ctx.settings.own_addrs, &ctx.settings.inbound_ips),
             direction,
             fd,
             peer,

@@ -39,6 +39,9 @@ pub struct Settings {
     pub discovery: DiscoverySettings,
     /// TCP options of accepted (`accept`) and connected (`connect`) sockets.
     pub sockets: SocketSettings,
+    /// `LINKERD2_PROXY_INBOUND_IPS`: the pod's addresses, the only original destinations
+    /// inbound connections may have (empty: any).
+    pub inbound_ips: Vec<std::net::IpAddr>,
 }
 
 /// `LINKERD2_PROXY_{INBOUND,OUTBOUND}_{ACCEPT,CONNECT}_{KEEPALIVE,USER_TIMEOUT}`: TCP
@@ -101,6 +104,7 @@ impl From<&Config> for Settings {
                 failfast_timeout: config.http_failfast_timeout.into(),
                 idle_timeout: config.discovery_idle_timeout.into(),
             },
+            inbound_ips: config.inbound_ips.clone(),
             sockets: SocketSettings {
                 accept_keepalive: config.accept_keepalive.into(),
                 accept_user_timeout: config.accept_user_timeout.into(),

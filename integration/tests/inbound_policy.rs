@@ -33,7 +33,8 @@ both_runtimes!(
     an_opaque_server_authorizes_connections,
     routes_authorize_client_identities,
     a_policy_update_terminates_live_connections,
-    route_filters_modify_redirect_and_fail_requests
+    route_filters_modify_redirect_and_fail_requests,
+    inbound_ips_limit_the_destinations
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -618,4 +619,35 @@ async fn route_filters_modify_redirect_and_fail_requests(runtime: &'static str) 
         .await
         .unwrap();
     assert_eq!(chaos.status, 503);
+}
+
+/// `LINKERD2_PROXY_INBOUND_IPS`: an inbound connection whose original destination is not
+/// one of the pod's addresses is refused; one that is, is served.
+async fn inbound_ips_limit_the_destinations(runtime: &'static str) {
+    let app = http1::server(|_| Reply::ok("app")).await;
+    let elsewhere = proxy::new(runtime)
+        .orig_dst(app.addr)
+        .env("LINKERD2_PROXY_INBOUND_IPS", "10.9.9.9,fd00::9")
+        .spawn();
+    if let Ok(mut stream) = TcpStream::connect(elsewhere.inbound).await {
+        let _ = stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: app\r\n\r\n")
+            .await;
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "the connection stayed open");
+        assert!(
+            buf.is_empty(),
+            "answered: {}",
+            String::from_utf8_lossy(&buf)
+        );
+    }
+    assert!(app.requests().is_empty());
+    let ours = proxy::new(runtime)
+        .orig_dst(app.addr)
+        .env("LINKERD2_PROXY_INBOUND_IPS", "10.9.9.9,127.0.0.1")
+        .spawn();
+    let mut conn = Conn::connect(ours.inbound).await;
+    let response = conn.request("GET / HTTP/1.1\r\nhost: app\r\n\r\n").await;
+    assert_eq!(response.status, 200, "{}", ours.logs());
 }

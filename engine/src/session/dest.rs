@@ -13,10 +13,12 @@ use crate::sys;
 
 // === functions ===
 
-/// The connection's facts, or `None` (logged) when it must be refused.
+/// The connection's facts, or `None` (logged) when it must be refused: a routing loop, or
+/// an inbound connection for an address that is not the pod's (`inbound_ips`, from
+/// `LINKERD2_PROXY_INBOUND_IPS`; empty allows any, as linkerd2-proxy's `AllowIps`).
 pub fn destination(
     orig_dst: &dyn OrigDst,
-    own_addrs: &[SocketAddr],
+    (own_addrs, inbound_ips): (&[SocketAddr], &[IpAddr]),
     direction: Direction,
     fd: RawFd,
     client: SocketAddr,
@@ -36,6 +38,13 @@ pub fn destination(
             return None;
         }
     };
+    if direction == Direction::Inbound
+        && !inbound_ips.is_empty()
+        && !inbound_ips.contains(&orig_dst.ip())
+    {
+        tracing::info!(dst.addr = %orig_dst, "Refusing an inbound connection for an address that is not the pod's");
+        return None;
+    }
     let route = if is_own_listener(own_addrs, orig_dst, local) {
         if direction == Direction::Inbound && tls != TlsStatus::Disabled {
             // A meshed peer's direct connection (transport header).
