@@ -70,5 +70,6 @@ mod shard;
 // L7
 mod app;
 mod logging;
+pub mod tools;
 
 pub use app::main;

@@ -27,7 +27,7 @@ const LAYERS: &[&[&str]] = &[
     &["http"],
     &["session"],
     &["shard"],
-    &["logging", "app"],
+    &["logging", "app", "tools"],
 ];
 
 /// Submodule order inside the modules whose parts are layered too.
@@ -50,7 +50,7 @@ const SUBMODULES: &[(&str, &[&str])] = &[
 ];
 
 /// Files outside the layers.
-const UNLAYERED: &[&str] = &["lib", "main"];
+const UNLAYERED: &[&str] = &["lib", "main", "bin"];
 
 // === types ===
 
