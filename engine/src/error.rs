@@ -44,6 +44,8 @@ pub enum ProxyError {
     },
     /// A route's redirect filter answers `status` with `location`.
     Redirect { status: u16, location: String },
+    /// The server's local rate limit refused the request (429; gRPC `RESOURCE_EXHAUSTED`).
+    RateLimited(ringlink_control::policy::inbound::RateLimitError),
 }
 
 /// Who failed.
@@ -93,6 +95,7 @@ impl ProxyError {
             ProxyError::Unauthorized => 403,
             ProxyError::Policy(_) => 500,
             ProxyError::Injected { status, .. } | ProxyError::Redirect { status, .. } => *status,
+            ProxyError::RateLimited(_) => 429,
         }
     }
 
@@ -110,7 +113,8 @@ impl ProxyError {
             | ProxyError::FailFast(_)
             | ProxyError::Policy(_)
             | ProxyError::Injected { .. }
-            | ProxyError::Redirect { .. } => ErrorSource::Proxy,
+            | ProxyError::Redirect { .. }
+            | ProxyError::RateLimited(_) => ErrorSource::Proxy,
         }
     }
 
@@ -128,6 +132,7 @@ impl ProxyError {
             ProxyError::RouteNotFound => 5,
             ProxyError::Unauthorized => 7,
             ProxyError::Policy(_) => 13,
+            ProxyError::RateLimited(_) => 8,
             ProxyError::Injected {
                 grpc_status: Some(code),
                 ..
@@ -155,6 +160,7 @@ impl ProxyError {
             ProxyError::Policy(why) => format!("invalid server policy: {why}"),
             ProxyError::Injected { message, .. } => message.to_string(),
             ProxyError::Redirect { location, .. } => format!("redirected to {location}"),
+            ProxyError::RateLimited(limit) => limit.to_string(),
         }
     }
 
@@ -174,6 +180,7 @@ impl ProxyError {
             ProxyError::Policy(_) => "policy",
             ProxyError::Injected { .. } => "injected",
             ProxyError::Redirect { .. } => "redirect",
+            ProxyError::RateLimited(_) => "ratelimit",
         }
     }
 }

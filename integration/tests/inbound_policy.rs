@@ -34,7 +34,8 @@ both_runtimes!(
     routes_authorize_client_identities,
     a_policy_update_terminates_live_connections,
     route_filters_modify_redirect_and_fail_requests,
-    inbound_ips_limit_the_destinations
+    inbound_ips_limit_the_destinations,
+    a_local_rate_limit_answers_429
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -650,4 +651,87 @@ async fn inbound_ips_limit_the_destinations(runtime: &'static str) {
     let mut conn = Conn::connect(ours.inbound).await;
     let response = conn.request("GET / HTTP/1.1\r\nhost: app\r\n\r\n").await;
     assert_eq!(response.status, 200, "{}", ours.logs());
+}
+
+/// An `HTTPLocalRateLimitPolicy` of 3 requests per second for the server: a burst of 3,
+/// then 429 with linkerd2-proxy's message, counted with the limit's labels.
+async fn a_local_rate_limit_answers_429(runtime: &'static str) {
+    let app = http1::server(|_| Reply::ok("app")).await;
+    let ctrl = controller::new();
+    let mut server = http_server(
+        "web",
+        vec![http_route("all", "/", vec![anyone("everyone")])],
+    );
+    if let Some(api::ProxyProtocol {
+        kind: Some(api::proxy_protocol::Kind::Detect(detect)),
+    }) = &mut server.protocol
+    {
+        detect.http_local_rate_limit = Some(api::HttpLocalRateLimit {
+            metadata: Some(ringlink_integration::policy::resource(
+                "httplocalratelimitpolicy",
+                "three-per-second",
+            )),
+            total: Some(api::http_local_rate_limit::Limit {
+                requests_per_second: 3,
+            }),
+            identity: None,
+            overrides: Vec::new(),
+        });
+    }
+    ctrl.inbound_policy(app.addr.port(), server);
+    let proxy = with_policy(runtime, &ctrl, app.addr);
+    // Applied once the route's authorization name shows up in the allow counter.
+    let deadline = Instant::now() + WAIT;
+    let mut conn = Conn::connect_from(proxy.inbound, client_ip()).await;
+    let mut statuses = Vec::new();
+    loop {
+        let series = metrics(&proxy).await;
+        if sum(
+            &series,
+            "inbound_http_authz_allow_total",
+            &[("authz_name", "everyone")],
+        ) > 0.0
+        {
+            break;
+        }
+        let response = conn.request("GET / HTTP/1.1\r\nhost: web\r\n\r\n").await;
+        assert!(
+            Instant::now() < deadline,
+            "policy never applied:\n{}",
+            proxy.logs()
+        );
+        if response.status == 429 {
+            statuses.push(429);
+            break;
+        }
+    }
+    // A second's wait refills the bucket; then 10 requests at once.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    statuses.clear();
+    let mut refusal = None;
+    for _ in 0..10 {
+        let response = conn.request("GET / HTTP/1.1\r\nhost: web\r\n\r\n").await;
+        if response.status == 429 {
+            refusal = response.header("l5d-proxy-error").map(str::to_string);
+        }
+        statuses.push(response.status);
+    }
+    let allowed = statuses.iter().filter(|s| **s == 200).count();
+    assert!((3..=4).contains(&allowed), "{statuses:?}");
+    assert_eq!(
+        statuses.len() - allowed,
+        statuses.iter().filter(|s| **s == 429).count()
+    );
+    assert_eq!(refusal.as_deref(), Some("total rate limit exceeded: 3rps"));
+    let series = metrics(&proxy).await;
+    let limited = [
+        ("srv_name", "web"),
+        ("ratelimit_kind", "httplocalratelimitpolicy"),
+        ("ratelimit_name", "three-per-second"),
+        ("ratelimit_scope", "total"),
+    ];
+    assert!(
+        sum(&series, "inbound_http_local_ratelimit_total", &limited) >= 6.0,
+        "{series:#?}"
+    );
 }

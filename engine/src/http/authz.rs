@@ -51,7 +51,16 @@ pub fn request<R: Runtime>(
                 );
             }
             authz.http_allow(target, &policy.meta, route, &authorization.meta, &meta.tls);
-            filters(ctx, &decision, view)
+            let modify = filters(ctx, &decision, view)?;
+            let limits = &policy.local_rate_limit;
+            // The buckets are the proxy's, shared by the shards with the policy.
+            if let Err(limited) = limits.check(meta.tls.peer()) {
+                tracing::info!(server.name = policy.meta.name(), "{limited}");
+                let limit = limits.meta.as_deref();
+                authz.ratelimited(target, &policy.meta, limit, limited.scope(), &meta.tls);
+                return Err(ProxyError::RateLimited(limited));
+            }
+            Ok(modify)
         }
         Err(RouteError::NotFound(_)) => {
             tracing::info!(

@@ -46,6 +46,7 @@ pub struct AuthzFamilies {
     http_allow: IntCounterVec,
     http_deny: IntCounterVec,
     route_not_found: IntCounterVec,
+    ratelimit: IntCounterVec,
 }
 
 /// A shard's policy recording: the families and the allow counters already resolved.
@@ -75,7 +76,18 @@ impl AuthzFamilies {
             registry.register(Box::new(OmitEmptyLabels(family.clone())))?;
             Ok::<_, prometheus::Error>(family)
         };
+        let ratelimit_labels: [&str; 4] = [
+            "ratelimit_group",
+            "ratelimit_kind",
+            "ratelimit_name",
+            "ratelimit_scope",
+        ];
         Ok(AuthzFamilies {
+            ratelimit: family(
+                "inbound_http_local_ratelimit_total",
+                "The total number of inbound HTTP requests that were rate-limited",
+                &[&TARGET, &SERVER, &ratelimit_labels, &TLS],
+            )?,
             tcp_allow: family(
                 "inbound_tcp_authz_allow_total",
                 "The total number of inbound TCP connections that were authorized",
@@ -179,6 +191,34 @@ impl AuthzMetrics {
         self.families
             .http_deny
             .with_label_values(&refs(&labels))
+            .inc();
+    }
+
+    /// A request a local rate limit refused: `limit`'s meta (if any) and `scope`.
+    pub fn ratelimited(
+        &self,
+        target: SocketAddr,
+        server: &Meta,
+        limit: Option<&Meta>,
+        scope: &str,
+        tls: &TlsStatus,
+    ) {
+        let mut values = labels(target, server, None, None, tls);
+        // The TLS labels go last; the rate limit's go before them.
+        let tls_values = values.split_off(values.len() - 3);
+        match limit {
+            Some(meta) => values.extend([
+                meta.group().to_string(),
+                meta.kind().to_string(),
+                meta.name().to_string(),
+            ]),
+            None => values.extend([String::new(), String::new(), String::new()]),
+        }
+        values.push(scope.to_string());
+        values.extend(tls_values);
+        self.families
+            .ratelimit
+            .with_label_values(&refs(&values))
             .inc();
     }
 

@@ -555,10 +555,22 @@ impl<C: Collector> Collector for OmitEmptyLabels<C> {
             for metric in family.mut_metric() {
                 let labels = metric.take_label();
                 let mut out = Vec::with_capacity(labels.len());
-                for pair in labels {
-                    // A clean close's `errno` is empty on purpose: Linkerd writes `errno=""`, and
-                    // a default resource's `srv_group=""` (and `route_`/`authz_group`).
-                    let kept = pair.name() == "errno" || pair.name().ends_with("_group");
+                // A clean close's `errno` is empty on purpose: Linkerd writes `errno=""`, and
+                // a default resource's empty `srv_group` (`route_`, `authz_`, `ratelimit_`)
+                // beside its kind.
+                let has_kind = |group: &str| {
+                    let kind = format!("{}_kind", group.trim_end_matches("_group"));
+                    labels
+                        .iter()
+                        .any(|p| p.name() == kind && !p.value().is_empty())
+                };
+                let kept: Vec<bool> = labels
+                    .iter()
+                    .map(|p| {
+                        p.name() == "errno" || (p.name().ends_with("_group") && has_kind(p.name()))
+                    })
+                    .collect();
+                for (pair, kept) in labels.into_iter().zip(kept) {
                     if pair.value().is_empty() && !kept {
                         continue;
                     }
