@@ -35,7 +35,9 @@ both_runtimes!(
     a_policy_update_terminates_live_connections,
     route_filters_modify_redirect_and_fail_requests,
     inbound_ips_limit_the_destinations,
-    a_local_rate_limit_answers_429
+    a_local_rate_limit_answers_429,
+    the_audit_default_admits_and_names_itself,
+    a_policy_the_proxy_cannot_use_refuses_only_its_port
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -330,13 +332,20 @@ async fn an_opaque_server_authorizes_connections(runtime: &'static str) {
                 let _ = stream.write_all(b"ping").await;
                 let mut buf = [0u8; 4];
                 matches!(
-                    tokio::time::timeout(WAIT, stream.read(&mut buf)).await,
-                    Ok(Ok(4))
+                    tokio::time::timeout(WAIT, stream.read_exact(&mut buf)).await,
+                    Ok(Ok(_))
                 )
             }
             Err(_) => false,
         };
-        if !answered {
+        let denied = [("srv_name", "db")];
+        if !answered
+            && sum(
+                &metrics(&proxy).await,
+                "inbound_tcp_authz_deny_total",
+                &denied,
+            ) >= 1.0
+        {
             break;
         }
         assert!(Instant::now() < deadline, "never denied:\n{}", proxy.logs());
@@ -734,4 +743,83 @@ async fn a_local_rate_limit_answers_429(runtime: &'static str) {
         sum(&series, "inbound_http_local_ratelimit_total", &limited) >= 6.0,
         "{series:#?}"
     );
+}
+
+/// `audit`: every client admitted, under the `audit` default's name.
+async fn the_audit_default_admits_and_names_itself(runtime: &'static str) {
+    let app = http1::server(|_| Reply::ok("app")).await;
+    let ctrl = controller::new();
+    let proxy = proxy::new(runtime)
+        .orig_dst(app.addr)
+        .control_plane(&ctrl)
+        .env("LINKERD2_PROXY_INBOUND_DEFAULT_POLICY", "audit")
+        .env("LINKERD2_PROXY_POLICY_CLUSTER_NETWORKS", "10.0.0.0/8")
+        .spawn();
+    let mut conn = Conn::connect_from(proxy.inbound, client_ip()).await;
+    let response = conn.request("GET / HTTP/1.1\r\nhost: web\r\n\r\n").await;
+    assert_eq!(response.status, 200, "{}", proxy.logs());
+    let series = metrics(&proxy).await;
+    let allowed = [
+        ("srv_kind", "default"),
+        ("srv_name", "audit"),
+        ("authz_name", "audit"),
+    ];
+    assert_eq!(
+        sum(&series, "inbound_http_authz_allow_total", &allowed),
+        1.0,
+        "{series:#?}"
+    );
+    assert!(proxy.logs().contains("Request allowed"), "{}", proxy.logs());
+}
+
+/// A `Server` the proxy cannot decode (a path regex that does not compile) becomes
+/// linkerd2-proxy's invalid policy for its port only: its requests are refused (the invalid
+/// policy's route authorizes no one, so linkerd2-proxy answers 403 before its 500 filter),
+/// while another port's policy goes on working.
+async fn a_policy_the_proxy_cannot_use_refuses_only_its_port(runtime: &'static str) {
+    use linkerd2_proxy_api::http_route as route;
+    let broken_app = http1::server(|_| Reply::ok("broken")).await;
+    let good_app = http1::server(|_| Reply::ok("good")).await;
+    let ctrl = controller::new();
+    let mut broken = http_route("broken", "/", vec![anyone("everyone")]);
+    broken.rules[0].matches = vec![route::HttpRouteMatch {
+        path: Some(route::PathMatch {
+            kind: Some(route::path_match::Kind::Regex("(".to_string())),
+        }),
+        ..Default::default()
+    }];
+    ctrl.inbound_policy(broken_app.addr.port(), http_server("broken", vec![broken]));
+    ctrl.inbound_policy(
+        good_app.addr.port(),
+        http_server(
+            "good",
+            vec![http_route("all", "/", vec![anyone("everyone")])],
+        ),
+    );
+    // One proxy, the original destination fixed per test: two proxies for two ports.
+    let broken_proxy = with_policy(runtime, &ctrl, broken_app.addr);
+    let good_proxy = with_policy(runtime, &ctrl, good_app.addr);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut conn = Conn::connect_from(broken_proxy.inbound, client_ip()).await;
+        let response = conn.request("GET / HTTP/1.1\r\nhost: web\r\n\r\n").await;
+        if response.status == 403 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never refused:\n{}",
+            broken_proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        broken_proxy.logs().contains("Server misconfigured"),
+        "{}",
+        broken_proxy.logs()
+    );
+    let mut conn = Conn::connect_from(good_proxy.inbound, client_ip()).await;
+    let response = conn.request("GET / HTTP/1.1\r\nhost: web\r\n\r\n").await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body_str(), "good");
 }
