@@ -45,6 +45,8 @@ struct PortPolicy {
     /// Counts updates; wakes the port's live connections at each (so that they are checked
     /// again).
     changes: Rc<Changes>,
+    /// Tells the port's follower task that the port was forgotten (its stream can end).
+    gone: Rc<tokio::sync::Notify>,
 }
 
 /// A port's update counter and the connections waiting for its next update.
@@ -78,12 +80,18 @@ impl ShardPolicies {
             current: RefCell::new(policy.clone()),
             last_used: Cell::new(Instant::now()),
             changes: Rc::default(),
+            gone: Rc::default(),
         });
         self.ports.borrow_mut().insert(port, entry.clone());
         if let Some(requests) = &self.requests {
             let (reply, rx) = tokio::sync::oneshot::channel();
             match requests.try_send(PolicyRequest { port, reply }) {
-                Ok(()) => R::spawn(follow(life.task(), Rc::downgrade(&entry), rx, life.clone())),
+                Ok(()) => R::spawn(follow(
+                    life.task(),
+                    (Rc::downgrade(&entry), entry.gone.clone()),
+                    rx,
+                    life.clone(),
+                )),
                 Err(error) => {
                     // Asked again by the next connection.
                     tracing::warn!(port, %error, "Cannot ask for the port's policy");
@@ -117,6 +125,13 @@ impl ShardPolicies {
         let before = ports.len();
         ports.retain(|_, port| now.saturating_duration_since(port.last_used.get()) < idle);
         before - ports.len()
+    }
+}
+
+impl Drop for PortPolicy {
+    fn drop(&mut self) {
+        // A permit, in case the follower is not waiting at this instant.
+        self.gone.notify_one();
     }
 }
 
@@ -154,12 +169,19 @@ fn seed() -> u64 {
 /// drain, the control thread's end, or the port is forgotten.
 async fn follow(
     _task: crate::lifecycle::TaskGuard,
-    port: Weak<PortPolicy>,
+    (port, gone): (Weak<PortPolicy>, Rc<tokio::sync::Notify>),
     reply: tokio::sync::oneshot::Receiver<PolicyRx>,
     life: Rc<Lifecycle>,
 ) {
+    // Ends at the drain, or once the port is forgotten (dropping the receiver lets the
+    // control thread end the port's stream when no other shard watches it).
+    let ended = || {
+        or(life.drain_started(), async {
+            gone.notified().await;
+        })
+    };
     let Some(mut rx) = or(async { reply.await.ok() }, async {
-        life.drain_started().await;
+        ended().await;
         None
     })
     .await
@@ -178,7 +200,7 @@ async fn follow(
         }
         drop(entry);
         let changed = or(async { rx.changed().await.is_ok() }, async {
-            life.drain_started().await;
+            ended().await;
             false
         })
         .await;

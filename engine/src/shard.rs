@@ -205,11 +205,6 @@ async fn evict_loop<R: Runtime>(task: TaskGuard, ctx: Rc<ShardCtx<R>>) {
         if evicted > 0 {
             tracing::debug!(shard = ctx.index, evicted, "Dropped idle metric series");
         }
-        let idle = ctx.settings.discovery.idle_timeout.get(Direction::Inbound);
-        let forgotten = ctx.policies.evict(idle);
-        if forgotten > 0 {
-            tracing::debug!(shard = ctx.index, forgotten, "Forgot idle ports' policies");
-        }
     })
     .await
 }
@@ -218,6 +213,12 @@ async fn evict_loop<R: Runtime>(task: TaskGuard, ctx: Rc<ShardCtx<R>>) {
 async fn pool_sweep_loop<R: Runtime>(task: TaskGuard, ctx: Rc<ShardCtx<R>>) {
     let every = (ctx.settings.pool_idle_timeout / 2).max(Duration::from_millis(50));
     every_until_drain::<R>(task, &ctx, every, || {
+        // Ports no inbound connection used for the inbound discovery idle timeout.
+        let idle = ctx.settings.discovery.idle_timeout.get(Direction::Inbound);
+        let forgotten = ctx.policies.evict(idle);
+        if forgotten > 0 {
+            tracing::debug!(shard = ctx.index, forgotten, "Forgot idle ports' policies");
+        }
         let closed = ctx.pool.sweep() + ctx.h2.sweep(ctx.settings.pool_idle_timeout);
         if closed > 0 {
             tracing::debug!(

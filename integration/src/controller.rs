@@ -183,6 +183,14 @@ impl Controller {
         }
     }
 
+    /// How many `WatchPort` streams of `port` the client still holds open.
+    pub fn open_policy_streams(&self, port: u16) -> usize {
+        let mut state = self.lock();
+        let streams = state.policy_streams.entry(u32::from(port)).or_default();
+        streams.retain(|tx| !tx.is_closed());
+        streams.len()
+    }
+
     /// How many `WatchPort` calls `port` has had.
     pub fn policy_calls(&self, port: u16) -> usize {
         self.lock()

@@ -37,7 +37,8 @@ both_runtimes!(
     inbound_ips_limit_the_destinations,
     a_local_rate_limit_answers_429,
     the_audit_default_admits_and_names_itself,
-    a_policy_the_proxy_cannot_use_refuses_only_its_port
+    a_policy_the_proxy_cannot_use_refuses_only_its_port,
+    unused_ports_are_forgotten_and_pinned_ones_kept
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -822,4 +823,46 @@ async fn a_policy_the_proxy_cannot_use_refuses_only_its_port(runtime: &'static s
     let response = conn.request("GET / HTTP/1.1\r\nhost: web\r\n\r\n").await;
     assert_eq!(response.status, 200);
     assert_eq!(response.body_str(), "good");
+}
+
+/// A port outside `LINKERD2_PROXY_INBOUND_PORTS` is watched when a connection uses it and
+/// forgotten (its `WatchPort` stream closed) after the inbound discovery idle timeout; a
+/// pinned port's stream stays open.
+async fn unused_ports_are_forgotten_and_pinned_ones_kept(runtime: &'static str) {
+    let app = http1::server(|_| Reply::ok("app")).await;
+    let ctrl = controller::new();
+    let pinned = 9;
+    let proxy = proxy::new(runtime)
+        .orig_dst(app.addr)
+        .control_plane(&ctrl)
+        .env("LINKERD2_PROXY_INBOUND_PORTS", pinned)
+        .env("LINKERD2_PROXY_INBOUND_DISCOVERY_IDLE_TIMEOUT", "1s")
+        .env(
+            "LINKERD2_PROXY_OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT",
+            "200ms",
+        )
+        .spawn();
+    let mut conn = Conn::connect(proxy.inbound).await;
+    let response = conn.request("GET / HTTP/1.1\r\nhost: app\r\n\r\n").await;
+    assert_eq!(response.status, 200, "{}", proxy.logs());
+    drop(conn);
+    let port = app.addr.port();
+    let deadline = Instant::now() + WAIT;
+    while ctrl.open_policy_streams(port) == 0 {
+        assert!(Instant::now() < deadline, "the used port was never watched");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Idle for longer than the timeout: forgotten.
+    while ctrl.open_policy_streams(port) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the idle port was never forgotten"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        ctrl.open_policy_streams(pinned),
+        1,
+        "the pinned port's stream"
+    );
 }
