@@ -39,8 +39,11 @@ pub struct ShardPolicies {
 }
 
 /// One port's policy on a shard.
+#[allow(clippy::redundant_allocation)] // `Rc<Arc<_>>`: see `current`.
 struct PortPolicy {
-    current: RefCell<Arc<ServerPolicy>>,
+    /// In an `Rc`, so that a request's copy is a shard-local count, not an atomic one on a
+    /// cache line every shard shares.
+    current: RefCell<Rc<Arc<ServerPolicy>>>,
     last_used: Cell<Instant>,
     /// Counts updates; wakes the port's live connections at each (so that they are checked
     /// again).
@@ -70,12 +73,13 @@ impl ShardPolicies {
 
     /// The current policy of `port`. The first use of a port starts following the
     /// controller's policy for it (a shard task, ended by `life`'s drain).
-    pub fn get<R: Runtime>(&self, port: u16, life: &Rc<Lifecycle>) -> Arc<ServerPolicy> {
+    #[allow(clippy::redundant_allocation)] // `Rc<Arc<_>>`: see `PortPolicy::current`.
+    pub fn get<R: Runtime>(&self, port: u16, life: &Rc<Lifecycle>) -> Rc<Arc<ServerPolicy>> {
         if let Some(known) = self.ports.borrow().get(&port) {
             known.last_used.set(Instant::now());
             return known.current.borrow().clone();
         }
-        let policy = (self.default)(port);
+        let policy = Rc::new((self.default)(port));
         let entry = Rc::new(PortPolicy {
             current: RefCell::new(policy.clone()),
             last_used: Cell::new(Instant::now()),
@@ -194,7 +198,7 @@ async fn follow(
         };
         let policy = rx.borrow_and_update().clone();
         if !Arc::ptr_eq(&policy, &entry.current.borrow()) {
-            *entry.current.borrow_mut() = policy;
+            *entry.current.borrow_mut() = Rc::new(policy);
             entry.changes.version.set(entry.changes.version.get() + 1);
             entry.changes.notify.notify_waiters();
         }

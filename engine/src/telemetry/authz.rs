@@ -52,18 +52,19 @@ pub struct AuthzFamilies {
 /// A shard's policy recording: the families and the allow counters already resolved.
 pub struct AuthzMetrics {
     families: AuthzFamilies,
-    allowed: RefCell<HashMap<AllowKey, IntCounter>>,
+    allowed: RefCell<HashMap<AllowKey, Vec<Cached>>>,
 }
 
-/// An allow counter's label set: the metas by identity (kept alive by the key), the
-/// target and the client's TLS.
-#[derive(Clone)]
-struct AllowKey {
-    server: Arc<Meta>,
-    route: Option<Arc<Meta>>,
-    authz: Arc<Meta>,
-    target: SocketAddr,
+/// An allow counter's label set, as looked up: the metas by address (kept alive by the
+/// entry), and the target. The client's TLS is compared in [`Cached`].
+type AllowKey = (usize, usize, usize, SocketAddr);
+
+/// A resolved allow counter: the client's TLS it is for, the counter, and the metas whose
+/// addresses its key holds.
+struct Cached {
     tls: TlsStatus,
+    counter: IntCounter,
+    _metas: (Arc<Meta>, Option<Arc<Meta>>, Arc<Meta>),
 }
 
 // === impl AuthzFamilies ===
@@ -143,8 +144,7 @@ impl AuthzMetrics {
         authz: &Arc<Meta>,
         tls: &TlsStatus,
     ) {
-        self.allowed(&self.families.tcp_allow, target, server, None, authz, tls)
-            .inc();
+        self.allowed(&self.families.tcp_allow, target, server, None, authz, tls);
     }
 
     /// A connection no authorization of `server` allowed.
@@ -181,8 +181,7 @@ impl AuthzMetrics {
             Some(route),
             authz,
             tls,
-        )
-        .inc();
+        );
     }
 
     /// A request no authorization of `route` allowed.
@@ -231,6 +230,9 @@ impl AuthzMetrics {
             .inc();
     }
 
+    /// Counts an allowed connection or request. A hit looks the counter up by the metas'
+    /// addresses and compares the TLS in place: no reference count of the (cross-shard)
+    /// policy is touched.
     fn allowed(
         &self,
         family: &IntCounterVec,
@@ -239,53 +241,31 @@ impl AuthzMetrics {
         route: Option<&Arc<Meta>>,
         authz: &Arc<Meta>,
         tls: &TlsStatus,
-    ) -> IntCounter {
-        let key = AllowKey {
-            server: server.clone(),
-            route: route.cloned(),
-            authz: authz.clone(),
+    ) {
+        let key: AllowKey = (
+            Arc::as_ptr(server) as usize,
+            route.map_or(0, |r| Arc::as_ptr(r) as usize),
+            Arc::as_ptr(authz) as usize,
             target,
-            tls: tls.clone(),
-        };
-        if let Some(counter) = self.allowed.borrow().get(&key) {
-            return counter.clone();
+        );
+        if let Some(cached) = self.allowed.borrow().get(&key) {
+            if let Some(hit) = cached.iter().find(|c| c.tls == *tls) {
+                hit.counter.inc();
+                return;
+            }
         }
         let labels = labels(target, server, route.map(|r| &**r), Some(authz), tls);
         let counter = family.with_label_values(&refs(&labels));
+        counter.inc();
         let mut allowed = self.allowed.borrow_mut();
         if allowed.len() >= MAX_CACHED {
             allowed.clear();
         }
-        allowed.insert(key, counter.clone());
-        counter
-    }
-}
-
-// === impl AllowKey ===
-
-impl PartialEq for AllowKey {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.server, &other.server)
-            && match (&self.route, &other.route) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            }
-            && Arc::ptr_eq(&self.authz, &other.authz)
-            && self.target == other.target
-            && self.tls == other.tls
-    }
-}
-
-impl Eq for AllowKey {}
-
-impl std::hash::Hash for AllowKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        Arc::as_ptr(&self.server).hash(state);
-        self.route.as_ref().map(Arc::as_ptr).hash(state);
-        Arc::as_ptr(&self.authz).hash(state);
-        self.target.hash(state);
-        self.tls.hash(state);
+        allowed.entry(key).or_default().push(Cached {
+            tls: tls.clone(),
+            counter,
+            _metas: (server.clone(), route.cloned(), authz.clone()),
+        });
     }
 }
 
