@@ -15,7 +15,7 @@ use ringlink_integration::identity::{
 };
 use ringlink_integration::metrics::{parse, sum};
 use ringlink_integration::proxy::{self, Proxy};
-use ringlink_integration::{both_runtimes, h2};
+use ringlink_integration::{both_runtimes, h2, ws};
 
 const SERVER: &str = "web.ns.serviceaccount.identity.linkerd.cluster.local";
 const CLIENT: &str = "client.ns.serviceaccount.identity.linkerd.cluster.local";
@@ -312,8 +312,83 @@ async fn a_peer_with_another_identity_is_refused(runtime: &'static str) {
 }
 
 both_runtimes!(
+    websocket_and_grpc_between_meshed_proxies,
     http1_between_meshed_proxies,
     http1_messages_survive_the_upgrade,
     h2_between_meshed_proxies,
     a_peer_with_another_identity_is_refused
 );
+
+/// What must stay end to end through the mesh: a WebSocket upgrade (HTTP/1 on the mesh TLS
+/// connection, never upgraded to HTTP/2) and gRPC's trailers over h2.
+async fn websocket_and_grpc_between_meshed_proxies(runtime: &'static str) {
+    let echo = ws::echo().await;
+    let mesh = pair(runtime, echo.addr, SERVER, &format!("ws-{runtime}")).await;
+    let authority = format!("{SVC}:{}", echo.addr.port());
+    let mut client = ws::Client::connect(mesh.client.outbound, &authority)
+        .await
+        .unwrap_or_else(|e| panic!("{e}:\n{}", mesh.client.logs()));
+    for text in ["meshed", "websocket"] {
+        let reply = client
+            .roundtrip(&ws::Message::Text(text.to_string()))
+            .await
+            .unwrap();
+        assert_eq!(reply, ws::Message::Text(text.to_string()));
+    }
+    drop(client);
+    // The server's proxy saw the upgrade as HTTP/1 with the client's identity.
+    let page = call(mesh.server.admin, "GET", "/metrics", "").await;
+    let series = parse(&page.body);
+    let inbound = [
+        ("direction", "inbound"),
+        ("tls", "true"),
+        ("client_id", CLIENT),
+    ];
+    assert!(
+        sum(&series, "request_total", &inbound) >= 1.0,
+        "{}",
+        page.body
+    );
+
+    // gRPC: h2 with trailers, through the same pair shape.
+    let app = h2::server().await;
+    let mesh = pair(runtime, app.addr, SERVER, &format!("grpc-{runtime}")).await;
+    let client = h2::Client::connect(mesh.client.outbound).await;
+    // The test server's `/echo` returns the body and the request's trailers.
+    let uri = format!("http://{SVC}:{}/echo", app.addr.port());
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "content-type",
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    let reply = client
+        .request_with(
+            "POST",
+            &uri,
+            headers,
+            b"\0\0\0\0\x02hi".to_vec(),
+            Some(trailers),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}:\n{}", mesh.client.logs()));
+    assert_eq!(reply.status, 200, "{}", mesh.client.logs());
+    assert_eq!(reply.body, b"\0\0\0\0\x02hi");
+    let trailers = reply.trailers.expect("trailers");
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+    assert_eq!(
+        trailers.get("x-server-trailer").map(|v| v.as_bytes()),
+        Some(&b"done"[..])
+    );
+    let page = call(mesh.server.admin, "GET", "/metrics", "").await;
+    let series = parse(&page.body);
+    assert!(
+        sum(&series, "request_total", &inbound) >= 1.0,
+        "{}",
+        page.body
+    );
+}
