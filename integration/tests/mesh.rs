@@ -312,6 +312,7 @@ async fn a_peer_with_another_identity_is_refused(runtime: &'static str) {
 }
 
 both_runtimes!(
+    opaque_tcp_between_meshed_proxies,
     websocket_and_grpc_between_meshed_proxies,
     http1_between_meshed_proxies,
     http1_messages_survive_the_upgrade,
@@ -391,4 +392,64 @@ async fn websocket_and_grpc_between_meshed_proxies(runtime: &'static str) {
         "{}",
         page.body
     );
+}
+
+/// Opaque TCP between meshed proxies: the client's connection to an original destination
+/// whose profile says opaque and names a meshed endpoint goes over mesh TLS with a transport
+/// header (no session protocol) to the server's proxy, which forwards it to the port the
+/// header names, with the client's identity on its series.
+async fn opaque_tcp_between_meshed_proxies(runtime: &'static str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = ringlink_integration::tcp::echo().await;
+    let service = mock::new();
+    let server_dir = TokenDir::new(&format!("mesh-opaque-{runtime}-s"), b"token");
+    let server = with_identity(proxy::new(runtime), &service, &server_dir, SERVER).spawn();
+    let ctrl = controller::new();
+    ctrl.profile(
+        &echo.addr.to_string(),
+        pb::DestinationProfile {
+            endpoint: Some(meshed_endpoint(echo.addr, SERVER, server.inbound)),
+            opaque_protocol: true,
+            ..Default::default()
+        },
+    );
+    let client_dir = TokenDir::new(&format!("mesh-opaque-{runtime}-c"), b"token");
+    let client = with_identity(proxy::new(runtime), &service, &client_dir, CLIENT)
+        .control_plane(&ctrl)
+        .orig_dst(echo.addr)
+        .env("LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS", "127.0.0.0/8")
+        .spawn();
+    wait_ready(&server).await;
+    wait_ready(&client).await;
+    let mut stream = tokio::net::TcpStream::connect(client.outbound)
+        .await
+        .unwrap();
+    for word in [&b"opaque"[..], b"bytes"] {
+        stream.write_all(word).await.unwrap();
+        let mut back = vec![0u8; word.len()];
+        stream
+            .read_exact(&mut back)
+            .await
+            .unwrap_or_else(|e| panic!("{e}:\n{}", client.logs()));
+        assert_eq!(back, word);
+    }
+    drop(stream);
+    let page = call(server.admin, "GET", "/metrics", "").await;
+    let series = parse(&page.body);
+    let src = [
+        ("direction", "inbound"),
+        ("peer", "src"),
+        ("tls", "true"),
+        ("client_id", CLIENT),
+    ];
+    assert_eq!(sum(&series, "tcp_open_total", &src), 1.0, "{}", page.body);
+    let page = call(client.admin, "GET", "/metrics", "").await;
+    let series = parse(&page.body);
+    let dst = [
+        ("direction", "outbound"),
+        ("peer", "dst"),
+        ("tls", "true"),
+        ("server_id", SERVER),
+    ];
+    assert_eq!(sum(&series, "tcp_open_total", &dst), 1.0, "{}", page.body);
 }
