@@ -38,7 +38,8 @@ both_runtimes!(
     a_local_rate_limit_answers_429,
     the_audit_default_admits_and_names_itself,
     a_policy_the_proxy_cannot_use_refuses_only_its_port,
-    unused_ports_are_forgotten_and_pinned_ones_kept
+    unused_ports_are_forgotten_and_pinned_ones_kept,
+    inbound_requests_go_to_the_application_whatever_they_name
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -864,5 +865,26 @@ async fn unused_ports_are_forgotten_and_pinned_ones_kept(runtime: &'static str) 
         ctrl.open_policy_streams(pinned),
         1,
         "the pinned port's stream"
+    );
+}
+
+/// Inbound, a request naming a service under the Destination suffixes still goes to the
+/// application in this pod (its original destination), as linkerd2-proxy's inbound does:
+/// discovery is for outbound traffic.
+async fn inbound_requests_go_to_the_application_whatever_they_name(runtime: &'static str) {
+    let app = http1::server(|_| Reply::ok("local")).await;
+    let ctrl = controller::new();
+    let proxy = with_policy(runtime, &ctrl, app.addr);
+    let mut conn = Conn::connect(proxy.inbound).await;
+    let request = format!(
+        "GET / HTTP/1.1\r\nhost: web.ns.svc.cluster.local:{}\r\n\r\n",
+        app.addr.port()
+    );
+    let response = conn.request(request).await;
+    assert_eq!(response.status, 200, "{}", proxy.logs());
+    assert_eq!(response.body_str(), "local");
+    assert_eq!(
+        ctrl.get_calls(&format!("web.ns.svc.cluster.local:{}", app.addr.port())),
+        0
     );
 }

@@ -31,6 +31,9 @@ pub async fn route<R: Runtime>(
     cache: &DstCache,
 ) -> Result<Target, ProxyError> {
     match route {
+        // Inbound, a request goes to the application in this pod, whatever it names, as
+        // linkerd2-proxy's inbound forwards to the local target.
+        Route::Fixed(addr) if direction == Direction::Inbound => Ok(Target::addr(addr)),
         Route::Fixed(addr) => match ctx.dsts.suffix_name(authority) {
             Some(name) => balanced(ctx, direction, cache, &name, Some(addr)).await,
             None => Ok(Target::addr(addr)),

@@ -4,7 +4,7 @@
 use super::{
     filter::{GrpcFailureResponse, InjectFailure, ModifyHeader},
     http_route::MatchHeader,
-    route::{Match, RequestView},
+    route::{Match, Prepared},
 };
 
 /// Matches a gRPC request: a `POST` whose path `/service/method` matches `rpc`, with all of
@@ -54,12 +54,12 @@ pub enum GrpcFilter {
 impl Match for MatchGrpc {
     type Summary = GrpcMatch;
 
-    fn match_request(&self, req: &RequestView<'_>) -> Option<GrpcMatch> {
-        if req.method != "POST" {
+    fn match_prepared(&self, req: &Prepared<'_, '_>) -> Option<GrpcMatch> {
+        if req.view.method != "POST" {
             return None;
         }
-        let rpc = self.rpc.match_length(req.path())?;
-        if !self.headers.iter().all(|h| h.is_match(req.headers)) {
+        let rpc = self.rpc.match_length(req.path)?;
+        if !self.headers.iter().all(|h| h.is_match(req.view.headers)) {
             return None;
         }
         Some(GrpcMatch {

@@ -3,7 +3,7 @@
 
 use super::{
     filter::{FailureResponse, InjectFailure, ModifyHeader, RedirectRequest},
-    route::{HeaderSource, Match, RequestView},
+    route::{HeaderSource, Match, Prepared},
 };
 use http::{HeaderName, HeaderValue, Method};
 use regex::Regex;
@@ -91,27 +91,27 @@ pub enum HttpFilter {
 impl Match for MatchRequest {
     type Summary = RequestMatch;
 
-    fn match_request(&self, req: &RequestView<'_>) -> Option<RequestMatch> {
+    fn match_prepared(&self, req: &Prepared<'_, '_>) -> Option<RequestMatch> {
         let mut summary = RequestMatch::default();
 
         if let Some(method) = &self.method {
-            if req.method != method.as_str() {
+            if req.view.method != method.as_str() {
                 return None;
             }
             summary.method = true;
         }
 
         if let Some(path) = &self.path {
-            summary.path_match = path.match_length(req.path())?;
+            summary.path_match = path.match_length(req.path)?;
         }
 
-        if !self.headers.iter().all(|h| h.is_match(req.headers)) {
+        if !self.headers.iter().all(|h| h.is_match(req.view.headers)) {
             return None;
         }
         summary.headers = self.headers.len();
 
         if !self.query_params.is_empty() {
-            let query = req.query()?;
+            let query = req.query?;
             if !self.query_params.iter().all(|q| q.is_match(query)) {
                 return None;
             }

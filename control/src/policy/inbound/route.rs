@@ -83,7 +83,33 @@ pub trait Match {
     type Summary: Default + Ord;
 
     /// The match's summary, or `None` if the request does not match.
-    fn match_request(&self, req: &RequestView<'_>) -> Option<Self::Summary>;
+    fn match_request(&self, req: &RequestView<'_>) -> Option<Self::Summary> {
+        self.match_prepared(&Prepared::new(req))
+    }
+
+    /// [`Match::match_request`] on a request whose parts were found once for all the
+    /// routes ([`find`]).
+    fn match_prepared(&self, req: &Prepared<'_, '_>) -> Option<Self::Summary>;
+}
+
+/// A request as the matches read it: the view, and its path and query, split once per
+/// request rather than once per route.
+pub struct Prepared<'v, 'a> {
+    pub view: &'v RequestView<'a>,
+    /// [`RequestView::path`].
+    pub path: &'a str,
+    /// [`RequestView::query`].
+    pub query: Option<&'a str>,
+}
+
+impl<'v, 'a> Prepared<'v, 'a> {
+    pub fn new(view: &'v RequestView<'a>) -> Self {
+        Prepared {
+            view,
+            path: view.path(),
+            query: view.query(),
+        }
+    }
 }
 
 /// How well a request matched a rule: first the host match (a route with hosts that match
@@ -128,6 +154,7 @@ pub fn find<'r, M: Match, F>(
     req: &RequestView<'_>,
 ) -> Option<(RouteMatch<M::Summary>, &'r RoutePolicy<F>)> {
     let host = req.host();
+    let prepared = Prepared::new(req);
     best(routes.iter().filter_map(|route| {
         let host = if route.hosts.is_empty() {
             None
@@ -148,7 +175,7 @@ pub fn find<'r, M: Match, F>(
             let summary = rule
                 .matches
                 .iter()
-                .filter_map(|m| m.match_request(req))
+                .filter_map(|m| m.match_prepared(&prepared))
                 .max()?;
             Some((summary, &rule.policy))
         }))?;
