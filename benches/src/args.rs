@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::policy::PolicyRow;
 use crate::proxy::ProxyKind;
 
 pub const USAGE: &str = "\
@@ -11,7 +12,10 @@ usage: ringlink-bench [OPTIONS]
 
   --tests NAME[,NAME]  tests to run, in order (default: all): http1, h2, bulk,
                        mesh (two ringlinks meshed, mTLS against plaintext; runs
-                       for each ringlink runtime in --only)
+                       for each ringlink runtime in --only), policy (inbound
+                       policy enforcement: 50 routes x 20 authorizations against
+                       the default all-unauthenticated policy; for each ringlink
+                       runtime in --only)
   --only NAME[,NAME]   proxies to measure, in order (default: all):
                        direct, ref-tokio, ringlink-monoio, ringlink-monoio-balanced
                        (through a Destination-service balancer; http1 only),
@@ -22,6 +26,12 @@ usage: ringlink-bench [OPTIONS]
   --h2-connections N   h2load connections (default 10)
   --h2-streams N       h2load concurrent streams per connection (default 10)
   --bulk-mb MIB        MiB sent through each proxy in the bulk test (default 1024)
+  --policy-rows NAME[,NAME]
+                       rows of the policy test, in order (default: direct,
+                       default, policy-50x20; also default-controller: the
+                       default policy with a silent policy controller)
+  --policy-rounds N    measure the policy test's rows N times, even rounds in
+                       reverse order (default 1); ratios of the means
   --ringlink PATH      ringlink binary (default: `ringlink` next to this binary,
                        i.e. target/release/ringlink)
   --metrics-cost N     instead of the tests: N rounds of the http1 load through each
@@ -42,6 +52,10 @@ pub enum Test {
     /// Two ringlink proxies meshed (outbound → inbound), mTLS against plaintext: wrk through
     /// the pair, full handshakes against the inbound proxy, idle connections' memory.
     Mesh,
+    /// Inbound policy enforcement: ringlink's inbound port with a policy of 50 routes and 20
+    /// authorizations each against the default all-unauthenticated policy, loaded by the
+    /// bench's own client from 127.0.0.2 (`policy.rs`).
+    Policy,
 }
 
 pub struct Options {
@@ -52,6 +66,10 @@ pub struct Options {
     pub h2_connections: u32,
     pub h2_streams: u32,
     pub bulk_mib: u64,
+    /// The rows of the policy test, in the order they are measured.
+    pub policy_rows: Vec<PolicyRow>,
+    /// How many times the policy test measures its rows (even rounds in reverse order).
+    pub policy_rounds: u32,
     pub ringlink: PathBuf,
     /// `--metrics-cost N`: rounds of the recording on/off comparison, instead of the tests.
     pub metrics_cost_rounds: Option<u32>,
@@ -60,7 +78,7 @@ pub struct Options {
 // === impl Test ===
 
 impl Test {
-    pub const ALL: [Self; 4] = [Self::Http1, Self::H2, Self::Bulk, Self::Mesh];
+    pub const ALL: [Self; 5] = [Self::Http1, Self::H2, Self::Bulk, Self::Mesh, Self::Policy];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -68,6 +86,7 @@ impl Test {
             Self::H2 => "h2",
             Self::Bulk => "bulk",
             Self::Mesh => "mesh",
+            Self::Policy => "policy",
         }
     }
 }
@@ -85,6 +104,8 @@ impl Options {
             h2_connections: 10,
             h2_streams: 10,
             bulk_mib: 1024,
+            policy_rows: PolicyRow::DEFAULT.to_vec(),
+            policy_rounds: 1,
             ringlink: default_ringlink()?,
             metrics_cost_rounds: None,
         };
@@ -110,6 +131,10 @@ impl Options {
                 "--h2-connections" => opts.h2_connections = positive(&flag, &value)?,
                 "--h2-streams" => opts.h2_streams = positive(&flag, &value)?,
                 "--bulk-mb" => opts.bulk_mib = number(&flag, &value)?,
+                "--policy-rounds" => opts.policy_rounds = positive(&flag, &value)?,
+                "--policy-rows" => {
+                    opts.policy_rows = parse_list(&flag, &value, &PolicyRow::ALL, PolicyRow::name)?
+                }
                 "--ringlink" => opts.ringlink = PathBuf::from(value),
                 "--metrics-cost" => opts.metrics_cost_rounds = Some(positive(&flag, &value)?),
                 _ => bail!("unknown option {flag}\n\n{USAGE}"),
@@ -192,6 +217,17 @@ mod tests {
         assert!(parse(&["--tests", "http3"]).is_err());
         assert!(parse(&["--tests", ","]).is_err());
         assert!(parse(&["--duration", "0"]).is_err());
+    }
+
+    #[test]
+    fn policy_rows_in_the_order_given() {
+        assert_eq!(parse(&[]).unwrap().policy_rows, PolicyRow::DEFAULT);
+        let opts = parse(&["--policy-rows", "policy-50x20,default"]).unwrap();
+        assert_eq!(opts.policy_rows, [PolicyRow::Policy, PolicyRow::Default]);
+        assert!(parse(&["--policy-rows", "policy"]).is_err());
+        assert_eq!(parse(&[]).unwrap().policy_rounds, 1);
+        assert_eq!(parse(&["--policy-rounds=3"]).unwrap().policy_rounds, 3);
+        assert!(parse(&["--policy-rounds", "0"]).is_err());
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! h2load, the same over h2c; both with the proxy's CPU time per request and RSS; (bulk) one
 //! connection streaming `--bulk-mb` MiB into a sink, with MiB/s and the proxy's CPU time per
 //! MiB. Every proxy process is fresh for each test. (mesh) two ringlinks meshed, mTLS
-//! against plaintext, three tables per runtime (`mesh.rs`). See `benches/README.md`.
+//! against plaintext, three tables per runtime (`mesh.rs`). (policy) ringlink's inbound port
+//! with a 50-route × 20-authorization policy against the default one, a table per runtime
+//! (`policy.rs`). See `benches/README.md`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -27,9 +29,11 @@ mod bulk;
 mod configs;
 mod destination;
 mod h2load;
+mod loadgen;
 mod mesh;
 mod metrics_cost;
 mod pinning;
+mod policy;
 mod process;
 mod procstat;
 mod proxy;
@@ -96,7 +100,8 @@ fn run() -> Result<ExitCode> {
         let missing = match test {
             Test::Http1 | Test::Mesh => wrk_missing.as_ref(),
             Test::H2 => h2load_missing.as_ref(),
-            Test::Bulk => None,
+            // The policy test's load is the bench's own (`loadgen.rs`).
+            Test::Bulk | Test::Policy => None,
         };
         if let Some(reason) = missing {
             eprintln!("{}: skipped: {reason}", test.name());
@@ -112,6 +117,17 @@ fn run() -> Result<ExitCode> {
                     Ok(mesh_failed) => failed |= mesh_failed,
                     Err(error) => {
                         eprintln!("mesh: FAILED: {error:#}");
+                        println!("\n- FAILED: {error:#}");
+                        failed = true;
+                    }
+                }
+                continue;
+            }
+            Test::Policy => {
+                match policy::run(&bench, &backend) {
+                    Ok(policy_failed) => failed |= policy_failed,
+                    Err(error) => {
+                        eprintln!("policy: FAILED: {error:#}");
                         println!("\n- FAILED: {error:#}");
                         failed = true;
                     }
@@ -191,6 +207,27 @@ fn print_header(opts: &Options, pin: &Pinning, bins: &Binaries) {
                 proxy = pin.proxy_cpu,
                 load = pin.load_cpu
             ),
+            Test::Policy => println!(
+                "- policy: ringlink (one shard, `taskset -c {proxy}`, fresh per row) forwarding \
+                 its inbound port to `bench-backend`; the load is ringlink-bench's own HTTP/1.1 \
+                 client ({conns} keep-alive connections, closed loop, {WARM_UP_SECS} s warm-up \
+                 then {secs} s) from 127.0.0.2, on a thread pinned to CPU {load}; rows in the \
+                 order {rows}; `policy-50x20`: the mock policy controller (an unpinned thread \
+                 of ringlink-bench, idle once the policy is sent) serves {routes} HTTP routes \
+                 × {authz} authorizations for the backend's port",
+                proxy = pin.proxy_cpu,
+                load = pin.load_cpu,
+                conns = opts.connections,
+                secs = opts.duration_secs,
+                rows = opts
+                    .policy_rows
+                    .iter()
+                    .map(|r| r.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                routes = policy::ROUTES,
+                authz = policy::AUTHORIZATIONS,
+            ),
         }
     }
     if opts.metrics_cost_rounds.is_none() && opts.proxies.contains(&ProxyKind::Nginx) {
@@ -233,8 +270,8 @@ impl Bench<'_> {
         notes: &mut Vec<String>,
     ) -> Result<Measured> {
         let name = kind.name();
-        if test == Test::Mesh {
-            bail!("the mesh test measures its own rows (mesh.rs)");
+        if matches!(test, Test::Mesh | Test::Policy) {
+            bail!("the mesh and policy tests measure their own rows (mesh.rs, policy.rs)");
         }
         let proxy = Proxy::start(kind, test, backend, self.bins, self.pin)?;
         let url = format!("http://{}/", proxy.addr);
@@ -283,7 +320,7 @@ impl Bench<'_> {
                     rss_mib,
                 }
             }
-            Test::Mesh => unreachable!("refused above"),
+            Test::Mesh | Test::Policy => unreachable!("refused above"),
             Test::Bulk => {
                 let cpu_before = proxy.cpu_time()?;
                 let bulk = bulk::run(proxy.addr, self.opts.bulk_mib, self.pin.load_core())?;

@@ -308,7 +308,7 @@ async fn request_response(io: &mut (impl AsyncRead + AsyncWrite + Unpin)) -> io:
 }
 
 /// Runs `f` on a thread pinned to the load CPU, on a tokio current-thread runtime there.
-fn on_load_cpu<T: Send>(
+pub(crate) fn on_load_cpu<T: Send>(
     pin: &Pinning,
     f: impl FnOnce(&tokio::runtime::Runtime) -> Result<T> + Send,
 ) -> Result<T> {

@@ -43,6 +43,30 @@ pub fn tree_cpu_time(root: u32) -> Result<Duration> {
     Ok(ticks_to_duration(ticks))
 }
 
+/// User plus system CPU time of the threads of `pid` whose name (`/proc/PID/task/TID/comm`)
+/// starts with `prefix`: ringlink's shards are `ringlink-shard-N`.
+pub fn threads_cpu_time(pid: u32, prefix: &str) -> Result<Duration> {
+    let dir = format!("/proc/{pid}/task");
+    let mut ticks = 0;
+    for entry in fs::read_dir(&dir).with_context(|| format!("listing {dir}"))? {
+        let path = entry?.path();
+        // A thread that exits between the listing and the reads is left out.
+        let Ok(comm) = fs::read_to_string(path.join("comm")) else {
+            continue;
+        };
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        if let Some(stat) = fs::read_to_string(path.join("stat"))
+            .ok()
+            .and_then(|s| parse_stat(&s))
+        {
+            ticks += stat.cpu_ticks;
+        }
+    }
+    Ok(ticks_to_duration(ticks))
+}
+
 /// `VmRSS` of `root` plus its descendants, in bytes; pages shared between them (nginx's
 /// master and worker share the binary and the configuration) are counted once per process.
 pub fn tree_rss_bytes(root: u32) -> Result<u64> {
@@ -169,6 +193,30 @@ mod tests {
             start_ticks: mine.start_ticks + 1,
             ..mine
         }));
+    }
+
+    #[test]
+    fn threads_by_name() {
+        let me = std::process::id();
+        let named = std::thread::Builder::new()
+            .name("procstat-spin".to_string())
+            .spawn(|| {
+                // Spins until its own CPU time shows, for at most 2 s.
+                let start = std::time::Instant::now();
+                loop {
+                    let spun = threads_cpu_time(std::process::id(), "procstat-spin").unwrap();
+                    if spun > Duration::ZERO || start.elapsed() > Duration::from_secs(2) {
+                        return spun;
+                    }
+                    std::hint::spin_loop();
+                }
+            })
+            .unwrap();
+        assert!(named.join().unwrap() > Duration::ZERO);
+        assert_eq!(
+            threads_cpu_time(me, "no-such-thread").unwrap(),
+            Duration::ZERO
+        );
     }
 
     #[test]

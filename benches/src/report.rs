@@ -92,8 +92,9 @@ fn columns(
     &'static [&'static str],
 ) {
     match test {
-        // The mesh test renders its own tables (`mesh.rs`); its load is HTTP/1.
-        Test::Http1 | Test::Mesh => (
+        // The mesh and policy tests render their own tables (`mesh.rs`, `policy.rs`); their
+        // load is HTTP/1.
+        Test::Http1 | Test::Mesh | Test::Policy => (
             &["rps", "p50", "p99"],
             "CPU µs/req",
             "CPU/req",
