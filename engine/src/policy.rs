@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::or;
-use ringlink_control::policy::inbound::ServerPolicy;
+use ringlink_control::policy::inbound::{PathIndex, RequestView, RouteDecision, ServerPolicy};
 use ringlink_control::policy::watch::{PolicyRequest, PolicyRx, PolicyTx};
 
 use crate::lifecycle::Lifecycle;
@@ -38,12 +38,18 @@ pub struct ShardPolicies {
     random: Cell<u64>,
 }
 
+/// A port's policy as a shard holds it: the policy the control thread published, and the
+/// shard's index of its HTTP routes (built once per update, when there are many routes).
+pub struct Replica {
+    pub policy: Arc<ServerPolicy>,
+    pub index: Option<PathIndex>,
+}
+
 /// One port's policy on a shard.
-#[allow(clippy::redundant_allocation)] // `Rc<Arc<_>>`: see `current`.
 struct PortPolicy {
     /// In an `Rc`, so that a request's copy is a shard-local count, not an atomic one on a
     /// cache line every shard shares.
-    current: RefCell<Rc<Arc<ServerPolicy>>>,
+    current: RefCell<Rc<Replica>>,
     last_used: Cell<Instant>,
     /// Counts updates; wakes the port's live connections at each (so that they are checked
     /// again).
@@ -73,13 +79,12 @@ impl ShardPolicies {
 
     /// The current policy of `port`. The first use of a port starts following the
     /// controller's policy for it (a shard task, ended by `life`'s drain).
-    #[allow(clippy::redundant_allocation)] // `Rc<Arc<_>>`: see `PortPolicy::current`.
-    pub fn get<R: Runtime>(&self, port: u16, life: &Rc<Lifecycle>) -> Rc<Arc<ServerPolicy>> {
+    pub fn get<R: Runtime>(&self, port: u16, life: &Rc<Lifecycle>) -> Rc<Replica> {
         if let Some(known) = self.ports.borrow().get(&port) {
             known.last_used.set(Instant::now());
             return known.current.borrow().clone();
         }
-        let policy = Rc::new((self.default)(port));
+        let policy = Rc::new(Replica::new((self.default)(port)));
         let entry = Rc::new(PortPolicy {
             current: RefCell::new(policy.clone()),
             last_used: Cell::new(Instant::now()),
@@ -136,6 +141,28 @@ impl Drop for PortPolicy {
     fn drop(&mut self) {
         // A permit, in case the follower is not waiting at this instant.
         self.gone.notify_one();
+    }
+}
+
+// === impl Replica ===
+
+impl Replica {
+    fn new(policy: Arc<ServerPolicy>) -> Self {
+        let index = policy.path_index();
+        Replica { policy, index }
+    }
+
+    /// The route of a request, found with the index when there is one.
+    pub fn route_request<'p>(&'p self, req: &RequestView<'_>) -> RouteDecision<'p> {
+        self.policy.route_request_indexed(req, self.index.as_ref())
+    }
+}
+
+impl std::ops::Deref for Replica {
+    type Target = ServerPolicy;
+
+    fn deref(&self) -> &ServerPolicy {
+        &self.policy
     }
 }
 
@@ -197,8 +224,8 @@ async fn follow(
             return;
         };
         let policy = rx.borrow_and_update().clone();
-        if !Arc::ptr_eq(&policy, &entry.current.borrow()) {
-            *entry.current.borrow_mut() = Rc::new(policy);
+        if !Arc::ptr_eq(&policy, &entry.current.borrow().policy) {
+            *entry.current.borrow_mut() = Rc::new(Replica::new(policy));
             entry.changes.version.set(entry.changes.version.get() + 1);
             entry.changes.notify.notify_waiters();
         }

@@ -51,8 +51,8 @@ pub use self::{
     meta::Meta,
     rate_limit::{LocalRateLimit, RateLimitError, RateLimitOverride},
     route::{
-        find, FnHeaders, HeaderSource, HostMatch, Match, MatchHost, NoHeaders, RequestView, Route,
-        RouteMatch, RoutePolicy, Rule,
+        find, FnHeaders, HeaderSource, HostMatch, Match, MatchHost, NoHeaders, PathIndex,
+        RequestView, Route, RouteMatch, RoutePolicy, Rule,
     },
 };
 
@@ -257,9 +257,38 @@ impl ServerPolicy {
     /// and `Http2` ports route with their HTTP routes, `Grpc` ports with their gRPC routes,
     /// and `Tls`/`Opaque` ports route nothing.
     pub fn route_request(&self, req: &RequestView<'_>) -> RouteDecision<'_> {
+        self.route_request_indexed(req, None)
+    }
+
+    /// The index of this policy's HTTP routes ([`PathIndex`]), worth building when there are
+    /// many; `None` when there are few (or none).
+    pub fn path_index(&self) -> Option<PathIndex> {
+        const WORTH_INDEXING: usize = 8;
+        match &self.protocol {
+            Protocol::Detect { http, .. } | Protocol::Http1(http) | Protocol::Http2(http)
+                if http.len() >= WORTH_INDEXING =>
+            {
+                Some(PathIndex::new(http))
+            }
+            _ => None,
+        }
+    }
+
+    /// [`ServerPolicy::route_request`] with the HTTP routes' `index` (from
+    /// [`ServerPolicy::path_index`] of this policy), if any: the same route, found among the
+    /// routes that can match the request's path.
+    pub fn route_request_indexed(
+        &self,
+        req: &RequestView<'_>,
+        index: Option<&PathIndex>,
+    ) -> RouteDecision<'_> {
         match &self.protocol {
             Protocol::Detect { http, .. } | Protocol::Http1(http) | Protocol::Http2(http) => {
-                match find(http, req) {
+                let found = match index {
+                    Some(index) => index.find(http, req),
+                    None => find(http, req),
+                };
+                match found {
                     Some((summary, policy)) => RouteDecision::Http(Matched { summary, policy }),
                     None => RouteDecision::NotFound,
                 }

@@ -56,7 +56,7 @@ pub async fn serve<R: Runtime>(
     tracing::Span::current().record("server.addr", tracing::field::display(target));
     // The target port's inbound policy applies, as to a redirected connection.
     let policy = ctx.policies.get::<R>(target.port(), &ctx.life);
-    meta.policy = Some(std::sync::Arc::clone(&policy));
+    meta.policy = Some(policy.policy.clone());
     let src = &*slot.insert(
         ctx.tcp
             .open(Direction::Inbound, Peer::Src, target, &meta.tls),

@@ -33,7 +33,7 @@ pub async fn serve<R: Runtime>(
 ) -> Option<io::Error> {
     let policy = ctx.policies.get::<R>(target.port(), &ctx.life);
     let opaque = matches!(policy.protocol, Protocol::Opaque(_) | Protocol::Tls(_));
-    meta.policy = Some(std::sync::Arc::clone(&policy));
+    meta.policy = Some(policy.policy.clone());
     if opaque {
         return transparent::opaque_port(ctx, meta, target, client, entry, slot).await;
     }

@@ -153,9 +153,19 @@ pub fn find<'r, M: Match, F>(
     routes: &'r [Route<M, F>],
     req: &RequestView<'_>,
 ) -> Option<(RouteMatch<M::Summary>, &'r RoutePolicy<F>)> {
-    let host = req.host();
     let prepared = Prepared::new(req);
-    best(routes.iter().filter_map(|route| {
+    find_among(routes.iter(), req, &prepared)
+}
+
+/// [`find`] among `candidates`, a subsequence of the routes in their order (the routes a
+/// [`PathIndex`] leaves: the others cannot match the request's path).
+fn find_among<'r, M: Match + 'r, F: 'r>(
+    candidates: impl Iterator<Item = &'r Route<M, F>>,
+    req: &RequestView<'_>,
+    prepared: &Prepared<'_, '_>,
+) -> Option<(RouteMatch<M::Summary>, &'r RoutePolicy<F>)> {
+    let host = req.host();
+    best(candidates.filter_map(|route| {
         let host = if route.hosts.is_empty() {
             None
         } else {
@@ -175,7 +185,7 @@ pub fn find<'r, M: Match, F>(
             let summary = rule
                 .matches
                 .iter()
-                .filter_map(|m| m.match_prepared(&prepared))
+                .filter_map(|m| m.match_prepared(prepared))
                 .max()?;
             Some((summary, &rule.policy))
         }))?;
@@ -188,6 +198,92 @@ pub fn find<'r, M: Match, F>(
             policy,
         ))
     }))
+}
+
+/// HTTP routes indexed by the first path segment their path matches need, so that a request
+/// is matched against the routes that can match its path rather than against all of them.
+/// A route is indexed under a segment only when every match of every rule is an exact or
+/// (non-`/`) prefix path match; any other route (a rule without matches, a match without a
+/// path, a regex, the `/` prefix) is a candidate for every request. Candidates keep the
+/// routes' order, so the result is [`find`]'s.
+#[derive(Debug, Default)]
+pub struct PathIndex {
+    by_segment: std::collections::HashMap<Box<str>, Vec<u32>>,
+    always: Vec<u32>,
+}
+
+impl PathIndex {
+    /// The index of `routes`.
+    pub fn new<F>(routes: &[Route<super::MatchRequest, F>]) -> Self {
+        use super::MatchPath;
+        let mut index = PathIndex::default();
+        for (i, route) in routes.iter().enumerate() {
+            let i = i as u32;
+            let mut segments = Vec::new();
+            let mut always = false;
+            for rule in &route.rules {
+                if rule.matches.is_empty() {
+                    always = true;
+                }
+                for m in &rule.matches {
+                    match &m.path {
+                        Some(MatchPath::Exact(path)) => segments.push(first_segment(path)),
+                        Some(MatchPath::Prefix(prefix))
+                            if !prefix.trim_end_matches('/').is_empty() =>
+                        {
+                            segments.push(first_segment(prefix.trim_end_matches('/')))
+                        }
+                        _ => always = true,
+                    }
+                }
+            }
+            if always {
+                index.always.push(i);
+                continue;
+            }
+            segments.sort_unstable();
+            segments.dedup();
+            for segment in segments {
+                let Some(segment) = segment else {
+                    // A path that does not start with `/` matches no request path.
+                    continue;
+                };
+                index.by_segment.entry(segment.into()).or_default().push(i);
+            }
+        }
+        index
+    }
+
+    /// [`find`], among the routes that can match the request's path.
+    pub fn find<'r, F>(
+        &self,
+        routes: &'r [Route<super::MatchRequest, F>],
+        req: &RequestView<'_>,
+    ) -> Option<(RouteMatch<super::RequestMatch>, &'r RoutePolicy<F>)> {
+        let prepared = Prepared::new(req);
+        let indexed: &[u32] = first_segment(prepared.path)
+            .and_then(|segment| self.by_segment.get(segment))
+            .map_or(&[], Vec::as_slice);
+        // Both lists ascend: merge them, in the routes' order.
+        let (mut a, mut b) = (indexed.iter().peekable(), self.always.iter().peekable());
+        let merged = std::iter::from_fn(move || {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x <= y => a.next(),
+                (Some(_), Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, _) => b.next(),
+            };
+            next.map(|&i| &routes[i as usize])
+        });
+        find_among(merged, req, &prepared)
+    }
+}
+
+/// The first segment of a path (`/a/b` → `a`, `/` → ``), `None` when it does not start with
+/// `/`.
+fn first_segment(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix('/')?;
+    Some(rest.split('/').next().unwrap_or(""))
 }
 
 /// The greatest item, the first of equal ones (`best` in `linkerd/http/route/src/lib.rs`).

@@ -59,9 +59,19 @@ fn server(routes: Vec<HttpRoute>) -> ServerPolicy {
     }
 }
 
-/// The name of the rule `req` selects.
+/// The name of the rule `req` selects; the path index must select the same.
 fn select(routes: &[HttpRoute], req: &TestReq) -> Option<String> {
-    find(routes, &req.view()).map(|(_, p)| p.meta.name().to_string())
+    let linear = find(routes, &req.view()).map(|(_, p)| p.meta.name().to_string());
+    let indexed = PathIndex::new(routes)
+        .find(routes, &req.view())
+        .map(|(_, p)| p.meta.name().to_string());
+    assert_eq!(
+        linear,
+        indexed,
+        "the index selects another route for {}",
+        req.view().path_and_query
+    );
+    linear
 }
 
 fn summary(m: &MatchRequest, req: &TestReq) -> Option<RequestMatch> {
@@ -787,5 +797,93 @@ fn detect_and_http1_route_with_http_routes() {
         assert_eq!(matched(&p.route_request(&req.view())).as_deref(), Some("r"));
         let req = TestReq::get("/other");
         assert_eq!(p.route_request(&req.view()), RouteDecision::NotFound);
+    }
+}
+
+/// The path index selects what the linear search selects, over many routes of every kind
+/// (exact, prefix, `/`, nested prefixes, regex, header-only, catch-all rules, hosts) and
+/// paths at their edges (trailing and doubled slashes, no leading slash, queries).
+#[test]
+fn the_path_index_agrees_with_the_linear_search() {
+    let mut routes = Vec::new();
+    for (i, p) in ["/a", "/a/", "/ab", "/a/b/c", "/b", "/r1", "/r10", "/r1/x"]
+        .iter()
+        .enumerate()
+    {
+        routes.push(route(
+            &[],
+            vec![rule(&format!("prefix{i}"), vec![path(prefix(p))])],
+        ));
+    }
+    for (i, p) in ["/", "/a/b", "/ab", "//a", "/b/"].iter().enumerate() {
+        routes.push(route(
+            &[],
+            vec![rule(&format!("exact{i}"), vec![path(exact(p))])],
+        ));
+    }
+    routes.push(route(
+        &[],
+        vec![rule("regex", vec![path(MatchPath::Regex(re("/a.*z")))])],
+    ));
+    routes.push(route(
+        &[],
+        vec![rule(
+            "header",
+            vec![MatchRequest {
+                headers: vec![hdr("x-route", "h")],
+                ..MatchRequest::default()
+            }],
+        )],
+    ));
+    routes.push(route(
+        &["example.com"],
+        vec![rule("host", vec![path(prefix("/b"))])],
+    ));
+    routes.push(route(
+        &[],
+        vec![
+            rule("mixed-a", vec![path(prefix("/c")), path(exact("/d/e"))]),
+            rule("mixed-b", vec![path(prefix("/e"))]),
+        ],
+    ));
+    let catch_all = route(&[], vec![rule("slash", vec![path(prefix("/"))])]);
+    for with_catch_all in [false, true] {
+        let mut routes = routes.clone();
+        if with_catch_all {
+            routes.push(catch_all.clone());
+        }
+        for uri in [
+            "/",
+            "/a",
+            "/a/",
+            "/a/b",
+            "/a/b/c",
+            "/a/b/c/d",
+            "/ab",
+            "/abc",
+            "/az",
+            "/a/xyz",
+            "//a",
+            "/b",
+            "/b/",
+            "/c",
+            "/c/1",
+            "/d/e",
+            "/e",
+            "/r1",
+            "/r10",
+            "/r1/x",
+            "/r100",
+            "/zzz",
+            "/a?x=1",
+            "/ab?q",
+            "http://example.com/b/x",
+            "http://other/b",
+        ] {
+            for req in [TestReq::get(uri), TestReq::get(uri).header("x-route", "h")] {
+                // `select` asserts that both searches agree.
+                let _ = select(&routes, &req);
+            }
+        }
     }
 }
