@@ -113,6 +113,8 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
                         .initial_timeout
                         .unwrap_or(POLICY_CONNECT_TIMEOUT),
                     lifetime: config.control_stream.lifetime,
+                    initial_timeout: config.control_stream.initial_timeout,
+                    idle_timeout: config.control_stream.idle_timeout,
                 },
                 detect_timeout: config.inbound_detect_timeout,
                 default: default_policy.clone(),

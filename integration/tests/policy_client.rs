@@ -18,10 +18,18 @@ const WAIT: Duration = Duration::from_secs(10);
 const DETECT: Duration = Duration::from_secs(10);
 
 fn client(ctrl: &controller::Controller, lifetime: Option<Duration>) -> Policies {
-    let limits = StreamLimits {
-        connect_timeout: Duration::from_secs(1),
-        lifetime,
-    };
+    client_with(
+        ctrl,
+        StreamLimits {
+            connect_timeout: Duration::from_secs(1),
+            lifetime,
+            initial_timeout: None,
+            idle_timeout: None,
+        },
+    )
+}
+
+fn client_with(ctrl: &controller::Controller, limits: StreamLimits) -> Policies {
     // The default names itself after the port, so that tests can tell it apart.
     let default = Arc::new(|port: u16| {
         let mut policy = ServerPolicy::invalid(DETECT);
@@ -174,4 +182,27 @@ async fn the_stream_stops_when_no_one_watches() {
     eventually("a WatchPort call", || ctrl.policy_calls(4040) == 1).await;
     drop(rx);
     eventually("the port forgotten", || policies.active() == 0).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn silent_streams_are_reopened_within_their_bounds() {
+    let ctrl = controller::new();
+    let limits = StreamLimits {
+        connect_timeout: Duration::from_secs(1),
+        lifetime: None,
+        initial_timeout: Some(Duration::from_millis(150)),
+        idle_timeout: Some(Duration::from_millis(300)),
+    };
+    let policies = client_with(&ctrl, limits);
+    // No first update: the stream is retried.
+    let silent = policies.watch(3030);
+    eventually("three WatchPort calls", || ctrl.policy_calls(3030) >= 3).await;
+    assert_eq!(silent.borrow().meta.name(), "default-3030");
+    // Updates, then silence: retried too, the policy kept.
+    ctrl.inbound_policy(2020, server("kept"));
+    let mut rx = policies.watch(2020);
+    wait_for(&mut rx, "kept").await;
+    let before = ctrl.policy_calls(2020);
+    eventually("a reopened stream", || ctrl.policy_calls(2020) > before).await;
+    assert_eq!(rx.borrow().meta.name(), "kept");
 }

@@ -12,7 +12,10 @@
 //! stream that ends or fails is retried with backoff, except after `InvalidArgument` or
 //! `FailedPrecondition` (the controller refuses the port: the policy stays as it is); a
 //! stream is also ended and reopened after its configured lifetime
-//! (`LINKERD2_PROXY_CONTROL_STREAM_LIFETIME`). A port's stream stops once no shard watches
+//! (`LINKERD2_PROXY_CONTROL_STREAM_LIFETIME`), and retried when its first update, or the
+//! next one, does not arrive within `_CONTROL_STREAM_INITIAL_TIMEOUT` or `_IDLE_TIMEOUT`
+//! (linkerd2-proxy leaves these bounds off for a loopback control plane; ringlink applies
+//! them wherever the controller is). A port's stream stops once no shard watches
 //! it; the ports in `LINKERD2_PROXY_INBOUND_PORTS` are held for the proxy's life.
 
 use std::collections::HashMap;
@@ -54,6 +57,11 @@ pub struct StreamLimits {
     pub connect_timeout: Duration,
     /// After how long a stream is ended and opened again (`None`: never).
     pub lifetime: Option<Duration>,
+    /// `CONTROL_STREAM_INITIAL_TIMEOUT`: a stream whose first update does not arrive within
+    /// this long is ended and retried (`None`: no bound).
+    pub initial_timeout: Option<Duration>,
+    /// `CONTROL_STREAM_IDLE_TIMEOUT`: likewise for the time between two updates.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// The policy client: the controller's channel, the workload the proxy runs for, and one
@@ -194,9 +202,24 @@ impl Policies {
         };
         let mut received = false;
         loop {
+            let bound = if received {
+                self.limits.idle_timeout
+            } else {
+                self.limits.initial_timeout
+            };
+            let silence = async {
+                match bound {
+                    Some(bound) => tokio::time::sleep(bound).await,
+                    None => std::future::pending().await,
+                }
+            };
             let message = tokio::select! {
                 message = updates.message() => message,
                 _ = &mut lifetime => return Outcome::Expired,
+                _ = silence => {
+                    tracing::debug!(port, ?bound, received, "Policy stream silent for too long; reopening");
+                    return Outcome::Retry { received };
+                }
             };
             match message {
                 Ok(Some(server)) => {
