@@ -39,7 +39,8 @@ both_runtimes!(
     the_audit_default_admits_and_names_itself,
     a_policy_the_proxy_cannot_use_refuses_only_its_port,
     unused_ports_are_forgotten_and_pinned_ones_kept,
-    inbound_requests_go_to_the_application_whatever_they_name
+    inbound_requests_go_to_the_application_whatever_they_name,
+    an_http1_server_is_http1_whatever_the_bytes
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -887,4 +888,57 @@ async fn inbound_requests_go_to_the_application_whatever_they_name(runtime: &'st
         ctrl.get_calls(&format!("web.ns.svc.cluster.local:{}", app.addr.port())),
         0
     );
+}
+
+/// A server whose protocol is `Http1` serves HTTP/1 without detection: bytes that are not
+/// HTTP get an HTTP/1 400, not opaque forwarding; HTTP/1 requests are routed as usual.
+async fn an_http1_server_is_http1_whatever_the_bytes(runtime: &'static str) {
+    let app = http1::server(|_| Reply::ok("app")).await;
+    let ctrl = controller::new();
+    let mut server = http_server(
+        "web",
+        vec![http_route("all", "/", vec![anyone("everyone")])],
+    );
+    let routes = match server.protocol.take().and_then(|p| p.kind) {
+        Some(api::proxy_protocol::Kind::Detect(detect)) => detect.http_routes,
+        _ => unreachable!("http_server detects"),
+    };
+    server.protocol = Some(api::ProxyProtocol {
+        kind: Some(api::proxy_protocol::Kind::Http1(
+            api::proxy_protocol::Http1 {
+                routes,
+                local_rate_limit: None,
+            },
+        )),
+    });
+    ctrl.inbound_policy(app.addr.port(), server);
+    let proxy = with_policy(runtime, &ctrl, app.addr);
+    // Applied once a request is counted under the server's route.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut conn = Conn::connect_from(proxy.inbound, client_ip()).await;
+        let response = conn.request("GET / HTTP/1.1\r\nhost: web\r\n\r\n").await;
+        assert_eq!(response.status, 200);
+        let series = metrics(&proxy).await;
+        if sum(
+            &series,
+            "inbound_http_authz_allow_total",
+            &[("srv_name", "web")],
+        ) > 0.0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "policy never applied:\n{}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut stream = ringlink_integration::tcp::connect_from(proxy.inbound, client_ip()).await;
+    stream.write_all(b"HELO not-http\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 }

@@ -144,7 +144,7 @@ pub async fn serve<R: Runtime>(
         }
     }
     let src = &*slot.insert(open(meta));
-    if let Some(version) = found.http() {
+    if let Some(version) = http_version(meta, &found) {
         // The eagerly opened connection serves the first request (HTTP/1) or carries the
         // multiplexed upstream connection (h2).
         let pre = Preconnected::Open(target, upstream);
@@ -164,6 +164,25 @@ pub async fn serve<R: Runtime>(
     let forward = opaque::forward(ctx, direction, (client, src), (upstream, target), first);
     // Boxed: inline, the guard would enlarge every connection's task.
     Box::pin(authz::guarded(ctx, meta, target, fds, forward)).await
+}
+
+/// The HTTP version a connection is served as: what detection found, unless the inbound
+/// port's policy says what the port speaks (linkerd2-proxy's `linkerd/app/inbound/src/
+/// detect.rs`): an `Http1` server's plaintext connections are HTTP/1 whatever their bytes
+/// (meshed ones are still detected: a peer proxy may carry HTTP/2), an `Http2` or `Grpc`
+/// server's are HTTP/2. TLS passed through stays opaque.
+fn http_version(meta: &ConnMeta, found: &Sniffed) -> Option<http::Version> {
+    use ringlink_control::policy::inbound::Protocol as Server;
+    if matches!(found, Sniffed::Protocol(Protocol::Tls { .. })) {
+        return None;
+    }
+    let meshed = matches!(meta.tls, TlsStatus::Established { .. });
+    let declared = match meta.policy.as_deref().map(|p| &p.protocol) {
+        Some(Server::Http1(_)) if !meshed => Some(http::Version::Http1),
+        Some(Server::Http2(_) | Server::Grpc(_)) => Some(http::Version::H2),
+        _ => None,
+    };
+    declared.or_else(|| found.http())
 }
 
 /// Terminates mesh TLS on an inbound connection detected as a ClientHello for this proxy,
