@@ -40,7 +40,8 @@ both_runtimes!(
     a_policy_the_proxy_cannot_use_refuses_only_its_port,
     unused_ports_are_forgotten_and_pinned_ones_kept,
     inbound_requests_go_to_the_application_whatever_they_name,
-    an_http1_server_is_http1_whatever_the_bytes
+    an_http1_server_is_http1_whatever_the_bytes,
+    cluster_and_authenticated_defaults_admit_whom_they_name
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -941,4 +942,58 @@ async fn an_http1_server_is_http1_whatever_the_bytes(runtime: &'static str) {
     let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+}
+
+/// The `cluster-unauthenticated` default admits clients from the cluster networks only, and
+/// `all-authenticated` meshed clients only.
+async fn cluster_and_authenticated_defaults_admit_whom_they_name(runtime: &'static str) {
+    let app = http1::server(|_| Reply::ok("app")).await;
+    let ctrl = controller::new();
+    let cluster = proxy::new(runtime)
+        .orig_dst(app.addr)
+        .control_plane(&ctrl)
+        .env(
+            "LINKERD2_PROXY_INBOUND_DEFAULT_POLICY",
+            "cluster-unauthenticated",
+        )
+        .env(
+            "LINKERD2_PROXY_POLICY_CLUSTER_NETWORKS",
+            "127.0.0.2/32,10.0.0.0/8",
+        )
+        .spawn();
+    let get = "GET / HTTP/1.1\r\nhost: web\r\n\r\n";
+    let mut inside = Conn::connect_from(cluster.inbound, client_ip()).await;
+    assert_eq!(inside.request(get).await.status, 200, "{}", cluster.logs());
+    let outside_ip: std::net::IpAddr = "127.0.0.3".parse().unwrap();
+    let mut outside = Conn::connect_from(cluster.inbound, outside_ip).await;
+    assert_eq!(outside.request(get).await.status, 403);
+    let series = metrics(&cluster).await;
+    let denied = [("srv_name", "cluster-unauthenticated")];
+    assert_eq!(
+        sum(&series, "inbound_http_authz_deny_total", &denied),
+        1.0,
+        "{series:#?}"
+    );
+
+    let service = mock::new();
+    let dir = TokenDir::new(&format!("policy-authn-{runtime}"), b"token");
+    let authenticated = with_identity(
+        proxy::new(runtime).orig_dst(app.addr),
+        &service,
+        &dir,
+        SERVER_ID,
+    )
+    .control_plane(&ctrl)
+    .env("LINKERD2_PROXY_INBOUND_DEFAULT_POLICY", "all-authenticated")
+    .spawn();
+    wait_ready(&authenticated).await;
+    let mut plain = Conn::connect_from(authenticated.inbound, client_ip()).await;
+    assert_eq!(
+        plain.request(get).await.status,
+        403,
+        "{}",
+        authenticated.logs()
+    );
+    let mut meshed = meshed_client(authenticated.inbound, &service, OTHER_ID).await;
+    assert_eq!(status_of(&mut meshed, "/").await, 200);
 }
