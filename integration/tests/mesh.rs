@@ -269,12 +269,25 @@ async fn http1_messages_survive_the_upgrade(runtime: &'static str) {
 async fn h2_between_meshed_proxies(runtime: &'static str) {
     let app = h2::server().await;
     let mesh = pair(runtime, app.addr, SERVER, &format!("h2-{runtime}")).await;
-    let client = h2::Client::connect(mesh.client.outbound).await;
     let uri = format!("http://{SVC}:{}/", app.addr.port());
-    for _ in 0..3 {
-        let reply = client.request("GET", &uri, Vec::new(), None).await.unwrap();
-        assert_eq!(reply.status, 200, "{}", mesh.client.logs());
+    // Two client connections, three streams each.
+    for _ in 0..2 {
+        let client = h2::Client::connect(mesh.client.outbound).await;
+        for _ in 0..3 {
+            let reply = client.request("GET", &uri, Vec::new(), None).await.unwrap();
+            assert_eq!(reply.status, 200, "{}", mesh.client.logs());
+        }
     }
+    // One mesh TLS connection between the proxies, shared by both client connections.
+    let page = call(mesh.client.admin, "GET", "/metrics", "").await;
+    let series = parse(&page.body);
+    let dst = [
+        ("direction", "outbound"),
+        ("peer", "dst"),
+        ("tls", "true"),
+        ("server_id", SERVER),
+    ];
+    assert_eq!(sum(&series, "tcp_open_total", &dst), 1.0, "{}", page.body);
     let page = call(mesh.server.admin, "GET", "/metrics", "").await;
     let series = parse(&page.body);
     let inbound = [
@@ -284,7 +297,7 @@ async fn h2_between_meshed_proxies(runtime: &'static str) {
     ];
     assert_eq!(
         sum(&series, "request_total", &inbound),
-        3.0,
+        6.0,
         "{}",
         page.body
     );

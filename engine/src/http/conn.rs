@@ -68,3 +68,31 @@ pub fn request_tls<R: Runtime>(
         },
     }
 }
+
+/// A new h2 connection to `target` (with mesh TLS and a transport header saying HTTP/2 when
+/// `tls` says its proxy is meshed), for the shard's shared pool or a client connection's.
+pub fn dial_h2<R: Runtime>(
+    ctx: &std::rc::Rc<ShardCtx<R>>,
+    direction: Direction,
+    target: SocketAddr,
+    tls: Option<std::sync::Arc<crate::balance::EndpointTls>>,
+) -> crate::upstream::h2::Connecting {
+    use crate::upstream::{self, h2::ConnectFailure};
+    let ctx = ctx.clone();
+    Box::pin(async move {
+        let timeout = ctx.settings.connect_timeout.get(direction);
+        let h2 = Some(ringlink_protocols::transport_header::SessionProtocol::Http2);
+        let (stream, status) = upstream::connect_endpoint::<R>(
+            (&ctx.identity, &ctx.settings.sockets),
+            direction,
+            target,
+            tls.as_deref(),
+            h2,
+            timeout,
+        )
+        .await
+        .map_err(ConnectFailure::from_error)?;
+        upstream::h2::handshake::<R>(&ctx.tcp, &ctx.life, direction, target, (stream, &status))
+            .await
+    })
+}

@@ -20,15 +20,15 @@ use h2::{RecvStream, SendStream};
 use http::{HeaderName, HeaderValue, Request};
 use ringlink_protocols::grpc::{is_grpc, parse_grpc_status};
 use ringlink_protocols::http1::{self, BodyKind, Headers, RequestHead, ResponseHead, Version};
-use ringlink_protocols::transport_header::SessionProtocol;
 
 use super::bridge;
 use super::pipe::{BodyError, Inbox, Outbox};
 use super::{Next, Plan, Session};
 use crate::error::ProxyError;
+use crate::http::conn::dial_h2;
 use crate::rt::Runtime;
 use crate::telemetry::RequestMetrics;
-use crate::upstream::{self, h2::ConnectFailure, Target};
+use crate::upstream::{self, Target};
 
 /// The header naming the protocol an upgraded request was sent with.
 pub const ORIG_PROTO: &str = "l5d-orig-proto";
@@ -77,32 +77,8 @@ impl<R: Runtime> Session<'_, R> {
         let connected = upstream::connect_balanced::<R, _, _, _>(&ctx.dsts, target, |addr, tls| {
             let ctx = ctx.clone();
             async move {
-                let make = ctx.clone();
                 ctx.h2
-                    .get(addr, move || {
-                        Box::pin(async move {
-                            let timeout = make.settings.connect_timeout.get(direction);
-                            let h2 = Some(SessionProtocol::Http2);
-                            let (stream, status) = upstream::connect_endpoint::<R>(
-                                (&make.identity, &make.settings.sockets),
-                                direction,
-                                addr,
-                                tls.as_deref(),
-                                h2,
-                                timeout,
-                            )
-                            .await
-                            .map_err(ConnectFailure::from_error)?;
-                            upstream::h2::handshake::<R>(
-                                &make.tcp,
-                                &make.life,
-                                direction,
-                                addr,
-                                (stream, &status),
-                            )
-                            .await
-                        })
-                    })
+                    .get(addr, || dial_h2(&ctx, direction, addr, tls))
                     .await
             }
         })

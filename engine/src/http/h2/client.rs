@@ -17,18 +17,16 @@ use bytes::Bytes;
 use futures_util::future::{FutureExt, Shared};
 use h2::client::SendRequest;
 
-use ringlink_protocols::transport_header::SessionProtocol;
-
 use crate::balance::{EndpointTls, Pick};
 use crate::conn::ConnMeta;
 use crate::ctx::ShardCtx;
 use crate::discover::DstCache;
 use crate::error::ProxyError;
-use crate::http::conn::request_tls;
+use crate::http::conn::{dial_h2, request_tls};
 use crate::io::Transport;
 use crate::rt::Runtime;
 use crate::telemetry::{RequestMetrics, RouteCache};
-use crate::upstream::{self, h2::ConnectFailure, h2::Connecting};
+use crate::upstream::{self, h2::Connecting};
 
 // === types ===
 
@@ -92,6 +90,15 @@ impl<R: Runtime> Upstreams<R> {
         target: SocketAddr,
         tls: Option<Arc<EndpointTls>>,
     ) -> Result<SendRequest<Bytes>, ProxyError> {
+        // A meshed endpoint's connection is the shard's, shared by every client connection:
+        // one mesh TLS handshake per endpoint and shard, not per client connection.
+        if tls.is_some() {
+            let (ctx, direction) = (&self.ctx, self.meta.direction);
+            return ctx
+                .h2
+                .get(target, || dial_h2(ctx, direction, target, tls))
+                .await;
+        }
         let existing = self.by_target.borrow().get(&target).cloned();
         let shared = match existing {
             Some(shared) => shared,
@@ -106,35 +113,24 @@ impl<R: Runtime> Upstreams<R> {
                         }
                     }
                 };
-                let (ctx, direction) = (self.ctx.clone(), self.meta.direction);
-                let connecting: Connecting = Box::pin(async move {
-                    let (stream, status) = match eager {
-                        Some(stream) => (stream, ctx.tcp.plaintext(direction).clone()),
-                        None => {
-                            let timeout = ctx.settings.connect_timeout.get(direction);
-                            let h2 = Some(SessionProtocol::Http2);
-                            let tls = tls.as_deref();
-                            upstream::connect_endpoint::<R>(
-                                (&ctx.identity, &ctx.settings.sockets),
+                let direction = self.meta.direction;
+                let connecting: Connecting = match eager {
+                    Some(stream) => {
+                        let ctx = self.ctx.clone();
+                        Box::pin(async move {
+                            let status = ctx.tcp.plaintext(direction).clone();
+                            upstream::h2::handshake::<R>(
+                                &ctx.tcp,
+                                &ctx.life,
                                 direction,
                                 target,
-                                tls,
-                                h2,
-                                timeout,
+                                (stream, &status),
                             )
                             .await
-                            .map_err(ConnectFailure::from_error)?
-                        }
-                    };
-                    upstream::h2::handshake::<R>(
-                        &ctx.tcp,
-                        &ctx.life,
-                        direction,
-                        target,
-                        (stream, &status),
-                    )
-                    .await
-                });
+                        })
+                    }
+                    None => dial_h2(&self.ctx, direction, target, None),
+                };
                 let shared = connecting.shared();
                 self.by_target.borrow_mut().insert(target, shared.clone());
                 shared
