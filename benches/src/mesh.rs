@@ -160,10 +160,10 @@ struct Mesh<'a> {
 
 // === functions ===
 
-/// Runs the test for each ringlink runtime in `--only` and prints its tables; whether a
-/// row failed.
-pub fn run(bench: &Bench<'_>, backend_program: &Path) -> Result<bool> {
-    let runtimes: Vec<&str> = (bench.opts.proxies.iter())
+/// The ringlink runtimes `--only` selects, in its order; `None` (said on stdout) when it
+/// selects neither.
+pub(crate) fn ringlink_runtimes(bench: &Bench<'_>) -> Option<Vec<&'static str>> {
+    let runtimes: Vec<&'static str> = (bench.opts.proxies.iter())
         .filter_map(|kind| match kind {
             ProxyKind::RinglinkMonoio => Some("monoio"),
             ProxyKind::RinglinkGlommio => Some("glommio"),
@@ -172,14 +172,28 @@ pub fn run(bench: &Bench<'_>, backend_program: &Path) -> Result<bool> {
         .collect();
     if runtimes.is_empty() {
         println!("Skipped: neither ringlink-monoio nor ringlink-glommio is in --only.");
-        return Ok(false);
+        return None;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    Some(runtimes)
+}
+
+/// A one-thread tokio runtime (unpinned) for a test's mock control-plane services.
+pub(crate) fn mock_runtime(name: &str) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
-        .thread_name("mock-identity")
+        .thread_name(name)
         .enable_all()
         .build()
-        .context("a tokio runtime for the mock Identity service")?;
+        .with_context(|| format!("a tokio runtime for {name}"))
+}
+
+/// Runs the test for each ringlink runtime in `--only` and prints its tables; whether a
+/// row failed.
+pub fn run(bench: &Bench<'_>, backend_program: &Path) -> Result<bool> {
+    let Some(runtimes) = ringlink_runtimes(bench) else {
+        return Ok(false);
+    };
+    let rt = mock_runtime("mock-identity")?;
     let identity = {
         let _entered = rt.enter();
         mock_identity::new()

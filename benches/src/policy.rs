@@ -39,9 +39,9 @@ use ringlink_integration::metrics::{parse, sum};
 use ringlink_integration::policy::{anyone, http_route, http_server, only};
 
 use crate::loadgen::{self, Load, LoadReport};
-use crate::mesh::on_load_cpu;
+use crate::mesh::{mock_runtime, on_load_cpu, ringlink_runtimes};
 use crate::process::Spawned;
-use crate::proxy::{ProxyKind, RinglinkPorts};
+use crate::proxy::RinglinkPorts;
 use crate::report::{markdown, opt, ratio};
 use crate::{procstat, start_backend, Bench, MIB, WARM_UP_SECS};
 
@@ -114,23 +114,10 @@ struct PolicyTest<'a> {
 /// Runs the test for each ringlink runtime in `--only` and prints a table per runtime;
 /// whether a row failed.
 pub fn run(bench: &Bench<'_>, backend_program: &Path) -> Result<bool> {
-    let runtimes: Vec<&str> = (bench.opts.proxies.iter())
-        .filter_map(|kind| match kind {
-            ProxyKind::RinglinkMonoio => Some("monoio"),
-            ProxyKind::RinglinkGlommio => Some("glommio"),
-            _ => None,
-        })
-        .collect();
-    if runtimes.is_empty() {
-        println!("Skipped: neither ringlink-monoio nor ringlink-glommio is in --only.");
+    let Some(runtimes) = ringlink_runtimes(bench) else {
         return Ok(false);
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("mock-policy")
-        .enable_all()
-        .build()
-        .context("a tokio runtime for the mock policy controller")?;
+    };
+    let rt = mock_runtime("mock-policy")?;
     let ctrl = {
         let _entered = rt.enter();
         controller::new()

@@ -72,21 +72,10 @@ pub async fn serve<R: Runtime>(
             return None;
         }
         let timeout = ctx.settings.connect_timeout.get(Direction::Inbound);
-        let upstream = match R::connect(target, timeout).await {
-            Ok(upstream) => {
-                let upstream = Transport::<R>::Plain(upstream);
-                crate::io::tune(
-                    upstream.as_raw_fd(),
-                    &ctx.settings.sockets,
-                    Direction::Inbound,
-                    false,
-                );
-                upstream
-            }
-            Err(error) => {
-                tracing::info!(%error, "Connect failed");
-                return None;
-            }
+        let dial = (&ctx.settings.sockets, Direction::Inbound);
+        let upstream = match crate::upstream::connect::<R>(target, timeout, dial).await {
+            Ok(upstream) => upstream,
+            Err(_) => return None,
         };
         entry.set_upstream(upstream.as_raw_fd());
         ctx.detected(Direction::Inbound, Detected::Opaque);

@@ -26,7 +26,6 @@ use super::detect::{self, Sniffed};
 use super::{authz, opaque, tls};
 use crate::conn::{ConnMeta, Direction, TlsStatus};
 use crate::ctx::ShardCtx;
-use crate::error::ProxyError;
 use crate::http::{self, Client, Preconnected};
 use crate::io::Transport;
 use crate::lifecycle::ConnEntry;
@@ -76,21 +75,11 @@ pub async fn serve<R: Runtime>(
         }
     }
     let timeout = ctx.settings.connect_timeout.get(direction);
-    let upstream = match R::connect(target, timeout).await {
-        Ok(upstream) => {
-            let upstream = Transport::<R>::Plain(upstream);
-            crate::io::tune(
-                upstream.as_raw_fd(),
-                &ctx.settings.sockets,
-                direction,
-                false,
-            );
-            upstream
-        }
-        Err(error) => {
-            tracing::info!(%error, "Connect failed");
+    let dial = (&ctx.settings.sockets, direction);
+    let upstream = match crate::upstream::connect::<R>(target, timeout, dial).await {
+        Ok(upstream) => upstream,
+        Err(failure) => {
             let src = &*slot.insert(open(meta));
-            let failure = ProxyError::connect(error, timeout);
             let late = detect::after_connect_failure::<R>(&mut client, failure).await;
             let Some((version, first, failure)) = late else {
                 crate::io::reset(client.as_raw_fd());
@@ -224,19 +213,10 @@ pub async fn opaque_port<R: Runtime>(
         }
     }
     let timeout = ctx.settings.connect_timeout.get(meta.direction);
-    let upstream = match R::connect(target, timeout).await {
-        Ok(upstream) => {
-            let upstream = Transport::<R>::Plain(upstream);
-            crate::io::tune(
-                upstream.as_raw_fd(),
-                &ctx.settings.sockets,
-                meta.direction,
-                false,
-            );
-            upstream
-        }
-        Err(error) => {
-            tracing::info!(%error, "Connect failed");
+    let dial = (&ctx.settings.sockets, meta.direction);
+    let upstream = match crate::upstream::connect::<R>(target, timeout, dial).await {
+        Ok(upstream) => upstream,
+        Err(_) => {
             crate::io::reset(client.as_raw_fd());
             return None;
         }
