@@ -20,8 +20,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
+pub mod registry;
+pub mod server;
 #[cfg(test)]
 mod tests;
+
+pub use registry::{HeaderSource, TapMetrics, TapRequest, TapSet, TapTls, Tapped, TapsRx};
 
 /// Checks an `ObserveRequest`'s `limit` (the number of requests to tap).
 ///

@@ -1,8 +1,9 @@
 //! The control thread: a tokio current-thread runtime on its own OS thread. It owns
 //! everything tokio-based, which must never run on a shard (DESIGN.md §2). Today that is
 //! signal handling, the shutdown phase it publishes to every shard, the admin server, DNS
-//! resolution for shards ([`crate::dns`]) and destination watches ([`crate::dst`]: the
-//! Destination service or DNS).
+//! resolution for shards ([`crate::dns`]), destination watches ([`crate::dst`]: the
+//! Destination service or DNS), inbound policy watches, the identity client and the tap
+//! server ([`crate::tap::server`]).
 
 use std::io;
 use std::sync::atomic::AtomicBool;
@@ -102,6 +103,7 @@ impl ControlThread {
         admin: AdminSetup,
         dns: DnsSetup,
         identity: Option<IdentitySetup>,
+        tap: Option<crate::tap::server::TapServerSetup>,
     ) -> io::Result<ControlThread> {
         let (phase, _) = watch::channel(Phase::Serving);
         let publisher = phase.clone();
@@ -194,6 +196,9 @@ impl ControlThread {
                     }
                     if let Some(identity) = identity {
                         spawn_identity(identity);
+                    }
+                    if let Some(tap) = tap {
+                        tokio::spawn(crate::tap::server::serve(tap));
                     }
                     let _ = ready_tx.send(Ok(()));
                     loop {

@@ -11,6 +11,8 @@ use ringlink_admin::Exposition;
 use ringlink_control::identity::IdentityMetrics;
 use ringlink_control::policy::inbound::{defaults, BuiltinPolicy};
 use ringlink_control::policy::watch::StreamLimits;
+use ringlink_control::tap::server::TapServerSetup;
+use ringlink_control::tap::{TapMetrics, TapSet, TapsRx};
 use ringlink_control::thread::{AdminSetup, ControlThread, DnsSetup, IdentitySetup, PolicySetup};
 use ringlink_control::{Config, SystemEnv};
 
@@ -145,6 +147,11 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
         let metrics = identity_metrics.clone();
         exposition = exposition.with_section(Box::new(move || metrics.render()));
     }
+    let (tap, taps) = tap_server(config, &mesh_tx)?;
+    if let Some(tap) = &tap {
+        let metrics = tap.metrics.clone();
+        exposition = exposition.with_section(Box::new(move || metrics.render()));
+    }
     let identity = config.identity.clone().map(|config| IdentitySetup {
         config,
         publish: certified_tx,
@@ -174,6 +181,7 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
             policy: policy_setup,
         },
         identity,
+        tap,
     )
     .map_err(|error| Fatal {
         code: EXIT_OSERR,
@@ -206,6 +214,7 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
                 .as_ref()
                 .map(|identity| (identity.local_name.clone(), mesh_rx.clone())),
             policies: (policy_tx.clone(), default_policy.clone()),
+            taps: taps.clone(),
         };
         let handle = rt::spawn_shard(config.runtime, ShardSpec { index, cpu: *cpu }, seed)
             .map_err(|error| Fatal {
@@ -226,6 +235,39 @@ fn run(config: &Config, log: logging::LogHandle) -> Result<(), Fatal> {
         ready.store(true, Ordering::Release);
     }
     wait(config, handles)
+}
+
+/// The tap server's setup and the shards' view of its taps, when tap is enabled:
+/// `LINKERD2_PROXY_TAP_SVC_NAME` set and identity configured (as linkerd2-proxy, which
+/// disables tap without identity).
+fn tap_server(
+    config: &Config,
+    mesh: &tokio::sync::watch::Sender<Option<Arc<ringlink_protocols::tls::MeshTls>>>,
+) -> Result<(Option<TapServerSetup>, Option<TapsRx>), Fatal> {
+    let Some(permitted) = config.tap_svc_name.clone() else {
+        return Ok((None, None));
+    };
+    if config.identity.is_none() {
+        tracing::warn!("LINKERD2_PROXY_TAP_SVC_NAME is set but identity is not configured; tap is disabled");
+        return Ok((None, None));
+    }
+    let addr = config.control_listen_addr;
+    let listener = std::net::TcpListener::bind(addr).map_err(|error| Fatal {
+        code: EXIT_OSERR,
+        message: format!("cannot listen on {addr} (tap): {error}"),
+    })?;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, client = %permitted, "Tap server listening");
+    }
+    let (publish, taps) = tokio::sync::watch::channel(Arc::new(TapSet::default()));
+    let setup = TapServerSetup {
+        listener,
+        permitted,
+        tls: mesh.subscribe(),
+        publish,
+        metrics: Arc::new(TapMetrics::default()),
+    };
+    Ok((Some(setup), Some(taps)))
 }
 
 /// Binds every listener, one socket per shard for each address.

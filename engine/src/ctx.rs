@@ -14,7 +14,7 @@ use crate::orig_dst::OrigDst;
 use crate::policy::ShardPolicies;
 use crate::rt::Runtime;
 use crate::settings::Settings;
-use crate::telemetry::{Detected, HttpMetrics, Tcp};
+use crate::telemetry::{Detected, HttpMetrics, ShardTaps, Tcp};
 use crate::upstream::{H2Pool, Pool};
 
 // === types ===
@@ -38,6 +38,8 @@ pub struct ShardCtx<R: Runtime> {
     pub pool: Pool<R>,
     /// Shared HTTP/2 connections to endpoints HTTP/1 requests are upgraded to.
     pub h2: H2Pool,
+    /// The live taps (`linkerd viz tap`).
+    pub taps: ShardTaps,
 }
 
 // === impl ShardCtx ===

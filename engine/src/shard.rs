@@ -25,7 +25,7 @@ use crate::policy::{DefaultPolicy, ShardPolicies};
 use crate::rt::{Listener, Runtime, ShardMain};
 use crate::session;
 use crate::settings::Settings;
-use crate::telemetry::{HttpFamilies, HttpMetrics, Tcp, TcpMetrics};
+use crate::telemetry::{HttpFamilies, HttpMetrics, ShardTaps, Tcp, TcpMetrics};
 use crate::upstream::Pool;
 use ringlink_control::policy::watch::PolicyTx;
 
@@ -53,6 +53,8 @@ pub struct ShardSeed {
     /// Requests to the control thread's policy watches (`None`: no policy controller), and
     /// each port's default policy.
     pub policies: (Option<PolicyTx>, DefaultPolicy),
+    /// The tap server's live taps (`None`: tap is disabled).
+    pub taps: Option<ringlink_control::tap::TapsRx>,
 }
 
 // === impl ShardSeed ===
@@ -85,6 +87,7 @@ impl ShardSeed {
             balancer,
             identity,
             policies,
+            taps,
         } = self;
         let seed =
             (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ std::process::id() as u64;
@@ -119,6 +122,7 @@ impl ShardSeed {
                 settings.pool_idle_timeout,
             ),
             h2: Default::default(),
+            taps: ShardTaps::new(taps),
             settings,
         };
         (ctx, listeners, tls_rx)

@@ -20,9 +20,11 @@ use crate::conn::{Direction, NoTlsReason, TlsStatus};
 
 mod authz;
 mod http;
+mod tap;
 
 use http::OmitEmptyLabels;
 pub use http::{HttpFamilies, HttpMetrics, RequestMetrics, RouteCache};
+pub use tap::{ShardTaps, TapView};
 
 /// Labels of every TCP series (besides the registry's `shard`): `direction`, `peer`, `tls`,
 /// `target_addr`, `target_ip`, `target_port`, and as Linkerd adds them to `tls`,

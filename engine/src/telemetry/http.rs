@@ -56,6 +56,7 @@ use prometheus::{
 use super::authz::{AuthzFamilies, AuthzMetrics};
 use crate::balance::Labels;
 use crate::conn::{Direction, TlsStatus};
+use ringlink_control::tap::{HeaderSource, Tapped};
 
 /// Linkerd's `response_latency_ms` bucket bounds, in milliseconds.
 pub const LATENCY_BUCKETS_MS: [f64; 25] = [
@@ -165,6 +166,10 @@ pub struct RequestMetrics {
     /// When the response's head arrived (kept even when not recording: balancers take
     /// their RTT samples from it).
     head_at: Option<Instant>,
+    /// The taps that took this request (`linkerd viz tap`), recording or not.
+    taps: Option<Box<Vec<Tapped>>>,
+    /// The exchange broke: the taps see a failed response.
+    broke: bool,
 }
 
 /// Writes a family's series without their empty labels (Linkerd leaves out a label that has
@@ -276,6 +281,8 @@ impl HttpMetrics {
             grpc_status: None,
             error: None,
             head_at: None,
+            taps: None,
+            broke: false,
         }
     }
 
@@ -476,6 +483,9 @@ impl RequestMetrics {
 
     /// The response's `grpc-status` (from its headers or trailers).
     pub fn grpc_status(&mut self, code: u32) {
+        if let Some(taps) = &mut self.taps {
+            taps.iter_mut().for_each(|t| t.grpc_status(code));
+        }
         if self.started.is_some() {
             self.grpc_status = Some(code);
         }
@@ -484,8 +494,68 @@ impl RequestMetrics {
     /// The exchange broke (e.g. `"upstream"` reset mid-body, `"client"` went away): it is a
     /// failure, labelled with the first reason given.
     pub fn error(&mut self, reason: &'static str) {
+        self.broke = true;
         if self.started.is_some() {
             self.error.get_or_insert(reason);
+        }
+    }
+
+    /// The taps that took this request (see [`super::ShardTaps::tap`]).
+    pub fn tapped(&mut self, taps: Vec<Tapped>) {
+        if !taps.is_empty() {
+            self.taps = Some(Box::new(taps));
+        }
+    }
+
+    /// Whether a tap took this request (its response's headers and body are wanted).
+    #[inline]
+    pub fn is_tapped(&self) -> bool {
+        self.taps.is_some()
+    }
+
+    /// The upstream's response head, for the taps (`response_init`); `grpc_status` is the
+    /// head's own `grpc-status` (a trailers-only response).
+    pub fn tap_response(
+        &mut self,
+        status: u16,
+        http2: bool,
+        headers: &dyn HeaderSource,
+        grpc_status: Option<u32>,
+    ) {
+        if let Some(taps) = &mut self.taps {
+            for tap in taps.iter_mut() {
+                tap.response_init(status, http2, headers, grpc_status);
+            }
+        }
+    }
+
+    /// Response body bytes relayed to the client, for the taps.
+    #[inline]
+    pub fn tap_bytes(&mut self, n: usize) {
+        if let Some(taps) = &mut self.taps {
+            taps.iter_mut().for_each(|t| t.response_bytes(n as u64));
+        }
+    }
+
+    /// The response's trailers arrived: the taps' `response_end`, with them.
+    pub fn tap_trailers(&mut self, trailers: &dyn HeaderSource) {
+        if let Some(taps) = self.taps.take() {
+            taps.into_iter().for_each(|t| t.end(Some(trailers)));
+        }
+    }
+
+    /// Ends the taps: a response that ended, or one that failed (the proxy answered, the
+    /// exchange broke, or no response came).
+    fn end_taps(&mut self) {
+        let Some(taps) = self.taps.take() else {
+            return;
+        };
+        for tap in taps.into_iter() {
+            if self.broke || !tap.responded() {
+                tap.fail(None);
+            } else {
+                tap.end(None);
+            }
         }
     }
 
@@ -503,6 +573,7 @@ impl RequestMetrics {
     /// Records the response (`response_total`, and `response_latency_ms` when there was a
     /// response head). Called by drop too; only the first call records.
     pub fn end(&mut self) {
+        self.end_taps();
         let Some((route, start)) = self.started.take() else {
             return;
         };
