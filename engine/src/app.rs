@@ -248,7 +248,9 @@ fn tap_server(
         return Ok((None, None));
     };
     if config.identity.is_none() {
-        tracing::warn!("LINKERD2_PROXY_TAP_SVC_NAME is set but identity is not configured; tap is disabled");
+        tracing::warn!(
+            "LINKERD2_PROXY_TAP_SVC_NAME is set but identity is not configured; tap is disabled"
+        );
         return Ok((None, None));
     }
     let addr = config.control_listen_addr;

@@ -24,7 +24,7 @@ mod tap;
 
 use http::OmitEmptyLabels;
 pub use http::{HttpFamilies, HttpMetrics, RequestMetrics, RouteCache};
-pub use tap::{ShardTaps, TapView};
+pub use tap::{h1_path_and_query, h1_scheme, H1Headers, ShardTaps, TapView};
 
 /// Labels of every TCP series (besides the registry's `shard`): `direction`, `peer`, `tls`,
 /// `target_addr`, `target_ip`, `target_port`, and as Linkerd adds them to `tls`,

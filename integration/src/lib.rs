@@ -16,6 +16,7 @@ pub mod netns;
 pub mod policy;
 pub mod proc;
 pub mod proxy;
+pub mod tap;
 pub mod tcp;
 pub mod ws;
 

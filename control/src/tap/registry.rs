@@ -27,6 +27,9 @@ use tokio::sync::mpsc;
 
 use super::{Match, Observed};
 
+#[cfg(test)]
+mod tests;
+
 /// Events buffered per `Observe` call; beyond this, events are dropped (and counted) until
 /// the client reads. linkerd2-proxy's `PER_RESPONSE_EVENT_BUFFER_CAPACITY`.
 pub const EVENT_CAPACITY: usize = 400;
@@ -98,14 +101,6 @@ impl HeaderSource for http::HeaderMap {
     fn each(&self, f: &mut dyn FnMut(&str, &[u8])) {
         for (name, value) in self {
             f(name.as_str(), value.as_bytes());
-        }
-    }
-}
-
-impl HeaderSource for [(&str, &[u8])] {
-    fn each(&self, f: &mut dyn FnMut(&str, &[u8])) {
-        for (name, value) in self {
-            f(name, value);
         }
     }
 }
@@ -224,7 +219,8 @@ impl Tap {
                 push(&mut out, ":authority", authority.as_bytes());
                 push(&mut out, ":path", req.path_and_query.as_bytes());
             }
-            req.headers.each(&mut |name, value| push(&mut out, name, value));
+            req.headers
+                .each(&mut |name, value| push(&mut out, name, value));
             http_types::Headers { headers: out }
         });
         let init = pb_http::RequestInit {
@@ -409,11 +405,7 @@ fn base_event(req: &TapRequest<'_>) -> api::TapEvent {
     }
 }
 
-fn tls_labels(
-    labels: &mut std::collections::HashMap<String, String>,
-    tls: TapTls<'_>,
-    peer: &str,
-) {
+fn tls_labels(labels: &mut std::collections::HashMap<String, String>, tls: TapTls<'_>, peer: &str) {
     match tls {
         TapTls::Established { peer: id } => {
             labels.insert("tls".into(), "true".into());

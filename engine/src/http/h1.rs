@@ -43,7 +43,9 @@ use crate::http::{authz, respond, route};
 use crate::io::Transport;
 use crate::lifecycle::ConnEntry;
 use crate::rt::{Reader, Runtime, Stream};
-use crate::telemetry::{PeerMetrics, RequestMetrics, RouteCache};
+use crate::telemetry::{
+    h1_path_and_query, h1_scheme, H1Headers, PeerMetrics, RequestMetrics, RouteCache, TapView,
+};
 use crate::upstream::{self, Target, Upstream};
 use exchange::Dispatched;
 use pipe::{HeadError, Inbox, Outbox};
@@ -470,7 +472,7 @@ impl<R: Runtime> Session<'_, R> {
     /// Counts the request in the HTTP metrics, once. A balanced request whose endpoint is
     /// not known (no pick) has no target labels.
     fn start_metrics(&mut self, head: &RequestHead, target: Option<&Target>) {
-        if self.request.is_started() {
+        if self.request.is_started() || self.request.is_tapped() {
             return;
         }
         let addr = target
@@ -487,6 +489,25 @@ impl<R: Runtime> Session<'_, R> {
             addr,
             labels.as_ref(),
         );
+        // Requests with an endpoint are offered to the taps (as linkerd2-proxy taps in its
+        // endpoint stacks).
+        if let Some(addr) = addr {
+            let taps = self.ctx.taps.tap(&TapView {
+                direction: self.meta.direction,
+                client: self.meta.client,
+                target: addr,
+                client_tls: &self.meta.tls,
+                target_tls: &tls,
+                target_labels: labels.as_ref(),
+                method: &head.method,
+                scheme: Some(h1_scheme(&head.target)),
+                authority: head.authority(),
+                path_and_query: h1_path_and_query(&head.target),
+                http2: false,
+                headers: &H1Headers(&head.headers),
+            });
+            self.request.tapped(taps);
+        }
     }
 
     /// Answers a request the proxy refuses, then closes the connection.

@@ -544,6 +544,13 @@ impl RequestMetrics {
         }
     }
 
+    /// The exchange was reset with this HTTP/2 error code: the taps' `response_end` says so.
+    pub fn tap_reset(&mut self, code: u32) {
+        if let Some(taps) = self.taps.take() {
+            taps.into_iter().for_each(|t| t.fail(Some(code)));
+        }
+    }
+
     /// Ends the taps: a response that ended, or one that failed (the proxy answered, the
     /// exchange broke, or no response came).
     fn end_taps(&mut self) {

@@ -128,3 +128,36 @@ fn tap_tls(tls: &TlsStatus) -> TapTls<'_> {
         },
     }
 }
+
+/// An HTTP/1 header block as tap events carry it: names lower-cased, as an HTTP/2 peer (and
+/// linkerd2-proxy's `http::HeaderMap`) writes them.
+pub struct H1Headers<'a>(pub &'a ringlink_protocols::http1::Headers);
+
+impl HeaderSource for H1Headers<'_> {
+    fn each(&self, f: &mut dyn FnMut(&str, &[u8])) {
+        for header in self.0 {
+            f(&header.name.to_ascii_lowercase(), &header.value);
+        }
+    }
+}
+
+/// The path and query of an HTTP/1 request target (origin-form as is; absolute-form from
+/// the first `/` after its authority; others: `/`).
+pub fn h1_path_and_query(target: &str) -> &str {
+    if target.starts_with('/') {
+        return target;
+    }
+    match target.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |at| &rest[at..]),
+        None => "/",
+    }
+}
+
+/// The scheme of an HTTP/1 request target: its own in absolute-form, else `http` (as
+/// linkerd2-proxy's URI normalization gives every HTTP/1 request).
+pub fn h1_scheme(target: &str) -> &str {
+    match target.split_once("://") {
+        Some((scheme, _)) if !scheme.contains('/') => scheme,
+        _ => "http",
+    }
+}

@@ -30,7 +30,8 @@ pub async fn h1_to_h2<Rd: Reader>(
     kind: BodyKind,
     limits: &Limits,
     down: &mut SendStream<Bytes>,
-) -> Result<(), BodyError> {
+) -> Result<u64, BodyError> {
+    let mut sent = 0u64;
     let mut left = match kind {
         BodyKind::Length(n) => n,
         BodyKind::Empty => 0,
@@ -47,12 +48,14 @@ pub async fn h1_to_h2<Rd: Reader>(
         let Some(decoder) = &mut chunks else {
             let n = (inbox.buf.len() as u64).min(left) as usize;
             left -= n as u64;
+            sent += n as u64;
             send(down, Bytes::copy_from_slice(&inbox.buf[..n])).await?;
             inbox.buf.drain(..n);
             continue;
         };
         match decoder.feed(inbox.buf).map_err(BodyError::Framing)? {
             Piece::Data(n) => {
+                sent += n as u64;
                 send(down, Bytes::copy_from_slice(&inbox.buf[..n])).await?;
                 inbox.buf.drain(..n);
             }
@@ -71,7 +74,8 @@ pub async fn h1_to_h2<Rd: Reader>(
             }
         }
     }
-    down.send_data(Bytes::new(), true).map_err(dst_error)
+    down.send_data(Bytes::new(), true).map_err(dst_error)?;
+    Ok(sent)
 }
 
 /// Streams the h2 body `body` to the HTTP/1 connection, chunk-encoded when `chunked` (its

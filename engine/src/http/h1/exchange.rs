@@ -22,7 +22,7 @@ use crate::ctx::ShardCtx;
 use crate::error::ProxyError;
 use crate::io::Transport;
 use crate::rt::{Runtime, Stream};
-use crate::telemetry::RequestMetrics;
+use crate::telemetry::{H1Headers, RequestMetrics};
 use crate::upstream::{self, Upstream};
 
 // === types ===
@@ -490,7 +490,13 @@ async fn relay_response<R: Runtime>(
     };
     let grpc = res.headers.get("content-type").is_some_and(is_grpc);
     down.request.response_head(res.status, grpc);
-    if let Some(code) = res.headers.get("grpc-status").and_then(parse_grpc_status) {
+    let head_grpc_status = res.headers.get("grpc-status").and_then(parse_grpc_status);
+    if down.request.is_tapped() {
+        let headers = H1Headers(&res.headers);
+        down.request
+            .tap_response(res.status, false, &headers, head_grpc_status);
+    }
+    if let Some(code) = head_grpc_status {
         down.request.grpc_status(code);
     }
     let res_body = match response_body(&head.method, &res) {
@@ -541,8 +547,11 @@ async fn relay_response<R: Runtime>(
         if let Some(n) = pipe::buffered_body_len(res_body, up.buf, limits) {
             out.extend(up.buf.drain(..n));
             res_body = BodyKind::Empty;
+            down.request.tap_bytes(n);
         }
     }
+    // The taps count the body as written to the client (with its chunk framing, if any).
+    let written_before_body = down.write_bytes.get() + out.len() as u64;
     let mut client = Outbox {
         tx: &mut *down.tx,
         write_bytes: down.write_bytes,
@@ -555,7 +564,12 @@ async fn relay_response<R: Runtime>(
         down.request.end();
         return Relayed::Tunnel;
     }
-    match pipe::body(&ctx.buffers, res_body, chunks, limits, up, &mut client).await {
+    let piped = pipe::body(&ctx.buffers, res_body, chunks, limits, up, &mut client).await;
+    if down.request.is_tapped() {
+        let body = down.write_bytes.get().saturating_sub(written_before_body);
+        down.request.tap_bytes(body as usize);
+    }
+    match piped {
         Ok(()) => Relayed::Done {
             client_keep_alive,
             server_keep_alive,

@@ -27,7 +27,7 @@ use super::{Next, Plan, Session};
 use crate::error::ProxyError;
 use crate::http::conn::dial_h2;
 use crate::rt::Runtime;
-use crate::telemetry::RequestMetrics;
+use crate::telemetry::{H1Headers, RequestMetrics};
 use crate::upstream::{self, Target};
 
 /// The header naming the protocol an upgraded request was sent with.
@@ -158,7 +158,7 @@ impl<R: Runtime> Session<'_, R> {
             if sent.is_err() {
                 body_tx.send_reset(h2::Reason::CANCEL);
             }
-            sent
+            sent.map(drop)
         };
         let mut down = Downstream {
             outbox: Outbox {
@@ -275,7 +275,13 @@ async fn relay<W: crate::rt::Writer>(
     let (mut res, kind) = response_head(plan, parts, body.is_end_stream());
     let grpc = res.headers.get("content-type").is_some_and(is_grpc);
     down.request.response_head(res.status, grpc);
-    if let Some(code) = res.headers.get("grpc-status").and_then(parse_grpc_status) {
+    let head_grpc_status = res.headers.get("grpc-status").and_then(parse_grpc_status);
+    if down.request.is_tapped() {
+        let headers = H1Headers(&res.headers);
+        down.request
+            .tap_response(res.status, false, &headers, head_grpc_status);
+    }
+    if let Some(code) = head_grpc_status {
         down.request.grpc_status(code);
     }
     let mut client_keep_alive = plan.client_keep_alive && !draining && kind != BodyKind::UntilClose;
@@ -329,13 +335,22 @@ async fn relay_body<W: crate::rt::Writer>(
     body: &mut RecvStream,
     chunked: bool,
 ) -> Result<(), BodyError> {
-    let trailers = bridge::h2_to_h1(&mut down.outbox, body, chunked).await?;
+    let written_before = down.outbox.write_bytes.get();
+    let relayed = bridge::h2_to_h1(&mut down.outbox, body, chunked).await;
+    if down.request.is_tapped() {
+        let body = down.outbox.write_bytes.get().saturating_sub(written_before);
+        down.request.tap_bytes(body as usize);
+    }
+    let trailers = relayed?;
     let code = trailers
         .as_ref()
         .and_then(|t| t.get("grpc-status"))
         .and_then(|v| parse_grpc_status(v.as_bytes()));
     if let Some(code) = code {
         down.request.grpc_status(code);
+    }
+    if let Some(trailers) = &trailers {
+        down.request.tap_trailers(trailers);
     }
     Ok(())
 }

@@ -25,7 +25,7 @@ use crate::error::ProxyError;
 use crate::http::conn::{dial_h2, request_tls};
 use crate::io::Transport;
 use crate::rt::Runtime;
-use crate::telemetry::{RequestMetrics, RouteCache};
+use crate::telemetry::{RequestMetrics, RouteCache, TapView};
 use crate::upstream::{self, h2::Connecting};
 
 // === types ===
@@ -80,6 +80,37 @@ impl<R: Runtime> Upstreams<R> {
             target,
             labels.as_ref(),
         )
+    }
+
+    /// Offers a request to the live taps (`linkerd viz tap`); those that take it ride on
+    /// its `metrics`.
+    pub fn tap(
+        &self,
+        metrics: &mut RequestMetrics,
+        parts: &http::request::Parts,
+        target: SocketAddr,
+        pick: Option<&Pick>,
+    ) {
+        if self.ctx.taps.active().is_none() {
+            return;
+        }
+        let labels = pick.map(Pick::labels);
+        let tls = request_tls(&self.ctx, &self.meta, pick);
+        let taps = self.ctx.taps.tap(&TapView {
+            direction: self.meta.direction,
+            client: self.meta.client,
+            target,
+            client_tls: &self.meta.tls,
+            target_tls: &tls,
+            target_labels: labels.as_ref(),
+            method: parts.method.as_str(),
+            scheme: parts.uri.scheme_str(),
+            authority: parts.uri.authority().map(|a| a.as_str()),
+            path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            http2: true,
+            headers: &parts.headers,
+        });
+        metrics.tapped(taps);
     }
 
     /// The h2 connection to `target` (with mesh TLS when `tls` says its proxy is meshed).

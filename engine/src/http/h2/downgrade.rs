@@ -261,14 +261,18 @@ async fn relay<R: Runtime>(
     response
         .headers_mut()
         .insert(ORIG_PROTO, HeaderValue::from_static(echoed));
+    if metrics.is_tapped() {
+        metrics.tap_response(res.status, true, response.headers(), None);
+    }
     let ends = kind == BodyKind::Empty;
     let mut down = respond
         .send_response(response, ends)
         .map_err(|e| Failed::After(io::Error::other(e.to_string())))?;
     if !ends {
-        bridge::h1_to_h2(inbox, kind, &limits, &mut down)
+        let sent = bridge::h1_to_h2(inbox, kind, &limits, &mut down)
             .await
             .map_err(|e| Failed::After(body_error(e)))?;
+        metrics.tap_bytes(sent as usize);
     }
     Ok(reusable)
 }

@@ -45,6 +45,12 @@ struct Pumped {
     grpc_status: Option<u32>,
     /// Which side broke the body, if one did.
     failed: Option<Side>,
+    /// DATA bytes moved.
+    bytes: u64,
+    /// The trailers, when asked to keep a copy (for the taps).
+    trailers: Option<http::HeaderMap>,
+    /// The sending side's reset code, when it reset the stream.
+    reset: Option<Reason>,
 }
 
 /// The two ends of a [`pump`].
@@ -152,6 +158,7 @@ pub async fn proxy<R: Runtime>(
     {
         // HTTP/1 that the peer proxy carried over HTTP/2: HTTP/1 again to the application.
         let mut metrics = upstreams.start(authority.as_deref(), Some(target.addr), None);
+        upstreams.tap(&mut metrics, &parts, target.addr, None);
         let exchange = (parts, body);
         let ctx = &upstreams.ctx;
         Box::pin(downgrade::forward(
@@ -171,6 +178,9 @@ pub async fn proxy<R: Runtime>(
         Some(target.addr),
         target.pick.as_ref(),
     );
+    if connected.is_ok() {
+        upstreams.tap(&mut metrics, &parts, target.addr, target.pick.as_ref());
+    }
     let send = match connected {
         Ok(send) => send,
         Err(error) => return respond::h2(&mut respond, grpc, head_request, &error, &mut metrics),
@@ -190,7 +200,7 @@ pub async fn proxy<R: Runtime>(
     };
     let request_side = async {
         if !end {
-            pump(body, up_body).await
+            pump(body, up_body, false).await
         } else {
             Pumped::default()
         }
@@ -290,6 +300,7 @@ async fn relay_response(
             match error.reason() {
                 Some(reason) if error.is_remote() || error.is_reset() => {
                     metrics.error("upstream");
+                    metrics.tap_reset(u32::from(reason));
                     respond.send_reset(reason);
                 }
                 _ => {
@@ -314,20 +325,31 @@ async fn relay_response(
     if let Some(pick) = &exchange.pick {
         pick.observe_rtt(exchange.sent_at.elapsed());
     }
-    if let Some(code) = response
+    let head_grpc_status = response
         .headers()
         .get("grpc-status")
-        .and_then(|v| parse_grpc_status(HeaderValue::as_bytes(v)))
-    {
+        .and_then(|v| parse_grpc_status(HeaderValue::as_bytes(v)));
+    if metrics.is_tapped() {
+        let status = response.status().as_u16();
+        metrics.tap_response(status, true, response.headers(), head_grpc_status);
+    }
+    if let Some(code) = head_grpc_status {
         metrics.grpc_status(code);
     }
     let (parts, up_body) = response.into_parts();
     let end = up_body.is_end_stream();
     match respond.send_response(Response::from_parts(parts, ()), end) {
         Ok(down) if !end => {
-            let pumped = pump(up_body, down).await;
+            let pumped = pump(up_body, down, metrics.is_tapped()).await;
             if let Some(code) = pumped.grpc_status {
                 metrics.grpc_status(code);
+            }
+            metrics.tap_bytes(pumped.bytes as usize);
+            if let Some(trailers) = &pumped.trailers {
+                metrics.tap_trailers(trailers);
+            }
+            if let Some(reason) = pumped.reset {
+                metrics.tap_reset(u32::from(reason));
             }
             match pumped.failed {
                 Some(side) => {
@@ -364,10 +386,13 @@ fn upstream_error(error: &h2::Error) -> ProxyError {
 
 /// Moves a body (data, then trailers) from `from` to `to`, releasing `from`'s flow-control
 /// window only as `to` accepts the data: a slow reader slows the writer.
-async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>) -> Pumped {
-    let failed = |side| Pumped {
-        grpc_status: None,
+async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>, keep_trailers: bool) -> Pumped {
+    let mut bytes = 0;
+    let failed = |side, bytes, reset| Pumped {
         failed: Some(side),
+        bytes,
+        reset,
+        ..Pumped::default()
     };
     let mut empty = 0;
     loop {
@@ -384,7 +409,7 @@ async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>) -> Pumped {
             Ok(next) => next,
             Err(reason) => {
                 tracing::debug!(?reason, "Stream reset by the receiving side");
-                return failed(Side::To);
+                return failed(Side::To, bytes, None);
             }
         };
         match next {
@@ -394,12 +419,13 @@ async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>) -> Pumped {
                 if empty > MAX_EMPTY_DATA_FRAMES {
                     tracing::info!("Too many empty DATA frames; resetting the stream");
                     to.send_reset(Reason::CANCEL);
-                    return failed(Side::From);
+                    return failed(Side::From, bytes, None);
                 }
             }
             Some(Ok(mut data)) => {
                 empty = 0;
                 let n = data.len();
+                bytes += n as u64;
                 while !data.is_empty() {
                     to.reserve_capacity(data.len());
                     match poll_fn(|cx| to.poll_capacity(cx)).await {
@@ -407,18 +433,18 @@ async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>) -> Pumped {
                         Some(Ok(cap)) => {
                             let chunk = data.split_to(cap.min(data.len()));
                             if to.send_data(chunk, false).is_err() {
-                                return failed(Side::To);
+                                return failed(Side::To, bytes, None);
                             }
                         }
                         // The receiving side reset or went away.
-                        _ => return failed(Side::To),
+                        _ => return failed(Side::To, bytes, None),
                     }
                 }
                 let _ = from.flow_control().release_capacity(n);
             }
             Some(Err(error)) => {
                 to.send_reset(error.reason().unwrap_or(Reason::CANCEL));
-                return failed(Side::From);
+                return failed(Side::From, bytes, error.reason());
             }
         }
     }
@@ -427,19 +453,25 @@ async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>) -> Pumped {
             let grpc_status = trailers
                 .get("grpc-status")
                 .and_then(|v| parse_grpc_status(v.as_bytes()));
+            let kept = keep_trailers.then(|| trailers.clone());
             let _ = to.send_trailers(trailers);
             Pumped {
                 grpc_status,
-                failed: None,
+                bytes,
+                trailers: kept,
+                ..Pumped::default()
             }
         }
         Ok(None) => {
             let _ = to.send_data(Bytes::new(), true);
-            Pumped::default()
+            Pumped {
+                bytes,
+                ..Pumped::default()
+            }
         }
         Err(error) => {
             to.send_reset(error.reason().unwrap_or(Reason::CANCEL));
-            failed(Side::From)
+            failed(Side::From, bytes, error.reason())
         }
     }
 }
