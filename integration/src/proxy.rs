@@ -27,6 +27,9 @@ pub struct Proxy {
     pub outbound: SocketAddr,
     pub inbound: SocketAddr,
     pub admin: SocketAddr,
+    /// The tap server's address, when tap is enabled (`LINKERD2_PROXY_TAP_SVC_NAME` with
+    /// identity).
+    pub tap: Option<SocketAddr>,
     logs: Arc<Mutex<String>>,
 }
 
@@ -195,6 +198,7 @@ impl Builder {
                     outbound,
                     inbound,
                     admin,
+                    tap: logged_addr(&text, "Tap server listening"),
                     logs,
                 };
             }
@@ -280,9 +284,12 @@ fn die_with_parent(cmd: &mut Command) {
 
 /// The admin server's address, from its "Admin server listening" line (plain or JSON).
 fn admin_addr(logs: &str) -> Option<SocketAddr> {
-    let line = logs
-        .lines()
-        .find(|l| l.contains("Admin server listening"))?;
+    logged_addr(logs, "Admin server listening")
+}
+
+/// The `addr` field of the first log line with `message` (plain or JSON).
+fn logged_addr(logs: &str, message: &str) -> Option<SocketAddr> {
+    let line = logs.lines().find(|l| l.contains(message))?;
     let plain = "addr=";
     let json = "\"addr\":\"";
     if let Some(at) = line.find(json) {

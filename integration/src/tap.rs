@@ -54,7 +54,8 @@ pub struct Observe {
     headers: bool,
 }
 
-/// One node of an `ObserveRequest`'s match tree.
+/// One node of an `ObserveRequest`'s match tree: a leaf (`Match::path_prefix("/api")`), a
+/// negation (`!m`) or a list (`Match::any([..])`, `Match::all([..])`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Match(observe_request::Match);
 
@@ -286,7 +287,7 @@ impl Observe {
 
     /// Requests that do not satisfy `m`.
     pub fn not(self, m: Match) -> Self {
-        self.matching(Match::not(m))
+        self.matching(!m)
     }
 
     /// Requests that satisfy at least one of `ms`.
@@ -378,10 +379,6 @@ impl Match {
         Self::node(pb::Match::Source(Self::netmask(ip, prefix_len)))
     }
 
-    pub fn not(m: Match) -> Match {
-        Self::node(pb::Match::Not(Box::new(m.0)))
-    }
-
     pub fn any(ms: impl IntoIterator<Item = Match>) -> Match {
         Self::node(pb::Match::Any(Self::seq(ms)))
     }
@@ -424,6 +421,15 @@ impl Match {
         pb::Tcp {
             r#match: Some(pb::tcp::Match::Netmask(mask)),
         }
+    }
+}
+
+/// `!m`: requests that do not satisfy `m`.
+impl std::ops::Not for Match {
+    type Output = Match;
+
+    fn not(self) -> Match {
+        Match::node(pb::Match::Not(Box::new(self.0)))
     }
 }
 
@@ -807,7 +813,7 @@ mod tests {
         let built = Observe::new(3)
             .not(Match::path_prefix("/health"))
             .any([Match::destination_port(80), Match::destination_port(8080)])
-            .all([Match::not(Match::method("HEAD"))])
+            .all([!Match::method("HEAD")])
             .build();
         let r#match = observe_request::Match::from;
         let expected = all(vec![

@@ -18,6 +18,7 @@ use rcgen::{
     KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
 };
 use ringlink_integration::tap::{self, EventKind, Match, Observe};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -67,8 +68,7 @@ async fn mock(script: Vec<Item>, tls: Option<ServerTlsConfig>) -> MockTap {
     }
     let task = tokio::spawn(async move {
         server
-            .add_service(service)
-            .serve_with_incoming(TcpIncoming::from(listener))
+            .serve_with_incoming(service, TcpIncoming::from(listener))
             .await
             .unwrap()
     });
@@ -336,8 +336,8 @@ async fn the_command_prints_one_line_per_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_exits_with_a_status_for_each_failure() {
     // Bad arguments: 64, naming the option, before any connection.
-    for (args, named) in [
-        (&["--port", "x", "127.0.0.1:1"][..], "--port"),
+    let cases: &[(&[&str], &str)] = &[
+        (&["--port", "x", "127.0.0.1:1"], "--port"),
         (&["--port", "0", "127.0.0.1:1"], "--port"),
         (&["--limit=-1", "127.0.0.1:1"], "--limit"),
         (&["--method", "GET /", "127.0.0.1:1"], "--method"),
@@ -355,7 +355,8 @@ async fn the_command_exits_with_a_status_for_each_failure() {
             &["--server-name", "not a name", "127.0.0.1:1"],
             "--server-name",
         ),
-    ] {
+    ];
+    for &(args, named) in cases {
         let out = run_tap(args).await;
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
@@ -495,6 +496,7 @@ async fn mesh_mtls_presents_the_client_certificate_and_checks_the_proxy_name() {
         .is_err());
 
     // The command, with the key as DER (a Linkerd identity directory's key.p8) and as PEM.
+    let addr = server.addr.to_string();
     let dir = TempDir::new("mtls");
     let cert = dir.write("crt.pem", &pki.client_chain_pem);
     let anchors = dir.write("ca.pem", &pki.ca_pem);
@@ -510,8 +512,9 @@ async fn mesh_mtls_presents_the_client_certificate_and_checks_the_proxy_name() {
             &anchors,
             "--server-name",
             PROXY,
+            &addr,
         ];
-        let out = run_tap(&[&args[..], &[&server.addr.to_string()]].concat()).await;
+        let out = run_tap(&args).await;
         assert!(out.status.success(), "{key}: {out:?}");
         assert_eq!(text(&out.stdout).lines().count(), 3, "{out:?}");
     }
@@ -520,7 +523,6 @@ async fn mesh_mtls_presents_the_client_certificate_and_checks_the_proxy_name() {
     assert!(seen.iter().all(|s| s.client_certs == 1), "{seen:?}");
 
     // A wrong name cannot connect (69); an unreadable key file is a bad argument (64).
-    let addr = server.addr.to_string();
     let args = [
         "--cert",
         &cert,

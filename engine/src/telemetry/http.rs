@@ -167,7 +167,7 @@ pub struct RequestMetrics {
     /// their RTT samples from it).
     head_at: Option<Instant>,
     /// The taps that took this request (`linkerd viz tap`), recording or not.
-    taps: Option<Box<Vec<Tapped>>>,
+    taps: Option<Box<[Tapped]>>,
     /// The exchange broke: the taps see a failed response.
     broke: bool,
 }
@@ -503,7 +503,7 @@ impl RequestMetrics {
     /// The taps that took this request (see [`super::ShardTaps::tap`]).
     pub fn tapped(&mut self, taps: Vec<Tapped>) {
         if !taps.is_empty() {
-            self.taps = Some(Box::new(taps));
+            self.taps = Some(taps.into_boxed_slice());
         }
     }
 
@@ -540,14 +540,16 @@ impl RequestMetrics {
     /// The response's trailers arrived: the taps' `response_end`, with them.
     pub fn tap_trailers(&mut self, trailers: &dyn HeaderSource) {
         if let Some(taps) = self.taps.take() {
-            taps.into_iter().for_each(|t| t.end(Some(trailers)));
+            Vec::from(taps)
+                .into_iter()
+                .for_each(|t| t.end(Some(trailers)));
         }
     }
 
     /// The exchange was reset with this HTTP/2 error code: the taps' `response_end` says so.
     pub fn tap_reset(&mut self, code: u32) {
         if let Some(taps) = self.taps.take() {
-            taps.into_iter().for_each(|t| t.fail(Some(code)));
+            Vec::from(taps).into_iter().for_each(|t| t.fail(Some(code)));
         }
     }
 
@@ -557,7 +559,7 @@ impl RequestMetrics {
         let Some(taps) = self.taps.take() else {
             return;
         };
-        for tap in taps.into_iter() {
+        for tap in Vec::from(taps) {
             if self.broke || !tap.responded() {
                 tap.fail(None);
             } else {

@@ -178,12 +178,16 @@ fn usage_error(message: &str) -> ExitCode {
     ExitCode::from(EX_USAGE)
 }
 
-/// An error and its sources, `: `-separated (tonic's transport error alone says little).
+/// An error and its sources, `: `-separated (tonic's transport error alone says little),
+/// skipping a source that only repeats its wrapper.
 fn causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(e) = source {
-        text = format!("{text}: {e}");
+        let cause = e.to_string();
+        if !text.ends_with(&cause) {
+            text = format!("{text}: {cause}");
+        }
         source = e.source();
     }
     text
@@ -220,7 +224,9 @@ impl Options {
                 None => (arg, None),
             };
             let mut value = || {
-                (inline.clone().or_else(|| args.next()))
+                inline
+                    .clone()
+                    .or_else(|| args.next())
                     .ok_or_else(|| format!("{flag} needs a value"))
             };
             match flag.as_str() {
