@@ -22,6 +22,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
@@ -185,6 +186,62 @@ pub(crate) fn mock_runtime(name: &str) -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .with_context(|| format!("a tokio runtime for {name}"))
+}
+
+/// Sets on `cmd` what an injector sets for a proxy certified by the mock Identity service
+/// as `name` (as `ringlink_integration::identity::with_identity` does), with a policy
+/// controller address where none listens, so that every port keeps its default policy
+/// (all-unauthenticated). The token directory, named after `tag`, must outlive the process.
+pub(crate) fn certified(
+    cmd: &mut Command,
+    identity: &IdentityServer,
+    tag: &str,
+    name: &str,
+) -> TokenDir {
+    let dir = TokenDir::new(tag, b"token");
+    cmd.env("LINKERD2_PROXY_IDENTITY_DIR", &dir.0)
+        .env(
+            "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
+            identity.trust_anchors_pem(),
+        )
+        .env("LINKERD2_PROXY_IDENTITY_TOKEN_FILE", dir.token())
+        .env(
+            "LINKERD2_PROXY_IDENTITY_SVC_ADDR",
+            identity.addr().to_string(),
+        )
+        .env("LINKERD2_PROXY_IDENTITY_LOCAL_NAME", name)
+        // A meshed proxy needs a policy controller.
+        .env(
+            "LINKERD2_PROXY_POLICY_SVC_ADDR",
+            ringlink_integration::identity::NO_POLICY_CONTROLLER,
+        )
+        .env(
+            "LINKERD2_PROXY_POLICY_WORKLOAD",
+            ringlink_integration::proxy::WORKLOAD,
+        );
+    dir
+}
+
+/// Polls the admin server at `admin` until `/ready` answers 200 (a certified proxy: once it
+/// has its certificate); whether it did within `timeout`.
+pub(crate) fn until_ready(
+    rt: &tokio::runtime::Runtime,
+    admin: SocketAddr,
+    timeout: Duration,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        // `call` panics if it cannot connect: check first that the admin port is up.
+        if std::net::TcpStream::connect(admin).is_ok()
+            && rt.block_on(call(admin, "GET", "/ready", "")).status == 200
+        {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Runs the test for each ringlink runtime in `--only` and prints its tables; whether a
@@ -628,38 +685,10 @@ impl Mesh<'_> {
         let ports = RinglinkPorts::free()?;
         let mut cmd = ports.command(&self.bench.bins.ringlink, self.pin(), runtime);
         cmd.envs(env.iter().map(|(k, v)| (*k, v)));
-        let token = match identity {
-            None => None,
-            Some(name) => {
-                let dir = TokenDir::new(
-                    &format!("bench-{runtime}-{}-{}", role.name(), ports.admin.port()),
-                    b"token",
-                );
-                // What an injector sets (ringlink_integration::identity::with_identity).
-                cmd.env("LINKERD2_PROXY_IDENTITY_DIR", &dir.0)
-                    .env(
-                        "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
-                        self.identity.trust_anchors_pem(),
-                    )
-                    .env("LINKERD2_PROXY_IDENTITY_TOKEN_FILE", dir.token())
-                    .env(
-                        "LINKERD2_PROXY_IDENTITY_SVC_ADDR",
-                        self.identity.addr().to_string(),
-                    )
-                    .env("LINKERD2_PROXY_IDENTITY_LOCAL_NAME", name)
-                    // A meshed proxy needs a policy controller; none listens there, so
-                    // every port keeps its default policy (all-unauthenticated).
-                    .env(
-                        "LINKERD2_PROXY_POLICY_SVC_ADDR",
-                        ringlink_integration::identity::NO_POLICY_CONTROLLER,
-                    )
-                    .env(
-                        "LINKERD2_PROXY_POLICY_WORKLOAD",
-                        ringlink_integration::proxy::WORKLOAD,
-                    );
-                Some(dir)
-            }
-        };
+        let token = identity.map(|name| {
+            let tag = format!("bench-{runtime}-{}-{}", role.name(), ports.admin.port());
+            certified(&mut cmd, &self.identity, &tag, name)
+        });
         let mut process = Spawned::spawn(&format!("ringlink-{runtime} ({})", role.name()), cmd)?;
         // Only the port the role takes traffic on: a probe of a meshed proxy's outbound port
         // would be a routing loop (and logged as one).
@@ -675,26 +704,13 @@ impl Mesh<'_> {
             ports,
             _token: token,
         };
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            // `call` panics if it cannot connect: check first that the admin port is up.
-            if std::net::TcpStream::connect(proxy.ports.admin).is_ok()
-                && self
-                    .rt
-                    .block_on(call(proxy.ports.admin, "GET", "/ready", ""))
-                    .status
-                    == 200
-            {
-                return Ok(proxy);
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "ringlink ({}) did not answer /ready with 200 within {READY_TIMEOUT:?}",
-                    role.name()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
+        if !until_ready(&self.rt, proxy.ports.admin, READY_TIMEOUT) {
+            bail!(
+                "ringlink ({}) did not answer /ready with 200 within {READY_TIMEOUT:?}",
+                role.name()
+            );
         }
+        Ok(proxy)
     }
 
     fn metrics(&self, proxy: &Ringlink) -> Vec<Series> {

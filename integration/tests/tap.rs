@@ -478,3 +478,45 @@ mod monoio_only {
         a_stalled_tap_client_costs_the_traffic_nothing,
     );
 }
+
+/// The `ringlink-tap` command against a real proxy: a person watching from a terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_client_prints_a_proxys_events() {
+    let backend = http1::server(|_| Reply::ok("ok")).await;
+    let t = tapped("monoio", backend.addr, "cli").await;
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ringlink-tap"))
+        .args(["--limit", "1", "--path-prefix", "/cli", "--headers"])
+        .arg(t.proxy.tap.unwrap().to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ringlink-tap");
+    t.wait_active(1.0).await;
+    assert_eq!(get(t.proxy.inbound, "/cli/item").await.status, 200);
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("ringlink-tap ends after its limit")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with(' ')).collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[0].starts_with("req id=") && lines[0].contains(":path=/cli/item"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("rsp id=") && lines[1].contains(":status=200"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].starts_with("end id=") && lines[2].contains("response-length=2B"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("x-test"), "headers printed: {stdout}");
+}
