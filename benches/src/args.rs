@@ -15,7 +15,9 @@ usage: ringlink-bench [OPTIONS]
                        for each ringlink runtime in --only), policy (inbound
                        policy enforcement: 50 routes x 20 authorizations against
                        the default all-unauthenticated policy; for each ringlink
-                       runtime in --only)
+                       runtime in --only), tap (the tap API: disabled, idle, an
+                       Observe call matching none of the load, one matching all
+                       of it; for each ringlink runtime in --only)
   --only NAME[,NAME]   proxies to measure, in order (default: all):
                        direct, ref-tokio, ringlink-monoio, ringlink-monoio-balanced
                        (through a Destination-service balancer; http1 only),
@@ -56,6 +58,10 @@ pub enum Test {
     /// authorizations each against the default all-unauthenticated policy, loaded by the
     /// bench's own client from 127.0.0.2 (`policy.rs`).
     Policy,
+    /// Linkerd's tap API: a certified ringlink without tap, with tap and nobody tapping, with
+    /// an `Observe` call that matches none of the load and one that matches all of it,
+    /// loaded by the bench's own client (`tap.rs`).
+    Tap,
 }
 
 pub struct Options {
@@ -78,7 +84,14 @@ pub struct Options {
 // === impl Test ===
 
 impl Test {
-    pub const ALL: [Self; 5] = [Self::Http1, Self::H2, Self::Bulk, Self::Mesh, Self::Policy];
+    pub const ALL: [Self; 6] = [
+        Self::Http1,
+        Self::H2,
+        Self::Bulk,
+        Self::Mesh,
+        Self::Policy,
+        Self::Tap,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -87,6 +100,7 @@ impl Test {
             Self::Bulk => "bulk",
             Self::Mesh => "mesh",
             Self::Policy => "policy",
+            Self::Tap => "tap",
         }
     }
 }

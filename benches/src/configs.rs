@@ -127,8 +127,10 @@ pub struct HaproxyConfig {
 
 pub fn haproxy(c: &HaproxyConfig) -> String {
     let (mode, reuse, proto) = match c.test {
-        // The mesh and policy tests run ringlink only; their load is HTTP/1.
-        Test::Http1 | Test::Mesh | Test::Policy => ("http", "    http-reuse always\n", ""),
+        // The mesh, policy and tap tests run ringlink only; their load is HTTP/1.
+        Test::Http1 | Test::Mesh | Test::Policy | Test::Tap => {
+            ("http", "    http-reuse always\n", "")
+        }
         Test::H2 => ("http", "    http-reuse always\n", " proto h2"),
         Test::Bulk => ("tcp", "", ""),
     };

@@ -8,7 +8,9 @@
 //! MiB. Every proxy process is fresh for each test. (mesh) two ringlinks meshed, mTLS
 //! against plaintext, three tables per runtime (`mesh.rs`). (policy) ringlink's inbound port
 //! with a 50-route × 20-authorization policy against the default one, a table per runtime
-//! (`policy.rs`). See `benches/README.md`.
+//! (`policy.rs`). (tap) ringlink's inbound port with Linkerd's tap API off, on and idle, and
+//! tapped by an `Observe` call matching none or all of the load, a table per runtime
+//! (`tap.rs`). See `benches/README.md`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -38,6 +40,7 @@ mod process;
 mod procstat;
 mod proxy;
 mod report;
+mod tap;
 mod tools;
 mod wrk;
 
@@ -100,8 +103,8 @@ fn run() -> Result<ExitCode> {
         let missing = match test {
             Test::Http1 | Test::Mesh => wrk_missing.as_ref(),
             Test::H2 => h2load_missing.as_ref(),
-            // The policy test's load is the bench's own (`loadgen.rs`).
-            Test::Bulk | Test::Policy => None,
+            // The policy and tap tests' load is the bench's own (`loadgen.rs`).
+            Test::Bulk | Test::Policy | Test::Tap => None,
         };
         if let Some(reason) = missing {
             eprintln!("{}: skipped: {reason}", test.name());
@@ -128,6 +131,17 @@ fn run() -> Result<ExitCode> {
                     Ok(policy_failed) => failed |= policy_failed,
                     Err(error) => {
                         eprintln!("policy: FAILED: {error:#}");
+                        println!("\n- FAILED: {error:#}");
+                        failed = true;
+                    }
+                }
+                continue;
+            }
+            Test::Tap => {
+                match tap::run(&bench, &backend) {
+                    Ok(tap_failed) => failed |= tap_failed,
+                    Err(error) => {
+                        eprintln!("tap: FAILED: {error:#}");
                         println!("\n- FAILED: {error:#}");
                         failed = true;
                     }
@@ -228,6 +242,30 @@ fn print_header(opts: &Options, pin: &Pinning, bins: &Binaries) {
                 routes = policy::ROUTES,
                 authz = policy::AUTHORIZATIONS,
             ),
+            Test::Tap => println!(
+                "- tap: ringlink (one shard, `taskset -c {proxy}`, fresh per row, certified by \
+                 the mock Identity service on an unpinned thread of ringlink-bench) forwarding \
+                 its inbound port to `bench-backend`; the load is ringlink-bench's own HTTP/1.1 \
+                 client ({conns} keep-alive connections, closed loop, {WARM_UP_SECS} s warm-up \
+                 then {secs} s) from 127.0.0.1, on a thread pinned to CPU {load}; rows \
+                 {rows}; the tap client (plaintext h2c from loopback, \
+                 `LINKERD2_PROXY_TAP_SVC_NAME={svc}`) reads its Observe call on a thread of its \
+                 own pinned to CPU {load}: `tap-nomatch` path prefix `{never}` (limit \
+                 {nomatch}), `tap-all` every request (limit {all}, no headers)",
+                proxy = pin.proxy_cpu,
+                load = pin.load_cpu,
+                conns = opts.connections,
+                secs = opts.duration_secs,
+                rows = tap::TapRow::ALL
+                    .iter()
+                    .map(|r| r.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                svc = tap::TAP_SVC_NAME,
+                never = tap::NEVER_SENT,
+                nomatch = tap::NOMATCH_LIMIT,
+                all = tap::ALL_LIMIT,
+            ),
         }
     }
     if opts.metrics_cost_rounds.is_none() && opts.proxies.contains(&ProxyKind::Nginx) {
@@ -270,8 +308,11 @@ impl Bench<'_> {
         notes: &mut Vec<String>,
     ) -> Result<Measured> {
         let name = kind.name();
-        if matches!(test, Test::Mesh | Test::Policy) {
-            bail!("the mesh and policy tests measure their own rows (mesh.rs, policy.rs)");
+        if matches!(test, Test::Mesh | Test::Policy | Test::Tap) {
+            bail!(
+                "the mesh, policy and tap tests measure their own rows (mesh.rs, policy.rs, \
+                 tap.rs)"
+            );
         }
         let proxy = Proxy::start(kind, test, backend, self.bins, self.pin)?;
         let url = format!("http://{}/", proxy.addr);
@@ -320,7 +361,7 @@ impl Bench<'_> {
                     rss_mib,
                 }
             }
-            Test::Mesh | Test::Policy => unreachable!("refused above"),
+            Test::Mesh | Test::Policy | Test::Tap => unreachable!("refused above"),
             Test::Bulk => {
                 let cpu_before = proxy.cpu_time()?;
                 let bulk = bulk::run(proxy.addr, self.opts.bulk_mib, self.pin.load_core())?;

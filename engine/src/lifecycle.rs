@@ -7,10 +7,11 @@
 //! themselves. Shard-local (`Rc`, `Cell`, `RefCell`).
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::os::fd::RawFd;
+use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 use ringlink_control::thread::{Phase, PhaseRx};
 use slab::Slab;
@@ -24,15 +25,33 @@ pub struct Lifecycle {
     tasks: Cell<usize>,
     /// The shard's main task, waiting for `tasks` to reach zero.
     drain_waiter: Cell<Option<Waker>>,
-    /// Open connections' sockets (client, upstream), and whether the connection is idle
-    /// between HTTP requests.
-    conns: RefCell<Slab<([RawFd; 2], bool)>>,
+    /// Open connections: their sockets, whether they are idle between HTTP requests, and
+    /// whether a response is pending that a client's close abandons.
+    conns: RefCell<Slab<Conn>>,
     /// Set once the drain begins: HTTP connections close after their current request.
     draining: Cell<bool>,
     /// Set once the grace period is over: connections still opening are closed at once.
     closing: Cell<bool>,
     /// The control thread's shutdown phase.
     phase: PhaseRx,
+}
+
+/// One open connection in the table.
+struct Conn {
+    /// The client's socket, and the upstream's while one is in use (else -1).
+    fds: [RawFd; 2],
+    /// Idle between HTTP requests: a drain closes it at once.
+    idle: bool,
+    /// The task waiting for a response to a complete HTTP/1 request: woken when the client
+    /// closes meanwhile (see [`Lifecycle::abandon_closed`]).
+    awaiting: Option<Waker>,
+    abandoned: bool,
+}
+
+/// Completes when the connection's client closes while a response is pending; see
+/// [`ConnEntry::abandoned`].
+pub struct Abandoned<'a> {
+    entry: &'a ConnEntry,
 }
 
 /// Counts a running task for as long as it lives.
@@ -66,7 +85,12 @@ impl Lifecycle {
     /// Enters a connection's socket in the table (`fd` is the client's, or an upstream
     /// connection's when it lives on its own).
     pub fn register(self: &Rc<Self>, fd: RawFd) -> ConnEntry {
-        let key = self.conns.borrow_mut().insert(([fd, -1], false));
+        let key = self.conns.borrow_mut().insert(Conn {
+            fds: [fd, -1],
+            idle: false,
+            awaiting: None,
+            abandoned: false,
+        });
         ConnEntry {
             life: self.clone(),
             key,
@@ -96,9 +120,9 @@ impl Lifecycle {
     /// tasks see end of stream), busy ones after their current response.
     pub fn start_drain(&self) {
         self.draining.set(true);
-        for (_, (fds, idle)) in self.conns.borrow().iter() {
-            if *idle {
-                let _ = sys::shutdown(fds[0], std::net::Shutdown::Both);
+        for (_, conn) in self.conns.borrow().iter() {
+            if conn.idle {
+                let _ = sys::shutdown(conn.fds[0], std::net::Shutdown::Both);
             }
         }
     }
@@ -107,11 +131,30 @@ impl Lifecycle {
     /// error and return by themselves.
     pub fn close_all(&self) {
         self.closing.set(true);
-        for (_, (fds, _)) in self.conns.borrow().iter() {
-            for fd in fds.iter().copied().filter(|fd| *fd >= 0) {
+        for (_, conn) in self.conns.borrow().iter() {
+            for fd in conn.fds.iter().copied().filter(|fd| *fd >= 0) {
                 let _ = sys::shutdown(fd, std::net::Shutdown::Both);
             }
         }
+    }
+
+    /// Wakes the tasks waiting for a response whose client has closed (sent FIN or reset)
+    /// meanwhile, so that they drop the exchange and its upstream connection, as
+    /// linkerd2-proxy's HTTP/1 server does (hyper without half-close). One `TCP_INFO` read
+    /// per pending response; returns how many were abandoned.
+    pub fn abandon_closed(&self) -> usize {
+        let mut abandoned = 0;
+        for (_, conn) in self.conns.borrow_mut().iter_mut() {
+            if conn.abandoned || conn.awaiting.is_none() || !sys::peer_closed(conn.fds[0]) {
+                continue;
+            }
+            conn.abandoned = true;
+            abandoned += 1;
+            if let Some(waker) = conn.awaiting.take() {
+                waker.wake();
+            }
+        }
+        abandoned
     }
 
     pub fn open_connections(&self) -> usize {
@@ -150,20 +193,59 @@ impl Drop for TaskGuard {
 
 impl ConnEntry {
     pub fn set_upstream(&self, fd: RawFd) {
-        if let Some((fds, _)) = self.life.conns.borrow_mut().get_mut(self.key) {
-            fds[1] = fd;
+        if let Some(conn) = self.life.conns.borrow_mut().get_mut(self.key) {
+            conn.fds[1] = fd;
         }
     }
 
     /// Marks the connection idle between HTTP requests (closed at once by a drain) or not.
     pub fn set_idle(&self, idle: bool) {
-        if let Some((_, entry)) = self.life.conns.borrow_mut().get_mut(self.key) {
-            *entry = idle;
+        if let Some(conn) = self.life.conns.borrow_mut().get_mut(self.key) {
+            conn.idle = idle;
         }
         if idle && self.life.is_draining() {
-            if let Some(([client, _], _)) = self.life.conns.borrow().get(self.key) {
-                let _ = sys::shutdown(*client, std::net::Shutdown::Both);
+            if let Some(conn) = self.life.conns.borrow().get(self.key) {
+                let _ = sys::shutdown(conn.fds[0], std::net::Shutdown::Both);
             }
+        }
+    }
+
+    /// Completes if the client closes while the caller waits for a response to its
+    /// complete request (race it with the response). Nothing is polled per request: the
+    /// shard's sweep checks the waiting connections' clients (`Lifecycle::abandon_closed`).
+    pub fn abandoned(&self) -> Abandoned<'_> {
+        if let Some(conn) = self.life.conns.borrow_mut().get_mut(self.key) {
+            conn.abandoned = false;
+        }
+        Abandoned { entry: self }
+    }
+}
+
+// === impl Abandoned ===
+
+impl Future for Abandoned<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut conns = self.entry.life.conns.borrow_mut();
+        let Some(conn) = conns.get_mut(self.entry.key) else {
+            return Poll::Pending;
+        };
+        if conn.abandoned {
+            return Poll::Ready(());
+        }
+        match &conn.awaiting {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => conn.awaiting = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.entry.life.conns.borrow_mut().get_mut(self.entry.key) {
+            conn.awaiting = None;
         }
     }
 }

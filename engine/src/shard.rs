@@ -32,6 +32,10 @@ use ringlink_control::policy::watch::PolicyTx;
 /// Pause after a failed accept (e.g. EMFILE) so that a shard does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
+/// How often the shard looks for clients that closed while waiting for a response: the
+/// longest an abandoned request keeps its upstream connection.
+const ABANDON_CHECK: Duration = Duration::from_secs(1);
+
 // === types ===
 
 /// What a shard thread is handed at startup (crosses into the shard thread once).
@@ -161,6 +165,7 @@ pub async fn run<R: Runtime>(seed: ShardSeed) {
     }
     R::spawn(evict_loop::<R>(ctx.life.task(), ctx.clone()));
     R::spawn(pool_sweep_loop::<R>(ctx.life.task(), ctx.clone()));
+    R::spawn(abandon_loop::<R>(ctx.life.task(), ctx.clone()));
 
     ctx.life.drain_started().await;
     ctx.life.start_drain();
@@ -229,6 +234,22 @@ async fn pool_sweep_loop<R: Runtime>(task: TaskGuard, ctx: Rc<ShardCtx<R>>) {
                 shard = ctx.index,
                 closed,
                 "Closed idle upstream connections"
+            );
+        }
+    })
+    .await
+}
+
+/// Abandons the pending responses of clients that closed meanwhile, every
+/// [`ABANDON_CHECK`].
+async fn abandon_loop<R: Runtime>(task: TaskGuard, ctx: Rc<ShardCtx<R>>) {
+    every_until_drain::<R>(task, &ctx, ABANDON_CHECK, || {
+        let abandoned = ctx.life.abandon_closed();
+        if abandoned > 0 {
+            tracing::debug!(
+                shard = ctx.index,
+                abandoned,
+                "Clients closed while waiting for responses"
             );
         }
     })

@@ -163,6 +163,33 @@ pub fn was_reset(fd: RawFd) -> bool {
     rc == 0 && len >= 1 && info[0] == TCP_CLOSE
 }
 
+/// Whether a connected TCP socket's peer has closed its side (sent FIN or reset): state
+/// CLOSE_WAIT, LAST_ACK, CLOSING or CLOSE. For a socket whose own side is still open.
+pub fn peer_closed(fd: RawFd) -> bool {
+    const TCP_CLOSE: u8 = 7;
+    const TCP_CLOSE_WAIT: u8 = 8;
+    const TCP_LAST_ACK: u8 = 9;
+    const TCP_CLOSING: u8 = 11;
+    let mut info = [0u8; 8];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: `info` is writable for `len` bytes; the kernel writes at most `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    rc == 0
+        && len >= 1
+        && matches!(
+            info[0],
+            TCP_CLOSE | TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING
+        )
+}
+
 /// Copies up to `buf.len()` bytes that are waiting on the socket without consuming them
 /// (`recv` with `MSG_PEEK | MSG_DONTWAIT`).
 pub fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {

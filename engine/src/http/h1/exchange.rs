@@ -5,6 +5,8 @@
 //! Upgrades (101) and CONNECT (2xx) become tunnels.
 
 use std::future::Future;
+
+use futures_lite::future::or;
 use std::io;
 use std::net::SocketAddr;
 use std::task::Poll;
@@ -56,6 +58,8 @@ enum Relayed {
     UpstreamFailed(io::Error),
     /// The exchange broke (client gone, upstream gone after the head).
     Abort(io::Error),
+    /// The client closed while it waited for the response.
+    Abandoned,
 }
 
 /// The client's side of a response being relayed: where it is written, and its metrics.
@@ -124,6 +128,7 @@ impl<R: Runtime> Session<'_, R> {
                 }
             }
             let up_read = conn.metrics().read_bytes.clone();
+            let entry = self.entry;
             let mut down = Downstream {
                 tx: &mut self.tx,
                 write_bytes: &self.metrics.write_bytes,
@@ -134,7 +139,7 @@ impl<R: Runtime> Session<'_, R> {
                 buf: &mut up_buf,
                 read_bytes: &up_read,
             };
-            relay_response(
+            let relay = relay_response(
                 self.ctx,
                 &self.limits,
                 head,
@@ -142,8 +147,19 @@ impl<R: Runtime> Session<'_, R> {
                 body_sent,
                 &mut down,
                 &mut up,
-            )
-            .await
+            );
+            // A client that closes while it waits abandons the exchange (its upstream
+            // connection is closed, not pooled).
+            let abandoned = async {
+                entry.abandoned().await;
+                Relayed::Abandoned
+            };
+            let relayed = or(relay, abandoned).await;
+            if matches!(relayed, Relayed::Abandoned) {
+                down.request.error("client");
+                tracing::debug!("The client closed before the response was relayed");
+            }
+            relayed
         } else {
             match self.body_with_response(head, plan, conn, &mut up_buf).await {
                 Ok((relayed, sent)) => {
@@ -256,6 +272,9 @@ impl<R: Runtime> Session<'_, R> {
                 Dispatched::Done(Next::Abort(io::ErrorKind::Interrupted.into()))
             }
             Relayed::Abort(error) => Dispatched::Done(Next::Abort(error)),
+            Relayed::Abandoned => {
+                Dispatched::Done(Next::Abort(io::ErrorKind::ConnectionAborted.into()))
+            }
         }
     }
 

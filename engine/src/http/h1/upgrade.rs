@@ -15,6 +15,7 @@ use std::io;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_lite::future::or;
 use h2::client::ResponseFuture;
 use h2::{RecvStream, SendStream};
 use http::{HeaderName, HeaderValue, Request};
@@ -168,6 +169,13 @@ impl<R: Runtime> Session<'_, R> {
             request: &mut self.request,
         };
         let relay = relay(plan, draining, response, &mut down);
+        // A client that closes while it waits abandons the exchange (the stream is reset).
+        let entry = self.entry;
+        let relay = or(relay, async {
+            entry.abandoned().await;
+            tracing::debug!("The client closed before the response was relayed");
+            Relayed::Abort(io::ErrorKind::ConnectionAborted.into())
+        });
         let (sent, relayed) = bridge::race(send, relay).await;
         match (sent, relayed) {
             (Some(Err(error)), None) => {
