@@ -314,9 +314,17 @@ async fn a_backend_reset_mid_body_aborts_only_its_client(runtime: &'static str) 
         ("target_addr", authority.as_str()),
         ("errno", "ECONNRESET"),
     ];
+    // Nothing else failed. (A response is recorded just after its last byte is written:
+    // wait for the last healthy one too.)
+    let healthy_authority = healthy.addr.to_string();
+    let ok = [
+        ("authority", healthy_authority.as_str()),
+        ("classification", "success"),
+    ];
     let series = scrape_until(&proxy, |s| {
         sum(s, "response_total", &failed) == RESETS as f64
             && sum(s, "tcp_close_total", &reset) == RESETS as f64
+            && sum(s, "response_total", &ok) == RESETS as f64 + 1.0
     })
     .await;
     assert_eq!(
@@ -329,12 +337,6 @@ async fn a_backend_reset_mid_body_aborts_only_its_client(runtime: &'static str) 
         RESETS as f64,
         "{series:#?}"
     );
-    // Nothing else failed.
-    let healthy_authority = healthy.addr.to_string();
-    let ok = [
-        ("authority", healthy_authority.as_str()),
-        ("classification", "success"),
-    ];
     assert_eq!(
         sum(&series, "response_total", &ok),
         RESETS as f64 + 1.0,

@@ -150,7 +150,16 @@ pub async fn serve<R: Runtime>(
     };
     let mut eager = eager;
     let error = loop {
-        let next = session.exchange(&mut eager).await;
+        if session.buf.is_empty() {
+            // Idle between requests: wait for the next one's bytes holding no buffer, with
+            // no exchange state allocated (an idle keep-alive connection costs its socket
+            // and this small task). A failure shows on the read that follows.
+            session.buf = Vec::new();
+            session.entry.set_idle(true);
+            let _ = session.rx.wait_readable().await;
+        }
+        // Boxed: the exchange's state (several KiB) exists only while a request does.
+        let next = Box::pin(session.exchange(&mut eager)).await;
         if matches!(next, Next::Abort(_)) {
             session.request.error("io");
         }
@@ -158,7 +167,7 @@ pub async fn serve<R: Runtime>(
         match next {
             Next::Continue => continue,
             Next::Close => {
-                session.lingering_close().await;
+                Box::pin(session.lingering_close()).await;
                 break None;
             }
             Next::Abort(error) => {

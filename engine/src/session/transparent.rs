@@ -54,7 +54,9 @@ pub async fn serve<R: Runtime>(
     let open = |meta: &ConnMeta| ctx.tcp.open(direction, Peer::Src, target, &meta.tls);
     let mut sniffed = None;
     if let Some(pooled) = ctx.pool.take(target) {
-        match detect::sniff::<R>(&mut client, None, detect_timeout).await {
+        // Detection's state is boxed (as are the connect and the opaque forwarding below):
+        // inline, it would enlarge every connection's task for its whole life.
+        match Box::pin(detect::sniff::<R>(&mut client, None, detect_timeout)).await {
             Ok((found, first)) if found.http().is_some() => {
                 let version = found.http().expect("checked");
                 let src = &*slot.insert(open(meta));
@@ -76,11 +78,11 @@ pub async fn serve<R: Runtime>(
     }
     let timeout = ctx.settings.connect_timeout.get(direction);
     let dial = (&ctx.settings.sockets, direction);
-    let upstream = match crate::upstream::connect::<R>(target, timeout, dial).await {
+    let upstream = match Box::pin(crate::upstream::connect::<R>(target, timeout, dial)).await {
         Ok(upstream) => upstream,
         Err(failure) => {
             let src = &*slot.insert(open(meta));
-            let late = detect::after_connect_failure::<R>(&mut client, failure).await;
+            let late = Box::pin(detect::after_connect_failure::<R>(&mut client, failure)).await;
             let Some((version, first, failure)) = late else {
                 crate::io::reset(client.as_raw_fd());
                 return None;
@@ -101,7 +103,13 @@ pub async fn serve<R: Runtime>(
     entry.set_upstream(upstream.as_raw_fd());
     let (mut found, mut first) = match sniffed {
         Some(found) => found,
-        None => match detect::sniff::<R>(&mut client, Some(&upstream), detect_timeout).await {
+        None => match Box::pin(detect::sniff::<R>(
+            &mut client,
+            Some(&upstream),
+            detect_timeout,
+        ))
+        .await
+        {
             Ok(found) => found,
             Err(error) => {
                 tracing::debug!(%error, "Client failed during detection");
@@ -143,7 +151,8 @@ pub async fn serve<R: Runtime>(
     }
     ctx.detected(direction, found.detected());
     let Some(policy) = meta.policy.clone() else {
-        return opaque::forward(ctx, direction, (client, src), (upstream, target), first).await;
+        let forward = opaque::forward(ctx, direction, (client, src), (upstream, target), first);
+        return Box::pin(forward).await;
     };
     let fds = (client.as_raw_fd(), upstream.as_raw_fd());
     if !authz::connection(ctx, meta, target, &policy) {
