@@ -500,7 +500,7 @@ impl<R: Runtime> Session<'_, R> {
         );
         // Requests with an endpoint are offered to the taps (as linkerd2-proxy taps in its
         // endpoint stacks).
-        if let Some(addr) = addr {
+        if let Some(addr) = addr.filter(|_| self.ctx.taps.active().is_some()) {
             let taps = self.ctx.taps.tap(&TapView {
                 direction: self.meta.direction,
                 client: self.meta.client,

@@ -570,7 +570,10 @@ async fn relay_response<R: Runtime>(
         }
     }
     // The taps count the body as written to the client (with its chunk framing, if any).
-    let written_before_body = down.write_bytes.get() + out.len() as u64;
+    let written_before_body = match down.request.is_tapped() {
+        true => down.write_bytes.get() + out.len() as u64,
+        false => 0,
+    };
     let mut client = Outbox {
         tx: &mut *down.tx,
         write_bytes: down.write_bytes,

@@ -343,7 +343,10 @@ async fn relay_body<W: crate::rt::Writer>(
     body: &mut RecvStream,
     chunked: bool,
 ) -> Result<(), BodyError> {
-    let written_before = down.outbox.write_bytes.get();
+    let written_before = match down.request.is_tapped() {
+        true => down.outbox.write_bytes.get(),
+        false => 0,
+    };
     let relayed = bridge::h2_to_h1(&mut down.outbox, body, chunked).await;
     if down.request.is_tapped() {
         let body = down.outbox.write_bytes.get().saturating_sub(written_before);
