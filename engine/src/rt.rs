@@ -150,8 +150,10 @@ pub async fn timeout<R: Runtime, T>(
     duration: Duration,
     future: impl Future<Output = T>,
 ) -> Option<T> {
+    // The timer is boxed: monoio's is cache-line aligned (128 bytes), and inline it would
+    // align and pad every future that holds a timeout (most of a connection's).
     futures_lite::future::or(async { Some(future.await) }, async {
-        R::sleep(duration).await;
+        Box::pin(R::sleep(duration)).await;
         None
     })
     .await

@@ -151,15 +151,14 @@ pub async fn serve<R: Runtime>(
     let mut eager = eager;
     let error = loop {
         if session.buf.is_empty() {
-            // Idle between requests: wait for the next one's bytes holding no buffer, with
-            // no exchange state allocated (an idle keep-alive connection costs its socket
-            // and this small task). A failure shows on the read that follows.
-            session.buf = Vec::new();
+            // Idle between requests: wait for the next one's bytes holding no buffer (it
+            // goes back to the shard's pool). A failure shows on the read that follows.
+            ctx.buffers.give(std::mem::take(&mut session.buf));
             session.entry.set_idle(true);
             let _ = session.rx.wait_readable().await;
+            session.buf = ctx.buffers.take_small();
         }
-        // Boxed: the exchange's state (several KiB) exists only while a request does.
-        let next = Box::pin(session.exchange(&mut eager)).await;
+        let next = session.exchange(&mut eager).await;
         if matches!(next, Next::Abort(_)) {
             session.request.error("io");
         }

@@ -60,13 +60,13 @@ impl Runtime for Monoio {
     }
 
     async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-        match mono::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
-            Ok(Ok(stream)) => {
+        match super::timeout::<Monoio, _>(timeout, TcpStream::connect_addr(addr)).await {
+            Some(Ok(stream)) => {
                 stream.set_nodelay(true)?;
                 Ok(stream)
             }
-            Ok(Err(error)) => Err(error),
-            Err(_elapsed) => Err(io::ErrorKind::TimedOut.into()),
+            Some(Err(error)) => Err(error),
+            None => Err(io::ErrorKind::TimedOut.into()),
         }
     }
 

@@ -97,7 +97,8 @@ pub async fn sniff<R: Runtime>(
                 }
             },
             async {
-                R::sleep(remaining).await;
+                // Boxed: see `rt::timeout`.
+                Box::pin(R::sleep(remaining)).await;
                 Ok(First::Deadline)
             },
         )

@@ -40,7 +40,7 @@ pub async fn certified<R: Runtime>(ctx: &ShardCtx<R>, timeout: Duration) -> Opti
         if Instant::now() >= deadline {
             return None;
         }
-        R::sleep(CERTIFIED_POLL).await;
+        Box::pin(R::sleep(CERTIFIED_POLL)).await;
     }
 }
 
