@@ -34,18 +34,13 @@ pub const SMALL_BUFFER: usize = 4 << 10;
 pub const LARGE_BUFFER: usize = 64 << 10;
 /// Large copy buffers kept for reuse per shard (at most 16 MiB).
 const MAX_POOLED_BUFFERS: usize = 256;
-/// Small buffers kept for reuse per shard (at most 256 KiB): a busy shard's HTTP/1
-/// connections take one per request without a trip through the allocator.
-const MAX_POOLED_SMALL_BUFFERS: usize = 64;
 
 // === types ===
 
-/// The shard's pool of large copy buffers, and of small ones for connections between idle
-/// spells. Shard-local.
+/// The shard's pool of large copy buffers. Shard-local.
 #[derive(Default)]
 pub struct Buffers {
     free: RefCell<Vec<Vec<u8>>>,
-    small: RefCell<Vec<Vec<u8>>>,
 }
 
 /// How one direction of a connection ended.
@@ -87,28 +82,11 @@ impl Buffers {
             .unwrap_or_else(|| Vec::with_capacity(LARGE_BUFFER))
     }
 
-    /// A 4 KiB buffer, from the pool when one is free: what an HTTP/1 connection reads into
-    /// once it has bytes to read (it holds none while idle).
-    pub fn take_small(&self) -> Vec<u8> {
-        self.small
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(SMALL_BUFFER))
-    }
-
-    /// Gives a buffer back; large and small ones are kept, up to the pools' bounds, cleared.
-    pub fn give(&self, mut buf: Vec<u8>) {
-        if buf.capacity() == LARGE_BUFFER {
-            let mut free = self.free.borrow_mut();
-            if free.len() < MAX_POOLED_BUFFERS {
-                free.push(buf);
-            }
-        } else if buf.capacity() == SMALL_BUFFER {
-            let mut small = self.small.borrow_mut();
-            if small.len() < MAX_POOLED_SMALL_BUFFERS {
-                buf.clear();
-                small.push(buf);
-            }
+    /// Gives a buffer back; only large ones are kept, up to the pool's bound.
+    pub fn give(&self, buf: Vec<u8>) {
+        let mut free = self.free.borrow_mut();
+        if buf.capacity() == LARGE_BUFFER && free.len() < MAX_POOLED_BUFFERS {
+            free.push(buf);
         }
     }
 }
@@ -277,14 +255,7 @@ mod tests {
     fn the_pool_keeps_only_large_buffers_up_to_its_bound() {
         let buffers = Buffers::default();
         buffers.give(Vec::with_capacity(SMALL_BUFFER));
-        buffers.give(Vec::with_capacity(SMALL_BUFFER + 1));
         assert!(buffers.free.borrow().is_empty());
-        assert_eq!(buffers.small.borrow().len(), 1, "one small buffer kept");
-        for _ in 0..MAX_POOLED_SMALL_BUFFERS + 3 {
-            buffers.give(Vec::with_capacity(SMALL_BUFFER));
-        }
-        assert_eq!(buffers.small.borrow().len(), MAX_POOLED_SMALL_BUFFERS);
-        assert_eq!(buffers.take_small().capacity(), SMALL_BUFFER);
         for _ in 0..MAX_POOLED_BUFFERS + 3 {
             buffers.give(Vec::with_capacity(LARGE_BUFFER));
         }

@@ -82,12 +82,6 @@ pub trait Reader {
     /// the buffer grew by the returned count, 0 at end of stream. The caller makes sure
     /// there is spare capacity.
     fn read_more(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
-
-    /// Completes when a read would not block (data, end of stream or an error is there),
-    /// holding no buffer and consuming nothing: how an idle connection waits for its next
-    /// bytes without a buffer of its own. On a split half, only while no operation is in
-    /// flight on the other half (an HTTP/1 connection between exchanges).
-    fn wait_readable(&mut self) -> impl Future<Output = io::Result<()>>;
 }
 
 pub trait Writer {

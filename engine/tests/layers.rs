@@ -6,8 +6,7 @@
 //!   its own layer;
 //! - inside `http` and `session`, a submodule may use only the submodules listed before it
 //!   (never the module's root file, which is the top of the module);
-//! - only `rt` names glommio or monoio, and only `sys.rs`, `rt/glommio.rs` and `rt/monoio.rs` (a readiness wait on a split
-//!   half) hold `unsafe`.
+//! - only `rt` names glommio or monoio, and only `sys.rs` and `rt/glommio.rs` hold `unsafe`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -246,10 +245,10 @@ fn violations() -> Vec<String> {
         if names_runtime && place.module != "rt" {
             found.insert(format!("{name}: names glommio or monoio outside `rt`"));
         }
-        let unsafe_allowed = ["sys.rs", "rt/glommio.rs", "rt/monoio.rs"];
+        let unsafe_allowed = ["sys.rs", "rt/glommio.rs"];
         if code.contains("unsafe ") && !unsafe_allowed.contains(&name.to_string().as_str()) {
             found.insert(format!(
-                "{name}: holds `unsafe` outside sys.rs, rt/glommio.rs and rt/monoio.rs"
+                "{name}: holds `unsafe` outside sys.rs and rt/glommio.rs"
             ));
         }
     }

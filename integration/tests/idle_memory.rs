@@ -1,8 +1,8 @@
 //! What an idle keep-alive HTTP/1 connection costs the proxy: after one request, a client
-//! connection waits for its next request holding no buffer (it goes back to the shard's
-//! pool, and readiness is awaited without one), and its task carries no detection, connect
-//! or timer state. Measured as the growth of the proxy's RSS over many such connections;
-//! the bound is a regression guard.
+//! connection waits for its next request with a small read buffer, and its task carries no
+//! detection, connect or timer state. Measured as the growth of the proxy's RSS over many
+//! such connections; the bound is a regression guard (issue 15's target of 2 KiB is not
+//! met).
 
 use std::time::Duration;
 
@@ -12,9 +12,10 @@ use ringlink_integration::proxy;
 
 /// Connections held idle.
 const CONNECTIONS: usize = 2_000;
-/// The most an idle keep-alive connection may add to the proxy's RSS (it was 13–19 KiB
-/// before the idle path held no buffer; 8.4–9.5 KiB now, in debug and release builds).
-const BOUND_BYTES: u64 = 11 * 1024;
+/// The most an idle keep-alive connection may add to the proxy's RSS (18.9 KiB with monoio
+/// and 13.3 KiB with glommio before detection, connects and timers left the connection's
+/// task; 13.5 and 11.9 KiB now, in debug and release builds alike).
+const BOUND_BYTES: u64 = 15 * 1024;
 
 async fn idle_http1_connections_are_small(runtime: &'static str) {
     // The test's own sockets, plus the proxy's (it raises its own limit).

@@ -58,6 +58,10 @@ pub const LINGER_MAX_BYTES: usize = 1 << 20;
 /// How long the rest of a head may take once its first byte arrived (slow-loris bound).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The read buffer a keep-alive connection waits for its next request with (an allocation
+/// small enough for the allocator's per-thread cache).
+const IDLE_BUFFER: usize = 1 << 10;
+
 // === types ===
 
 /// The upstream connection detection left behind, for the first request to its address.
@@ -150,13 +154,12 @@ pub async fn serve<R: Runtime>(
     };
     let mut eager = eager;
     let error = loop {
-        if session.buf.is_empty() {
-            // Idle between requests: wait for the next one's bytes holding no buffer (it
-            // goes back to the shard's pool). A failure shows on the read that follows.
-            ctx.buffers.give(std::mem::take(&mut session.buf));
-            session.entry.set_idle(true);
-            let _ = session.rx.wait_readable().await;
-            session.buf = ctx.buffers.take_small();
+        if session.buf.is_empty() && session.buf.capacity() > IDLE_BUFFER {
+            // Idle between requests: the next request's first read waits with a small
+            // buffer (most heads fit; a longer one grows it) instead of the large one.
+            // (Waiting for readiness without a buffer would cost a poll
+            // operation per request: 10–15 % more CPU per request.)
+            session.buf = Vec::with_capacity(IDLE_BUFFER);
         }
         let next = session.exchange(&mut eager).await;
         if matches!(next, Next::Abort(_)) {

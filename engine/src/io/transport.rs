@@ -152,17 +152,6 @@ impl<R: Runtime> Reader for Transport<R> {
             }
         }
     }
-
-    fn wait_readable(&mut self) -> impl Future<Output = io::Result<()>> {
-        match self {
-            Transport::Plain(stream) => Either::Left(stream.wait_readable()),
-            Transport::Tls(tls) => {
-                let tls = &mut **tls;
-                let (io, ahead) = (tls.io.get_mut(), tls.ahead.get_mut());
-                Either::Right(poll_fn(move |cx| poll_ahead(io, ahead, cx)))
-            }
-        }
-    }
 }
 
 impl<R: Runtime> Stream for Transport<R> {
@@ -246,17 +235,6 @@ impl<R: Runtime> Reader for TransportReader<R> {
                     buf,
                     false,
                 )))
-            }
-        }
-    }
-
-    fn wait_readable(&mut self) -> impl Future<Output = io::Result<()>> {
-        match self {
-            TransportReader::Plain(rx) => Either::Left(rx.wait_readable()),
-            TransportReader::Tls(rx) => {
-                let rx = &mut **rx;
-                let (half, ahead) = (&mut rx.half, &mut rx.ahead);
-                Either::Right(poll_fn(move |cx| poll_ahead(half, ahead, cx)))
             }
         }
     }

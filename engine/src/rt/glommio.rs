@@ -138,10 +138,6 @@ impl Reader for GlStream {
         GlReader(self.0.clone()).read(buf).await
     }
 
-    async fn wait_readable(&mut self) -> io::Result<()> {
-        Stream::readable(self).await
-    }
-
     async fn read_more(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         GlReader(self.0.clone()).read_more(buf).await
     }
@@ -167,20 +163,6 @@ impl Reader for GlReader {
             poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut buf[len..])).await;
         buf.truncate(len + *result.as_ref().unwrap_or(&0));
         (result, buf)
-    }
-
-    // The shared borrow lasts while the peek waits: the caller guarantees no operation is
-    // in flight on the write half meanwhile (`Reader::wait_readable`), so nothing borrows
-    // the stream mutably then.
-    #[allow(clippy::await_holding_refcell_ref)]
-    async fn wait_readable(&mut self) -> io::Result<()> {
-        let stream = self.0.borrow();
-        let mut byte = [0u8; 1];
-        stream
-            .peek(&mut byte)
-            .await
-            .map(drop)
-            .map_err(io::Error::from)
     }
 }
 

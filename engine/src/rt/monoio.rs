@@ -115,10 +115,6 @@ impl Reader for TcpStream {
     async fn read_more(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         read_more(self, buf).await
     }
-
-    fn wait_readable(&mut self) -> impl Future<Output = io::Result<()>> {
-        TcpStream::readable(self, false)
-    }
 }
 
 impl Reader for OwnedReadHalf<TcpStream> {
@@ -128,18 +124,6 @@ impl Reader for OwnedReadHalf<TcpStream> {
 
     async fn read_more(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         read_more(self, buf).await
-    }
-
-    #[allow(unsafe_code)]
-    fn wait_readable(&mut self) -> impl Future<Output = io::Result<()>> {
-        // SAFETY: monoio's halves share the stream through an `UnsafeCell`, and each of
-        // their operations takes `&mut` to it for as long as it is in flight, as this shared
-        // borrow lasts while the readiness poll (a POLL_ADD on the fd) waits. The caller
-        // guarantees no operation is in flight on the other half meanwhile (`Reader::
-        // wait_readable`), and this half is borrowed mutably, so no other reference to the
-        // stream exists while this one does.
-        let stream: &TcpStream = unsafe { &*self.0.get() };
-        stream.readable(false)
     }
 }
 

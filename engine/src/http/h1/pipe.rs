@@ -13,6 +13,9 @@ use ringlink_protocols::http1::{self, BodyKind, ChunkedDecoder, Limits, Parsed, 
 use crate::io::{Buffers, LARGE_BUFFER, SMALL_BUFFER};
 use crate::rt::{Reader, Runtime, Writer};
 
+/// The least capacity a head's first read uses as it is, without growing the buffer.
+const MIN_FIRST_READ: usize = 512;
+
 // === types ===
 
 /// Why a head could not be read.
@@ -96,9 +99,15 @@ impl<Rd: Reader> Inbox<'_, Rd> {
                     Parsed::Partial => {}
                 }
             }
-            let want = SMALL_BUFFER
-                .min(limits.max_head_bytes + 1 - self.buf.len())
-                .max(1);
+            // A head's first read fills the buffer there is (an idle connection's is small:
+            // most heads fit); later reads make room for a larger part.
+            let want = if self.buf.is_empty() && self.buf.capacity() >= MIN_FIRST_READ {
+                1
+            } else {
+                SMALL_BUFFER
+                    .min(limits.max_head_bytes + 1 - self.buf.len())
+                    .max(1)
+            };
             let read = match (deadline, timeout) {
                 (_, None) => self.fill(want).await,
                 (None, Some(_)) if self.buf.is_empty() => self.fill(want).await,
