@@ -1,14 +1,15 @@
 //! `parse_request` on arbitrary bytes with small and default limits. A complete head must
 //! respect the limits, be what a shorter read of the same bytes would also have given, frame
 //! its body without panicking, and survive encode -> parse unchanged (as parsed, in origin
-//! form, and with hop-by-hop fields stripped).
+//! form, and with hop-by-hop fields stripped). An `Upgrade` it asks for is a trimmed,
+//! non-empty protocol other than `h2c`, and none is left once hop-by-hop fields are gone.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use ringlink_protocols::http1::{
-    encode_request, keep_alive, parse_request, request_body, strip_hop_by_hop, BodyKind, Limits,
-    Parsed, RequestHead,
+    encode_request, keep_alive, parse_request, request_body, strip_hop_by_hop, upgrade_protocol,
+    BodyKind, Limits, Parsed, RequestHead,
 };
 
 const SMALL: Limits = Limits {
@@ -71,6 +72,11 @@ fuzz_target!(|data: &[u8]| {
                 }
                 let _ = keep_alive(head.version, &head.headers);
                 let _ = head.authority();
+                if let Some(protocol) = upgrade_protocol(&head) {
+                    assert!(!protocol.is_empty() && !protocol.eq_ignore_ascii_case("h2c"));
+                    assert_eq!(protocol.trim(), protocol);
+                    assert!(head.headers.has_token("connection", "upgrade"));
+                }
 
                 round_trip(&head);
 
@@ -96,6 +102,7 @@ fuzz_target!(|data: &[u8]| {
                 ] {
                     assert_eq!(stripped.headers.count(name), 0, "{name} left");
                 }
+                assert_eq!(upgrade_protocol(&stripped), None);
                 round_trip(&stripped);
             }
             Ok(Parsed::Partial) => assert!(data.len() < limits.max_head_bytes),

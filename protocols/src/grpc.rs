@@ -19,9 +19,14 @@ pub fn is_grpc(content_type: &[u8]) -> bool {
         && matches!(content_type.get(GRPC.len()), None | Some(b'+' | b';'))
 }
 
-/// A `grpc-status` header or trailer value: UTF-8 digits, surrounding whitespace allowed.
+/// A `grpc-status` header or trailer value: ASCII digits (gRPC's `1*DIGIT`), surrounding
+/// ASCII whitespace allowed; no sign, no other whitespace.
 pub fn parse_grpc_status(value: &[u8]) -> Option<u32> {
-    std::str::from_utf8(value).ok()?.trim().parse().ok()
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 #[cfg(test)]

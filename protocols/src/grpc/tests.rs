@@ -63,6 +63,9 @@ fn bad_grpc_statuses() {
         b"4294967296",
         b"\xff1",
         b"0x1",
+        b"+14",
+        b"\xc2\xa014",
+        b"14\xe3\x80\x80",
     ] {
         assert_eq!(
             parse_grpc_status(value),
