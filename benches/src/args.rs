@@ -10,7 +10,10 @@ use crate::proxy::ProxyKind;
 pub const USAGE: &str = "\
 usage: ringlink-bench [OPTIONS]
 
-  --tests NAME[,NAME]  tests to run, in order (default: all): http1, h2, bulk,
+  --tests NAME[,NAME]  tests to run, in order (default: all): http1, h2, grpc
+                       (ringlink-grpc-load, unary gRPC calls, closed loop),
+                       latency (HTTP/1.1 at a fixed rate, open loop: latency
+                       percentiles and what each proxy adds over direct), bulk,
                        mesh (two ringlinks meshed, mTLS against plaintext; runs
                        for each ringlink runtime in --only), policy (inbound
                        policy enforcement: 50 routes x 20 authorizations against
@@ -23,10 +26,17 @@ usage: ringlink-bench [OPTIONS]
                        (through a Destination-service balancer; http1 only),
                        ringlink-glommio, nginx,
                        haproxy (nginx and haproxy are skipped if not installed)
-  --duration SECS      length of each measured wrk and h2load run (default 10)
+  --duration SECS      length of each measured wrk, h2load, grpc and latency run
+                       (default 10)
   --connections N      wrk keep-alive connections (default 50)
   --h2-connections N   h2load connections (default 10)
   --h2-streams N       h2load concurrent streams per connection (default 10)
+  --grpc-concurrency N gRPC calls in flight in the grpc test (default 50)
+  --grpc-connections N HTTP/2 connections they are spread over (default 10)
+  --latency-rps R      requests per second in the latency test (default 5000)
+  --latency-connections N
+                       connections of the latency test, each with one request
+                       in flight at most (default 50)
   --bulk-mb MIB        MiB sent through each proxy in the bulk test (default 1024)
   --policy-rows NAME[,NAME]
                        rows of the policy test, in order (default: direct,
@@ -40,6 +50,13 @@ usage: ringlink-bench [OPTIONS]
                        ringlink in --only, with metrics recording on and with
                        RINGLINK_METRICS_RECORDING=off, alternating; CPU µs/request of
                        each and the difference
+  --soak MINUTES       instead of the tests: each ringlink runtime in --only under
+                       connection churn for MINUTES (decimals allowed), checked for
+                       RSS growth and fds and connections left open (soak.rs)
+  --soak-csv PATH      write the soak's per-second samples to PATH (CSV)
+  --soak-kinds NAME[,NAME]
+                       the soak's churn (default: all): churn, keepalive, h2, ws,
+                       reset-request, reset-response, slow-reader
   -h, --help           print this help";
 
 /// One kind of load; each is one table of the output.
@@ -49,6 +66,11 @@ pub enum Test {
     Http1,
     /// h2load, h2c (prior-knowledge HTTP/2) request/response.
     H2,
+    /// `ringlink-grpc-load`, unary gRPC calls to `ringlink.test.Echo`, closed loop.
+    Grpc,
+    /// HTTP/1.1 at a fixed request rate (open loop, the bench's own client): latency
+    /// percentiles, and what each proxy adds to direct's.
+    Latency,
     /// One connection streaming MiBs into a sink (not HTTP).
     Bulk,
     /// Two ringlink proxies meshed (outbound → inbound), mTLS against plaintext: wrk through
@@ -71,6 +93,10 @@ pub struct Options {
     pub connections: u32,
     pub h2_connections: u32,
     pub h2_streams: u32,
+    pub grpc_concurrency: u32,
+    pub grpc_connections: u32,
+    pub latency_rps: u32,
+    pub latency_connections: u32,
     pub bulk_mib: u64,
     /// The rows of the policy test, in the order they are measured.
     pub policy_rows: Vec<PolicyRow>,
@@ -79,14 +105,18 @@ pub struct Options {
     pub ringlink: PathBuf,
     /// `--metrics-cost N`: rounds of the recording on/off comparison, instead of the tests.
     pub metrics_cost_rounds: Option<u32>,
+    /// `--soak MINUTES`, `--soak-csv`, `--soak-kinds`: the soak, instead of the tests.
+    pub soak: crate::soak::SoakOptions,
 }
 
 // === impl Test ===
 
 impl Test {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::Http1,
         Self::H2,
+        Self::Grpc,
+        Self::Latency,
         Self::Bulk,
         Self::Mesh,
         Self::Policy,
@@ -97,6 +127,8 @@ impl Test {
         match self {
             Self::Http1 => "http1",
             Self::H2 => "h2",
+            Self::Grpc => "grpc",
+            Self::Latency => "latency",
             Self::Bulk => "bulk",
             Self::Mesh => "mesh",
             Self::Policy => "policy",
@@ -117,11 +149,16 @@ impl Options {
             connections: 50,
             h2_connections: 10,
             h2_streams: 10,
+            grpc_concurrency: 50,
+            grpc_connections: 10,
+            latency_rps: 5000,
+            latency_connections: 50,
             bulk_mib: 1024,
             policy_rows: PolicyRow::DEFAULT.to_vec(),
             policy_rounds: 1,
             ringlink: default_ringlink()?,
             metrics_cost_rounds: None,
+            soak: Default::default(),
         };
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -144,6 +181,10 @@ impl Options {
                 "--connections" => opts.connections = positive(&flag, &value)?,
                 "--h2-connections" => opts.h2_connections = positive(&flag, &value)?,
                 "--h2-streams" => opts.h2_streams = positive(&flag, &value)?,
+                "--grpc-concurrency" => opts.grpc_concurrency = positive(&flag, &value)?,
+                "--grpc-connections" => opts.grpc_connections = positive(&flag, &value)?,
+                "--latency-rps" => opts.latency_rps = positive(&flag, &value)?,
+                "--latency-connections" => opts.latency_connections = positive(&flag, &value)?,
                 "--bulk-mb" => opts.bulk_mib = number(&flag, &value)?,
                 "--policy-rounds" => opts.policy_rounds = positive(&flag, &value)?,
                 "--policy-rows" => {
@@ -151,6 +192,7 @@ impl Options {
                 }
                 "--ringlink" => opts.ringlink = PathBuf::from(value),
                 "--metrics-cost" => opts.metrics_cost_rounds = Some(positive(&flag, &value)?),
+                soak if soak.starts_with("--soak") => opts.soak.set(soak, &value)?,
                 _ => bail!("unknown option {flag}\n\n{USAGE}"),
             }
         }
@@ -242,6 +284,26 @@ mod tests {
         assert_eq!(parse(&[]).unwrap().policy_rounds, 1);
         assert_eq!(parse(&["--policy-rounds=3"]).unwrap().policy_rounds, 3);
         assert!(parse(&["--policy-rounds", "0"]).is_err());
+    }
+
+    #[test]
+    fn grpc_and_latency_options() {
+        let opts = parse(&["--tests", "grpc,latency"]).unwrap();
+        assert_eq!(opts.tests, [Test::Grpc, Test::Latency]);
+        assert_eq!((opts.grpc_concurrency, opts.grpc_connections), (50, 10));
+        assert_eq!((opts.latency_rps, opts.latency_connections), (5000, 50));
+        let opts = parse(&[
+            "--grpc-concurrency=8",
+            "--grpc-connections",
+            "2",
+            "--latency-rps",
+            "1000",
+            "--latency-connections=20",
+        ])
+        .unwrap();
+        assert_eq!((opts.grpc_concurrency, opts.grpc_connections), (8, 2));
+        assert_eq!((opts.latency_rps, opts.latency_connections), (1000, 20));
+        assert!(parse(&["--latency-rps", "0"]).is_err());
     }
 
     #[test]

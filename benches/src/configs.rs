@@ -3,11 +3,11 @@
 //! Both are set up as one single-threaded HTTP reverse proxy with connection reuse toward
 //! the backend and no access logging, the closest they come to one ringlink shard:
 //!
-//! - `http1`: HTTP/1.1 in, HTTP/1.1 out over kept-alive backend connections.
-//! - `h2`: h2c (prior knowledge) in, h2c out. nginx cannot proxy HTTP/2 to a backend with
-//!   `proxy_pass`; its gRPC proxy (`grpc_pass`) speaks plain HTTP/2 and serves any h2
-//!   backend, but opens one backend connection per concurrent request (it does not
-//!   multiplex), kept alive with `keepalive`.
+//! - `http1` and `latency`: HTTP/1.1 in, HTTP/1.1 out over kept-alive backend connections.
+//! - `h2` and `grpc`: h2c (prior knowledge) in, h2c out. nginx cannot proxy HTTP/2 to a
+//!   backend with `proxy_pass`; its gRPC proxy (`grpc_pass`) speaks plain HTTP/2 and serves
+//!   any h2 backend (gRPC's, and h2load's GETs alike), but opens one backend connection per
+//!   concurrent request (it does not multiplex), kept alive with `keepalive`.
 //! - `bulk`: L4, since the bulk test is not HTTP: nginx's stream module with
 //!   `proxy_half_close`, haproxy's `mode tcp`.
 
@@ -77,8 +77,8 @@ stream {{
         return conf;
     }
     let (listen_flags, http2_on, location) = match (c.test, c.http2_directive) {
-        (Test::H2, true) => ("", "        http2 on;\n", "grpc_pass grpc://backend;"),
-        (Test::H2, false) => (" http2", "", "grpc_pass grpc://backend;"),
+        (Test::H2 | Test::Grpc, true) => ("", "        http2 on;\n", "grpc_pass grpc://backend;"),
+        (Test::H2 | Test::Grpc, false) => (" http2", "", "grpc_pass grpc://backend;"),
         _ => (
             "",
             "",
@@ -128,10 +128,10 @@ pub struct HaproxyConfig {
 pub fn haproxy(c: &HaproxyConfig) -> String {
     let (mode, reuse, proto) = match c.test {
         // The mesh, policy and tap tests run ringlink only; their load is HTTP/1.
-        Test::Http1 | Test::Mesh | Test::Policy | Test::Tap => {
+        Test::Http1 | Test::Latency | Test::Mesh | Test::Policy | Test::Tap => {
             ("http", "    http-reuse always\n", "")
         }
-        Test::H2 => ("http", "    http-reuse always\n", " proto h2"),
+        Test::H2 | Test::Grpc => ("http", "    http-reuse always\n", " proto h2"),
         Test::Bulk => ("tcp", "", ""),
     };
     // No `log` line anywhere: haproxy logs nothing.
@@ -194,6 +194,23 @@ mod tests {
     }
 
     #[test]
+    fn nginx_grpc_is_grpc_pass_over_http2() {
+        let old = nginx_for(Test::Grpc, false);
+        assert!(old.contains("listen 127.0.0.1:1000 http2;"));
+        assert!(old.contains("grpc_pass grpc://backend;"));
+        assert!(old.contains("keepalive 1024;"));
+        assert!(!old.contains("proxy_pass"));
+        let new = nginx_for(Test::Grpc, true);
+        assert!(new.contains("listen 127.0.0.1:1000;\n        http2 on;"));
+        assert_eq!(new.matches('{').count(), new.matches('}').count());
+        // The latency test proxies HTTP/1.1 as the http1 test does.
+        assert_eq!(
+            nginx_for(Test::Latency, false),
+            nginx_for(Test::Http1, false)
+        );
+    }
+
+    #[test]
     fn nginx_bulk_is_l4() {
         let conf = nginx_for(Test::Bulk, false);
         assert!(conf.starts_with("load_module /m/ngx_stream_module.so;"));
@@ -221,5 +238,7 @@ mod tests {
         assert!(bulk.contains("mode tcp"));
         assert!(!bulk.contains("http-reuse"));
         assert!(!conf(Test::Http1).contains("proto h2"));
+        assert_eq!(conf(Test::Grpc), h2);
+        assert_eq!(conf(Test::Latency), conf(Test::Http1));
     }
 }

@@ -6,12 +6,22 @@
 //! duration is over. The request in flight at the deadline is completed and counted, so that
 //! what the load counts equals what the proxy counted. Runs on the caller's tokio runtime
 //! (the policy test gives it a current-thread one on a thread pinned to the load CPU).
+//!
+//! Open loop ([`run_paced`], the latency test): requests are due on a fixed timetable
+//! (`rate` per second, [`ringlink_benches::pace`]) shared by the connections, each with at
+//! most one request in flight. A free connection claims the next due request, waits for its
+//! due time, sends it; its latency is measured from the due time, so a request that had to
+//! wait for a connection still busy with a slow response counts that wait, as wrk2 does.
+//! With enough connections for the rate (each is free again long before its next turn),
+//! the timetable is kept whatever the responses do.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ringlink_benches::hdr::Latencies;
+use ringlink_benches::pace::{HrTimer, Schedule};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -19,6 +29,9 @@ use tokio::net::{TcpSocket, TcpStream};
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause before a connection is opened again after an error.
 const RECONNECT_DELAY: Duration = Duration::from_millis(10);
+/// How long past the timetable's end an open-loop run may take to send what is still due;
+/// what is left then is reported as missed.
+const PACED_DRAIN: Duration = Duration::from_secs(10);
 
 /// What to send, where from, and how many connections.
 #[derive(Clone)]
@@ -44,6 +57,20 @@ pub struct LoadReport {
     pub first_error: Option<String>,
     /// From the start until the last connection finished its last exchange.
     pub elapsed: Duration,
+}
+
+/// What an open-loop run did.
+#[derive(Clone, Debug, Default)]
+pub struct PacedReport {
+    /// Responses, errors, and the time from the timetable's start until the last response.
+    pub load: LoadReport,
+    /// Of every response read in full: from its request's due time until its end.
+    pub latency: Latencies,
+    /// Of the same requests: from the due time until the request was written (the timer's
+    /// lateness, and waits for a free connection or a reconnect).
+    pub send_lag: Latencies,
+    /// Requests of the timetable never sent (the run gave up draining).
+    pub missed: u64,
 }
 
 /// One response: its status and whether the server closes the connection after it.
@@ -115,6 +142,52 @@ pub async fn run(load: &Load, duration: Duration) -> LoadReport {
     report
 }
 
+/// Runs `load` open loop: `rate` requests per second for `duration`, on a timetable shared
+/// by `load.connections` connections (opened before the first request is due), each with
+/// at most one request in flight.
+pub async fn run_paced(load: &Load, rate: f64, duration: Duration) -> PacedReport {
+    let recorded = Arc::new(Mutex::new(PacedReport::default()));
+    let mut streams = Vec::with_capacity(load.connections);
+    for _ in 0..load.connections {
+        match connect(load).await {
+            Ok(stream) => streams.push(Some(stream)),
+            Err(error) => {
+                let mut r = recorded.lock().expect("recorded");
+                r.load.error(format!("connect: {error}"));
+                streams.push(None);
+            }
+        }
+    }
+    let start = Instant::now();
+    let schedule = Arc::new(Schedule::new(start, rate, duration));
+    let give_up = start + duration + PACED_DRAIN;
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .map(|stream| {
+            tokio::spawn(paced_connection(
+                load.clone(),
+                stream,
+                schedule.clone(),
+                give_up,
+                recorded.clone(),
+            ))
+        })
+        .collect();
+    for task in tasks {
+        if task.await.is_err() {
+            recorded
+                .lock()
+                .expect("recorded")
+                .load
+                .error("a load task panicked");
+        }
+    }
+    let mut report = std::mem::take(&mut *recorded.lock().expect("recorded"));
+    report.missed = schedule.sends() - schedule.claimed();
+    report.load.elapsed = start.elapsed();
+    report
+}
+
 /// One request on a new connection from `load.source`; the response's status.
 pub async fn probe(load: &Load) -> io::Result<u16> {
     let mut stream = connect(load).await?;
@@ -170,6 +243,74 @@ async fn connection(load: Load, deadline: Instant) -> LoadReport {
         }
     }
     counts
+}
+
+/// One connection of an open-loop run: claims due requests from `schedule` and sends each at
+/// its due time, reconnecting after an error or a `connection: close`.
+async fn paced_connection(
+    load: Load,
+    mut stream: Option<TcpStream>,
+    schedule: Arc<Schedule>,
+    give_up: Instant,
+    recorded: Arc<Mutex<PacedReport>>,
+) {
+    let mut timer = match HrTimer::new() {
+        Ok(timer) => timer,
+        Err(error) => {
+            let mut r = recorded.lock().expect("recorded");
+            r.load.error(format!("timerfd: {error}"));
+            return;
+        }
+    };
+    let mut buf = Vec::with_capacity(4096);
+    while Instant::now() < give_up {
+        let Some(due) = schedule.claim() else { break };
+        if let Err(error) = timer.sleep_until(due).await {
+            let mut r = recorded.lock().expect("recorded");
+            r.load.error(format!("timerfd: {error}"));
+            return;
+        }
+        let conn = match &mut stream {
+            Some(conn) => conn,
+            None => match connect(&load).await {
+                Ok(conn) => stream.insert(conn),
+                Err(error) => {
+                    // This request is lost (counted as an error); the next one retries.
+                    let mut r = recorded.lock().expect("recorded");
+                    r.load.error(format!("connect: {error}"));
+                    continue;
+                }
+            },
+        };
+        let sent = Instant::now();
+        let outcome =
+            tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(conn, &load.request, &mut buf)).await;
+        let done = Instant::now();
+        let mut r = recorded.lock().expect("recorded");
+        match outcome {
+            Ok(Ok(response)) => {
+                r.load.completed += 1;
+                r.latency.record(done - due);
+                r.send_lag.record(sent - due);
+                if !(200..300).contains(&response.status) {
+                    r.load.non_2xx += 1;
+                    r.load.first_non_2xx.get_or_insert(response.status);
+                }
+                if response.close {
+                    stream = None;
+                }
+            }
+            Ok(Err(error)) => {
+                r.load.error(error);
+                stream = None;
+            }
+            Err(_) => {
+                r.load
+                    .error(format!("no response within {EXCHANGE_TIMEOUT:?}"));
+                stream = None;
+            }
+        }
+    }
 }
 
 async fn connect(load: &Load) -> io::Result<TcpStream> {
@@ -325,6 +466,17 @@ mod tests {
             let report = run(&load, Duration::from_millis(200)).await;
             assert!(report.completed > 0, "{report:?}");
             assert!(report.problems().is_empty(), "{report:?}");
+
+            // Open loop: 2000/s for 250 ms is 500 requests, each timed from its due time.
+            let paced = run_paced(&load, 2000.0, Duration::from_millis(250)).await;
+            assert_eq!(paced.load.completed, 500, "{paced:?}");
+            assert!(paced.load.problems().is_empty(), "{paced:?}");
+            assert_eq!(paced.missed, 0);
+            assert_eq!(paced.latency.len(), 500);
+            assert_eq!(paced.send_lag.len(), 500);
+            let (latency, lag) = (paced.latency.summary(), paced.send_lag.summary());
+            assert!(latency.p50 >= lag.p50, "{latency:?} {lag:?}");
+            assert!(paced.load.elapsed >= Duration::from_millis(249));
         });
     }
 }

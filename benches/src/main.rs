@@ -3,7 +3,10 @@
 //! on a noisy host.
 //!
 //! Tests, each one table: (http1) wrk, small HTTP/1.1 keep-alive request/response; (h2)
-//! h2load, the same over h2c; both with the proxy's CPU time per request and RSS; (bulk) one
+//! h2load, the same over h2c; both with the proxy's CPU time per request and RSS; (grpc)
+//! `ringlink-grpc-load`, unary gRPC calls, closed loop, with latency percentiles and the
+//! proxy's CPU time per call; (latency) HTTP/1.1 at a fixed rate far below saturation (open
+//! loop, `loadgen.rs`), latency percentiles and what each proxy adds over direct; (bulk) one
 //! connection streaming `--bulk-mb` MiB into a sink, with MiB/s and the proxy's CPU time per
 //! MiB. Every proxy process is fresh for each test. (mesh) two ringlinks meshed, mTLS
 //! against plaintext, three tables per runtime (`mesh.rs`). (policy) ringlink's inbound port
@@ -12,14 +15,16 @@
 //! tapped by an `Observe` call matching none or all of the load, a table per runtime
 //! (`tap.rs`). See `benches/README.md`.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use crate::args::{Options, Test, USAGE};
+use crate::grpc::GrpcLoad;
 use crate::h2load::H2load;
+use crate::loadgen::Load;
 use crate::pinning::Pinning;
 use crate::process::Spawned;
 use crate::proxy::{Binaries, Proxy, ProxyKind};
@@ -30,6 +35,7 @@ mod args;
 mod bulk;
 mod configs;
 mod destination;
+mod grpc;
 mod h2load;
 mod loadgen;
 mod mesh;
@@ -40,6 +46,7 @@ mod process;
 mod procstat;
 mod proxy;
 mod report;
+mod soak;
 mod tap;
 mod tools;
 mod wrk;
@@ -54,6 +61,7 @@ struct Bench<'a> {
     bins: &'a Binaries,
     wrk: Wrk<'a>,
     h2load: H2load<'a>,
+    grpc: GrpcLoad<'a>,
 }
 
 fn main() -> ExitCode {
@@ -84,7 +92,11 @@ fn run() -> Result<ExitCode> {
     };
     let h2load_missing = H2load::unavailable();
     let bins = locate_binaries(&opts)?;
+    if opts.soak.minutes.is_some() {
+        return soak::run(&opts, &pin, &bins);
+    }
     let backend = bins.ref_forwarder.with_file_name("bench-backend");
+    let grpc_load = bins.ref_forwarder.with_file_name("ringlink-grpc-load");
 
     print_header(&opts, &pin, &bins);
     let bench = Bench {
@@ -93,6 +105,12 @@ fn run() -> Result<ExitCode> {
         bins: &bins,
         wrk,
         h2load,
+        grpc: GrpcLoad {
+            pin: &pin,
+            program: &grpc_load,
+            concurrency: opts.grpc_concurrency,
+            connections: opts.grpc_connections,
+        },
     };
     if let Some(rounds) = opts.metrics_cost_rounds {
         return metrics_cost::run(&bench, &backend, wrk_missing.as_deref(), rounds);
@@ -103,8 +121,9 @@ fn run() -> Result<ExitCode> {
         let missing = match test {
             Test::Http1 | Test::Mesh => wrk_missing.as_ref(),
             Test::H2 => h2load_missing.as_ref(),
-            // The policy and tap tests' load is the bench's own (`loadgen.rs`).
-            Test::Bulk | Test::Policy | Test::Tap => None,
+            // The grpc test's load is the bench's own (`ringlink-grpc-load`); the latency,
+            // policy and tap tests' too (`loadgen.rs`).
+            Test::Grpc | Test::Latency | Test::Bulk | Test::Policy | Test::Tap => None,
         };
         if let Some(reason) = missing {
             eprintln!("{}: skipped: {reason}", test.name());
@@ -114,6 +133,8 @@ fn run() -> Result<ExitCode> {
         let flags: &[&str] = match test {
             Test::Http1 => &[],
             Test::H2 => &["--h2"],
+            Test::Grpc => &["--grpc"],
+            Test::Latency => &[],
             Test::Bulk => &["--sink"],
             Test::Mesh => {
                 match mesh::run(&bench, &backend) {
@@ -205,6 +226,23 @@ fn print_header(opts: &Options, pin: &Pinning, bins: &Binaries) {
                  percentiles)",
                 opts.h2_connections, opts.h2_streams, opts.duration_secs
             ),
+            Test::Grpc => println!(
+                "- grpc: `ringlink-grpc-load --unary --concurrency {} --connections {} \
+                 --duration {}` (tonic, closed loop, unary `ringlink.test.Echo/Echo` calls) \
+                 after a {WARM_UP_SECS} s warm-up run, backend `bench-backend --grpc` (the \
+                 integration harness's tonic Echo service); latency from each call's start, \
+                 HDR histogram",
+                opts.grpc_concurrency, opts.grpc_connections, opts.duration_secs
+            ),
+            Test::Latency => println!(
+                "- latency: ringlink-bench's own HTTP/1.1 client, open loop: {} requests/s on a \
+                 fixed timetable over {} keep-alive connections (at most one request in flight \
+                 each), on a thread pinned to CPU {}, {WARM_UP_SECS} s warm-up then {} s; \
+                 latency from each request's scheduled time (no coordinated omission), HDR \
+                 histogram; backend `bench-backend` (HTTP/1.1); `added` = row − direct, per \
+                 percentile",
+                opts.latency_rps, opts.latency_connections, pin.load_cpu, opts.duration_secs
+            ),
             Test::Bulk => println!(
                 "- bulk: {} MiB over one connection into `bench-backend --sink` (L4)",
                 opts.bulk_mib
@@ -271,8 +309,9 @@ fn print_header(opts: &Options, pin: &Pinning, bins: &Binaries) {
     if opts.metrics_cost_rounds.is_none() && opts.proxies.contains(&ProxyKind::Nginx) {
         match &bins.nginx {
             Some(nginx) => println!(
-                "- nginx {}: `worker_processes 1`; http1 `proxy_pass` with upstream keepalive; \
-                 h2 `grpc_pass` to the h2c backend; bulk `stream` with `proxy_half_close`",
+                "- nginx {}: `worker_processes 1`; http1 and latency `proxy_pass` with upstream \
+                 keepalive; h2 and grpc `grpc_pass` to the h2c backend; bulk `stream` with \
+                 `proxy_half_close`",
                 nginx.version_string()
             ),
             None => println!("- nginx: not installed"),
@@ -281,8 +320,8 @@ fn print_header(opts: &Options, pin: &Pinning, bins: &Binaries) {
     if opts.metrics_cost_rounds.is_none() && opts.proxies.contains(&ProxyKind::Haproxy) {
         match &bins.haproxy {
             Some(haproxy) => println!(
-                "- haproxy {}: `nbthread 1`; http1 `mode http` with `http-reuse always`; h2 \
-                 `proto h2` on bind and server; bulk `mode tcp`",
+                "- haproxy {}: `nbthread 1`; http1 and latency `mode http` with `http-reuse \
+                 always`; h2 and grpc `proto h2` on bind and server; bulk `mode tcp`",
                 tools::haproxy_version(haproxy)
             ),
             None => println!("- haproxy: not installed"),
@@ -361,6 +400,69 @@ impl Bench<'_> {
                     rss_mib,
                 }
             }
+            Test::Grpc => {
+                self.grpc.run(proxy.addr, WARM_UP_SECS).context("warm-up")?;
+                let cpu_before = proxy.cpu_time()?;
+                let grpc = self.grpc.run(proxy.addr, self.opts.duration_secs)?;
+                let cpu_after = proxy.cpu_time()?;
+                let rss_mib = proxy.rss_bytes()?.map(|b| b as f64 / MIB);
+                if let Some(error) = &grpc.first_error {
+                    notes.push(format!(
+                        "{name}: {} failed calls ({}), the first: {error}",
+                        grpc.failed(),
+                        grpc.errors_line()
+                    ));
+                }
+                Measured::Grpc {
+                    calls_per_sec: grpc.ok_per_sec(),
+                    latency: grpc.latency,
+                    errors: grpc.errors_line(),
+                    cpu_us_per_call: cpu_us(cpu_before, cpu_after).map(|us| us / grpc.ok as f64),
+                    rss_mib,
+                }
+            }
+            Test::Latency => {
+                let host = host.unwrap_or_else(|| proxy.addr.to_string());
+                let load = Load {
+                    target: proxy.addr,
+                    source: Ipv4Addr::LOCALHOST.into(),
+                    connections: self.opts.latency_connections as usize,
+                    request: format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n")
+                        .into_bytes()
+                        .into(),
+                };
+                let rate = f64::from(self.opts.latency_rps);
+                let paced = |secs: u32| {
+                    let load = load.clone();
+                    let duration = Duration::from_secs(secs.into());
+                    mesh::on_load_cpu(self.pin, move |rt| {
+                        Ok(rt.block_on(loadgen::run_paced(&load, rate, duration)))
+                    })
+                };
+                let warm = paced(WARM_UP_SECS).context("warm-up")?;
+                let cpu_before = proxy.cpu_time()?;
+                let wall = Instant::now();
+                let run = paced(self.opts.duration_secs)?;
+                let wall = wall.elapsed();
+                let cpu_after = proxy.cpu_time()?;
+                let mut problems = warm.load.problems();
+                problems.extend(run.load.problems());
+                if run.missed > 0 {
+                    problems.push(format!(
+                        "{} requests of the timetable were never sent",
+                        run.missed
+                    ));
+                }
+                notes.extend(problems.iter().map(|p| format!("{name}: {p}")));
+                Measured::Latency {
+                    requests_per_sec: run.load.completed as f64
+                        / f64::from(self.opts.duration_secs),
+                    latency: run.latency.summary(),
+                    send_lag: run.send_lag.summary(),
+                    errors: run.load.errors + run.load.non_2xx,
+                    busy: cpu_us(cpu_before, cpu_after).map(|us| us / 1e6 / wall.as_secs_f64()),
+                }
+            }
             Test::Mesh | Test::Policy | Test::Tap => unreachable!("refused above"),
             Test::Bulk => {
                 let cpu_before = proxy.cpu_time()?;
@@ -384,7 +486,7 @@ fn cpu_us(before: Option<Duration>, after: Option<Duration>) -> Option<f64> {
 
 fn locate_binaries(opts: &Options) -> Result<Binaries> {
     let dir = process::exe_dir()?;
-    for bin in ["bench-backend", "ref-forwarder"] {
+    for bin in ["bench-backend", "ref-forwarder", "ringlink-grpc-load"] {
         if !dir.join(bin).is_file() {
             bail!(
                 "{} not found: build with `cargo build --release -p ringlink-benches`",

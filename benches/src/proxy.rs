@@ -120,6 +120,15 @@ impl Binaries {
                 ),
                 Some(_) => None,
             },
+            ProxyKind::RefTokio | ProxyKind::RinglinkBalanced
+                if matches!(test, Test::Grpc | Test::Latency) =>
+            {
+                Some(format!(
+                    "skipped: the {} test compares direct, ringlink and the HTTP proxies nginx \
+                     and haproxy",
+                    test.name()
+                ))
+            }
             ProxyKind::RinglinkBalanced if test != Test::Http1 => {
                 Some("skipped: the balanced row is measured with HTTP/1 only".to_string())
             }
@@ -389,7 +398,12 @@ mod tests {
             assert!(reason.contains("nginx") && reason.contains("not found"));
             let reason = none.unavailable(ProxyKind::Haproxy, test).unwrap();
             assert!(reason.contains("haproxy") && reason.contains("not found"));
-            assert!(none.unavailable(ProxyKind::RefTokio, test).is_none());
+            let ref_tokio = none.unavailable(ProxyKind::RefTokio, test);
+            assert_eq!(
+                ref_tokio.is_some(),
+                matches!(test, Test::Grpc | Test::Latency),
+                "{test:?}"
+            );
         }
         let no_stream = bins(
             Some(Nginx {

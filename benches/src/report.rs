@@ -3,6 +3,8 @@
 use std::fmt::Write;
 use std::time::Duration;
 
+use ringlink_benches::hdr::Summary;
+
 use crate::args::Test;
 use crate::h2load::RequestTime;
 use crate::proxy::ProxyKind;
@@ -27,6 +29,26 @@ pub enum Measured {
         mib_per_sec: f64,
         cpu_us_per_mib: Option<f64>,
     },
+    Grpc {
+        calls_per_sec: f64,
+        /// Of the OK calls, from each call's start (closed loop).
+        latency: Summary,
+        /// `CODE: N` pairs; empty if every call was OK.
+        errors: String,
+        cpu_us_per_call: Option<f64>,
+        rss_mib: Option<f64>,
+    },
+    Latency {
+        requests_per_sec: f64,
+        /// Of every response, from its request's due time (open loop).
+        latency: Summary,
+        /// From the due time until the request was written.
+        send_lag: Summary,
+        /// Failed exchanges and non-2xx responses.
+        errors: u64,
+        /// Proxy CPU time over the measured run's wall time.
+        busy: Option<f64>,
+    },
 }
 
 pub struct Row {
@@ -47,6 +69,10 @@ impl Measured {
                 cpu_us_per_request, ..
             } => cpu_us_per_request,
             Self::Bulk { cpu_us_per_mib, .. } => cpu_us_per_mib,
+            Self::Grpc {
+                cpu_us_per_call, ..
+            } => cpu_us_per_call,
+            Self::Latency { .. } => None,
         }
     }
 
@@ -78,6 +104,9 @@ impl Measured {
                 vec![opt(rss_mib, 1)],
             ),
             Self::Bulk { mib_per_sec, .. } => (vec![format!("{mib_per_sec:.0}")], vec![]),
+            Self::Grpc { .. } | Self::Latency { .. } => {
+                unreachable!("grpc and latency tables are rendered by their own functions")
+            }
         }
     }
 }
@@ -107,6 +136,9 @@ fn columns(
             &["RSS MiB"],
         ),
         Test::Bulk => (&["MiB/s"], "CPU µs/MiB", "CPU/MiB", &[]),
+        Test::Grpc | Test::Latency => {
+            unreachable!("grpc and latency tables are rendered by their own functions")
+        }
     }
 }
 
@@ -114,6 +146,11 @@ fn columns(
 /// `ref-tokio` (always, `-` if it was not measured) and to `nginx` (a column only if nginx
 /// has a row).
 pub fn table(test: Test, rows: &[Row]) -> String {
+    match test {
+        Test::Grpc => return grpc_table(rows),
+        Test::Latency => return latency_table(rows),
+        _ => {}
+    }
     let cost_of = |kind| {
         rows.iter()
             .find(|row| row.kind == kind)
@@ -150,6 +187,134 @@ pub fn table(test: Test, rows: &[Row]) -> String {
         lines.push(cells);
     }
     markdown(&header, &lines)
+}
+
+/// The grpc test: calls/s, latency percentiles, errors, and the proxy's CPU time per OK call
+/// with its ratios to haproxy's and nginx's (`-` where either was not measured).
+fn grpc_table(rows: &[Row]) -> String {
+    let cost_of = |kind| {
+        rows.iter()
+            .find(|row| row.kind == kind)
+            .and_then(|row| row.measured.cost())
+    };
+    let (haproxy, nginx) = (cost_of(ProxyKind::Haproxy), cost_of(ProxyKind::Nginx));
+    let header: Vec<String> = [
+        "proxy",
+        "calls/s",
+        "p50",
+        "p99",
+        "p99.9",
+        "max",
+        "errors",
+        "CPU µs/call",
+        "ratio vs haproxy CPU/call",
+        "ratio vs nginx CPU/call",
+        "RSS MiB",
+    ]
+    .iter()
+    .map(|c| c.to_string())
+    .collect();
+    let mut lines = Vec::new();
+    for row in rows {
+        let Measured::Grpc {
+            calls_per_sec,
+            latency: l,
+            ref errors,
+            cpu_us_per_call: cost,
+            rss_mib,
+        } = row.measured
+        else {
+            continue;
+        };
+        lines.push(vec![
+            row.kind.name().to_string(),
+            format!("{calls_per_sec:.0}"),
+            latency(l.p50),
+            latency(l.p99),
+            latency(l.p999),
+            latency(l.max),
+            if errors.is_empty() {
+                "0".to_string()
+            } else {
+                errors.clone()
+            },
+            opt(cost, 1),
+            ratio(cost, haproxy),
+            ratio(cost, nginx),
+            opt(rss_mib, 1),
+        ]);
+    }
+    markdown(&header, &lines)
+}
+
+/// The latency test: percentiles, what each adds to `direct`'s (`-` for direct, or if
+/// direct was not measured), the generator's send lag, the proxy's CPU busy share, errors.
+fn latency_table(rows: &[Row]) -> String {
+    let direct = rows.iter().find_map(|row| match row.measured {
+        Measured::Latency { latency, .. } if row.kind == ProxyKind::Direct => Some(latency),
+        _ => None,
+    });
+    let header: Vec<String> = [
+        "proxy",
+        "req/s",
+        "p50",
+        "p99",
+        "p99.9",
+        "max",
+        "added p50",
+        "added p99",
+        "added p99.9",
+        "added max",
+        "send lag p99",
+        "proxy CPU busy",
+        "errors",
+    ]
+    .iter()
+    .map(|c| c.to_string())
+    .collect();
+    let mut lines = Vec::new();
+    for row in rows {
+        let Measured::Latency {
+            requests_per_sec,
+            latency: l,
+            send_lag,
+            errors,
+            busy,
+        } = row.measured
+        else {
+            continue;
+        };
+        let added = |pick: fn(&Summary) -> Duration| match direct {
+            Some(direct) if row.kind != ProxyKind::Direct => added(pick(&l), pick(&direct)),
+            _ => "-".to_string(),
+        };
+        lines.push(vec![
+            row.kind.name().to_string(),
+            format!("{requests_per_sec:.0}"),
+            latency(l.p50),
+            latency(l.p99),
+            latency(l.p999),
+            latency(l.max),
+            added(|s| s.p50),
+            added(|s| s.p99),
+            added(|s| s.p999),
+            added(|s| s.max),
+            latency(send_lag.p99),
+            busy.map_or_else(|| "-".to_string(), |b| format!("{:.1} %", b * 100.0)),
+            errors.to_string(),
+        ]);
+    }
+    markdown(&header, &lines)
+}
+
+/// `row - base` as `+45 µs`, `−3 µs` or `+1.20 ms`.
+fn added(row: Duration, base: Duration) -> String {
+    let (sign, d) = if row >= base {
+        ("+", row - base)
+    } else {
+        ("−", base - row)
+    };
+    format!("{sign}{}", latency(d))
 }
 
 /// A Markdown table: the first column left-aligned (names), the others right-aligned.
@@ -227,6 +392,81 @@ mod tests {
         // Every line has the same number of cells as the header.
         let widths: Vec<_> = t.lines().map(|l| l.matches('|').count()).collect();
         assert!(widths.iter().all(|&w| w == widths[0]), "{t}");
+    }
+
+    fn summary(p50_us: u64, max_us: u64) -> Summary {
+        Summary {
+            count: 100,
+            mean: Duration::from_micros(p50_us),
+            p50: Duration::from_micros(p50_us),
+            p90: Duration::from_micros(p50_us * 2),
+            p99: Duration::from_micros(p50_us * 3),
+            p999: Duration::from_micros(p50_us * 4),
+            max: Duration::from_micros(max_us),
+        }
+    }
+
+    #[test]
+    fn grpc_ratios_to_haproxy_and_nginx() {
+        let grpc = |kind, cpu: Option<f64>, errors: &str| Row {
+            kind,
+            measured: Measured::Grpc {
+                calls_per_sec: 30000.4,
+                latency: summary(300, 2500),
+                errors: errors.to_string(),
+                cpu_us_per_call: cpu,
+                rss_mib: cpu.map(|_| 9.0),
+            },
+        };
+        let rows = [
+            grpc(ProxyKind::Direct, None, ""),
+            grpc(ProxyKind::RinglinkMonoio, Some(10.0), "UNAVAILABLE: 2"),
+            grpc(ProxyKind::Nginx, Some(20.0), ""),
+            grpc(ProxyKind::Haproxy, Some(8.0), ""),
+        ];
+        let t = table(Test::Grpc, &rows);
+        assert!(t.starts_with(
+            "| proxy | calls/s | p50 | p99 | p99.9 | max | errors | CPU µs/call | ratio vs \
+             haproxy CPU/call | ratio vs nginx CPU/call | RSS MiB |"
+        ));
+        assert!(t.contains(
+            "| ringlink-monoio | 30000 | 300 µs | 900 µs | 1.20 ms | 2.50 ms | UNAVAILABLE: 2 \
+             | 10.0 | 1.25× | 0.50× | 9.0 |"
+        ));
+        assert!(t.contains(
+            "| direct | 30000 | 300 µs | 900 µs | 1.20 ms | 2.50 ms | 0 | - | - | - | - |"
+        ));
+        let widths: Vec<_> = t.lines().map(|l| l.matches('|').count()).collect();
+        assert!(widths.iter().all(|&w| w == widths[0]), "{t}");
+    }
+
+    #[test]
+    fn latency_added_over_direct() {
+        let row = |kind, p50_us, max_us, busy: Option<f64>| Row {
+            kind,
+            measured: Measured::Latency {
+                requests_per_sec: 5000.2,
+                latency: summary(p50_us, max_us),
+                send_lag: summary(5, 40),
+                errors: 0,
+                busy,
+            },
+        };
+        let rows = [
+            row(ProxyKind::Direct, 60, 900, None),
+            row(ProxyKind::RinglinkMonoio, 100, 700, Some(0.0512)),
+        ];
+        let t = table(Test::Latency, &rows);
+        assert!(t.contains(
+            "| direct | 5000 | 60 µs | 180 µs | 240 µs | 900 µs | - | - | - | - | 15 µs | - | 0 |"
+        ));
+        assert!(t.contains(
+            "| ringlink-monoio | 5000 | 100 µs | 300 µs | 400 µs | 700 µs | +40 µs | +120 µs \
+             | +160 µs | −200 µs | 15 µs | 5.1 % | 0 |"
+        ));
+        // Without direct, nothing is added.
+        let t = table(Test::Latency, &rows[1..]);
+        assert!(t.contains("| 700 µs | - | - | - | - |"), "{t}");
     }
 
     #[test]

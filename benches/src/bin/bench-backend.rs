@@ -8,6 +8,11 @@
 //! upgrade) and answers every request with `200`, `content-length: 12` and the same 12-byte
 //! body, without reading request bodies (h2load sends bodiless GETs).
 //!
+//! `bench-backend --grpc ADDR` serves gRPC `ringlink.test.Echo` over h2c: the integration
+//! harness's test service (`ringlink_integration::grpc`, on tonic), which `ringlink-grpc-load`
+//! calls. It would keep a record of every request for tests to read; that record is closed
+//! at once, so nothing accumulates (each request's headers are still copied, and dropped).
+//!
 //! `bench-backend --sink ADDR` reads and discards everything a connection sends, then writes
 //! back the number of bytes it received as an 8-byte big-endian integer and closes.
 //!
@@ -29,6 +34,7 @@ const MAX_HEAD: usize = 64 << 10;
 enum Mode {
     Http,
     H2,
+    Grpc,
     Sink,
 }
 
@@ -37,14 +43,21 @@ fn main() -> anyhow::Result<()> {
     let (mode, addr) = match args.as_slice() {
         [addr] => (Mode::Http, addr.as_str()),
         [flag, addr] if flag == "--h2" => (Mode::H2, addr.as_str()),
+        [flag, addr] if flag == "--grpc" => (Mode::Grpc, addr.as_str()),
         [flag, addr] if flag == "--sink" => (Mode::Sink, addr.as_str()),
-        _ => anyhow::bail!("usage: bench-backend [--h2 | --sink] LISTEN_ADDR"),
+        _ => anyhow::bail!("usage: bench-backend [--h2 | --grpc | --sink] LISTEN_ADDR"),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
+        .enable_all()
         .build()?;
     rt.block_on(async move {
         let listener = TcpListener::bind(addr).await?;
+        if let Mode::Grpc = mode {
+            let (_, mut server) = ringlink_integration::grpc::serve_on(listener).await;
+            server.requests.close();
+            // The server runs on this runtime until the process is stopped.
+            return std::future::pending().await;
+        }
         loop {
             let (stream, _) = listener.accept().await?;
             tokio::spawn(async move {
@@ -52,6 +65,7 @@ fn main() -> anyhow::Result<()> {
                 match mode {
                     Mode::Http => drop(serve_http(stream).await),
                     Mode::H2 => drop(serve_h2(stream).await),
+                    Mode::Grpc => unreachable!("served by tonic above"),
                     Mode::Sink => drop(serve_sink(stream).await),
                 }
             });
