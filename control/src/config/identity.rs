@@ -124,7 +124,7 @@ impl IdentityConfig {
             Some(trust_anchors_pem),
             Some(token_file),
             Some(svc_addr),
-            LocalName::Set(local_name),
+            LocalName::Set(local_name, _),
         ) = (dir, trust_anchors_pem, token_file, svc_addr, local_name)
         else {
             unreachable!("every required identity variable was checked to be set");
@@ -175,8 +175,9 @@ impl std::fmt::Debug for IdentityConfig {
 
 /// The local identity as the variables give it.
 enum LocalName {
-    /// `_LOCAL_NAME`, or `_SERVER_ID` = `_SERVER_NAME`.
-    Set(String),
+    /// `_LOCAL_NAME`, or `_SERVER_ID` = `_SERVER_NAME`; and the variable that set it (named
+    /// when another identity variable is missing).
+    Set(String, &'static str),
     /// None of the three is set.
     Unset,
     /// Only one of `_SERVER_ID` and `_SERVER_NAME` is set: the other is missing.
@@ -191,7 +192,7 @@ impl LocalName {
         // As in linkerd2-proxy: `_LOCAL_NAME`, if set at all, is the identity and the server
         // name, and `_SERVER_ID`/`_SERVER_NAME` are then ignored.
         if let Some(name) = read(env, IDENTITY_LOCAL_NAME, parse_dns_name)? {
-            return Ok(LocalName::Set(name));
+            return Ok(LocalName::Set(name, IDENTITY_LOCAL_NAME));
         }
         let id = read(env, IDENTITY_SERVER_ID, parse_server_id)?;
         let name = read(env, IDENTITY_SERVER_NAME, parse_dns_name)?;
@@ -205,7 +206,7 @@ impl LocalName {
                 set: IDENTITY_SERVER_NAME,
                 missing: IDENTITY_SERVER_ID,
             }),
-            (Some(id), Some(name)) if id == name => Ok(LocalName::Set(name)),
+            (Some(id), Some(name)) if id == name => Ok(LocalName::Set(name, IDENTITY_SERVER_NAME)),
             (Some(id), Some(name)) => Err(ConfigError {
                 var: IDENTITY_SERVER_ID,
                 value: id,
@@ -217,13 +218,14 @@ impl LocalName {
     /// The variable to name when the local name is missing.
     fn var(&self) -> &'static str {
         match self {
-            LocalName::Set(_) | LocalName::Unset => IDENTITY_LOCAL_NAME,
+            LocalName::Set(_, var) => var,
+            LocalName::Unset => IDENTITY_LOCAL_NAME,
             LocalName::Missing { missing, .. } => missing,
         }
     }
 
     fn is_set(&self) -> bool {
-        matches!(self, LocalName::Set(_))
+        matches!(self, LocalName::Set(..))
     }
 
     /// The variable that is set when only half of `_SERVER_ID`/`_SERVER_NAME` is.
