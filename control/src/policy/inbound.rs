@@ -57,15 +57,15 @@ pub use self::{
 };
 
 /// An HTTP route (`linkerd/proxy/server-policy/src/http.rs`).
-pub type HttpRoute = Route<MatchRequest, HttpFilter>;
+pub type HttpRoute = Route<MatchRequest, HttpPolicy>;
 /// A rule of an [`HttpRoute`].
-pub type HttpRule = Rule<MatchRequest, HttpFilter>;
+pub type HttpRule = Rule<MatchRequest, HttpPolicy>;
 /// What an [`HttpRule`] applies: its meta, authorizations and filters.
 pub type HttpPolicy = RoutePolicy<HttpFilter>;
 /// A gRPC route (`linkerd/proxy/server-policy/src/grpc.rs`).
-pub type GrpcRoute = Route<MatchGrpc, GrpcFilter>;
+pub type GrpcRoute = Route<MatchGrpc, GrpcPolicy>;
 /// A rule of a [`GrpcRoute`].
-pub type GrpcRule = Rule<MatchGrpc, GrpcFilter>;
+pub type GrpcRule = Rule<MatchGrpc, GrpcPolicy>;
 /// What a [`GrpcRule`] applies.
 pub type GrpcPolicy = RoutePolicy<GrpcFilter>;
 

@@ -123,6 +123,8 @@ fn filters<R: Runtime>(
                         }
                     }
                     HttpFilter::RequestHeaders(headers) => modify.push(headers.clone()),
+                    // Only outbound routes modify responses; inbound policies have none.
+                    HttpFilter::ResponseHeaders(_) => {}
                 }
             }
         }

@@ -296,7 +296,7 @@ fn grpc_routes_or_default(
         .map_err(InvalidServer::GrpcRoute)
 }
 
-impl<M, F> super::Route<M, F> {
+impl<M, F> super::Route<M, RoutePolicy<F>> {
     /// A route with no hosts and one rule without matches, named `default`, carrying
     /// `authorizations` and no filters (`http::default` / `grpc::default` in
     /// `linkerd/proxy/server-policy/src`).

@@ -81,6 +81,8 @@ pub enum HttpFilter {
     Redirect(RedirectRequest),
     /// Add, set and remove request headers.
     RequestHeaders(ModifyHeader),
+    /// Add, set and remove response headers (outbound routes only).
+    ResponseHeaders(ModifyHeader),
     /// Fail the request with 500 (`HttpInvalidPolicy`): an unknown filter in the policy, or
     /// the invalid policy.
     InternalError(&'static str),

@@ -50,19 +50,21 @@ pub struct NoHeaders;
 pub struct FnHeaders<F>(pub F);
 
 /// Routing rules under a common set of hostnames (`Route` in `linkerd/http/route/src/lib.rs`).
+/// `P` is what a rule applies: an inbound [`RoutePolicy`], or an outbound rule's backends,
+/// timeouts and retries (`crate::policy::outbound`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route<M, F> {
+pub struct Route<M, P> {
     /// If any, the request's host must match one of them; when empty, all hosts match.
     pub hosts: Vec<MatchHost>,
-    pub rules: Vec<Rule<M, F>>,
+    pub rules: Vec<Rule<M, P>>,
 }
 
 /// A route's rule: the request matches if any of `matches` does, or always when there are
 /// none.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rule<M, F> {
+pub struct Rule<M, P> {
     pub matches: Vec<M>,
-    pub policy: RoutePolicy<F>,
+    pub policy: P,
 }
 
 /// What a matched rule applies (`RoutePolicy` in `linkerd/proxy/server-policy/src/lib.rs`).
@@ -149,21 +151,21 @@ pub enum HostMatch {
 /// greatest [`RouteMatch`] wins, and on a tie the first route (then the first rule) wins.
 /// Within one rule (and among one route's hosts) the summary is `Iterator::max`'s, the last of
 /// equal ones, as in linkerd2-proxy (it matters only to a redirect's prefix replacement).
-pub fn find<'r, M: Match, F>(
-    routes: &'r [Route<M, F>],
+pub fn find<'r, M: Match, P>(
+    routes: &'r [Route<M, P>],
     req: &RequestView<'_>,
-) -> Option<(RouteMatch<M::Summary>, &'r RoutePolicy<F>)> {
+) -> Option<(RouteMatch<M::Summary>, &'r P)> {
     let prepared = Prepared::new(req);
     find_among(routes.iter(), req, &prepared)
 }
 
 /// [`find`] among `candidates`, a subsequence of the routes in their order (the routes a
 /// [`PathIndex`] leaves: the others cannot match the request's path).
-fn find_among<'r, M: Match + 'r, F: 'r>(
-    candidates: impl Iterator<Item = &'r Route<M, F>>,
+fn find_among<'r, M: Match + 'r, P: 'r>(
+    candidates: impl Iterator<Item = &'r Route<M, P>>,
     req: &RequestView<'_>,
     prepared: &Prepared<'_, '_>,
-) -> Option<(RouteMatch<M::Summary>, &'r RoutePolicy<F>)> {
+) -> Option<(RouteMatch<M::Summary>, &'r P)> {
     let host = req.host();
     best(candidates.filter_map(|route| {
         let host = if route.hosts.is_empty() {
@@ -214,7 +216,7 @@ pub struct PathIndex {
 
 impl PathIndex {
     /// The index of `routes`.
-    pub fn new<F>(routes: &[Route<super::MatchRequest, F>]) -> Self {
+    pub fn new<P>(routes: &[Route<super::MatchRequest, P>]) -> Self {
         use super::MatchPath;
         let mut index = PathIndex::default();
         for (i, route) in routes.iter().enumerate() {
@@ -255,11 +257,11 @@ impl PathIndex {
     }
 
     /// [`find`], among the routes that can match the request's path.
-    pub fn find<'r, F>(
+    pub fn find<'r, P>(
         &self,
-        routes: &'r [Route<super::MatchRequest, F>],
+        routes: &'r [Route<super::MatchRequest, P>],
         req: &RequestView<'_>,
-    ) -> Option<(RouteMatch<super::RequestMatch>, &'r RoutePolicy<F>)> {
+    ) -> Option<(RouteMatch<super::RequestMatch>, &'r P)> {
         let prepared = Prepared::new(req);
         let indexed: &[u32] = first_segment(prepared.path)
             .and_then(|segment| self.by_segment.get(segment))

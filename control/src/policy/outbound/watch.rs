@@ -1,0 +1,1 @@
+//! Outbound policies from the policy controller.
