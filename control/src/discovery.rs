@@ -61,7 +61,22 @@ pub struct EndpointSet {
     /// The destination's traffic is opaque (from its profile's `opaque_protocol`): forward
     /// it as TCP, without protocol detection.
     pub opaque: bool,
+    /// For an original destination (`ip:port`): its outbound policy, when the policy
+    /// controller has one and no ServiceProfile with routes overrides it.
+    pub policy: Option<PolicyRef>,
 }
+
+/// A shared outbound policy; snapshots compare it by identity.
+#[derive(Clone, Debug)]
+pub struct PolicyRef(pub Arc<crate::policy::outbound::ClientPolicy>);
+
+impl PartialEq for PolicyRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for PolicyRef {}
 
 /// Where a resolution stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -344,6 +359,7 @@ impl EndpointSet {
             exists: true,
             endpoints: BTreeMap::new(),
             opaque: false,
+            policy: None,
         }
     }
 }
@@ -393,6 +409,7 @@ impl Publisher {
             exists: self.exists,
             endpoints: self.endpoints.clone(),
             opaque: false,
+            policy: None,
         }));
     }
 }

@@ -5,7 +5,8 @@
 //! [`EndpointSet`] snapshots, which the shard applies to its own balancer replica from then
 //! on. Every shard watching one name shares one source:
 //! - an `ip:port` (an original destination in the profile networks) is looked up with
-//!   `GetProfile` ([`profile_watch`]);
+//!   `GetProfile` and, with a policy controller, `OutboundPolicies.Watch`
+//!   ([`profile_watch`]);
 //! - a name under `LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES`, when a Destination service
 //!   is configured, is watched with its `Get` stream ([`crate::discovery`]);
 //! - any other name (and every name without a Destination service) is resolved with DNS and
@@ -25,8 +26,9 @@ use std::time::{Duration, Instant};
 use hickory_resolver::TokioResolver;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::discovery::{Discovery, EndpointMeta, EndpointSet, State};
+use crate::discovery::{Discovery, EndpointMeta, EndpointSet, PolicyRef, State};
 use crate::dns::DnsTtl;
+use crate::policy::outbound::watch::{OutboundPolicies, OutboundState};
 
 /// How many requests may wait for the control thread; a shard that finds the queue full
 /// fails that request instead of waiting.
@@ -56,6 +58,8 @@ pub struct Sources {
     pub suffixes: Vec<String>,
     pub dns: Result<TokioResolver, String>,
     pub ttl: DnsTtl,
+    /// The policy controller's outbound policies, when one is configured.
+    pub outbound: Option<OutboundPolicies>,
 }
 
 type Watches = Arc<Mutex<HashMap<String, watch::Sender<Arc<EndpointSet>>>>>;
@@ -70,6 +74,7 @@ pub fn channel() -> (DstTx, mpsc::Receiver<DstRequest>) {
 /// Answers requests until every sender is gone. Runs on the control thread's runtime.
 pub async fn serve(mut requests: mpsc::Receiver<DstRequest>, sources: Sources) {
     let dns_watches: Watches = Arc::default();
+    let profile_watches: Watches = Arc::default();
     while let Some(request) = requests.recv().await {
         let host = request
             .name
@@ -81,7 +86,9 @@ pub async fn serve(mut requests: mpsc::Receiver<DstRequest>, sources: Sources) {
             .parse::<std::net::IpAddr>()
             .is_ok();
         let rx = match &sources.discovery {
-            Some(discovery) if is_ip => profile_watch(discovery, &sources.suffixes, &request.name),
+            Some(discovery) if is_ip => {
+                profile_watch(&sources, discovery, &profile_watches, &request.name)
+            }
             None if is_ip => {
                 let (tx, rx) = watch::channel(Arc::new(EndpointSet::pending()));
                 fallback(&tx, 1, false);
@@ -97,65 +104,177 @@ pub async fn serve(mut requests: mpsc::Receiver<DstRequest>, sources: Sources) {
     }
 }
 
-/// The snapshots of an original destination `ip:port` in the profile networks: its profile
-/// (`GetProfile`) says whether the traffic is opaque and what it is: one known endpoint
-/// (`endpoint`), a service whose `fully_qualified_name` is then watched with `Get`, or
-/// neither (forward to the original destination: [`State::Fallback`]). Every snapshot
-/// carries the profile's `opaque` flag. Profiles are read once per watch; a new watch (after
-/// the shards dropped the destination as idle) reads it again.
+/// The snapshots of an original destination `ip:port` in the profile networks, shared by
+/// every shard watching it. Its profile (`GetProfile`) and, with a policy controller, its
+/// outbound policy (`OutboundPolicies.Watch`) are asked for at once, as linkerd2-proxy's
+/// `discover.rs` joins them; the first snapshot waits for both. The profile says whether
+/// the traffic is opaque and what it is: one known endpoint (`endpoint`), a service whose
+/// `fully_qualified_name` is then watched with `Get`, or neither (the endpoints fall back to
+/// the original destination: [`State::Fallback`]). Every snapshot carries the profile's
+/// `opaque` flag and the current policy, unless the profile has routes or `dst_overrides`
+/// (a ServiceProfile then wins, as in linkerd2-proxy) or the controller has no policy for
+/// the address (`NotFound`, `Unimplemented`: the endpoints alone decide). Profiles are read
+/// once per watch; policies are followed live. A new watch (after the shards dropped the
+/// destination as idle) reads the profile again.
 fn profile_watch(
+    sources: &Sources,
     discovery: &Discovery,
-    suffixes: &[String],
+    watches: &Watches,
     target: &str,
 ) -> watch::Receiver<Arc<EndpointSet>> {
+    let mut map = watches.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(tx) = map.get(target) {
+        return tx.subscribe();
+    }
     let (tx, rx) = watch::channel(Arc::new(EndpointSet::pending()));
-    let (discovery, suffixes, target) = (discovery.clone(), suffixes.to_vec(), target.to_string());
+    map.insert(target.to_string(), tx.clone());
+    drop(map);
+    let policy = match (&sources.outbound, target.parse::<SocketAddr>()) {
+        (Some(policies), Ok(addr)) => Some(policies.watch(addr)),
+        _ => None,
+    };
+    let (discovery, suffixes) = (discovery.clone(), sources.suffixes.clone());
+    let (watches, target) = (watches.clone(), target.to_string());
     tokio::spawn(async move {
+        let mut watch = ProfileWatch {
+            tx,
+            policy,
+            version: 0,
+            opaque: false,
+            override_policy: false,
+        };
+        watch.run(&discovery, &suffixes, &target).await;
+        let mut map = watches.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(&target).is_some_and(|t| t.same_channel(&watch.tx)) {
+            map.remove(&target);
+        }
+    });
+    rx
+}
+
+/// What woke a [`ProfileWatch`].
+enum Event {
+    /// The service's endpoints changed (`false`: its source is gone).
+    Service(bool),
+    Policy,
+    Closed,
+}
+
+/// The state of one original destination's watch.
+struct ProfileWatch {
+    tx: watch::Sender<Arc<EndpointSet>>,
+    policy: Option<watch::Receiver<OutboundState>>,
+    version: u64,
+    opaque: bool,
+    /// The profile has routes or `dst_overrides`: the policy is not used.
+    override_policy: bool,
+}
+
+impl ProfileWatch {
+    /// Publishes until no shard watches the destination.
+    async fn run(&mut self, discovery: &Discovery, suffixes: &[String], target: &str) {
+        let (policy, tx) = (&mut self.policy, &self.tx);
+        let first_policy = async move {
+            if let Some(rx) = policy {
+                // An error means the policy client is gone: no policy.
+                let _ = rx.wait_for(|s| !matches!(s, OutboundState::Pending)).await;
+            }
+        };
         let profile = tokio::select! {
-            profile = discovery.profile(&target) => profile,
+            (profile, ()) = async { tokio::join!(discovery.profile(target), first_policy) } => profile,
             _ = tx.closed() => return,
         };
-        let Some(profile) = profile else {
-            fallback(&tx, 1, false);
-            return tx.closed().await;
-        };
-        let opaque = profile.opaque_protocol;
+        if let Some(profile) = &profile {
+            self.opaque = profile.opaque_protocol;
+            self.override_policy = !profile.routes.is_empty() || !profile.dst_overrides.is_empty();
+        }
         let port = target
             .rsplit_once(':')
             .and_then(|(_, p)| p.parse::<u16>().ok())
             .unwrap_or(0);
-        if let Some((addr, meta)) = profile.endpoint.and_then(Discovery::profile_endpoint) {
-            tx.send_replace(Arc::new(EndpointSet {
-                version: 1,
-                state: State::Resolved,
-                exists: true,
-                endpoints: BTreeMap::from([(addr, meta)]),
-                opaque,
-            }));
-            return tx.closed().await;
-        }
+        let endpoint = profile
+            .as_ref()
+            .and_then(|p| p.endpoint.clone())
+            .and_then(Discovery::profile_endpoint);
         let fqn = profile
-            .fully_qualified_name
-            .trim_end_matches('.')
-            .to_string();
-        if fqn.is_empty() || !crate::config::name_in_suffixes(&fqn, &suffixes) {
-            fallback(&tx, 1, opaque);
-            return tx.closed().await;
-        }
-        tracing::debug!(%target, name = %fqn, opaque, "Profile names a service");
-        let mut service = discovery.watch(&format!("{fqn}:{port}"));
+            .as_ref()
+            .map(|p| p.fully_qualified_name.trim_end_matches('.').to_string())
+            .filter(|fqn| !fqn.is_empty() && crate::config::name_in_suffixes(fqn, suffixes));
+        let mut service = match (endpoint, fqn) {
+            (Some((addr, meta)), _) => {
+                let endpoints = BTreeMap::from([(addr, meta)]);
+                self.publish(State::Resolved, true, endpoints);
+                None
+            }
+            (None, Some(fqn)) => {
+                tracing::debug!(%target, name = %fqn, opaque = self.opaque, "Profile names a service");
+                Some(discovery.watch(&format!("{fqn}:{port}")))
+            }
+            (None, None) => {
+                self.publish(State::Fallback, true, BTreeMap::new());
+                None
+            }
+        };
         loop {
-            let set = service.borrow_and_update().clone();
-            let mut set = (*set).clone();
-            set.opaque = opaque;
-            tx.send_replace(Arc::new(set));
-            tokio::select! {
-                changed = service.changed() => if changed.is_err() { return },
-                _ = tx.closed() => return,
+            if let Some(service) = &mut service {
+                let set = service.borrow_and_update().clone();
+                self.publish(set.state, set.exists, set.endpoints.clone());
+            }
+            let (policy, tx) = (&mut self.policy, &self.tx);
+            let service_changed = async {
+                match &mut service {
+                    Some(service) => service.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            let policy_changed = async move {
+                let changed = match policy {
+                    Some(policy) => policy.changed().await.is_ok(),
+                    None => false,
+                };
+                if !changed {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let event = tokio::select! {
+                alive = service_changed => Event::Service(alive),
+                () = policy_changed => Event::Policy,
+                _ = tx.closed() => Event::Closed,
+            };
+            match event {
+                Event::Service(true) => {}
+                Event::Service(false) | Event::Closed => return,
+                // Republish the same endpoints with the new policy (a service's
+                // endpoints are republished at the top of the loop).
+                Event::Policy if service.is_none() => {
+                    let set = self.tx.borrow().clone();
+                    self.publish(set.state, set.exists, set.endpoints.clone());
+                }
+                Event::Policy => {}
             }
         }
-    });
-    rx
+    }
+
+    fn publish(
+        &mut self,
+        state: State,
+        exists: bool,
+        endpoints: BTreeMap<SocketAddr, EndpointMeta>,
+    ) {
+        self.version += 1;
+        let policy = match self.policy.as_ref().map(|rx| rx.borrow().clone()) {
+            Some(OutboundState::Policy(policy)) if !self.override_policy => Some(PolicyRef(policy)),
+            _ => None,
+        };
+        self.tx.send_replace(Arc::new(EndpointSet {
+            version: self.version,
+            state,
+            exists,
+            endpoints,
+            opaque: self.opaque,
+            policy,
+        }));
+    }
 }
 
 fn fallback(tx: &watch::Sender<Arc<EndpointSet>>, version: u64, opaque: bool) {
@@ -165,6 +284,7 @@ fn fallback(tx: &watch::Sender<Arc<EndpointSet>>, version: u64, opaque: bool) {
         exists: true,
         endpoints: BTreeMap::new(),
         opaque,
+        policy: None,
     }));
 }
 
@@ -289,5 +409,6 @@ fn publish(
         exists,
         endpoints,
         opaque: false,
+        policy: None,
     }));
 }

@@ -170,6 +170,20 @@ impl ControlThread {
                         tracing::info!(addr = %d.addr, "Using the Destination service");
                         crate::discovery::Discovery::new(&d.addr, d.context.clone())
                     });
+                    // Outbound policies are asked for the original destinations that get a
+                    // profile: only with a Destination service too.
+                    let outbound = dns
+                        .policy
+                        .as_ref()
+                        .filter(|_| discovery.is_some())
+                        .map(|p| {
+                            crate::policy::outbound::watch::OutboundPolicies::new(
+                                &p.addr,
+                                p.workload.clone(),
+                                p.limits,
+                                p.detect_timeout,
+                            )
+                        });
                     tokio::spawn(crate::dst::serve(
                         dns.dst_requests,
                         crate::dst::Sources {
@@ -177,6 +191,7 @@ impl ControlThread {
                             suffixes: dns.suffixes,
                             dns: resolver,
                             ttl: dns.ttl,
+                            outbound,
                         },
                     ));
                     if let Some(policy) = dns.policy {

@@ -23,6 +23,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ use futures_lite::future::or;
 use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
 use ringlink_control::discovery::{EndpointSet, ProtocolHint, State};
 use ringlink_control::dst::{DstRequest, DstTx};
+use ringlink_control::policy::outbound::ClientPolicy;
 use ringlink_control::thread::Phase;
 use ringlink_protocols::authority::{name_of, parse_authority};
 use tokio::sync::{oneshot, watch, Notify};
@@ -75,9 +77,10 @@ pub struct Dsts {
 pub struct Dst {
     pub name: Rc<str>,
     direction: Direction,
-    /// Requests that may wait for an endpoint, and for how long.
-    queue_capacity: usize,
-    failfast_timeout: Duration,
+    /// Requests that may wait for an endpoint, and for how long (a policy backend's
+    /// queue replaces the settings' values).
+    queue_capacity: Cell<usize>,
+    failfast_timeout: Cell<Duration>,
     balancer: RefCell<Balancer>,
     set: Cell<SetState>,
     /// Woken when a snapshot is applied.
@@ -89,6 +92,8 @@ pub struct Dst {
     evicted: Cell<bool>,
     /// The destination's profile marks its traffic opaque.
     opaque: Cell<bool>,
+    /// The outbound policy of an original destination, from the last snapshot.
+    policy: RefCell<Option<Arc<ClientPolicy>>>,
     gauges: Gauges,
 }
 
@@ -237,8 +242,8 @@ impl Dsts {
         let dst = Rc::new(Dst {
             name: name.clone(),
             direction,
-            queue_capacity: dsts.settings.queue_capacity.get(direction),
-            failfast_timeout: dsts.settings.failfast_timeout.get(direction),
+            queue_capacity: Cell::new(dsts.settings.queue_capacity.get(direction)),
+            failfast_timeout: Cell::new(dsts.settings.failfast_timeout.get(direction)),
             balancer: RefCell::new(Balancer::new()),
             set: Cell::new(SetState::Pending),
             notify: Notify::new(),
@@ -247,6 +252,7 @@ impl Dsts {
             last_used: Cell::new(Instant::now()),
             evicted: Cell::new(false),
             opaque: Cell::new(false),
+            policy: RefCell::new(None),
             gauges,
         });
         dsts.map.borrow_mut().insert(name.clone(), dst.clone());
@@ -300,9 +306,22 @@ impl Dst {
         self.opaque.get()
     }
 
+    /// The outbound policy the last snapshot carried (an original destination's, when the
+    /// policy controller has one).
+    pub fn policy(&self) -> Option<Arc<ClientPolicy>> {
+        self.policy.borrow().clone()
+    }
+
+    /// Uses a policy backend's queue: how many requests may wait for an endpoint, and for
+    /// how long.
+    pub fn set_queue(&self, capacity: usize, failfast_timeout: Duration) {
+        self.queue_capacity.set(capacity);
+        self.failfast_timeout.set(failfast_timeout);
+    }
+
     /// Waits until the control thread has answered (at most the failfast timeout).
     pub async fn settle<R: Runtime>(&self) {
-        let deadline = Instant::now() + self.failfast_timeout;
+        let deadline = Instant::now() + self.failfast_timeout.get();
         loop {
             let notified = std::pin::pin!(self.notify.notified());
             let mut notified = notified;
@@ -329,7 +348,7 @@ impl Dst {
                 self.name
             )));
         }
-        let (capacity, timeout) = (self.queue_capacity, self.failfast_timeout);
+        let (capacity, timeout) = (self.queue_capacity.get(), self.failfast_timeout.get());
         if self.queued.get() >= capacity {
             return Err(DstError::Unavailable(format!(
                 "the queue of {} is full ({capacity} requests)",
@@ -397,6 +416,7 @@ impl Dst {
         };
         self.balancer.borrow_mut().apply(&snapshot);
         self.opaque.set(set.opaque);
+        *self.policy.borrow_mut() = set.policy.as_ref().map(|p| p.0.clone());
         self.set.set(match set.state {
             State::Pending => SetState::Pending,
             State::Resolved => SetState::Resolved { exists: set.exists },
@@ -491,9 +511,32 @@ pub async fn fallback_addr<R: Runtime>(
 /// A connection's last destination, so that its next request to the same name skips the
 /// shard's map.
 #[derive(Default)]
-pub struct DstCache(RefCell<Option<Rc<Dst>>>);
+pub struct DstCache(
+    RefCell<Option<Rc<Dst>>>,
+    RefCell<Option<(SocketAddr, Rc<Dst>)>>,
+);
 
 impl DstCache {
+    /// The shard's destination for the original destination `addr` (named `ip:port`),
+    /// kept apart from [`DstCache::get`]'s so that a connection whose requests a policy
+    /// routes to backends keeps both.
+    pub fn parent<R: Runtime>(
+        &self,
+        dsts: &Rc<Dsts>,
+        direction: Direction,
+        addr: SocketAddr,
+    ) -> Rc<Dst> {
+        let mut cached = self.1.borrow_mut();
+        if let Some((at, dst)) = &*cached {
+            if *at == addr && dst.is_live() {
+                return dst.clone();
+            }
+        }
+        let dst = dsts.get::<R>(direction, &addr.to_string());
+        *cached = Some((addr, dst.clone()));
+        dst
+    }
+
     /// The shard's destination `name`, from the cache when it is the last one. The cache
     /// is borrowed only inside this call, so that a connection's concurrent streams can
     /// share it.

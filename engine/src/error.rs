@@ -28,6 +28,9 @@ pub enum ProxyError {
     Unavailable(String),
     /// No endpoint became ready within the failfast timeout (504).
     FailFast(Duration),
+    /// An outbound route's request (or response) timeout ran out before the response
+    /// began (504; gRPC `DEADLINE_EXCEEDED`).
+    RouteTimeout(Duration),
     /// The inbound policy has no route for the request (404; gRPC `NOT_FOUND`).
     RouteNotFound,
     /// The inbound policy's route does not authorize the client (403; gRPC
@@ -89,7 +92,9 @@ impl ProxyError {
             ProxyError::BadRequest { status, .. } => *status,
             ProxyError::RequestTimeout => 408,
             ProxyError::Connect(_) | ProxyError::Resolve(_) | ProxyError::Upstream(_) => 502,
-            ProxyError::ConnectTimeout(_) | ProxyError::FailFast(_) => 504,
+            ProxyError::ConnectTimeout(_)
+            | ProxyError::FailFast(_)
+            | ProxyError::RouteTimeout(_) => 504,
             ProxyError::Unavailable(_) => 503,
             ProxyError::RouteNotFound => 404,
             ProxyError::Unauthorized => 403,
@@ -111,6 +116,7 @@ impl ProxyError {
             ProxyError::Resolve(_)
             | ProxyError::Unavailable(_)
             | ProxyError::FailFast(_)
+            | ProxyError::RouteTimeout(_)
             | ProxyError::Policy(_)
             | ProxyError::Injected { .. }
             | ProxyError::Redirect { .. }
@@ -155,6 +161,7 @@ impl ProxyError {
             ProxyError::FailFast(after) => {
                 format!("no endpoint became ready within the failfast timeout ({after:?})")
             }
+            ProxyError::RouteTimeout(after) => format!("request timed out after {after:?}"),
             ProxyError::RouteNotFound => "no route found for request".to_string(),
             ProxyError::Unauthorized => "unauthorized request on route".to_string(),
             ProxyError::Policy(why) => format!("invalid server policy: {why}"),
@@ -175,6 +182,7 @@ impl ProxyError {
             ProxyError::Upstream(_) => "upstream",
             ProxyError::Unavailable(_) => "unavailable",
             ProxyError::FailFast(_) => "failfast",
+            ProxyError::RouteTimeout(_) => "route_timeout",
             ProxyError::RouteNotFound => "route_not_found",
             ProxyError::Unauthorized => "unauthorized",
             ProxyError::Policy(_) => "policy",

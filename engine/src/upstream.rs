@@ -46,6 +46,8 @@ pub struct Target {
     /// The destination name the request was routed by, if any (kept when discovery sent
     /// it to a fallback address).
     pub name: Option<Rc<str>>,
+    /// What an outbound policy route decided (boxed: most requests have none).
+    pub policy: Option<Box<crate::http::route::PolicyRoute>>,
 }
 
 // === impl Target ===
@@ -58,6 +60,7 @@ impl Target {
             dst: None,
             pick: None,
             name: None,
+            policy: None,
         }
     }
 }

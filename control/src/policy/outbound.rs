@@ -137,7 +137,10 @@ pub enum BackendDispatcher {
 /// The balancer's load estimate.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Load {
-    PeakEwma { default_rtt: Duration, decay: Duration },
+    PeakEwma {
+        default_rtt: Duration,
+        decay: Duration,
+    },
     /// Peak-EWMA with a latency penalty for failed responses (the 2026 addition); the
     /// penalty is kept, the balancer uses it as the cost of a failure.
     PenaltyPeakEwma {
@@ -232,7 +235,9 @@ impl ClientPolicy {
     /// `None` when the policy routes no HTTP (opaque, TLS, gRPC-only for HTTP/1).
     pub fn http_routes(&self, http2: bool) -> Option<&HttpRoutes> {
         match &self.protocol {
-            Protocol::Detect { http1, http2: h2, .. } => Some(if http2 { h2 } else { http1 }),
+            Protocol::Detect {
+                http1, http2: h2, ..
+            } => Some(if http2 { h2 } else { http1 }),
             Protocol::Http1(routes) | Protocol::Http2(routes) => Some(routes),
             Protocol::Grpc(_) | Protocol::Opaque | Protocol::Tls => None,
         }
@@ -249,22 +254,5 @@ impl ClientPolicy {
     /// Whether the traffic is forwarded without detection (opaque or TLS).
     pub fn is_opaque(&self) -> bool {
         matches!(self.protocol, Protocol::Opaque | Protocol::Tls)
-    }
-}
-
-// === impl RouteDistribution ===
-
-impl<F> RouteDistribution<F> {
-    /// The backends, in order, with their weights (1 for `FirstAvailable`).
-    pub fn backends(&self) -> impl Iterator<Item = (&RouteBackend<F>, u32)> {
-        let (first, random): (&[RouteBackend<F>], &[(RouteBackend<F>, u32)]) = match self {
-            Self::Empty => (&[], &[]),
-            Self::FirstAvailable(backends) => (backends, &[]),
-            Self::RandomAvailable(backends) => (&[], backends),
-        };
-        first
-            .iter()
-            .map(|b| (b, 1))
-            .chain(random.iter().map(|(b, w)| (b, *w)))
     }
 }

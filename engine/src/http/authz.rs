@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 
 use ringlink_control::policy::inbound::{
-    GrpcFilter, HttpFilter, ModifyHeader, RequestView, RouteDecision, RouteError,
+    GrpcFilter, HttpFilter, ModifyHeader, RequestMatch, RequestView, RouteDecision, RouteError,
 };
 
 use crate::conn::ConnMeta;
@@ -95,57 +95,94 @@ fn filters<R: Runtime>(
     let mut modify = Vec::new();
     match decision {
         RouteDecision::Http(matched) => {
-            for filter in &matched.policy.filters {
-                match filter {
-                    HttpFilter::InternalError(why) => return Err(ProxyError::Policy(why)),
-                    HttpFilter::InjectFailure(inject) => {
-                        if let Some(failure) = inject.apply(ctx.policies.random()) {
-                            return Err(ProxyError::Injected {
-                                status: failure.status.as_u16(),
-                                grpc_status: None,
-                                message: failure.message.clone(),
-                            });
-                        }
-                    }
-                    HttpFilter::Redirect(redirect) => {
-                        let uri = view
-                            .uri()
-                            .map_err(|_| ProxyError::Policy("cannot redirect the request"))?;
-                        match redirect.apply(&uri, &matched.summary.route) {
-                            Ok(Some(to)) => {
-                                return Err(ProxyError::Redirect {
-                                    status: to.status.as_u16(),
-                                    location: to.location.to_string(),
-                                })
-                            }
-                            Ok(None) => {}
-                            Err(_) => return Err(ProxyError::Policy("invalid redirect")),
-                        }
-                    }
-                    HttpFilter::RequestHeaders(headers) => modify.push(headers.clone()),
-                    // Only outbound routes modify responses; inbound policies have none.
-                    HttpFilter::ResponseHeaders(_) => {}
-                }
-            }
+            let route_match = &matched.summary.route;
+            http_filters(
+                ctx,
+                &matched.policy.filters,
+                route_match,
+                view,
+                &mut modify,
+                None,
+            )?
         }
-        RouteDecision::Grpc(matched) => {
-            for filter in &matched.policy.filters {
-                match filter {
-                    GrpcFilter::InternalError(why) => return Err(ProxyError::Policy(why)),
-                    GrpcFilter::InjectFailure(inject) => {
-                        if let Some(failure) = inject.apply(ctx.policies.random()) {
-                            return Err(ProxyError::Injected {
-                                status: 200,
-                                grpc_status: Some(u32::from(failure.code)),
-                                message: failure.message.clone(),
-                            });
-                        }
-                    }
-                    GrpcFilter::RequestHeaders(headers) => modify.push(headers.clone()),
-                }
-            }
-        }
+        RouteDecision::Grpc(matched) => grpc_filters(ctx, &matched.policy.filters, &mut modify)?,
         RouteDecision::NotFound => {}
     }
     Ok(modify)
+}
+
+/// Applies an HTTP route's `filters` in order, inbound or outbound: an internal error
+/// (the invalid policy, an unknown filter) answers 500, a failure injector fails its share
+/// of requests with its status and message, a redirect answers 3xx with `location`;
+/// request header modifiers are pushed to `request` and response header modifiers to
+/// `response` (dropped when `None`) for the caller to apply.
+pub fn http_filters<R: Runtime>(
+    ctx: &ShardCtx<R>,
+    filters: &[HttpFilter],
+    route_match: &RequestMatch,
+    view: &RequestView<'_>,
+    request: &mut Vec<ModifyHeader>,
+    mut response: Option<&mut Vec<ModifyHeader>>,
+) -> Result<(), ProxyError> {
+    for filter in filters {
+        match filter {
+            HttpFilter::InternalError(why) => return Err(ProxyError::Policy(why)),
+            HttpFilter::InjectFailure(inject) => {
+                if let Some(failure) = inject.apply(ctx.policies.random()) {
+                    return Err(ProxyError::Injected {
+                        status: failure.status.as_u16(),
+                        grpc_status: None,
+                        message: failure.message.clone(),
+                    });
+                }
+            }
+            HttpFilter::Redirect(redirect) => {
+                let uri = view
+                    .uri()
+                    .map_err(|_| ProxyError::Policy("cannot redirect the request"))?;
+                match redirect.apply(&uri, route_match) {
+                    Ok(Some(to)) => {
+                        return Err(ProxyError::Redirect {
+                            status: to.status.as_u16(),
+                            location: to.location.to_string(),
+                        })
+                    }
+                    Ok(None) => {}
+                    Err(_) => return Err(ProxyError::Policy("invalid redirect")),
+                }
+            }
+            HttpFilter::RequestHeaders(headers) => request.push(headers.clone()),
+            HttpFilter::ResponseHeaders(headers) => {
+                if let Some(response) = response.as_deref_mut() {
+                    response.push(headers.clone());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies a gRPC route's `filters` in order, as [`http_filters`] does (a failure answers
+/// with its gRPC status).
+pub fn grpc_filters<R: Runtime>(
+    ctx: &ShardCtx<R>,
+    filters: &[GrpcFilter],
+    request: &mut Vec<ModifyHeader>,
+) -> Result<(), ProxyError> {
+    for filter in filters {
+        match filter {
+            GrpcFilter::InternalError(why) => return Err(ProxyError::Policy(why)),
+            GrpcFilter::InjectFailure(inject) => {
+                if let Some(failure) = inject.apply(ctx.policies.random()) {
+                    return Err(ProxyError::Injected {
+                        status: 200,
+                        grpc_status: Some(u32::from(failure.code)),
+                        message: failure.message.clone(),
+                    });
+                }
+            }
+            GrpcFilter::RequestHeaders(headers) => request.push(headers.clone()),
+        }
+    }
+    Ok(())
 }

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use http::HeaderName;
 use ringlink_control::policy::inbound::{FnHeaders, ModifyHeader, RequestView};
 use ringlink_protocols::authority::parse_authority;
+use ringlink_protocols::grpc::is_grpc;
 use ringlink_protocols::http1::{
     keep_alive, parse_request, request_body, strip_hop_by_hop, upgrade_protocol, BodyKind, Limits,
     RequestHead, Version,
@@ -250,15 +251,32 @@ impl<R: Runtime> Session<'_, R> {
                 .and_then(|v| std::str::from_utf8(v).ok()),
             _ => None,
         };
-        let routed = route::route(
-            self.ctx,
-            self.meta.direction,
-            self.meta.route,
-            head.authority(),
-            dst_override,
-            &self.dst,
-        )
-        .await;
+        let routed = {
+            let headers = FnHeaders(|name: &HeaderName, pred: &mut dyn FnMut(&[u8]) -> bool| {
+                head.headers.get_all(name.as_str()).any(pred)
+            });
+            let request = route::Request {
+                view: RequestView {
+                    method: &head.method,
+                    scheme: None,
+                    authority: head.authority(),
+                    path_and_query: path_and_query(&head),
+                    headers: &headers,
+                },
+                grpc: head.headers.get("content-type").is_some_and(is_grpc),
+                http2: false,
+            };
+            let (direction, route) = (self.meta.direction, self.meta.route);
+            route::route(
+                self.ctx,
+                direction,
+                route,
+                &request,
+                dst_override,
+                &self.dst,
+            )
+            .await
+        };
         let mut target = match routed {
             Ok(target) => target,
             Err(error) if error.source() == ErrorSource::Client => {
@@ -269,6 +287,11 @@ impl<R: Runtime> Session<'_, R> {
                 return self.fail(&plan, error).await;
             }
         };
+        if let Some(policy) = &target.policy {
+            for change in &policy.request_headers {
+                apply_header_changes(change, &mut head.headers);
+            }
+        }
         self.rewrite(&mut head, &plan);
         if head.headers.get("host").is_none() {
             // A request without Host (HTTP/1.0) names its destination, or its address.
@@ -291,10 +314,47 @@ impl<R: Runtime> Session<'_, R> {
         // Between meshed proxies, HTTP/1 travels over HTTP/2 (`l5d-orig-proto`), except
         // what must stay HTTP/1 end to end: upgrades and CONNECT.
         let upgradable = plan.upgrade.is_none() && !plan.connect;
-        if upgradable && target.pick.as_ref().is_some_and(Pick::h2) {
-            return self.upgraded(&head, &plan, &mut target).await;
+        let upgrade = upgradable && target.pick.as_ref().is_some_and(Pick::h2);
+        // An outbound route's timeout bounds the whole exchange (boxed: only such routes
+        // pay for the timer's state).
+        let limit = target
+            .policy
+            .as_ref()
+            .and_then(|p| route_timeout(&p.timeouts));
+        let Some(limit) = limit else {
+            if upgrade {
+                return self.upgraded(&head, &plan, &mut target).await;
+            }
+            return self.forward(&head, &plan, &mut target, eager).await;
+        };
+        let bounded = crate::rt::timeout::<R, _>(
+            limit,
+            Box::pin(async {
+                if upgrade {
+                    self.upgraded(&head, &plan, &mut target).await
+                } else {
+                    self.forward(&head, &plan, &mut target, eager).await
+                }
+            }),
+        )
+        .await;
+        match bounded {
+            Some(next) => next,
+            None => {
+                self.entry.set_upstream(-1);
+                tracing::info!(timeout = ?limit, "Route timeout");
+                if self.request.head_at().is_some() {
+                    // The response has begun: the client learns of it by the reset.
+                    self.request.error("route_timeout");
+                    return Next::Abort(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the route's timeout ran out during the response",
+                    ));
+                }
+                self.start_metrics(&head, Some(&target));
+                self.fail(&plan, ProxyError::RouteTimeout(limit)).await
+            }
         }
-        self.forward(&head, &plan, &mut target, eager).await
     }
 
     /// Reads the next request head; `Err` with what to do when there is none to serve.
@@ -395,19 +455,11 @@ impl<R: Runtime> Session<'_, R> {
         let headers = FnHeaders(|name: &HeaderName, pred: &mut dyn FnMut(&[u8]) -> bool| {
             head.headers.get_all(name.as_str()).any(pred)
         });
-        let path_and_query = if head.is_absolute_form() {
-            // `scheme://authority/path?query`: the part from the first `/` after the
-            // authority.
-            let rest = head.target.split_once("://").map_or("", |(_, rest)| rest);
-            rest.find('/').map_or("/", |at| &rest[at..])
-        } else {
-            head.target.as_str()
-        };
         let view = RequestView {
             method: &head.method,
             scheme: None,
             authority: head.authority(),
-            path_and_query,
+            path_and_query: path_and_query(head),
             headers: &headers,
         };
         let target = self.meta.route.fixed().unwrap_or(self.meta.local);
@@ -559,6 +611,28 @@ impl<R: Runtime> Session<'_, R> {
             (Ok(()), _) => Next::Close,
             (Err(error), _) => Next::Abort(error),
         }
+    }
+}
+
+/// The time an outbound route gives a request: its `request` timeout, else its `response`
+/// timeout (both bound the whole exchange here).
+pub(crate) fn route_timeout(
+    timeouts: &ringlink_control::policy::outbound::Timeouts,
+) -> Option<Duration> {
+    match (timeouts.request, timeouts.response) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The request's target in origin form (`/path?query`); for an absolute-form target
+/// (`scheme://authority/path?query`), the part from the first `/` after the authority.
+fn path_and_query(head: &RequestHead) -> &str {
+    if head.is_absolute_form() {
+        let rest = head.target.split_once("://").map_or("", |(_, rest)| rest);
+        rest.find('/').map_or("/", |at| &rest[at..])
+    } else {
+        head.target.as_str()
     }
 }
 

@@ -117,6 +117,7 @@ pub async fn balanced<R: Runtime>(
             dst: Some(dst.clone()),
             pick: Some(pick),
             name: Some(dst.name.clone()),
+            policy: None,
         },
         Err(DstError::Fallback) => Target::addr(orig_dst),
         Err(error) => {

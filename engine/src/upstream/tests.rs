@@ -68,6 +68,7 @@ async fn run_case<R: Runtime>(fails: Fails) {
             },
         )]),
         opaque: false,
+        policy: None,
     };
     let (_set_tx, set_rx) = watch::channel(Arc::new(set));
     request.reply.send(set_rx).unwrap();
@@ -77,6 +78,7 @@ async fn run_case<R: Runtime>(fails: Fails) {
         dst: Some(dst.clone()),
         pick: Some(pick),
         name: None,
+        policy: None,
     };
     let attempts = Cell::new(0);
     let result = connect_balanced::<R, (), _, _>(&dsts, &mut target, |addr, tls| {

@@ -137,13 +137,26 @@ pub async fn proxy<R: Runtime>(
             parts.headers.insert(CLIENT_ID, id);
         }
     }
+    let request = route::Request {
+        view: RequestView {
+            method: parts.method.as_str(),
+            scheme: parts.uri.scheme_str(),
+            authority: authority.as_deref(),
+            path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            headers: &parts.headers,
+        },
+        grpc,
+        http2: true,
+    };
+    let (direction, route) = (meta.direction, meta.route);
+    let cache = &upstreams.dst;
     let routed = route::route(
         &upstreams.ctx,
-        meta.direction,
-        meta.route,
-        authority.as_deref(),
+        direction,
+        route,
+        &request,
         dst_override.as_deref(),
-        &upstreams.dst,
+        cache,
     )
     .await;
     let mut target = match routed {
@@ -153,6 +166,11 @@ pub async fn proxy<R: Runtime>(
             return respond::h2(&mut respond, grpc, head_request, &error, &mut metrics);
         }
     };
+    if let Some(policy) = &target.policy {
+        for change in &policy.request_headers {
+            change.apply(&mut parts.headers);
+        }
+    }
     if meta.direction == crate::conn::Direction::Inbound
         && parts.headers.contains_key(downgrade::ORIG_PROTO)
     {
@@ -172,7 +190,14 @@ pub async fn proxy<R: Runtime>(
         metrics.end();
         return;
     }
-    let connected = connect::<R>(&upstreams, &mut target).await;
+    // An outbound route's timeout bounds the exchange: before the response head it is
+    // answered 504 (gRPC DEADLINE_EXCEEDED), after it the stream is reset.
+    let limit = target
+        .policy
+        .as_ref()
+        .and_then(|p| crate::http::h1::route_timeout(&p.timeouts));
+    let deadline = limit.map(|limit| (limit, Instant::now() + limit));
+    let connected = within::<R, _>(deadline, connect::<R>(&upstreams, &mut target)).await;
     let mut metrics = upstreams.start(
         authority.as_deref(),
         Some(target.addr),
@@ -187,7 +212,8 @@ pub async fn proxy<R: Runtime>(
     };
     let end = body.is_end_stream();
     let request = Request::from_parts(parts, ());
-    let sent = send_request::<R>(&upstreams, target.addr, send, request, end).await;
+    let sending = send_request::<R>(&upstreams, target.addr, send, request, end);
+    let sent = within::<R, _>(deadline, sending).await;
     let (response, up_body) = match sent {
         Ok(sent) => sent,
         Err(error) => return respond::h2(&mut respond, grpc, head_request, &error, &mut metrics),
@@ -206,7 +232,23 @@ pub async fn proxy<R: Runtime>(
         }
     };
     let response_side = relay_response(&exchange, response, &mut respond, &mut metrics);
-    let (sent, completed) = crate::io::join(request_side, response_side).await;
+    let both = crate::io::join(request_side, response_side);
+    let (sent, completed) = match deadline {
+        None => both.await,
+        Some((limit, at)) => {
+            let left = at.saturating_duration_since(Instant::now());
+            match crate::rt::timeout::<R, _>(left, Box::pin(both)).await {
+                Some(done) => done,
+                None => {
+                    tracing::info!(timeout = ?limit, "Route timeout");
+                    respond.send_reset(h2::Reason::CANCEL);
+                    metrics.error("route_timeout");
+                    metrics.end();
+                    return;
+                }
+            }
+        }
+    };
     match sent.failed {
         // RFC 9113 §8.1: a server that has answered may stop the request body with a
         // reset (NO_ERROR); the exchange still succeeded.
@@ -215,6 +257,22 @@ pub async fn proxy<R: Runtime>(
         None => {}
     }
     metrics.end();
+}
+
+/// `future`'s result, or a route timeout once `deadline` (the limit and when it ends)
+/// has passed.
+async fn within<R: Runtime, T>(
+    deadline: Option<(std::time::Duration, Instant)>,
+    future: impl std::future::Future<Output = Result<T, ProxyError>>,
+) -> Result<T, ProxyError> {
+    let Some((limit, at)) = deadline else {
+        return future.await;
+    };
+    let left = at.saturating_duration_since(Instant::now());
+    match crate::rt::timeout::<R, _>(left, Box::pin(future)).await {
+        Some(result) => result,
+        None => Err(ProxyError::RouteTimeout(limit)),
+    }
 }
 
 /// The h2 connection to `target`'s endpoint, trying other endpoints of its balancer when
