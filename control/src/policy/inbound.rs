@@ -48,7 +48,7 @@ pub use self::{
     http_route::{
         HttpFilter, MatchHeader, MatchPath, MatchQueryParam, MatchRequest, PathMatch, RequestMatch,
     },
-    meta::Meta,
+    meta::{Location, Meta},
     rate_limit::{LocalRateLimit, RateLimitError, RateLimitOverride},
     route::{
         find, FnHeaders, HeaderSource, HostMatch, Match, MatchHost, NoHeaders, PathIndex,

@@ -116,6 +116,8 @@ struct Plan {
     /// A request that may be sent again on a new connection if a reused one was closed
     /// before it answered.
     retryable: bool,
+    /// An outbound policy route's response header changes.
+    response_headers: Vec<ModifyHeader>,
 }
 
 // === functions ===
@@ -287,10 +289,12 @@ impl<R: Runtime> Session<'_, R> {
                 return self.fail(&plan, error).await;
             }
         };
-        if let Some(policy) = &target.policy {
+        let mut plan = plan;
+        if let Some(policy) = &mut target.policy {
             for change in &policy.request_headers {
                 apply_header_changes(change, &mut head.headers);
             }
+            plan.response_headers = std::mem::take(&mut policy.response_headers);
         }
         self.rewrite(&mut head, &plan);
         if head.headers.get("host").is_none() {
@@ -493,6 +497,7 @@ impl<R: Runtime> Session<'_, R> {
                 && body != BodyKind::Empty
                 && head.version == Version::Http11,
             retryable: idempotent && body == BodyKind::Empty && upgrade.is_none(),
+            response_headers: Vec::new(),
             upgrade,
             connect,
             head_request: head.method == "HEAD",
@@ -552,6 +557,9 @@ impl<R: Runtime> Session<'_, R> {
             addr,
             labels.as_ref(),
         );
+        if let Some(policy) = target.and_then(|t| t.policy.as_deref()) {
+            policy.record(self.ctx, &mut self.request);
+        }
         // Requests with an endpoint are offered to the taps (as linkerd2-proxy taps in its
         // endpoint stacks).
         if let Some(addr) = addr.filter(|_| self.ctx.taps.active().is_some()) {

@@ -35,6 +35,8 @@ pub struct PolicyRoute {
     pub route: Arc<Meta>,
     pub backend: Arc<Meta>,
     pub timeouts: Timeouts,
+    /// A gRPC route matched (the `outbound_grpc_route_*` families).
+    pub grpc: bool,
     /// Header changes for the request, from the rule's then the backend's filters.
     pub request_headers: Vec<ModifyHeader>,
     /// Header changes for the response.
@@ -115,6 +117,7 @@ async fn policy_route<R: Runtime>(
     let mut request_headers = Vec::new();
     let mut response_headers = Vec::new();
     let view = &request.view;
+    let grpc = request.grpc && policy.grpc_routes().is_some();
     let (rule, backend) = match policy.grpc_routes().filter(|_| request.grpc) {
         Some(grpc) => {
             let (_, rule) = find(&grpc.routes, view).ok_or(ProxyError::RouteNotFound)?;
@@ -156,6 +159,7 @@ async fn policy_route<R: Runtime>(
         route: rule.meta,
         backend: backend.meta.clone(),
         timeouts: rule.timeouts,
+        grpc,
         request_headers,
         response_headers,
     }));
@@ -240,5 +244,19 @@ async fn balanced<R: Runtime>(
             })
         }
         Err(error) => Err(error.into()),
+    }
+}
+
+// === impl PolicyRoute ===
+
+impl PolicyRoute {
+    /// Records `metrics`' request in the route families too.
+    pub fn record<R: Runtime>(
+        &self,
+        ctx: &ShardCtx<R>,
+        metrics: &mut crate::telemetry::RequestMetrics,
+    ) {
+        let outbound = &ctx.http.outbound;
+        metrics.routed(|| outbound.start(&self.parent, &self.route, &self.backend, self.grpc));
     }
 }

@@ -54,6 +54,9 @@ use prometheus::{
 };
 
 use super::authz::{AuthzFamilies, AuthzMetrics};
+pub use outbound::{RouteFamilies, RouteMetrics, RouteRequest, Status as RouteStatus};
+
+mod outbound;
 use crate::balance::Labels;
 use crate::conn::{Direction, TlsStatus};
 use ringlink_control::tap::{HeaderSource, Tapped};
@@ -99,12 +102,16 @@ pub struct HttpFamilies {
     latency: HistogramVec,
     /// The inbound policy's decisions.
     authz: AuthzFamilies,
+    /// The outbound policy's routes.
+    outbound: RouteFamilies,
 }
 
 /// A shard's HTTP recording: its families and the series it resolved, per route. Shard-local.
 pub struct HttpMetrics {
     /// The inbound policy's decisions.
     pub authz: AuthzMetrics,
+    /// The outbound policy's routes.
+    pub outbound: RouteMetrics,
     families: HttpFamilies,
     routes: RefCell<HashMap<RouteKey, Rc<Route>>>,
     recording: bool,
@@ -170,6 +177,8 @@ pub struct RequestMetrics {
     taps: Option<Box<[Tapped]>>,
     /// The exchange broke: the taps see a failed response.
     broke: bool,
+    /// The outbound policy route's series, when a policy routed the request.
+    route: Option<Box<RouteRequest>>,
 }
 
 /// Writes a family's series without their empty labels (Linkerd leaves out a label that has
@@ -209,6 +218,7 @@ impl HttpFamilies {
             responses,
             latency,
             authz: AuthzFamilies::register(registry)?,
+            outbound: RouteFamilies::register(registry)?,
         })
     }
 }
@@ -220,6 +230,7 @@ impl HttpMetrics {
     pub fn new(families: HttpFamilies, recording: bool) -> Self {
         HttpMetrics {
             authz: AuthzMetrics::new(families.authz.clone()),
+            outbound: RouteMetrics::new(families.outbound.clone()),
             families,
             routes: RefCell::new(HashMap::new()),
             recording,
@@ -283,6 +294,7 @@ impl HttpMetrics {
             head_at: None,
             taps: None,
             broke: false,
+            route: None,
         }
     }
 
@@ -568,6 +580,14 @@ impl RequestMetrics {
         }
     }
 
+    /// The request was routed by an outbound policy: its route's series (recorded at the
+    /// end, only when this request is recorded).
+    pub fn routed(&mut self, route: impl FnOnce() -> RouteRequest) {
+        if self.started.is_some() && self.route.is_none() {
+            self.route = Some(Box::new(route()));
+        }
+    }
+
     /// The proxy answered the request itself with `status` (e.g. 502) because of `reason`
     /// (see [`crate::error::ProxyError::label`]).
     pub fn fail(&mut self, status: u16, reason: &'static str) {
@@ -613,6 +633,29 @@ impl RequestMetrics {
             route.latency(status).observe(latency.as_secs_f64() * 1e3);
         }
         route.response(outcome).inc();
+        if let Some(policy_route) = self.route.take() {
+            policy_route.end(self.route_status(error));
+        }
+    }
+
+    /// The route families' status labels: an error the proxy answered or saw, by Linkerd's
+    /// name, without a status (an injected failure or a redirect keeps its status and has
+    /// no error, as Linkerd records them); else the response's status (gRPC: its code).
+    fn route_status(&self, error: Option<&'static str>) -> RouteStatus {
+        let error = match error {
+            None | Some("injected" | "redirect") => None,
+            Some("failfast" | "unavailable") => Some("FAIL_FAST"),
+            Some("route_timeout") => Some("REQUEST_TIMEOUT"),
+            Some(CANCELLED) => Some("CANCEL"),
+            Some("upstream" | "io" | "connect" | "connect_timeout") => Some("IO"),
+            Some(_) => Some("UNKNOWN"),
+        };
+        let code = match error {
+            Some(_) => None,
+            None if self.grpc => self.grpc_status,
+            None => self.status.map(u32::from),
+        };
+        RouteStatus { code, error }
     }
 }
 

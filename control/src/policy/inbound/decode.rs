@@ -3,7 +3,7 @@
 //! and of `linkerd/http/route/src/{http,grpc}/**`.
 
 use super::{
-    authz::is_dns_id, Authentication, AuthorityOverride, Authorization, Distribution,
+    authz::is_dns_id, Authentication, Location, AuthorityOverride, Authorization, Distribution,
     FailureResponse, GrpcFailureResponse, GrpcFilter, GrpcRoute, GrpcRule, HttpFilter, HttpRoute,
     HttpRule, InjectFailure, InvalidDistribution, LocalRateLimit, MatchGrpc, MatchHeader,
     MatchHost, MatchPath, MatchQueryParam, MatchRequest, MatchRpc, Meta, ModifyHeader, ModifyPath,
@@ -337,7 +337,12 @@ impl Meta {
             if group.is_empty() && kind == "default" {
                 return Ok(Meta::new_default(name));
             }
-            return Ok(Arc::new(Meta::Resource { group, kind, name }));
+            return Ok(Arc::new(Meta::Resource {
+                group,
+                kind,
+                name,
+                location: Location::default(),
+            }));
         }
 
         let meta = match name.split_once(':') {
@@ -346,19 +351,21 @@ impl Meta {
                 group,
                 kind: kind.to_string(),
                 name: name.to_string(),
+                location: Location::default(),
             },
             None => Meta::Resource {
                 group,
                 kind: default_kind.to_string(),
                 name,
+                location: Location::default(),
             },
         };
         Ok(Arc::new(meta))
     }
 }
 
-/// `Metadata`: a default's name, or a resource's group, kind and name (its namespace, section
-/// and port are not kept, as in linkerd2-proxy).
+/// `Metadata`: a default's name, or a resource's group, kind and name, with its namespace,
+/// section and port (which equality ignores; outbound metrics label with them).
 impl TryFrom<meta_api::Metadata> for Meta {
     type Error = InvalidMeta;
 
@@ -369,6 +376,11 @@ impl TryFrom<meta_api::Metadata> for Meta {
                 group: r.group,
                 kind: r.kind,
                 name: r.name,
+                location: Location {
+                    namespace: r.namespace,
+                    section: r.section,
+                    port: u16::try_from(r.port).ok().filter(|p| *p != 0),
+                },
             }),
         }
     }

@@ -16,7 +16,20 @@ pub enum Meta {
         group: String,
         kind: String,
         name: String,
+        /// Where the resource is: kept for the outbound `*_namespace`, `*_port` and
+        /// `*_section_name` labels; not compared.
+        location: Location,
     },
+}
+
+/// A resource's namespace, section and port (from the API's `Resource`; empty for
+/// resources named by labels).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Location {
+    pub namespace: String,
+    pub section: String,
+    /// `None` for a port of 0 (unset).
+    pub port: Option<u16>,
 }
 
 impl Meta {
@@ -38,6 +51,30 @@ impl Meta {
         match self {
             Self::Default { .. } => "default",
             Self::Resource { kind, .. } => kind,
+        }
+    }
+
+    /// The resource's namespace; empty for defaults.
+    pub fn namespace(&self) -> &str {
+        match self {
+            Self::Default { .. } => "",
+            Self::Resource { location, .. } => &location.namespace,
+        }
+    }
+
+    /// The resource's section name; empty for defaults.
+    pub fn section(&self) -> &str {
+        match self {
+            Self::Default { .. } => "",
+            Self::Resource { location, .. } => &location.section,
+        }
+    }
+
+    /// The resource's port, if it has one.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Self::Default { .. } => None,
+            Self::Resource { location, .. } => location.port,
         }
     }
 

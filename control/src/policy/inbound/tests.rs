@@ -76,6 +76,7 @@ pub(super) fn resource(group: &str, kind: &str, name: &str) -> Arc<Meta> {
         group: group.into(),
         kind: kind.into(),
         name: name.into(),
+        location: Default::default(),
     })
 }
 
@@ -132,6 +133,7 @@ fn meta_equality_and_hash_ignore_representation() {
                 group: "".into(),
                 kind: "default".into(),
                 name: "foo".into(),
+                location: Default::default(),
             },
             true,
         ),
@@ -140,6 +142,7 @@ fn meta_equality_and_hash_ignore_representation() {
                 group: "".into(),
                 kind: "default".into(),
                 name: "bar".into(),
+                location: Default::default(),
             },
             false,
         ),
@@ -148,6 +151,7 @@ fn meta_equality_and_hash_ignore_representation() {
                 group: "policy.linkerd.io".into(),
                 kind: "default".into(),
                 name: "foo".into(),
+                location: Default::default(),
             },
             false,
         ),
@@ -162,7 +166,8 @@ fn meta_equality_and_hash_ignore_representation() {
     assert!(!Meta::Resource {
         group: "".into(),
         kind: "default".into(),
-        name: "audit".into()
+        name: "audit".into(),
+        location: Default::default(),
     }
     .is_audit());
     assert_eq!(default.kind(), "default");

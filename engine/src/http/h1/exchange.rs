@@ -531,6 +531,9 @@ async fn relay_response<R: Runtime>(
         plan.client_keep_alive && body_sent && !ctx.life.is_draining() && !tunnel;
     let upgrade_protocol = res.headers.get("upgrade").map(<[u8]>::to_vec);
     strip_hop_by_hop(&mut res.headers);
+    for change in &plan.response_headers {
+        super::apply_header_changes(change, &mut res.headers);
+    }
     res.version = plan.client_version;
     let chunks = match res_body {
         BodyKind::Chunked if plan.client_version == Version::Http11 => {

@@ -14,7 +14,7 @@ use h2::client::ResponseFuture;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderValue, Request, Response};
-use ringlink_control::policy::inbound::RequestView;
+use ringlink_control::policy::inbound::{ModifyHeader, RequestView};
 use ringlink_protocols::grpc::{is_grpc, parse_grpc_status};
 
 use super::client::Upstreams;
@@ -36,6 +36,8 @@ struct Exchange {
     head_request: bool,
     pick: Option<Pick>,
     sent_at: Instant,
+    /// An outbound policy route's response header changes.
+    response_headers: Vec<ModifyHeader>,
 }
 
 /// How a [`pump`] ended.
@@ -203,6 +205,9 @@ pub async fn proxy<R: Runtime>(
         Some(target.addr),
         target.pick.as_ref(),
     );
+    if let Some(policy) = &target.policy {
+        policy.record(&upstreams.ctx, &mut metrics);
+    }
     if connected.is_ok() {
         upstreams.tap(&mut metrics, &parts, target.addr, target.pick.as_ref());
     }
@@ -223,6 +228,10 @@ pub async fn proxy<R: Runtime>(
         head_request,
         pick: target.pick,
         sent_at: Instant::now(),
+        response_headers: target
+            .policy
+            .map(|p| p.response_headers)
+            .unwrap_or_default(),
     };
     let request_side = async {
         if !end {
@@ -394,7 +403,10 @@ async fn relay_response(
     if let Some(code) = head_grpc_status {
         metrics.grpc_status(code);
     }
-    let (parts, up_body) = response.into_parts();
+    let (mut parts, up_body) = response.into_parts();
+    for change in &exchange.response_headers {
+        change.apply(&mut parts.headers);
+    }
     let end = up_body.is_end_stream();
     match respond.send_response(Response::from_parts(parts, ()), end) {
         Ok(down) if !end => {
