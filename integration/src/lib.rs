@@ -4,6 +4,7 @@
 //! Tests run the `ringlink-it` binary, which is the engine's `main` built in this package so
 //! that cargo builds it before the tests.
 
+pub mod backend;
 pub mod controller;
 pub mod dns;
 pub mod grpc;

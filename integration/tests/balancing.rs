@@ -7,13 +7,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use linkerd2_proxy_api::destination as pb;
 use ringlink_integration::controller::{self, Controller};
 use ringlink_integration::http1::Conn;
+use ringlink_integration::backend::backend;
 use ringlink_integration::{both_runtimes, metrics, proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -37,72 +38,6 @@ both_runtimes!(
 const NAME: &str = "web.ns.svc.cluster.local";
 
 // === helpers ===
-
-/// A backend that answers every request with its id after `delay_ms`, and counts them.
-struct Backend {
-    addr: SocketAddr,
-    id: &'static str,
-    hits: Arc<AtomicUsize>,
-    delay_ms: Arc<AtomicU64>,
-    /// Answer 500 from now on.
-    broken: Arc<AtomicBool>,
-}
-
-async fn backend(id: &'static str, delay_ms: u64) -> Backend {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let delay = Arc::new(AtomicU64::new(delay_ms));
-    let broken = Arc::new(AtomicBool::new(false));
-    let (h, d, b) = (hits.clone(), delay.clone(), broken.clone());
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                return;
-            };
-            let (h, d, b) = (h.clone(), d.clone(), b.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    // Requests here are GETs: a head and no body.
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    buf.drain(..end);
-                    h.fetch_add(1, Ordering::SeqCst);
-                    let delay = d.load(Ordering::SeqCst);
-                    if delay > 0 {
-                        tokio::time::sleep(Duration::from_millis(delay)).await;
-                    }
-                    let status = if b.load(Ordering::SeqCst) {
-                        "500 Internal Server Error"
-                    } else {
-                        "200 OK"
-                    };
-                    let reply = format!(
-                        "HTTP/1.1 {status}\r\ncontent-length: {}\r\n\r\n{id}",
-                        id.len()
-                    );
-                    if stream.write_all(reply.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    Backend {
-        addr,
-        id,
-        hits,
-        delay_ms: delay,
-        broken,
-    }
-}
 
 fn authority(port: u16) -> String {
     format!("{NAME}:{port}")
