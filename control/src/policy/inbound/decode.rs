@@ -3,9 +3,9 @@
 //! and of `linkerd/http/route/src/{http,grpc}/**`.
 
 use super::{
-    authz::is_dns_id, Authentication, Location, AuthorityOverride, Authorization, Distribution,
+    authz::is_dns_id, Authentication, AuthorityOverride, Authorization, Distribution,
     FailureResponse, GrpcFailureResponse, GrpcFilter, GrpcRoute, GrpcRule, HttpFilter, HttpRoute,
-    HttpRule, InjectFailure, InvalidDistribution, LocalRateLimit, MatchGrpc, MatchHeader,
+    HttpRule, InjectFailure, InvalidDistribution, LocalRateLimit, Location, MatchGrpc, MatchHeader,
     MatchHost, MatchPath, MatchQueryParam, MatchRequest, MatchRpc, Meta, ModifyHeader, ModifyPath,
     Network, Protocol, RateLimitOverride, RedirectRequest, RoutePolicy, ServerPolicy, Suffix,
 };
