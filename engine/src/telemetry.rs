@@ -23,7 +23,7 @@ mod http;
 mod tap;
 
 use http::OmitEmptyLabels;
-pub use http::{HttpFamilies, HttpMetrics, RequestMetrics, RouteCache};
+pub use http::{HttpFamilies, HttpMetrics, RequestMetrics, RouteCache, RouteStatus};
 pub use tap::{h1_path_and_query, h1_scheme, H1Headers, ShardTaps, TapView};
 
 /// Labels of every TCP series (besides the registry's `shard`): `direction`, `peer`, `tls`,

@@ -3,6 +3,11 @@
 //! `io.linkerd.proxy.inbound.InboundServerPolicies` from `linkerd2-proxy-api`'s generated
 //! code.
 //!
+//! Outbound policies are scripted per target address ([`Controller::outbound_policy`]):
+//! every open `Watch` stream of the target receives the policy, now and at each later
+//! update; a target with no policy is answered `NotFound`, as Linkerd's policy controller
+//! answers for addresses that are not Services.
+//!
 //! Inbound policies are scripted per port ([`Controller::inbound_policy`]): every open
 //! `WatchPort` stream of that port receives the policy, now and at each later update; a
 //! port with no policy keeps its streams open and silent (the proxy's default applies).
@@ -29,6 +34,10 @@ use linkerd2_proxy_api::destination::destination_server::{Destination, Destinati
 use linkerd2_proxy_api::inbound as inbound_pb;
 use linkerd2_proxy_api::inbound::inbound_server_policies_server::{
     InboundServerPolicies, InboundServerPoliciesServer,
+};
+use linkerd2_proxy_api::outbound as outbound_pb;
+use linkerd2_proxy_api::outbound::outbound_policies_server::{
+    OutboundPolicies, OutboundPoliciesServer,
 };
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -73,7 +82,14 @@ struct State {
     /// `WatchPort` calls per port, and the workload the last one named.
     policy_calls: HashMap<u32, usize>,
     last_workload: Option<String>,
+    /// Outbound policies by target, their open `Watch` streams, and the calls per target.
+    outbound: HashMap<SocketAddr, outbound_pb::OutboundPolicy>,
+    outbound_streams: HashMap<SocketAddr, Vec<OutboundTx>>,
+    outbound_calls: HashMap<SocketAddr, usize>,
+    last_outbound_workload: Option<String>,
 }
+
+type OutboundTx = mpsc::UnboundedSender<Result<outbound_pb::OutboundPolicy, Status>>;
 
 #[derive(Clone, Debug)]
 struct Service {
@@ -104,10 +120,13 @@ pub fn new() -> Controller {
     listener.set_nonblocking(true).expect("non-blocking");
     let listener = TcpListener::from_std(listener).expect("tokio listener");
     let policy_addr = listener.local_addr().expect("policy service address");
-    let policies = InboundServerPoliciesServer::new(service);
+    let policies = InboundServerPoliciesServer::new(service.clone());
+    let outbound = OutboundPoliciesServer::new(service);
     let policy_task = tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
-            .serve_with_incoming(policies, TcpIncoming::from(listener))
+            .add_service(policies)
+            .add_service(outbound)
+            .serve_with_incoming(TcpIncoming::from(listener))
             .await;
         if let Err(e) = result {
             eprintln!("mock policy service on {policy_addr} stopped: {e}");
@@ -198,6 +217,46 @@ impl Controller {
             .get(&u32::from(port))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Sets the outbound policy of `target`, sending it on every open `Watch` stream of the
+    /// target and to every later one.
+    pub fn outbound_policy(&self, target: SocketAddr, policy: outbound_pb::OutboundPolicy) {
+        let mut state = self.lock();
+        if let Some(streams) = state.outbound_streams.get_mut(&target) {
+            streams.retain(|tx| tx.send(Ok(policy.clone())).is_ok());
+        }
+        state.outbound.insert(target, policy);
+    }
+
+    /// Ends every open `Watch` stream of `target` with `status`.
+    pub fn fail_outbound_streams(&self, target: SocketAddr, status: Status) {
+        let streams = self.lock().outbound_streams.remove(&target);
+        for tx in streams.unwrap_or_default() {
+            let _ = tx.send(Err(status.clone()));
+        }
+    }
+
+    /// How many `Watch` streams of `target` the client still holds open.
+    pub fn open_outbound_streams(&self, target: SocketAddr) -> usize {
+        let mut state = self.lock();
+        let streams = state.outbound_streams.entry(target).or_default();
+        streams.retain(|tx| !tx.is_closed());
+        streams.len()
+    }
+
+    /// How many `Watch` calls `target` has had.
+    pub fn outbound_calls(&self, target: SocketAddr) -> usize {
+        self.lock()
+            .outbound_calls
+            .get(&target)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The source workload the last outbound `Watch` named.
+    pub fn last_outbound_workload(&self) -> Option<String> {
+        self.lock().last_outbound_workload.clone()
     }
 
     /// The workload the last `WatchPort` named.
@@ -354,6 +413,49 @@ impl InboundServerPolicies for Service {
             let _ = tx.send(Ok(server.clone()));
         }
         state.policy_streams.entry(spec.port).or_default().push(tx);
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+    }
+}
+
+#[tonic::async_trait]
+impl OutboundPolicies for Service {
+    type WatchStream = UnboundedReceiverStream<Result<outbound_pb::OutboundPolicy, Status>>;
+
+    async fn get(
+        &self,
+        _request: Request<outbound_pb::TrafficSpec>,
+    ) -> Result<Response<outbound_pb::OutboundPolicy>, Status> {
+        Err(Status::unimplemented(
+            "mock controller: Get is unused by proxies",
+        ))
+    }
+
+    async fn watch(
+        &self,
+        request: Request<outbound_pb::TrafficSpec>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        use outbound_pb::traffic_spec::Target;
+        let spec = request.into_inner();
+        let target = match spec.target {
+            Some(Target::Addr(addr)) => SocketAddr::try_from(addr)
+                .map_err(|_| Status::invalid_argument("mock controller: bad target address"))?,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "mock controller: no target address",
+                ))
+            }
+        };
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *state.outbound_calls.entry(target).or_default() += 1;
+        state.last_outbound_workload = Some(spec.source_workload);
+        let Some(policy) = state.outbound.get(&target).cloned() else {
+            return Err(Status::not_found(format!(
+                "mock controller: no outbound policy for {target}"
+            )));
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(Ok(policy));
+        state.outbound_streams.entry(target).or_default().push(tx);
         Ok(Response::new(UnboundedReceiverStream::new(rx)))
     }
 }

@@ -14,6 +14,7 @@ pub mod http1;
 pub mod identity;
 pub mod metrics;
 pub mod netns;
+pub mod outbound_policy;
 pub mod policy;
 pub mod proc;
 pub mod proxy;

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use linkerd2_proxy_api::destination as pb;
+use ringlink_integration::backend::backend;
 use ringlink_integration::controller::{self, Controller};
 use ringlink_integration::http1::Conn;
-use ringlink_integration::backend::backend;
 use ringlink_integration::{both_runtimes, metrics, proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

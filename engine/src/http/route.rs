@@ -23,6 +23,7 @@ use crate::discover::{self, DstCache, DstError};
 use crate::error::ProxyError;
 use crate::http::authz;
 use crate::rt::Runtime;
+use crate::telemetry::RouteStatus;
 use crate::upstream::Target;
 
 // === types ===
@@ -118,12 +119,25 @@ async fn policy_route<R: Runtime>(
     let mut response_headers = Vec::new();
     let view = &request.view;
     let grpc = request.grpc && policy.grpc_routes().is_some();
+    // A failure the route's (or its backend's) filters answer is counted in the route's
+    // statuses, as Linkerd counts it.
+    let filtered = |route: &Arc<Meta>, error: ProxyError| {
+        if ctx.http.is_recording() {
+            let status = filtered_status(&error, grpc);
+            ctx.http
+                .outbound
+                .filtered(&policy.parent, route, grpc, status);
+        }
+        error
+    };
     let (rule, backend) = match policy.grpc_routes().filter(|_| request.grpc) {
-        Some(grpc) => {
-            let (_, rule) = find(&grpc.routes, view).ok_or(ProxyError::RouteNotFound)?;
-            authz::grpc_filters(ctx, &rule.filters, &mut request_headers)?;
+        Some(routes) => {
+            let (_, rule) = find(&routes.routes, view).ok_or(ProxyError::RouteNotFound)?;
+            authz::grpc_filters(ctx, &rule.filters, &mut request_headers)
+                .map_err(|e| filtered(&rule.meta, e))?;
             let backend = draw(ctx, &rule.distribution)?;
-            authz::grpc_filters(ctx, &backend.filters, &mut request_headers)?;
+            authz::grpc_filters(ctx, &backend.filters, &mut request_headers)
+                .map_err(|e| filtered(&rule.meta, e))?;
             (RuleParts::of(rule), backend.backend.clone())
         }
         None => {
@@ -134,10 +148,12 @@ async fn policy_route<R: Runtime>(
             };
             let (matched, rule) = find(&http.routes, view).ok_or(ProxyError::RouteNotFound)?;
             let (req, resp) = (&mut request_headers, Some(&mut response_headers));
-            authz::http_filters(ctx, &rule.filters, &matched.route, view, req, resp)?;
+            authz::http_filters(ctx, &rule.filters, &matched.route, view, req, resp)
+                .map_err(|e| filtered(&rule.meta, e))?;
             let backend = draw(ctx, &rule.distribution)?;
             let (req, resp) = (&mut request_headers, Some(&mut response_headers));
-            authz::http_filters(ctx, &backend.filters, &matched.route, view, req, resp)?;
+            authz::http_filters(ctx, &backend.filters, &matched.route, view, req, resp)
+                .map_err(|e| filtered(&rule.meta, e))?;
             (RuleParts::of(rule), backend.backend.clone())
         }
     };
@@ -164,6 +180,28 @@ async fn policy_route<R: Runtime>(
         response_headers,
     }));
     Ok(target)
+}
+
+/// The route statuses of a request a filter answered: an injected failure or a redirect by
+/// its status (gRPC: its code), anything else (an invalid policy) as an `UNKNOWN` error.
+fn filtered_status(error: &ProxyError, grpc: bool) -> RouteStatus {
+    match error {
+        ProxyError::Injected {
+            grpc_status: Some(code),
+            ..
+        } if grpc => RouteStatus {
+            code: Some(*code),
+            error: None,
+        },
+        ProxyError::Injected { status, .. } | ProxyError::Redirect { status, .. } => RouteStatus {
+            code: Some(u32::from(*status)),
+            error: None,
+        },
+        _ => RouteStatus {
+            code: None,
+            error: Some("UNKNOWN"),
+        },
+    }
 }
 
 /// What a matched rule passes on, whichever its filter type.

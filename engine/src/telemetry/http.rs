@@ -226,6 +226,11 @@ impl HttpFamilies {
 // === impl HttpMetrics ===
 
 impl HttpMetrics {
+    /// Whether this shard records (`RINGLINK_METRICS_RECORDING`).
+    pub fn is_recording(&self) -> bool {
+        self.recording
+    }
+
     /// A shard's recorder over its `families`; with `recording` false it records nothing.
     pub fn new(families: HttpFamilies, recording: bool) -> Self {
         HttpMetrics {

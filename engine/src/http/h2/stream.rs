@@ -248,8 +248,14 @@ pub async fn proxy<R: Runtime>(
             let left = at.saturating_duration_since(Instant::now());
             match crate::rt::timeout::<R, _>(left, Box::pin(both)).await {
                 Some(done) => done,
-                None => {
+                None if metrics.head_at().is_none() => {
                     tracing::info!(timeout = ?limit, "Route timeout");
+                    let error = ProxyError::RouteTimeout(limit);
+                    return respond::h2(&mut respond, grpc, head_request, &error, &mut metrics);
+                }
+                None => {
+                    // The response has begun: the client learns of it by the reset.
+                    tracing::info!(timeout = ?limit, "Route timeout during the response");
                     respond.send_reset(h2::Reason::CANCEL);
                     metrics.error("route_timeout");
                     metrics.end();

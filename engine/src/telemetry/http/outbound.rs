@@ -214,6 +214,27 @@ impl RouteMetrics {
         }
     }
 
+    /// Records a request the route's own filters answered (an injected failure, a
+    /// redirect, an invalid policy) before any backend was chosen: the route's statuses
+    /// and duration only.
+    pub fn filtered(&self, parent: &Meta, route: &Meta, grpc: bool, status: Status) {
+        let families = if grpc {
+            &self.families.grpc
+        } else {
+            &self.families.http
+        };
+        let mut labels = meta_labels(parent, true);
+        labels.extend(meta_labels(route, false));
+        labels.push(String::new()); // hostname
+        families
+            .durations
+            .with_label_values(&strs(&labels))
+            .observe(0.0);
+        labels.push(status_value(status.code, grpc));
+        labels.push(status.error.unwrap_or_default().to_string());
+        families.statuses.with_label_values(&strs(&labels)).inc();
+    }
+
     fn series(&self, key: &Key) -> Series {
         let families = if key.grpc {
             self.families.grpc.clone()
@@ -253,12 +274,7 @@ impl RouteRequest {
             backend.inc();
             return;
         }
-        let code = match (status.code, series.families.grpc) {
-            (Some(code), true) => grpc_code_name(code).to_string(),
-            (None, true) => "UNKNOWN".to_string(),
-            (Some(code), false) => code.to_string(),
-            (None, false) => String::new(),
-        };
+        let code = status_value(status.code, series.families.grpc);
         let error = status.error.unwrap_or_default();
         let mut route_values: Vec<&str> = series.route_labels.iter().map(String::as_str).collect();
         route_values.extend([code.as_str(), error]);
@@ -330,6 +346,16 @@ fn meta_labels(meta: &Meta, service: bool) -> Vec<String> {
         values.push(meta.section().to_string());
     }
     values
+}
+
+/// The `http_status` or `grpc_status` value.
+fn status_value(code: Option<u32>, grpc: bool) -> String {
+    match (code, grpc) {
+        (Some(code), true) => grpc_code_name(code).to_string(),
+        (None, true) => "UNKNOWN".to_string(),
+        (Some(code), false) => code.to_string(),
+        (None, false) => String::new(),
+    }
 }
 
 fn strs(v: &[String]) -> Vec<&str> {

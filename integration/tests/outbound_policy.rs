@@ -1,0 +1,414 @@
+//! Outbound policy through the real binary, against the mock controller's
+//! `OutboundPolicies` and Destination services and real backends, in the spirit of
+//! linkerd2-proxy's `client_policy.rs` tests: routes chosen by header and path, weighted
+//! backends (measured over 1,000 requests, and shifted live), route timeouts, failure
+//! injection and header filters, an invalid policy, the fallback when the controller has no
+//! policy, and the route metrics.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ringlink_integration::backend::{backend, Backend};
+use ringlink_integration::controller::{self, Controller};
+use ringlink_integration::http1::Conn;
+use ringlink_integration::outbound_policy::*;
+use ringlink_integration::{both_runtimes, metrics, proxy};
+
+both_runtimes!(
+    routes_by_header_and_path,
+    weighted_split_follows_the_weights,
+    weights_shift_live,
+    route_timeout_answers_504,
+    h2_route_timeout_answers_504,
+    filters_fail_and_modify_headers,
+    invalid_policy_answers_500,
+    no_policy_uses_the_original_destination,
+    route_metrics_carry_linkerd_labels,
+);
+
+/// The original destination every test connection claims: a Service's cluster IP in the
+/// profile networks, where nothing listens.
+const VIP: &str = "127.0.0.99:7000";
+
+fn vip() -> SocketAddr {
+    VIP.parse().unwrap()
+}
+
+fn path(name: &str) -> String {
+    format!("{name}.ns.svc.cluster.local:8080")
+}
+
+/// Backends `names`, each the only endpoint of `<name>.ns.svc.cluster.local:8080`.
+async fn services(ctrl: &Controller, names: &[&'static str]) -> Vec<Backend> {
+    let mut backends = Vec::new();
+    for name in names {
+        let b = backend(name, 0).await;
+        ctrl.destination(&path(name)).add([b.addr]);
+        backends.push(b);
+    }
+    backends
+}
+
+fn proxy_for(runtime: &'static str, ctrl: &Controller, orig_dst: SocketAddr) -> proxy::Proxy {
+    proxy::new(runtime)
+        .control_plane(ctrl)
+        .env("LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS", "127.0.0.0/8")
+        .orig_dst(orig_dst)
+        .spawn()
+}
+
+async fn get(conn: &mut Conn, target: &str, extra: &str) -> ringlink_integration::http1::Response {
+    conn.request(format!(
+        "GET {target} HTTP/1.1\r\nhost: web.ns.svc.cluster.local:7000\r\n{extra}\r\n"
+    ))
+    .await
+}
+
+// === tests ===
+
+async fn routes_by_header_and_path(runtime: &'static str) {
+    let ctrl = controller::new();
+    let _backends = services(&ctrl, &["web", "api", "canary"]).await;
+    let routes = vec![
+        http_route(
+            "by-header",
+            vec![rule(
+                vec![header("x-canary", "yes")],
+                to(balancer("canary", &path("canary"))),
+            )],
+        ),
+        http_route(
+            "by-path",
+            vec![rule(
+                vec![path_prefix("/api")],
+                to(balancer("api", &path("api"))),
+            )],
+        ),
+        http_route(
+            "default",
+            vec![rule(vec![], to(balancer("web", &path("web"))))],
+        ),
+    ];
+    ctrl.outbound_policy(vip(), http_policy("web", 7000, routes));
+    let proxy = proxy_for(runtime, &ctrl, vip());
+    let mut conn = Conn::connect(proxy.outbound).await;
+    for (target, extra, expected) in [
+        ("/", "", "web"),
+        ("/api/users", "", "api"),
+        ("/apiary", "", "web"),
+        // The longer path match wins over a header match (Gateway API precedence).
+        ("/api", "x-canary: yes\r\n", "api"),
+        ("/other", "x-canary: yes\r\n", "canary"),
+        ("/other", "x-canary: no\r\n", "web"),
+    ] {
+        let res = get(&mut conn, target, extra).await;
+        assert_eq!(res.status, 200, "{target} {extra:?}: {}", res.head);
+        assert_eq!(res.body_str(), expected, "{target} {extra:?}");
+    }
+    assert_eq!(
+        ctrl.last_outbound_workload().as_deref(),
+        Some(proxy::WORKLOAD),
+        "the Watch names the workload"
+    );
+}
+
+async fn weighted_split_follows_the_weights(runtime: &'static str) {
+    let ctrl = controller::new();
+    let backends = services(&ctrl, &["web", "canary"]).await;
+    let split = random_available(vec![
+        (balancer("web", &path("web")), 90),
+        (balancer("canary", &path("canary")), 10),
+    ]);
+    let routes = vec![http_route("split", vec![rule(vec![], split)])];
+    ctrl.outbound_policy(vip(), http_policy("web", 7000, routes));
+    let proxy = proxy_for(runtime, &ctrl, vip());
+    let mut conn = Conn::connect(proxy.outbound).await;
+    for _ in 0..1000 {
+        assert_eq!(get(&mut conn, "/", "").await.status, 200);
+    }
+    let (web, canary) = (backends[0].hits(), backends[1].hits());
+    assert_eq!(web + canary, 1000);
+    // 10 % of 1,000 has a standard deviation of 9.5: ±4 of them.
+    assert!((62..=138).contains(&canary), "canary got {canary} of 1000");
+}
+
+async fn weights_shift_live(runtime: &'static str) {
+    let ctrl = controller::new();
+    let backends = services(&ctrl, &["web", "canary"]).await;
+    let weights = |web, canary| {
+        let split = random_available(vec![
+            (balancer("web", &path("web")), web),
+            (balancer("canary", &path("canary")), canary),
+        ]);
+        http_policy(
+            "web",
+            7000,
+            vec![http_route("split", vec![rule(vec![], split)])],
+        )
+    };
+    ctrl.outbound_policy(vip(), weights(100, 0));
+    let proxy = proxy_for(runtime, &ctrl, vip());
+    let mut conn = Conn::connect(proxy.outbound).await;
+    for _ in 0..20 {
+        assert_eq!(get(&mut conn, "/", "").await.body_str(), "web");
+    }
+    ctrl.outbound_policy(vip(), weights(0, 100));
+    // The update reaches the shards; then every request (same connection) goes to the canary.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&mut conn, "/", "").await.body_str() != "canary" {
+        assert!(
+            Instant::now() < deadline,
+            "the new weights never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = backends[0].hits();
+    for _ in 0..20 {
+        assert_eq!(get(&mut conn, "/", "").await.body_str(), "canary");
+    }
+    assert_eq!(
+        backends[0].hits(),
+        before,
+        "web gets nothing after the shift"
+    );
+    assert_eq!(
+        ctrl.outbound_calls(vip()),
+        1,
+        "one stream carried both policies"
+    );
+}
+
+async fn route_timeout_answers_504(runtime: &'static str) {
+    let ctrl = controller::new();
+    let backends = services(&ctrl, &["web"]).await;
+    let routes = vec![http_route(
+        "slow",
+        vec![with_request_timeout(
+            rule(vec![], to(balancer("web", &path("web")))),
+            Duration::from_millis(300),
+        )],
+    )];
+    ctrl.outbound_policy(vip(), http_policy("web", 7000, routes));
+    let proxy = proxy_for(runtime, &ctrl, vip());
+    let mut conn = Conn::connect(proxy.outbound).await;
+    assert_eq!(get(&mut conn, "/", "").await.status, 200, "fast enough");
+    backends[0]
+        .delay_ms
+        .store(3000, std::sync::atomic::Ordering::SeqCst);
+    let started = Instant::now();
+    let res = get(&mut conn, "/", "").await;
+    let took = started.elapsed();
+    assert_eq!(res.status, 504, "{}", res.head);
+    let error = res.header("l5d-proxy-error").unwrap_or_default();
+    assert!(error.contains("timed out"), "l5d-proxy-error: {error:?}");
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
+    assert!(
+        took >= Duration::from_millis(250),
+        "answered after {took:?}"
+    );
+}
+
+async fn h2_route_timeout_answers_504(runtime: &'static str) {
+    let ctrl = controller::new();
+    let backends = services(&ctrl, &["web"]).await;
+    backends[0]
+        .delay_ms
+        .store(3000, std::sync::atomic::Ordering::SeqCst);
+    let routes = vec![http_route(
+        "slow",
+        vec![with_request_timeout(
+            rule(vec![], to(balancer("web", &path("web")))),
+            Duration::from_millis(300),
+        )],
+    )];
+    ctrl.outbound_policy(vip(), http_policy("web", 7000, routes));
+    let proxy = proxy_for(runtime, &ctrl, vip());
+    let client = ringlink_integration::h2::Client::connect(proxy.outbound).await;
+    let started = Instant::now();
+    let reply = client
+        .request("GET", "http://web.ns.svc.cluster.local:7000/", vec![], None)
+        .await
+        .expect("a response");
+    assert_eq!(reply.status, 504);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(reply.headers.contains_key("l5d-proxy-error"));
+}
+
+async fn filters_fail_and_modify_headers(runtime: &'static str) {
+    let ctrl = controller::new();
+    let backends = services(&ctrl, &["web"]).await;
+    let routes = vec![
+        http_route(
+            "broken",
+            vec![with_filters(
+                rule(
+                    vec![path_prefix("/broken")],
+                    to(balancer("web", &path("web"))),
+                ),
+                vec![fail_with(503, "injected by policy")],
+            )],
+        ),
+        http_route(
+            "decorated",
+            vec![with_filters(
+                rule(vec![], to(balancer("web", &path("web")))),
+                vec![
+                    add_request_header("x-route", "decorated"),
+                    set_response_header("x-served-by", "ringlink-route"),
+                ],
+            )],
+        ),
+    ];
+    ctrl.outbound_policy(vip(), http_policy("web", 7000, routes));
+    let proxy = proxy_for(runtime, &ctrl, vip());
+    let mut conn = Conn::connect(proxy.outbound).await;
+    let res = get(&mut conn, "/broken", "").await;
+    assert_eq!(res.status, 503, "{}", res.head);
+    assert_eq!(res.header("l5d-proxy-error"), Some("injected by policy"));
+    assert_eq!(
+        backends[0].hits(),
+        0,
+        "an injected failure reaches no backend"
+    );
+    let mut conn = Conn::connect(proxy.outbound).await;
+    let res = get(&mut conn, "/fine", "").await;
+    assert_eq!(res.status, 200, "{}", res.head);
+    assert_eq!(res.header("x-served-by"), Some("ringlink-route"));
+    let head = backends[0]
+        .heads()
+        .pop()
+        .expect("the backend saw the request");
+    assert!(
+        head.to_ascii_lowercase().contains("x-route: decorated"),
+        "{head}"
+    );
+}
+
+async fn invalid_policy_answers_500(runtime: &'static str) {
+    let ctrl = controller::new();
+    let backends = services(&ctrl, &["web"]).await;
+    let mut backend = balancer("web", &path("web"));
+    backend.queue = None; // Linkerd requires a queue: the policy does not decode.
+    let routes = vec![http_route("r", vec![rule(vec![], to(backend))])];
+    ctrl.outbound_policy(vip(), http_policy("web", 7000, routes));
+    let proxy = proxy_for(runtime, &ctrl, vip());
+    let mut conn = Conn::connect(proxy.outbound).await;
+    let res = get(&mut conn, "/", "").await;
+    assert_eq!(res.status, 500, "{}", res.head);
+    assert_eq!(backends[0].hits(), 0);
+    // Fixed by the controller, the destination serves again.
+    let routes = vec![http_route(
+        "r",
+        vec![rule(vec![], to(balancer("web", &path("web"))))],
+    )];
+    ctrl.outbound_policy(vip(), http_policy("web", 7000, routes));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut conn = Conn::connect(proxy.outbound).await;
+        if get(&mut conn, "/", "").await.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the valid policy never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn no_policy_uses_the_original_destination(runtime: &'static str) {
+    let ctrl = controller::new();
+    let direct = backend("direct", 0).await;
+    // The controller knows no policy for this address: it answers NotFound.
+    let proxy = proxy_for(runtime, &ctrl, direct.addr);
+    let mut conn = Conn::connect(proxy.outbound).await;
+    for _ in 0..3 {
+        // (A Host under the profile suffixes would be routed by its name.)
+        let res = conn
+            .request("GET / HTTP/1.1\r\nhost: direct.example\r\n\r\n")
+            .await;
+        assert_eq!((res.status, res.body_str()), (200, "direct"));
+    }
+    assert_eq!(
+        ctrl.outbound_calls(direct.addr),
+        1,
+        "asked once, not retried"
+    );
+}
+
+async fn route_metrics_carry_linkerd_labels(runtime: &'static str) {
+    let ctrl = controller::new();
+    let _backends = services(&ctrl, &["web"]).await;
+    let routes = vec![
+        http_route(
+            "broken",
+            vec![with_filters(
+                rule(
+                    vec![path_prefix("/broken")],
+                    to(balancer("web", &path("web"))),
+                ),
+                vec![fail_with(500, "nope")],
+            )],
+        ),
+        http_route(
+            "main",
+            vec![rule(vec![], to(balancer("web", &path("web"))))],
+        ),
+    ];
+    ctrl.outbound_policy(vip(), http_policy("web", 7000, routes));
+    let proxy = proxy_for(runtime, &ctrl, vip());
+    let mut conn = Conn::connect(proxy.outbound).await;
+    for _ in 0..3 {
+        assert_eq!(get(&mut conn, "/", "").await.status, 200);
+    }
+    let mut conn = Conn::connect(proxy.outbound).await;
+    assert_eq!(get(&mut conn, "/broken", "").await.status, 500);
+    let page = ringlink_integration::http::call(proxy.admin, "GET", "/metrics", "").await;
+    let series = metrics::parse(&page.body);
+    let route = [
+        ("parent_group", "core"),
+        ("parent_kind", "Service"),
+        ("parent_namespace", "ns"),
+        ("parent_name", "web"),
+        ("parent_port", "7000"),
+        ("route_group", "gateway.networking.k8s.io"),
+        ("route_kind", "HTTPRoute"),
+        ("route_name", "main"),
+    ];
+    let ok = [&route[..], &[("http_status", "200")]].concat();
+    assert_eq!(
+        metrics::sum(&series, "outbound_http_route_request_statuses_total", &ok),
+        3.0,
+        "{}",
+        page.body
+    );
+    let backend = [
+        &route[..],
+        &[("backend_name", "web"), ("backend_port", "8080")],
+    ]
+    .concat();
+    assert_eq!(
+        metrics::sum(
+            &series,
+            "outbound_http_route_backend_requests_total",
+            &backend
+        ),
+        3.0
+    );
+    let broken = [("route_name", "broken"), ("http_status", "500")];
+    assert_eq!(
+        metrics::sum(
+            &series,
+            "outbound_http_route_request_statuses_total",
+            &broken
+        ),
+        1.0
+    );
+    assert!(
+        metrics::sum(
+            &series,
+            "outbound_http_route_request_duration_seconds_count",
+            &route
+        ) >= 3.0
+    );
+}
