@@ -35,6 +35,20 @@ pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest connect backoff.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
+/// Circuit breaking (failure accrual) of a balancer's endpoints: after `max_failures`
+/// failed responses in a row an endpoint is ejected for a backoff (`min_backoff`, doubling
+/// per consecutive ejection up to `max_backoff`, lengthened by up to `jitter` of itself);
+/// then one probe request is let through: its success closes the breaker, its failure
+/// ejects the endpoint again (linkerd2-proxy's `ConsecutiveFailures`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Accrual {
+    pub max_failures: u32,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// A ratio (0.5: up to half of the backoff again).
+    pub jitter: f32,
+}
+
 /// Random pairs tried before falling back to a scan for ready endpoints.
 const PAIR_ATTEMPTS: usize = 3;
 
@@ -99,6 +113,7 @@ pub struct Balancer<C: Clock = SystemClock> {
     endpoints: Vec<Rc<EndpointState>>,
     by_addr: HashMap<SocketAddr, usize>,
     applied_version: Option<u64>,
+    accrual: Option<Accrual>,
 }
 
 /// A chosen endpoint, counted as pending until dropped. Report the outcome on it:
@@ -108,6 +123,8 @@ pub struct Pick<C: Clock = SystemClock> {
     endpoint: Rc<EndpointState>,
     clock: C,
     decay_ns: f64,
+    /// This pick is its ejected endpoint's probe, not yet answered.
+    probe: Cell<bool>,
 }
 
 /// The live state of one endpoint. Held by the balancer and by outstanding picks, so a pick
@@ -126,6 +143,16 @@ struct EndpointState {
     /// Not picked before this instant.
     backoff_until: Cell<Option<Instant>>,
     jitter: Cell<u64>,
+    /// The balancer's failure accrual (copied here for the picks).
+    accrual: Cell<Option<Accrual>>,
+    /// Failed responses in a row.
+    response_failures: Cell<u32>,
+    /// Ejections in a row (the backoff doubles with each).
+    ejections: Cell<u32>,
+    /// Ejected until this instant; after it, one probe at a time.
+    ejected_until: Cell<Option<Instant>>,
+    /// A probe request is in flight.
+    probing: Cell<bool>,
 }
 
 // === impl SystemClock ===
@@ -191,7 +218,29 @@ impl<C: Clock> Balancer<C> {
             endpoints: Vec::new(),
             by_addr: HashMap::new(),
             applied_version: None,
+            accrual: None,
         }
+    }
+
+    /// Breaks the circuit of endpoints whose responses keep failing (`None`: never). A
+    /// change resets every endpoint's breaker.
+    pub fn set_failure_accrual(&mut self, accrual: Option<Accrual>) {
+        if self.accrual == accrual {
+            return;
+        }
+        self.accrual = accrual;
+        for endpoint in &self.endpoints {
+            endpoint.accrual.set(accrual);
+            endpoint.close_breaker();
+        }
+    }
+
+    /// Endpoints whose breaker is open or probing now (a scan: for gauges).
+    pub fn ejected_len(&self) -> usize {
+        self.endpoints
+            .iter()
+            .filter(|e| e.ejected_until.get().is_some())
+            .count()
     }
 
     /// Replaces the endpoint set with `snapshot`'s. Endpoints whose address stays keep their
@@ -214,7 +263,11 @@ impl<C: Clock> Balancer<C> {
                     }
                     state
                 }
-                None => Rc::new(EndpointState::new(ep.clone(), now)),
+                None => {
+                    let state = EndpointState::new(ep.clone(), now);
+                    state.accrual.set(self.accrual);
+                    Rc::new(state)
+                }
             };
             by_addr.insert(ep.addr, endpoints.len());
             endpoints.push(state);
@@ -247,9 +300,15 @@ impl<C: Clock> Balancer<C> {
     /// The earliest instant an endpoint in backoff becomes ready again; `None` if none is in
     /// backoff (a scan: for callers waiting for readiness, not for the request path).
     pub fn next_ready_at(&self) -> Option<Instant> {
+        let ejected = self
+            .endpoints
+            .iter()
+            .filter(|e| !e.probing.get())
+            .filter_map(|e| e.ejected_until.get());
         self.endpoints
             .iter()
             .filter_map(|e| e.backoff_until.get())
+            .chain(ejected)
             .min()
     }
 
@@ -265,11 +324,18 @@ impl<C: Clock> Balancer<C> {
                 .pick_pair(rng, now, n)
                 .or_else(|| self.pick_scan(rng, now)),
         }?;
-        Some(Pick::new(
+        let pick = Pick::new(
             self.endpoints[chosen].clone(),
             self.clock.clone(),
             self.decay_ns,
-        ))
+        );
+        let endpoint = &self.endpoints[chosen];
+        if endpoint.ejected_until.get().is_some() {
+            // Past its ejection (else it was not ready): this request is the probe.
+            endpoint.probing.set(true);
+            pick.probe.set(true);
+        }
+        Some(pick)
     }
 
     /// P2C over random pairs of the whole set; `None` if no attempt drew two ready endpoints.
@@ -313,6 +379,35 @@ impl<C: Clock> Pick<C> {
             endpoint,
             clock,
             decay_ns,
+            probe: Cell::new(false),
+        }
+    }
+
+    /// Reports the response to this pick's request: a failure (5xx, an error) counts
+    /// toward ejecting the endpoint under failure accrual; a success resets the count (and
+    /// closes the breaker of an endpoint this pick probed).
+    pub fn response(&self, success: bool) {
+        let ep = &self.endpoint;
+        let Some(accrual) = ep.accrual.get() else {
+            return;
+        };
+        if self.probe.replace(false) {
+            ep.probing.set(false);
+            if success {
+                ep.close_breaker();
+            } else {
+                ep.eject(&accrual, self.clock.now());
+            }
+            return;
+        }
+        if success {
+            ep.response_failures.set(0);
+            return;
+        }
+        let failures = ep.response_failures.get().saturating_add(1);
+        ep.response_failures.set(failures);
+        if failures >= accrual.max_failures && ep.ejected_until.get().is_none() {
+            ep.eject(&accrual, self.clock.now());
         }
     }
 
@@ -373,6 +468,10 @@ impl<C: Clock> Drop for Pick<C> {
     fn drop(&mut self) {
         let pending = &self.endpoint.pending;
         pending.set(pending.get().saturating_sub(1));
+        if self.probe.get() {
+            // The probe ended without a response: let another request probe.
+            self.endpoint.probing.set(false);
+        }
     }
 }
 
@@ -392,7 +491,37 @@ impl EndpointState {
             failures: Cell::new(0),
             backoff_until: Cell::new(None),
             jitter: Cell::new(seed.finish()),
+            accrual: Cell::new(None),
+            response_failures: Cell::new(0),
+            ejections: Cell::new(0),
+            ejected_until: Cell::new(None),
+            probing: Cell::new(false),
         }
+    }
+
+    /// Ejects the endpoint for its next backoff.
+    fn eject(&self, accrual: &Accrual, now: Instant) {
+        let n = self.ejections.get();
+        self.ejections.set(n.saturating_add(1));
+        let base = accrual
+            .min_backoff
+            .saturating_mul(1u32 << n.min(16))
+            .min(accrual.max_backoff);
+        let mut rng = XorShift::new(self.jitter.get());
+        let extra = base.mul_f64(f64::from(accrual.jitter.max(0.0)) * rng.unit());
+        self.jitter.set(rng.next_u64());
+        let delay = (base + extra).min(accrual.max_backoff.max(base));
+        self.ejected_until.set(Some(now + delay));
+        self.response_failures.set(0);
+        tracing::info!(addr = %self.addr, ?delay, "Endpoint ejected after consecutive failures");
+    }
+
+    /// Closes the breaker: the endpoint is fully ready again.
+    fn close_breaker(&self) {
+        self.response_failures.set(0);
+        self.ejections.set(0);
+        self.ejected_until.set(None);
+        self.probing.set(false);
     }
 
     /// Takes `endpoint`'s labels and weight (same address), keeping the load state.
@@ -403,6 +532,10 @@ impl EndpointState {
 
     fn is_ready(&self, now: Instant) -> bool {
         self.backoff_until.get().is_none_or(|until| now >= until)
+            && self
+                .ejected_until
+                .get()
+                .is_none_or(|until| now >= until && !self.probing.get())
     }
 
     /// The RTT estimate decayed toward zero since its last sample.

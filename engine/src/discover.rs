@@ -319,6 +319,12 @@ impl Dst {
         self.failfast_timeout.set(failfast_timeout);
     }
 
+    /// Breaks the circuit of endpoints whose responses keep failing (a policy backend's
+    /// failure accrual; `None`: never).
+    pub fn set_failure_accrual(&self, accrual: Option<crate::balance::Accrual>) {
+        self.balancer.borrow_mut().set_failure_accrual(accrual);
+    }
+
     /// Waits until the control thread has answered (at most the failfast timeout).
     pub async fn settle<R: Runtime>(&self) {
         let deadline = Instant::now() + self.failfast_timeout.get();

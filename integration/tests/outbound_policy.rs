@@ -24,6 +24,7 @@ both_runtimes!(
     invalid_policy_answers_500,
     no_policy_uses_the_original_destination,
     route_metrics_carry_linkerd_labels,
+    failing_endpoint_is_ejected_then_probed,
 );
 
 /// The original destination every test connection claims: a Service's cluster IP in the
@@ -410,5 +411,56 @@ async fn route_metrics_carry_linkerd_labels(runtime: &'static str) {
             "outbound_http_route_request_duration_seconds_count",
             &route
         ) >= 3.0
+    );
+}
+
+async fn failing_endpoint_is_ejected_then_probed(runtime: &'static str) {
+    let ctrl = controller::new();
+    // The failing endpoint answers at once, the good one after 5 ms: the balancer prefers
+    // the failing one until it is ejected (the trap failure accrual exists for).
+    let (good, bad) = (backend("good", 5).await, backend("bad", 0).await);
+    bad.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+    ctrl.destination(&path("web")).add([good.addr, bad.addr]);
+    let routes = vec![http_route(
+        "r",
+        vec![rule(vec![], to(balancer("web", &path("web"))))],
+    )];
+    let accrual = Some((3, Duration::from_secs(1), Duration::from_secs(60)));
+    ctrl.outbound_policy(
+        vip(),
+        http_policy_with_accrual("web", 7000, routes, accrual),
+    );
+    let proxy = proxy::new(runtime)
+        .control_plane(&ctrl)
+        .env("LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS", "127.0.0.0/8")
+        .orig_dst(vip())
+        .shards(1)
+        .spawn();
+    let mut conn = Conn::connect(proxy.outbound).await;
+    // Until three failures in a row eject it, the failing endpoint answers some requests.
+    let mut failed = 0;
+    for _ in 0..100 {
+        if get(&mut conn, "/", "").await.status == 500 {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 3, "ejected after max_failures");
+    assert_eq!(bad.hits(), 3);
+    // After its backoff, one probe; it fails and the endpoint leaves again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..50 {
+        get(&mut conn, "/", "").await;
+    }
+    assert_eq!(bad.hits(), 4, "one probe after the backoff");
+    // Healed, its next probe (after the doubled backoff) closes the breaker.
+    bad.broken.store(false, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for _ in 0..100 {
+        assert_eq!(get(&mut conn, "/", "").await.status, 200);
+    }
+    assert!(
+        bad.hits() > 10,
+        "back in the balancer: {} requests",
+        bad.hits()
     );
 }

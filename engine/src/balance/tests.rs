@@ -519,3 +519,343 @@ fn shares_match_linkerds_peak_ewma_model() {
     }
     assert!(ours[2] <= 0.06, "slow endpoint got {}", ours[2]);
 }
+
+fn accrual(max_failures: u32) -> Accrual {
+    Accrual {
+        max_failures,
+        min_backoff: Duration::from_secs(1),
+        max_backoff: Duration::from_secs(60),
+        jitter: 0.0,
+    }
+}
+
+/// Picks until endpoint `a` is chosen (it must be ready), reporting nothing for the others.
+fn pick_until(b: &Balancer<ManualClock>, rng: &mut XorShift, a: SocketAddr) -> Pick<ManualClock> {
+    for _ in 0..1000 {
+        let p = b.pick(rng).expect("an endpoint is ready");
+        if p.addr() == a {
+            return p;
+        }
+    }
+    panic!("{a} was never picked");
+}
+
+#[test]
+fn failing_endpoint_is_ejected_then_probed_once() {
+    let (mut b, clock) = balancer([0, 1]);
+    b.set_failure_accrual(Some(accrual(3)));
+    let mut rng = XorShift::new(3);
+    let bad = addr(0);
+    for _ in 0..3 {
+        pick_until(&b, &mut rng, bad).response(false);
+    }
+    assert_eq!(b.ejected_len(), 1);
+    // During its backoff the healthy endpoint takes everything.
+    let counts = count_picks(&b, &mut rng, 200);
+    assert_eq!(counts.get(&bad), None, "{counts:?}");
+    assert_eq!(
+        b.next_ready_at(),
+        Some(clock.now() + Duration::from_secs(1))
+    );
+    // After it, exactly one probe goes through while it is outstanding.
+    clock.advance(Duration::from_secs(1));
+    let probe = pick_until(&b, &mut rng, bad);
+    let counts = count_picks(&b, &mut rng, 200);
+    assert_eq!(counts.get(&bad), None, "a second probe: {counts:?}");
+    // A failed probe ejects it again, for twice as long.
+    probe.response(false);
+    drop(probe);
+    clock.advance(Duration::from_millis(1500));
+    assert_eq!(count_picks(&b, &mut rng, 200).get(&bad), None);
+    clock.advance(Duration::from_millis(500));
+    // A successful probe closes the breaker.
+    pick_until(&b, &mut rng, bad).response(true);
+    assert_eq!(b.ejected_len(), 0);
+    let counts = count_picks(&b, &mut rng, 400);
+    assert!(counts.get(&bad).copied().unwrap_or(0) > 50, "{counts:?}");
+}
+
+#[test]
+fn successes_reset_the_failure_count_and_no_accrual_never_ejects() {
+    let (mut b, _clock) = balancer([0, 1]);
+    let mut rng = XorShift::new(5);
+    for _ in 0..20 {
+        pick_until(&b, &mut rng, addr(0)).response(false);
+    }
+    assert_eq!(b.ejected_len(), 0, "without accrual nothing is ejected");
+    b.set_failure_accrual(Some(accrual(3)));
+    for _ in 0..10 {
+        pick_until(&b, &mut rng, addr(0)).response(false);
+        pick_until(&b, &mut rng, addr(0)).response(false);
+        pick_until(&b, &mut rng, addr(0)).response(true);
+    }
+    assert_eq!(b.ejected_len(), 0, "never three failures in a row");
+}
+
+#[test]
+fn a_probe_dropped_without_answer_lets_another_probe() {
+    let (mut b, clock) = balancer([0, 1]);
+    b.set_failure_accrual(Some(accrual(1)));
+    let mut rng = XorShift::new(9);
+    pick_until(&b, &mut rng, addr(0)).response(false);
+    clock.advance(Duration::from_secs(1));
+    drop(pick_until(&b, &mut rng, addr(0)));
+    pick_until(&b, &mut rng, addr(0)).response(true);
+    assert_eq!(b.ejected_len(), 0);
+}
+
+// === fidelity: the real balancer against a reference model of Linkerd's ===
+
+/// A load balancer driven by [`closed_loop`]: `pick` sends a request at `now`, `respond`
+/// reports its response head at `now`, `end` ends the exchange.
+trait Model {
+    type Token;
+    fn pick(&mut self, now: Instant) -> Self::Token;
+    fn index(&self, token: &Self::Token) -> usize;
+    fn respond(&mut self, token: &Self::Token, rtt: Duration, now: Instant);
+    fn end(&mut self, token: Self::Token, now: Instant);
+}
+
+/// The real [`Balancer`], used as the proxy uses it (`http::h1`, `http::h2::stream`):
+/// `observe_rtt` at the response head, the pick dropped when the exchange ends.
+struct Real {
+    balancer: Balancer<ManualClock>,
+    clock: ManualClock,
+    rng: XorShift,
+}
+
+impl Real {
+    fn new(n: usize, start: Instant, seed: u64) -> Self {
+        let clock = ManualClock::new();
+        clock.set(start);
+        let mut balancer = Balancer::with_clock(clock.clone());
+        balancer.apply(&snapshot(1, 0..n));
+        Self {
+            balancer,
+            clock,
+            rng: XorShift::new(seed),
+        }
+    }
+}
+
+impl Model for Real {
+    type Token = Pick<ManualClock>;
+
+    fn pick(&mut self, now: Instant) -> Pick<ManualClock> {
+        self.clock.set(now);
+        self.balancer.pick(&mut self.rng).expect("ready")
+    }
+
+    fn index(&self, pick: &Pick<ManualClock>) -> usize {
+        self.balancer.by_addr[&pick.addr()]
+    }
+
+    fn respond(&mut self, pick: &Pick<ManualClock>, rtt: Duration, now: Instant) {
+        self.clock.set(now);
+        pick.observe_rtt(rtt);
+    }
+
+    fn end(&mut self, pick: Pick<ManualClock>, now: Instant) {
+        self.clock.set(now);
+        drop(pick);
+    }
+}
+
+/// An independent model of Linkerd's balancer: tower's `p2c` over `PeakEwma` endpoints, as
+/// `tower/src/load/peak_ewma.rs` computes it. Each endpoint has an estimate and the instant
+/// it was last updated. Reading the load (done for both endpoints of a pair) first decays
+/// the estimate toward zero — an update with a zero sample — and stores it; a sample above
+/// the estimate replaces it, one below it is blended in as `e × d + rtt × (1 - d)` with
+/// `d = exp(-elapsed / decay)`, elapsed since the last update or read. Load = estimate ×
+/// (pending + 1), pending counting requests until their response (linkerd's
+/// `PendingUntilFirstData`).
+struct Reference {
+    est_ns: Vec<f64>,
+    at: Vec<Instant>,
+    pending: Vec<u32>,
+    decay_ns: f64,
+    rng: XorShift,
+}
+
+impl Reference {
+    fn new(n: usize, start: Instant, seed: u64) -> Self {
+        Self {
+            est_ns: vec![nanos(DEFAULT_RTT); n],
+            at: vec![start; n],
+            pending: vec![0; n],
+            decay_ns: nanos(DEFAULT_DECAY),
+            rng: XorShift::new(seed),
+        }
+    }
+
+    /// tower's `RttEstimate::update`.
+    fn update(&mut self, i: usize, rtt_ns: f64, now: Instant) {
+        let est = self.est_ns[i];
+        self.est_ns[i] = if est < rtt_ns {
+            rtt_ns
+        } else {
+            let elapsed = nanos(now.saturating_duration_since(self.at[i]));
+            let d = (-elapsed / self.decay_ns).exp();
+            est * d + rtt_ns * (1.0 - d)
+        };
+        self.at[i] = now;
+    }
+
+    /// tower's `PeakEwma::load`.
+    fn load(&mut self, i: usize, now: Instant) -> f64 {
+        self.update(i, 0.0, now);
+        self.est_ns[i] * f64::from(self.pending[i] + 1)
+    }
+}
+
+impl Model for Reference {
+    /// The endpoint and when the request was sent.
+    type Token = (usize, Instant);
+
+    fn pick(&mut self, now: Instant) -> (usize, Instant) {
+        let n = self.est_ns.len();
+        let i = if n == 1 {
+            0
+        } else {
+            let (a, b) = distinct_pair(&mut self.rng, n);
+            if self.load(a, now) <= self.load(b, now) {
+                a
+            } else {
+                b
+            }
+        };
+        self.pending[i] += 1;
+        (i, now)
+    }
+
+    fn index(&self, &(i, _): &(usize, Instant)) -> usize {
+        i
+    }
+
+    fn respond(&mut self, &(i, sent): &(usize, Instant), _: Duration, now: Instant) {
+        // The handle drops at the response: its sample, then its pending count.
+        self.update(i, nanos(now.saturating_duration_since(sent)), now);
+        self.pending[i] -= 1;
+    }
+
+    fn end(&mut self, _: (usize, Instant), _: Instant) {}
+}
+
+/// A closed-loop load.
+struct Load<'a> {
+    /// Endpoint `i` answers after `latencies[i]`, ...
+    latencies: &'a [Duration],
+    /// ... spread uniformly by this fraction either way (0: fixed).
+    jitter: f64,
+    /// Clients, each sending its next request as soon as its last exchange ends; client `c`
+    /// goes through shard `c % shards`.
+    clients: usize,
+    duration: Duration,
+    seed: u64,
+}
+
+impl Load<'_> {
+    /// Runs the load through `shards` (one balancer each, as ringlink's shards); returns how
+    /// many requests each endpoint got.
+    fn run<M: Model>(&self, shards: &mut [M], start: Instant) -> Vec<u64> {
+        let mut latency_rng = XorShift::new(self.seed ^ 0x5EED);
+        let mut counts = vec![0u64; self.latencies.len()];
+        // (response at, client, latency, token)
+        let mut in_flight: Vec<(Instant, usize, Duration, M::Token)> =
+            Vec::with_capacity(self.clients);
+        let mut send = |shards: &mut [M], client: usize, now: Instant| {
+            let model = &mut shards[client % shards.len()];
+            let token = model.pick(now);
+            let i = model.index(&token);
+            counts[i] += 1;
+            let spread = 1.0 + self.jitter * (2.0 * latency_rng.unit() - 1.0);
+            let latency = self.latencies[i].mul_f64(spread);
+            (now + latency, client, latency, token)
+        };
+        for c in 0..self.clients {
+            let sent = send(shards, c, start);
+            in_flight.push(sent);
+        }
+        let end = start + self.duration;
+        loop {
+            let (k, _) = in_flight
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, (done, c, ..))| (*done, *c))
+                .expect("in flight");
+            let (done, client, latency, token) = in_flight.swap_remove(k);
+            if done > end {
+                break;
+            }
+            let model = &mut shards[client % shards.len()];
+            model.respond(&token, latency, done);
+            model.end(token, done);
+            let sent = send(shards, client, done);
+            in_flight.push(sent);
+        }
+        counts
+    }
+
+    /// The shares of the real balancer and of the reference, each over `shards` replicas.
+    fn compare(&self, shards: usize) -> (Vec<f64>, Vec<f64>) {
+        let start = Instant::now();
+        let n = self.latencies.len();
+        let mut real: Vec<Real> = (0..shards)
+            .map(|s| Real::new(n, start, self.seed + s as u64))
+            .collect();
+        let mut model: Vec<Reference> = (0..shards)
+            .map(|s| Reference::new(n, start, self.seed + s as u64))
+            .collect();
+        (
+            shares(&self.run(&mut real, start)),
+            shares(&self.run(&mut model, start)),
+        )
+    }
+}
+
+fn shares(counts: &[u64]) -> Vec<f64> {
+    let total: u64 = counts.iter().sum();
+    counts.iter().map(|&c| c as f64 / total as f64).collect()
+}
+
+/// The issue's endpoints: 3.7, 6.0 and 52 ms.
+const ISSUE_LATENCIES: [Duration; 3] = [
+    Duration::from_micros(3_700),
+    Duration::from_micros(6_000),
+    Duration::from_micros(52_000),
+];
+
+#[test]
+fn zz_fidelity_probe() {
+    for (secs, jitter, shards) in [
+        (60, 0.0, 1),
+        (10, 0.0, 1),
+        (5, 0.0, 1),
+        (60, 0.5, 1),
+        (10, 0.5, 1),
+        (60, 0.0, 2),
+        (10, 0.0, 4),
+        (60, 0.0, 10),
+    ] {
+        let mut r = [0.0; 3];
+        let mut m = [0.0; 3];
+        let seeds = 4;
+        for seed in 1..=seeds {
+            let load = Load {
+                latencies: &ISSUE_LATENCIES,
+                jitter,
+                clients: 10,
+                duration: Duration::from_secs(secs),
+                seed,
+            };
+            let (rr, mm) = load.compare(shards);
+            for i in 0..3 {
+                r[i] += rr[i] * 100.0 / seeds as f64;
+                m[i] += mm[i] * 100.0 / seeds as f64;
+            }
+        }
+        eprintln!(
+            "{secs:>3}s jitter {jitter} shards {shards:>2}: real {r:5.1?} reference {m:5.1?}"
+        );
+    }
+}

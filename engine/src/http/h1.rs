@@ -434,9 +434,19 @@ impl<R: Runtime> Session<'_, R> {
             if let (Some(pick), Some(at)) = (&target.pick, self.request.head_at()) {
                 pick.observe_rtt(at.saturating_duration_since(sent));
             }
+            // Failure accrual: a 5xx, or no response, counts against the endpoint.
+            let answered = self.request.head_status().is_some_and(|s| s < 500);
             match dispatched {
-                Dispatched::Done(next) => return next,
+                Dispatched::Done(next) => {
+                    if let Some(pick) = &target.pick {
+                        pick.response(answered);
+                    }
+                    return next;
+                }
                 Dispatched::Reusable(next) => {
+                    if let Some(pick) = &target.pick {
+                        pick.response(answered);
+                    }
                     self.ctx.pool.put(conn);
                     return next;
                 }
@@ -446,6 +456,9 @@ impl<R: Runtime> Session<'_, R> {
                     fresh = true;
                 }
                 Dispatched::Retry(error) => {
+                    if let Some(pick) = &target.pick {
+                        pick.response(false);
+                    }
                     let failed = ProxyError::upstream(error.to_string());
                     conn.error = Some(error);
                     return self.fail(plan, failed).await;

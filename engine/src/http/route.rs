@@ -13,10 +13,12 @@ use std::sync::Arc;
 
 use ringlink_control::policy::inbound::{find, Meta, ModifyHeader, RequestView};
 use ringlink_control::policy::outbound::{
-    BackendDispatcher, ClientPolicy, RouteBackend, RouteDistribution, RoutePolicy, Timeouts,
+    BackendDispatcher, ClientPolicy, FailureAccrual, RouteBackend, RouteDistribution, RoutePolicy,
+    Timeouts,
 };
 use ringlink_protocols::authority::{name_of, parse_authority};
 
+use crate::balance::Accrual;
 use crate::conn::{Direction, Route};
 use crate::ctx::ShardCtx;
 use crate::discover::{self, DstCache, DstError};
@@ -130,8 +132,10 @@ async fn policy_route<R: Runtime>(
         }
         error
     };
+    let accrual;
     let (rule, backend) = match policy.grpc_routes().filter(|_| request.grpc) {
         Some(routes) => {
+            accrual = routes.failure_accrual;
             let (_, rule) = find(&routes.routes, view).ok_or(ProxyError::RouteNotFound)?;
             authz::grpc_filters(ctx, &rule.filters, &mut request_headers)
                 .map_err(|e| filtered(&rule.meta, e))?;
@@ -146,6 +150,7 @@ async fn policy_route<R: Runtime>(
                 // request that is not gRPC): to the original destination.
                 return Ok(Target::addr(addr));
             };
+            accrual = http.failure_accrual;
             let (matched, rule) = find(&http.routes, view).ok_or(ProxyError::RouteNotFound)?;
             let (req, resp) = (&mut request_headers, Some(&mut response_headers));
             authz::http_filters(ctx, &rule.filters, &matched.route, view, req, resp)
@@ -167,6 +172,18 @@ async fn policy_route<R: Runtime>(
         BackendDispatcher::Balance { path, .. } => {
             let dst = cache.get::<R>(&ctx.dsts, Direction::Outbound, path);
             dst.set_queue(backend.queue.capacity, backend.queue.failfast_timeout);
+            dst.set_failure_accrual(match accrual {
+                FailureAccrual::None => None,
+                FailureAccrual::ConsecutiveFailures {
+                    max_failures,
+                    backoff,
+                } => Some(Accrual {
+                    max_failures,
+                    min_backoff: backoff.min,
+                    max_backoff: backoff.max,
+                    jitter: backoff.jitter,
+                }),
+            });
             balanced(ctx, Direction::Outbound, cache, path, None).await?
         }
     };

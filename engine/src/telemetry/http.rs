@@ -179,6 +179,8 @@ pub struct RequestMetrics {
     broke: bool,
     /// The outbound policy route's series, when a policy routed the request.
     route: Option<Box<RouteRequest>>,
+    /// The first response head's status, recording or not (failure accrual reads it).
+    head_status: Option<u16>,
 }
 
 /// Writes a family's series without their empty labels (Linkerd leaves out a label that has
@@ -300,6 +302,7 @@ impl HttpMetrics {
             taps: None,
             broke: false,
             route: None,
+            head_status: None,
         }
     }
 
@@ -478,6 +481,7 @@ impl RequestMetrics {
     pub fn response_head(&mut self, status: u16, grpc: bool) {
         let now = Instant::now();
         self.head_at.get_or_insert(now);
+        self.head_status.get_or_insert(status);
         let Some((_, start)) = &self.started else {
             return;
         };
@@ -486,6 +490,11 @@ impl RequestMetrics {
         }
         self.status = Some(status);
         self.grpc = grpc;
+    }
+
+    /// The first response head's status from upstream, recording or not.
+    pub fn head_status(&self) -> Option<u16> {
+        self.head_status
     }
 
     /// When the first response head arrived, recording or not.

@@ -370,6 +370,9 @@ async fn relay_response(
         }
         Some(Ok(response)) => response,
         Some(Err(error)) => {
+            if let Some(pick) = &exchange.pick {
+                pick.response(false);
+            }
             match error.reason() {
                 Some(reason) if error.is_remote() || error.is_reset() => {
                     metrics.error("upstream");
@@ -397,6 +400,8 @@ async fn relay_response(
     metrics.response_head(response.status().as_u16(), grpc);
     if let Some(pick) = &exchange.pick {
         pick.observe_rtt(exchange.sent_at.elapsed());
+        // Failure accrual: a 5xx counts against the endpoint.
+        pick.response(response.status().as_u16() < 500);
     }
     let head_grpc_status = response
         .headers()
