@@ -352,16 +352,18 @@ impl<C: Clock> Balancer<C> {
     }
 
     /// P2C over the ready endpoints found by a scan: the path when many are in backoff.
+    /// Without allocating: one scan counts them, a second finds the two drawn.
     fn pick_scan(&self, rng: &mut XorShift, now: Instant) -> Option<usize> {
-        let ready: Vec<usize> = (0..self.endpoints.len())
-            .filter(|&i| self.endpoints[i].is_ready(now))
-            .collect();
-        match ready.len() {
+        let ready = || (0..self.endpoints.len()).filter(move |&i| self.endpoints[i].is_ready(now));
+        match ready().count() {
             0 => None,
-            1 => Some(ready[0]),
+            1 => ready().next(),
             n => {
-                let (a, b) = distinct_pair(rng, n);
-                let (a, b) = (ready[a], ready[b]);
+                let (x, y) = distinct_pair(rng, n);
+                let mut found = ready().skip(x.min(y));
+                let lo = found.next()?;
+                let hi = found.nth(x.abs_diff(y) - 1)?;
+                let (a, b) = if x < y { (lo, hi) } else { (hi, lo) };
                 let cheaper = self.endpoints[a].cost(now, self.decay_ns)
                     <= self.endpoints[b].cost(now, self.decay_ns);
                 Some(if cheaper { a } else { b })
@@ -406,7 +408,11 @@ impl<C: Clock> Pick<C> {
         }
         let failures = ep.response_failures.get().saturating_add(1);
         ep.response_failures.set(failures);
-        if failures >= accrual.max_failures && ep.ejected_until.get().is_none() {
+        // (0 never ejects, as in linkerd, which compares for equality after counting.)
+        if accrual.max_failures > 0
+            && failures >= accrual.max_failures
+            && ep.ejected_until.get().is_none()
+        {
             ep.eject(&accrual, self.clock.now());
         }
     }

@@ -50,6 +50,9 @@ pub use dns::ShardDns;
 
 /// How long a new destination waits for the control thread's receiver.
 const WATCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a queued request looks again while an endpoint's breaker is open (a probe's
+/// success makes it ready without a snapshot to wake the queue).
+const PROBE_POLL: Duration = Duration::from_millis(50);
 /// How often a destination's task refreshes its gauges and checks for idleness (at most).
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
@@ -377,11 +380,17 @@ impl Dst {
                 tracing::info!(dst = %self.name, ?timeout, "No endpoint ready; failing fast");
                 return Err(DstError::FailFast(timeout));
             }
-            let wake = self
-                .balancer
-                .borrow()
-                .next_ready_at()
-                .map_or(deadline, |at| at.min(deadline));
+            let wake = {
+                let balancer = self.balancer.borrow();
+                let mut wake = balancer
+                    .next_ready_at()
+                    .map_or(deadline, |at| at.min(deadline));
+                if balancer.ejected_len() > 0 {
+                    // A probe's answer wakes no one: look again soon.
+                    wake = wake.min(now + PROBE_POLL);
+                }
+                wake
+            };
             let _ = crate::rt::timeout::<R, _>(wake.saturating_duration_since(now), notified).await;
         }
     }

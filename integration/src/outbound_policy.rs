@@ -117,6 +117,31 @@ pub fn with_request_timeout(
     rule
 }
 
+/// `rule` retrying responses with a status in `statuses` up to `max_retries` times, for
+/// requests whose body is at most `max_request_bytes`, each try within `timeout`.
+pub fn with_retry(
+    mut rule: pb::http_route::Rule,
+    max_retries: u32,
+    max_request_bytes: u32,
+    statuses: (u32, u32),
+    timeout: Option<Duration>,
+) -> pb::http_route::Rule {
+    use pb::http_route::retry::{conditions::StatusRange, Conditions};
+    rule.retry = Some(pb::http_route::Retry {
+        max_retries,
+        max_request_bytes,
+        conditions: Some(Conditions {
+            status_ranges: vec![StatusRange {
+                start: statuses.0,
+                end: statuses.1,
+            }],
+        }),
+        timeout: timeout.map(duration),
+        backoff: None,
+    });
+    rule
+}
+
 /// `rule` with these filters.
 pub fn with_filters(mut rule: pb::http_route::Rule, filters: Vec<Filter>) -> pb::http_route::Rule {
     rule.filters = filters;

@@ -25,6 +25,9 @@ both_runtimes!(
     no_policy_uses_the_original_destination,
     route_metrics_carry_linkerd_labels,
     failing_endpoint_is_ejected_then_probed,
+    retries_turn_30_percent_failures_into_success,
+    bodies_are_replayed_within_the_limit_only,
+    per_try_timeout_retries_a_stalled_try,
 );
 
 /// The original destination every test connection claims: a Service's cluster IP in the
@@ -463,4 +466,98 @@ async fn failing_endpoint_is_ejected_then_probed(runtime: &'static str) {
         "back in the balancer: {} requests",
         bad.hits()
     );
+}
+
+/// A route retrying 5xx up to `max_retries` times, bodies up to 16 bytes.
+fn retrying_policy(
+    max_retries: u32,
+    timeout: Option<Duration>,
+) -> linkerd2_proxy_api::outbound::OutboundPolicy {
+    let rule = with_retry(
+        rule(vec![], to(balancer("web", &path("web")))),
+        max_retries,
+        16,
+        (500, 599),
+        timeout,
+    );
+    http_policy("web", 7000, vec![http_route("retrying", vec![rule])])
+}
+
+async fn retries_turn_30_percent_failures_into_success(runtime: &'static str) {
+    let ctrl = controller::new();
+    let backends = services(&ctrl, &["web"]).await;
+    backends[0]
+        .fail_percent
+        .store(30, std::sync::atomic::Ordering::SeqCst);
+    ctrl.outbound_policy(vip(), retrying_policy(5, None));
+    let proxy = proxy_for(runtime, &ctrl, vip());
+    let mut conn = Conn::connect(proxy.outbound).await;
+    let mut ok = 0;
+    for _ in 0..1000 {
+        if get(&mut conn, "/", "").await.status == 200 {
+            ok += 1;
+        }
+    }
+    assert!(ok >= 995, "{ok} of 1000 succeeded");
+    // About 30 % of tries fail: some 430 retries, never more than 5 per request.
+    let tries = backends[0].hits();
+    assert!(
+        (1300..1600).contains(&tries),
+        "{tries} tries for 1000 requests"
+    );
+    let page = ringlink_integration::http::call(proxy.admin, "GET", "/metrics", "").await;
+    let series = metrics::parse(&page.body);
+    let retries = metrics::sum(
+        &series,
+        "outbound_http_route_retry_requests_total",
+        &[("route_name", "retrying")],
+    );
+    assert_eq!(retries as usize, tries - 1000, "{}", page.body);
+}
+
+async fn bodies_are_replayed_within_the_limit_only(runtime: &'static str) {
+    let ctrl = controller::new();
+    let backends = services(&ctrl, &["web"]).await;
+    backends[0]
+        .fail_percent
+        .store(100, std::sync::atomic::Ordering::SeqCst);
+    ctrl.outbound_policy(vip(), retrying_policy(2, None));
+    let proxy = proxy_for(runtime, &ctrl, vip());
+    let post = |body: &str| {
+        format!(
+            "POST /submit HTTP/1.1\r\nhost: web.ns.svc.cluster.local:7000\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // A small body is sent three times, whole each time.
+    let mut conn = Conn::connect(proxy.outbound).await;
+    assert_eq!(conn.request(post("hello")).await.status, 503);
+    assert_eq!(backends[0].hits(), 3);
+    assert!(backends[0].bodies().iter().all(|b| b == b"hello"));
+    // A body over the limit (16 bytes) is sent once.
+    let mut conn = Conn::connect(proxy.outbound).await;
+    let long = "x".repeat(100);
+    assert_eq!(conn.request(post(&long)).await.status, 503);
+    assert_eq!(backends[0].hits(), 4, "not retried");
+    assert_eq!(backends[0].bodies().last().map(Vec::len), Some(100));
+    // The connection still serves the next request.
+    backends[0]
+        .fail_percent
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(conn.request(post("again")).await.status, 200);
+}
+
+async fn per_try_timeout_retries_a_stalled_try(runtime: &'static str) {
+    let ctrl = controller::new();
+    let (slow, fast) = (backend("slow", 2000).await, backend("fast", 50).await);
+    ctrl.destination(&path("web")).add([slow.addr, fast.addr]);
+    ctrl.outbound_policy(vip(), retrying_policy(3, Some(Duration::from_millis(300))));
+    let proxy = proxy_for(runtime, &ctrl, vip());
+    for _ in 0..6 {
+        let started = Instant::now();
+        let mut conn = Conn::connect(proxy.outbound).await;
+        let res = get(&mut conn, "/", "").await;
+        assert_eq!((res.status, res.body_str()), (200, "fast"), "{}", res.head);
+        assert!(started.elapsed() < Duration::from_millis(1500));
+    }
 }

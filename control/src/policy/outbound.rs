@@ -83,7 +83,7 @@ pub struct RoutePolicy<F> {
     pub distribution: RouteDistribution<F>,
     pub timeouts: Timeouts,
     /// `None`: no retries.
-    pub retry: Option<Retry>,
+    pub retry: Option<Arc<Retry>>,
     /// The `l5d-*` request headers may override the timeouts and retries.
     pub allow_l5d_request_headers: bool,
 }
@@ -196,6 +196,21 @@ pub enum FailureAccrual {
     /// After `max_failures` failures in a row, for a backoff that grows with each
     /// further ejection; then one probe request decides.
     ConsecutiveFailures { max_failures: u32, backoff: Backoff },
+}
+
+// === impl Retry ===
+
+impl Retry {
+    /// Whether a response with this HTTP status (or, for gRPC conditions, this gRPC status
+    /// code) is retried.
+    pub fn retries(&self, http_status: u16, grpc_status: Option<u32>) -> bool {
+        match &self.conditions {
+            RetryConditions::Http(ranges) => ranges
+                .iter()
+                .any(|&(start, end)| (start..=end).contains(&http_status)),
+            RetryConditions::Grpc(codes) => grpc_status.is_some_and(|c| codes.contains(&c)),
+        }
+    }
 }
 
 // === impl ClientPolicy ===

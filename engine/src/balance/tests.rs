@@ -437,89 +437,6 @@ fn xorshift_below_is_in_range_and_spread() {
     assert!(seen.iter().all(|&c| (800..1_200).contains(&c)), "{seen:?}");
 }
 
-/// An independent model of Linkerd's balancer (tower's `p2c` over `PeakEwma`, as
-/// `tower/src/load/peak_ewma.rs` computes it): reading an endpoint's load first decays its
-/// estimate toward zero as an update with a zero sample at that instant (so the estimate and
-/// its update time are rewritten by every read), a sample above the estimate replaces it,
-/// one below is blended in by the time since the last update, and cost = estimate ×
-/// (pending + 1). Closed loop as [`Sim`]: `concurrency` clients, fixed latencies.
-fn reference_shares(latencies: &[Duration], concurrency: usize, n: usize) -> Vec<f64> {
-    struct Ep {
-        rtt_ns: f64,
-        at: f64,
-        pending: u32,
-    }
-    let decay = nanos(DEFAULT_DECAY);
-    let update = |e: &mut Ep, now: f64, rtt: f64| {
-        if e.rtt_ns < rtt {
-            e.rtt_ns = rtt;
-        } else {
-            let keep = (-(now - e.at) / decay).exp();
-            e.rtt_ns = e.rtt_ns * keep + rtt * (1.0 - keep);
-        }
-        e.at = now;
-    };
-    let mut eps: Vec<Ep> = latencies
-        .iter()
-        .map(|_| Ep {
-            rtt_ns: nanos(DEFAULT_RTT),
-            at: 0.0,
-            pending: 0,
-        })
-        .collect();
-    let mut rng = XorShift::new(11);
-    let mut now = 0.0;
-    let mut in_flight: Vec<(f64, usize)> = Vec::new();
-    let mut counts = vec![0usize; latencies.len()];
-    let mut sent = 0;
-    while sent < n {
-        if in_flight.len() < concurrency {
-            let (a, b) = distinct_pair(&mut rng, eps.len());
-            let mut cost = |i: usize| {
-                update(&mut eps[i], now, 0.0);
-                eps[i].rtt_ns * f64::from(eps[i].pending + 1)
-            };
-            let chosen = if cost(a) <= cost(b) { a } else { b };
-            eps[chosen].pending += 1;
-            counts[chosen] += 1;
-            in_flight.push((now + nanos(latencies[chosen]), chosen));
-            sent += 1;
-        } else {
-            let (k, _) = in_flight
-                .iter()
-                .enumerate()
-                .min_by(|x, y| x.1 .0.total_cmp(&y.1 .0))
-                .expect("in flight");
-            let (done, i) = in_flight.swap_remove(k);
-            now = done;
-            eps[i].pending -= 1;
-            update(&mut eps[i], now, nanos(latencies[i]));
-        }
-    }
-    counts.iter().map(|&c| c as f64 / n as f64).collect()
-}
-
-/// The issue's case: three endpoints at 3.7, 6.0 and 52 ms, ten closed-loop clients. The
-/// balancer's shares stay within 3 points of Linkerd's algorithm's, and the slow endpoint
-/// gets no more than 6 % (measured from outside, ringlink once sent it 10 %).
-#[test]
-fn shares_match_linkerds_peak_ewma_model() {
-    let us = Duration::from_micros;
-    let latencies = [us(3700), us(6000), us(52_000)];
-    let n = 60_000;
-    let model = reference_shares(&latencies, 10, n);
-    let mut sim = Sim::new(&latencies, 10);
-    let (counts, _) = sim.run(n);
-    let ours: Vec<f64> = (0..3).map(|i| share(&counts, i, n)).collect();
-    for i in 0..3 {
-        assert!(
-            (ours[i] - model[i]).abs() <= 0.03,
-            "endpoint {i}: ringlink {ours:?} vs model {model:?}"
-        );
-    }
-    assert!(ours[2] <= 0.06, "slow endpoint got {}", ours[2]);
-}
-
 fn accrual(max_failures: u32) -> Accrual {
     Accrual {
         max_failures,
@@ -825,22 +742,18 @@ const ISSUE_LATENCIES: [Duration; 3] = [
     Duration::from_micros(52_000),
 ];
 
+/// The issue's case: three endpoints at 3.7, 6.0 and 52 ms, ten closed-loop clients. In
+/// the long run, over a start-up, with jittered latencies and over two shards' replicas,
+/// the balancer's shares stay within 3 points of the reference model's, and the slow
+/// endpoint gets no more than 6 % (measured from outside, ringlink once sent it 10 %).
+/// (Measured: 60 s 59.9/39.3/0.8 % vs the model's 60.0/39.4/0.6; 10 s 56.3/41.4/2.3 vs
+/// 56.7/41.2/2.1; 5 s 56.0/41.3/2.7 vs 56.1/41.3/2.6.)
 #[test]
-fn zz_fidelity_probe() {
-    for (secs, jitter, shards) in [
-        (60, 0.0, 1),
-        (10, 0.0, 1),
-        (5, 0.0, 1),
-        (60, 0.5, 1),
-        (10, 0.5, 1),
-        (60, 0.0, 2),
-        (10, 0.0, 4),
-        (60, 0.0, 10),
-    ] {
-        let mut r = [0.0; 3];
-        let mut m = [0.0; 3];
-        let seeds = 4;
-        for seed in 1..=seeds {
+fn shares_match_linkerds_peak_ewma_model() {
+    // (seconds, jitter, shards)
+    let cases = [(60, 0.0, 1), (5, 0.0, 1), (60, 0.5, 1), (20, 0.0, 2)];
+    for (secs, jitter, shards) in cases {
+        for seed in 1..=2 {
             let load = Load {
                 latencies: &ISSUE_LATENCIES,
                 jitter,
@@ -848,14 +761,16 @@ fn zz_fidelity_probe() {
                 duration: Duration::from_secs(secs),
                 seed,
             };
-            let (rr, mm) = load.compare(shards);
+            let (ours, model) = load.compare(shards);
+            let case = format!("{secs} s, jitter {jitter}, {shards} shards, seed {seed}");
             for i in 0..3 {
-                r[i] += rr[i] * 100.0 / seeds as f64;
-                m[i] += mm[i] * 100.0 / seeds as f64;
+                assert!(
+                    (ours[i] - model[i]).abs() <= 0.03,
+                    "{case}: endpoint {i}: ringlink {ours:.3?} vs model {model:.3?}"
+                );
             }
+            assert!(ours[2] <= 0.06, "{case}: the slow endpoint got {ours:.3?}");
+            assert!(ours[0] > ours[1], "{case}: {ours:.3?}");
         }
-        eprintln!(
-            "{secs:>3}s jitter {jitter} shards {shards:>2}: real {r:5.1?} reference {m:5.1?}"
-        );
     }
 }

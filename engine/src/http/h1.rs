@@ -18,14 +18,17 @@ mod exchange;
 pub mod pipe;
 mod upgrade;
 
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::HeaderName;
 use ringlink_control::policy::inbound::{FnHeaders, ModifyHeader, RequestView};
+use ringlink_control::policy::outbound::Retry;
 use ringlink_protocols::authority::parse_authority;
 use ringlink_protocols::grpc::is_grpc;
 use ringlink_protocols::http1::{
@@ -118,6 +121,17 @@ struct Plan {
     retryable: bool,
     /// An outbound policy route's response header changes.
     response_headers: Vec<ModifyHeader>,
+    /// An outbound policy route's retries, for a request that can be sent again: its
+    /// policy, the retries left, and its body (arrived whole with the head, within the
+    /// policy's `max_request_bytes`).
+    retry: Option<Box<RetryPlan>>,
+}
+
+/// The retries of one request.
+struct RetryPlan {
+    policy: Arc<Retry>,
+    left: Cell<u32>,
+    body: Vec<u8>,
 }
 
 // === functions ===
@@ -295,6 +309,23 @@ impl<R: Runtime> Session<'_, R> {
                 apply_header_changes(change, &mut head.headers);
             }
             plan.response_headers = std::mem::take(&mut policy.response_headers);
+            plan.retry = policy.retry.as_ref().and_then(|retry| {
+                let body = match plan.body {
+                    BodyKind::Empty => Vec::new(),
+                    kind => {
+                        let n = pipe::buffered_body_len(kind, &self.buf, &self.limits)?;
+                        if n > retry.max_request_bytes {
+                            return None;
+                        }
+                        self.buf[..n].to_vec()
+                    }
+                };
+                Some(Box::new(RetryPlan {
+                    policy: retry.clone(),
+                    left: Cell::new(retry.max_retries),
+                    body,
+                }))
+            });
         }
         self.rewrite(&mut head, &plan);
         if head.headers.get("host").is_none() {
@@ -429,7 +460,17 @@ impl<R: Runtime> Session<'_, R> {
             };
             self.entry.set_upstream(conn.fd);
             let sent = Instant::now();
-            let dispatched = self.dispatch(head, plan, &mut conn).await;
+            let per_try = plan.retry.as_ref().and_then(|r| r.policy.timeout);
+            let dispatched = match per_try {
+                None => self.dispatch(head, plan, &mut conn).await,
+                Some(limit) => {
+                    let dispatch = Box::pin(self.dispatch(head, plan, &mut conn));
+                    match crate::rt::timeout::<R, _>(limit, dispatch).await {
+                        Some(dispatched) => dispatched,
+                        None => Dispatched::TryTimeout(limit),
+                    }
+                }
+            };
             self.entry.set_upstream(-1);
             if let (Some(pick), Some(at)) = (&target.pick, self.request.head_at()) {
                 pick.observe_rtt(at.saturating_duration_since(sent));
@@ -463,8 +504,67 @@ impl<R: Runtime> Session<'_, R> {
                     conn.error = Some(error);
                     return self.fail(plan, failed).await;
                 }
+                Dispatched::RetryStatus(status) => {
+                    if let Some(pick) = &target.pick {
+                        pick.response(false);
+                    }
+                    tracing::debug!(status, "Retrying the request (route policy)");
+                    conn.error = Some(io::Error::other("response discarded for a retry"));
+                    if let Err(error) = self.next_try(plan, target).await {
+                        return self.fail(plan, error).await;
+                    }
+                    fresh = false;
+                }
+                Dispatched::TryTimeout(limit) => {
+                    if let Some(pick) = &target.pick {
+                        // It took at least this long: the balancer learns it is slow.
+                        pick.observe_rtt(limit);
+                        pick.response(false);
+                    }
+                    conn.error = Some(io::ErrorKind::TimedOut.into());
+                    let retryable = self.request.head_at().is_none()
+                        && plan.retry.as_ref().is_some_and(|r| r.left.get() > 0);
+                    if self.request.head_at().is_some() {
+                        self.request.error("route_timeout");
+                        return Next::Abort(io::ErrorKind::TimedOut.into());
+                    }
+                    if !retryable {
+                        return self.fail(plan, ProxyError::RouteTimeout(limit)).await;
+                    }
+                    tracing::debug!(?limit, "Try timed out; retrying (route policy)");
+                    if let Err(error) = self.next_try(plan, target).await {
+                        return self.fail(plan, error).await;
+                    }
+                    fresh = false;
+                }
             }
         }
+    }
+
+    /// Prepares the next try of a request its route retries: one retry fewer, its body put
+    /// back before whatever the client sent after it, the policy's backoff waited, and
+    /// another endpoint of the same backend picked.
+    async fn next_try(&mut self, plan: &Plan, target: &mut Target) -> Result<(), ProxyError> {
+        let retry = plan.retry.as_ref().expect("a request with retries");
+        retry.left.set(retry.left.get().saturating_sub(1));
+        self.request.retried();
+        if !retry.body.is_empty() {
+            self.buf.splice(0..0, retry.body.iter().copied());
+        }
+        if let Some(backoff) = retry.policy.backoff {
+            let tries = retry.policy.max_retries - retry.left.get();
+            let delay = backoff
+                .min
+                .saturating_mul(1u32 << tries.saturating_sub(1).min(16))
+                .min(backoff.max);
+            Box::pin(R::sleep(delay)).await;
+        }
+        if let Some(dst) = target.dst.clone() {
+            let pick = dst.pick::<R>(&self.ctx.dsts).await?;
+            target.addr = pick.addr();
+            target.pick = Some(pick);
+        }
+        Ok(())
     }
 
     /// Authorizes the request against the connection's inbound policy (`http::authz`).
@@ -511,6 +611,7 @@ impl<R: Runtime> Session<'_, R> {
                 && head.version == Version::Http11,
             retryable: idempotent && body == BodyKind::Empty && upgrade.is_none(),
             response_headers: Vec::new(),
+            retry: None,
             upgrade,
             connect,
             head_request: head.method == "HEAD",

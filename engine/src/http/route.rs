@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use ringlink_control::policy::inbound::{find, Meta, ModifyHeader, RequestView};
 use ringlink_control::policy::outbound::{
-    BackendDispatcher, ClientPolicy, FailureAccrual, RouteBackend, RouteDistribution, RoutePolicy,
-    Timeouts,
+    BackendDispatcher, ClientPolicy, FailureAccrual, Retry, RouteBackend, RouteDistribution,
+    RoutePolicy, Timeouts,
 };
 use ringlink_protocols::authority::{name_of, parse_authority};
 
@@ -40,6 +40,8 @@ pub struct PolicyRoute {
     pub timeouts: Timeouts,
     /// A gRPC route matched (the `outbound_grpc_route_*` families).
     pub grpc: bool,
+    /// The rule's retries.
+    pub retry: Option<Arc<Retry>>,
     /// Header changes for the request, from the rule's then the backend's filters.
     pub request_headers: Vec<ModifyHeader>,
     /// Header changes for the response.
@@ -193,6 +195,7 @@ async fn policy_route<R: Runtime>(
         backend: backend.meta.clone(),
         timeouts: rule.timeouts,
         grpc,
+        retry: rule.retry,
         request_headers,
         response_headers,
     }));
@@ -225,6 +228,7 @@ fn filtered_status(error: &ProxyError, grpc: bool) -> RouteStatus {
 struct RuleParts {
     meta: Arc<Meta>,
     timeouts: Timeouts,
+    retry: Option<Arc<Retry>>,
 }
 
 impl RuleParts {
@@ -232,6 +236,7 @@ impl RuleParts {
         RuleParts {
             meta: rule.meta.clone(),
             timeouts: rule.timeouts,
+            retry: rule.retry.clone(),
         }
     }
 }

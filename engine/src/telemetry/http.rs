@@ -602,6 +602,14 @@ impl RequestMetrics {
         }
     }
 
+    /// The request is sent again (its route's retry policy): counted in the route's
+    /// `retry_requests_total`.
+    pub fn retried(&mut self) {
+        if let Some(route) = &mut self.route {
+            route.retried();
+        }
+    }
+
     /// The proxy answered the request itself with `status` (e.g. 502) because of `reason`
     /// (see [`crate::error::ProxyError::label`]).
     pub fn fail(&mut self, status: u16, reason: &'static str) {

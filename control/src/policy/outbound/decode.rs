@@ -127,7 +127,7 @@ fn http_route(route: api::HttpRoute) -> Result<HttpRoute> {
                     filters: http_filters(rule.filters)?,
                     distribution: http_distribution(rule.backends)?,
                     timeouts: timeouts(rule.timeouts, legacy)?,
-                    retry: rule.retry.map(http_retry).transpose()?,
+                    retry: rule.retry.map(http_retry).transpose()?.map(Arc::new),
                     allow_l5d_request_headers: rule.allow_l5d_request_headers,
                 },
             })
@@ -156,7 +156,7 @@ fn grpc_route(route: api::GrpcRoute) -> Result<GrpcRoute> {
                     filters: grpc_filters(rule.filters)?,
                     distribution: grpc_distribution(rule.backends)?,
                     timeouts: timeouts(rule.timeouts, legacy)?,
-                    retry: rule.retry.map(grpc_retry).transpose()?,
+                    retry: rule.retry.map(grpc_retry).transpose()?.map(Arc::new),
                     allow_l5d_request_headers: rule.allow_l5d_request_headers,
                 },
             })

@@ -37,6 +37,11 @@ pub(super) enum Dispatched {
     Reusable(Next),
     /// The connection failed before any response byte: the request may be retried.
     Retry(io::Error),
+    /// The response's status is one its route retries (nothing was relayed; the upstream
+    /// connection is closed).
+    RetryStatus(u16),
+    /// The route's per-try timeout ran out.
+    TryTimeout(std::time::Duration),
 }
 
 /// What relaying a response ended with.
@@ -60,6 +65,8 @@ enum Relayed {
     Abort(io::Error),
     /// The client closed while it waited for the response.
     Abandoned,
+    /// The response's status is one the route retries: nothing was relayed.
+    RetryStatus(u16),
 }
 
 /// The client's side of a response being relayed: where it is written, and its metrics.
@@ -261,6 +268,7 @@ impl<R: Runtime> Session<'_, R> {
             }
             Relayed::Tunnel => Dispatched::Done(self.tunnel(conn, up_buf).await),
             Relayed::Retry(error) => Dispatched::Retry(error),
+            Relayed::RetryStatus(status) => Dispatched::RetryStatus(status),
             Relayed::Invalid(why) => {
                 conn.error = Some(io::Error::other(why.clone()));
                 Dispatched::Done(self.fail(plan, ProxyError::upstream(why)).await)
@@ -508,6 +516,12 @@ async fn relay_response<R: Runtime>(
         Err(relayed) => return relayed,
     };
     let grpc = res.headers.get("content-type").is_some_and(is_grpc);
+    if let Some(retry) = plan.retry.as_ref().filter(|r| r.left.get() > 0) {
+        let grpc_status = res.headers.get("grpc-status").and_then(parse_grpc_status);
+        if retry.policy.retries(res.status, grpc_status) {
+            return Relayed::RetryStatus(res.status);
+        }
+    }
     down.request.response_head(res.status, grpc);
     let head_grpc_status = res.headers.get("grpc-status").and_then(parse_grpc_status);
     if down.request.is_tapped() {

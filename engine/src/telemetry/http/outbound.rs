@@ -53,6 +53,8 @@ struct Families {
     statuses: IntCounterVec,
     backend_requests: IntCounterVec,
     backend_statuses: IntCounterVec,
+    retry_requests: IntCounterVec,
+    retry_successes: IntCounterVec,
 }
 
 /// The shard's resolved route series.
@@ -94,6 +96,8 @@ pub struct Status {
 pub struct RouteRequest {
     series: Rc<Series>,
     start: Instant,
+    /// Its route sent it again at least once.
+    retried: bool,
 }
 
 // === impl RouteFamilies ===
@@ -154,6 +158,22 @@ impl Families {
             ),
             &strs(&backend_status_labels),
         )?;
+        let retry_requests = IntCounterVec::new(
+            Opts::new(
+                format!("{prefix}_retry_requests_total"),
+                "Retry requests emitted",
+            ),
+            &strs(&route),
+        )?;
+        let retry_successes = IntCounterVec::new(
+            Opts::new(
+                format!("{prefix}_retry_successes_total"),
+                "Successful responses to retry requests",
+            ),
+            &strs(&route),
+        )?;
+        registry.register(Box::new(retry_requests.clone()))?;
+        registry.register(Box::new(retry_successes.clone()))?;
         registry.register(Box::new(durations.clone()))?;
         registry.register(Box::new(statuses.clone()))?;
         registry.register(Box::new(backend_requests.clone()))?;
@@ -164,6 +184,8 @@ impl Families {
             statuses,
             backend_requests,
             backend_statuses,
+            retry_requests,
+            retry_successes,
         })
     }
 }
@@ -211,6 +233,7 @@ impl RouteMetrics {
         RouteRequest {
             series,
             start: Instant::now(),
+            retried: false,
         }
     }
 
@@ -262,9 +285,32 @@ impl RouteMetrics {
 // === impl RouteRequest ===
 
 impl RouteRequest {
+    /// The request is sent again.
+    pub fn retried(&mut self) {
+        self.retried = true;
+        self.series
+            .families
+            .retry_requests
+            .with_label_values(&strs(&self.series.route_labels))
+            .inc();
+    }
+
     /// Records the request's end with its `status`.
     pub fn end(self, status: Status) {
         let series = &self.series;
+        let success = status.error.is_none()
+            && match (status.code, series.families.grpc) {
+                (Some(code), true) => code == 0,
+                (Some(code), false) => code < 500,
+                (None, _) => false,
+            };
+        if self.retried && success {
+            series
+                .families
+                .retry_successes
+                .with_label_values(&strs(&series.route_labels))
+                .inc();
+        }
         series
             .duration
             .observe(Instant::now().duration_since(self.start).as_secs_f64());
