@@ -288,3 +288,64 @@ fn queue() -> pb::Queue {
 fn duration(d: Duration) -> prost_types::Duration {
     prost_types::Duration::try_from(d).expect("a test duration fits")
 }
+
+/// The policy of a gRPC Service `ns/name:port` with these gRPC routes.
+pub fn grpc_policy(name: &str, port: u16, routes: Vec<pb::GrpcRoute>) -> pb::OutboundPolicy {
+    pb::OutboundPolicy {
+        metadata: Some(resource("core", "Service", "ns", name, port)),
+        protocol: Some(pb::ProxyProtocol {
+            kind: Some(pb::proxy_protocol::Kind::Grpc(pb::proxy_protocol::Grpc {
+                routes,
+                failure_accrual: None,
+            })),
+        }),
+    }
+}
+
+/// A GRPCRoute named `name` whose one rule (any method) sends requests to `backend` and
+/// retries `UNAVAILABLE` up to `max_retries` times.
+pub fn grpc_route_retrying(name: &str, backend: pb::Backend, max_retries: u32) -> pb::GrpcRoute {
+    use pb::grpc_route::{
+        distribution, retry::Conditions, Distribution, Retry, RouteBackend, Rule,
+    };
+    #[allow(deprecated)]
+    let rule = Rule {
+        matches: vec![],
+        filters: vec![],
+        backends: Some(Distribution {
+            kind: Some(distribution::Kind::FirstAvailable(
+                distribution::FirstAvailable {
+                    backends: vec![RouteBackend {
+                        backend: Some(backend),
+                        filters: vec![],
+                        request_timeout: None,
+                    }],
+                },
+            )),
+        }),
+        request_timeout: None,
+        timeouts: None,
+        retry: Some(Retry {
+            max_retries,
+            max_request_bytes: 1024,
+            conditions: Some(Conditions {
+                unavailable: true,
+                ..Default::default()
+            }),
+            timeout: None,
+            backoff: None,
+        }),
+        allow_l5d_request_headers: false,
+    };
+    pb::GrpcRoute {
+        metadata: Some(resource(
+            "gateway.networking.k8s.io",
+            "GRPCRoute",
+            "ns",
+            name,
+            0,
+        )),
+        hosts: vec![],
+        rules: vec![rule],
+    }
+}

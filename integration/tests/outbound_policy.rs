@@ -6,6 +6,7 @@
 //! policy, and the route metrics.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ringlink_integration::backend::{backend, Backend};
@@ -28,6 +29,8 @@ both_runtimes!(
     retries_turn_30_percent_failures_into_success,
     bodies_are_replayed_within_the_limit_only,
     per_try_timeout_retries_a_stalled_try,
+    grpc_unavailable_is_retried_with_its_body,
+    h2_bodies_pass_a_retrying_route_whole,
 );
 
 /// The original destination every test connection claims: a Service's cluster IP in the
@@ -559,5 +562,106 @@ async fn per_try_timeout_retries_a_stalled_try(runtime: &'static str) {
         let res = get(&mut conn, "/", "").await;
         assert_eq!((res.status, res.body_str()), (200, "fast"), "{}", res.head);
         assert!(started.elapsed() < Duration::from_millis(1500));
+    }
+}
+
+/// An h2 server answering gRPC calls: every other call (the first, the third…) fails with
+/// a trailers-only `grpc-status: 14`; the others succeed with their request body echoed.
+/// Counts calls and keeps the bodies.
+async fn flaky_grpc() -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut conn = h2::server::handshake(stream).await.unwrap();
+                while let Some(Ok((request, mut respond))) = conn.accept().await {
+                    let mut body = request.into_body();
+                    let mut data = Vec::new();
+                    while let Some(Ok(chunk)) = body.data().await {
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                        data.extend_from_slice(&chunk);
+                    }
+                    let n = {
+                        let mut seen = seen.lock().unwrap();
+                        seen.push(data.clone());
+                        seen.len()
+                    };
+                    let status = if n % 2 == 1 { "14" } else { "0" };
+                    let response = http::Response::builder()
+                        .status(200)
+                        .header("content-type", "application/grpc")
+                        .header("grpc-status", status)
+                        .body(())
+                        .unwrap();
+                    let _ = respond.send_response(response, true);
+                }
+            });
+        }
+    });
+    (addr, bodies)
+}
+
+async fn grpc_unavailable_is_retried_with_its_body(runtime: &'static str) {
+    let ctrl = controller::new();
+    let (server, bodies) = flaky_grpc().await;
+    ctrl.destination(&path("echo")).add([server]);
+    let route = grpc_route_retrying("echo", balancer("echo", &path("echo")), 2);
+    ctrl.outbound_policy(vip(), grpc_policy("echo", 7000, vec![route]));
+    let proxy = proxy_for(runtime, &ctrl, vip());
+    let client = ringlink_integration::h2::Client::connect(proxy.outbound).await;
+    for i in 0..5u8 {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("content-type", "application/grpc".parse().unwrap());
+        let message = vec![0, 0, 0, 0, 1, i];
+        let reply = client
+            .request_with(
+                "POST",
+                "http://echo.ns.svc.cluster.local:7000/ringlink.test.Echo/Echo",
+                headers,
+                message,
+                None,
+            )
+            .await
+            .expect("a response");
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.headers.get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"0"[..]),
+            "call {i} succeeded after its retry"
+        );
+    }
+    let bodies = bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 10, "each call tried twice");
+    for (i, pair) in bodies.chunks(2).enumerate() {
+        assert_eq!(pair[0], vec![0, 0, 0, 0, 1, i as u8]);
+        assert_eq!(pair[0], pair[1], "the body is sent again whole");
+    }
+}
+
+async fn h2_bodies_pass_a_retrying_route_whole(runtime: &'static str) {
+    let ctrl = controller::new();
+    let server = ringlink_integration::h2::server().await;
+    ctrl.destination(&path("web")).add([server.addr]);
+    ctrl.outbound_policy(vip(), retrying_policy(2, None));
+    let proxy = proxy_for(runtime, &ctrl, vip());
+    let client = ringlink_integration::h2::Client::connect(proxy.outbound).await;
+    // Within the limit (buffered for replay) and over it (streamed after its prefix).
+    for len in [5, 16, 17, 100_000] {
+        let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let reply = client
+            .request(
+                "POST",
+                "http://web.ns.svc.cluster.local:7000/echo",
+                body.clone(),
+                None,
+            )
+            .await
+            .expect("a response");
+        assert_eq!(reply.status, 200, "{len} bytes");
+        assert_eq!(reply.body, body, "{len} bytes echoed whole");
     }
 }

@@ -20,6 +20,7 @@
 
 pub mod client;
 pub mod downgrade;
+mod retry;
 pub mod stream;
 
 use std::cell::Cell;

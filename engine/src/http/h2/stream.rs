@@ -19,6 +19,7 @@ use ringlink_protocols::grpc::{is_grpc, parse_grpc_status};
 
 use super::client::Upstreams;
 use super::downgrade;
+use super::retry;
 use super::MAX_EMPTY_DATA_FRAMES;
 use crate::balance::Pick;
 use crate::error::ProxyError;
@@ -199,6 +200,38 @@ pub async fn proxy<R: Runtime>(
         .as_ref()
         .and_then(|p| crate::http::h1::route_timeout(&p.timeouts));
     let deadline = limit.map(|limit| (limit, Instant::now() + limit));
+    let mut body = body;
+    let retry = target.policy.as_ref().and_then(|p| p.retry.clone());
+    let mut prefix = None;
+    if let Some(retry) = retry {
+        // A body that arrives whole within the limit can be sent again (boxed: only
+        // retried routes pay for this state).
+        let replay = if body.is_end_stream() {
+            Ok(retry::Body::Whole(Bytes::new(), None))
+        } else {
+            Box::pin(retry::read(&mut body, retry.max_request_bytes)).await
+        };
+        match replay {
+            Ok(retry::Body::Whole(data, trailers)) => {
+                let exchange = (parts, data, trailers);
+                let head = (grpc, head_request, authority.as_deref());
+                let sent = Tries {
+                    upstreams: upstreams.clone(),
+                    target,
+                    retry,
+                    deadline,
+                };
+                return Box::pin(retried(sent, exchange, head, respond)).await;
+            }
+            Ok(retry::Body::Prefix(data)) => prefix = Some(data),
+            Err(_) => {
+                // The client broke the request body: nothing to send.
+                let mut metrics = upstreams.start(authority.as_deref(), None, None);
+                metrics.error("client");
+                return;
+            }
+        }
+    }
     let connected = within::<R, _>(deadline, connect::<R>(&upstreams, &mut target)).await;
     let mut metrics = upstreams.start(
         authority.as_deref(),
@@ -215,11 +248,11 @@ pub async fn proxy<R: Runtime>(
         Ok(send) => send,
         Err(error) => return respond::h2(&mut respond, grpc, head_request, &error, &mut metrics),
     };
-    let end = body.is_end_stream();
+    let end = body.is_end_stream() && prefix.is_none();
     let request = Request::from_parts(parts, ());
     let sending = send_request::<R>(&upstreams, target.addr, send, request, end);
     let sent = within::<R, _>(deadline, sending).await;
-    let (response, up_body) = match sent {
+    let (response, mut up_body) = match sent {
         Ok(sent) => sent,
         Err(error) => return respond::h2(&mut respond, grpc, head_request, &error, &mut metrics),
     };
@@ -234,7 +267,16 @@ pub async fn proxy<R: Runtime>(
             .unwrap_or_default(),
     };
     let request_side = async {
-        if !end {
+        if let Some(prefix) = prefix {
+            // What was read while the body could still be retried goes first.
+            if up_body.send_data(prefix, body.is_end_stream()).is_err() {
+                return Pumped {
+                    failed: Some(Side::To),
+                    ..Pumped::default()
+                };
+            }
+        }
+        if !body.is_end_stream() {
             pump(body, up_body, false).await
         } else {
             Pumped::default()
@@ -274,9 +316,84 @@ pub async fn proxy<R: Runtime>(
     metrics.end();
 }
 
+/// Where a retried stream's tries go.
+struct Tries<R: Runtime> {
+    upstreams: Rc<Upstreams<R>>,
+    target: Target,
+    retry: std::sync::Arc<ringlink_control::policy::outbound::Retry>,
+    /// The route's timeout and when it runs out.
+    deadline: Option<(std::time::Duration, Instant)>,
+}
+
+/// A stream whose route retries it, its body buffered (`retry` module): the tries, then the
+/// response relayed.
+async fn retried<R: Runtime>(
+    Tries {
+        upstreams,
+        mut target,
+        retry,
+        deadline,
+    }: Tries<R>,
+    (parts, data, trailers): (http::request::Parts, Bytes, Option<http::HeaderMap>),
+    (grpc, head_request, authority): (bool, bool, Option<&str>),
+    mut respond: SendResponse<Bytes>,
+) {
+    let mut metrics = upstreams.start(authority, Some(target.addr), target.pick.as_ref());
+    if let Some(policy) = &target.policy {
+        policy.record(&upstreams.ctx, &mut metrics);
+    }
+    upstreams.tap(&mut metrics, &parts, target.addr, target.pick.as_ref());
+    let replay = retry::Replay {
+        head: &parts,
+        data: &data,
+        trailers: trailers.as_ref(),
+    };
+    let sent = retry::send::<R>(
+        &upstreams,
+        &mut target,
+        &retry,
+        &replay,
+        deadline,
+        &mut metrics,
+    )
+    .await;
+    let (response, sent_at) = match sent {
+        Ok(sent) => sent,
+        Err(error) => return respond::h2(&mut respond, grpc, head_request, &error, &mut metrics),
+    };
+    let exchange = Exchange {
+        grpc,
+        head_request,
+        pick: target.pick,
+        sent_at,
+        response_headers: target
+            .policy
+            .map(|p| p.response_headers)
+            .unwrap_or_default(),
+    };
+    let relay = relay_response(
+        &exchange,
+        async { Ok(response) },
+        &mut respond,
+        &mut metrics,
+    );
+    let relayed = match deadline {
+        None => Some(relay.await),
+        Some((_, at)) => {
+            let left = at.saturating_duration_since(Instant::now());
+            crate::rt::timeout::<R, _>(left, Box::pin(relay)).await
+        }
+    };
+    if relayed.is_none() {
+        respond.send_reset(h2::Reason::CANCEL);
+        metrics.error("route_timeout");
+    }
+    metrics.end();
+}
+
 /// `future`'s result, or a route timeout once `deadline` (the limit and when it ends)
 /// has passed.
-async fn within<R: Runtime, T>(
+pub(super) async fn within<R: Runtime, T>(
     deadline: Option<(std::time::Duration, Instant)>,
     future: impl std::future::Future<Output = Result<T, ProxyError>>,
 ) -> Result<T, ProxyError> {
@@ -307,7 +424,7 @@ async fn connect<R: Runtime>(
 /// Sends the request head. A cached connection may have been closed by the server (GOAWAY,
 /// EOF) since it was last used: nothing was sent on it then, so one retry on a new
 /// connection is safe.
-async fn send_request<R: Runtime>(
+pub(super) async fn send_request<R: Runtime>(
     upstreams: &Upstreams<R>,
     target: std::net::SocketAddr,
     send: h2::client::SendRequest<Bytes>,
@@ -351,7 +468,7 @@ async fn send_request<R: Runtime>(
 /// response reached the client.
 async fn relay_response(
     exchange: &Exchange,
-    response: ResponseFuture,
+    response: impl std::future::Future<Output = Result<Response<RecvStream>, h2::Error>>,
     respond: &mut SendResponse<Bytes>,
     metrics: &mut RequestMetrics,
 ) -> bool {
@@ -452,7 +569,7 @@ async fn relay_response(
 /// The error a stream is answered with when its upstream connection failed. A protocol or
 /// frame-size error the proxy itself detected on the upstream's bytes means the upstream
 /// does not speak HTTP/2 (an HTTP/1 server, say): the message says so.
-fn upstream_error(error: &h2::Error) -> ProxyError {
+pub(super) fn upstream_error(error: &h2::Error) -> ProxyError {
     let garbled = !error.is_remote()
         && matches!(
             error.reason(),
