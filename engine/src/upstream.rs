@@ -27,6 +27,8 @@ use crate::identity::ShardIdentity;
 use crate::io::Transport;
 use crate::rt::Runtime;
 use crate::settings::SocketSettings;
+use ringlink_control::policy::inbound::{Meta, ModifyHeader};
+use ringlink_control::policy::outbound::{Retry, Timeouts};
 use std::os::fd::AsRawFd;
 
 pub use h2::H2Pool;
@@ -47,7 +49,25 @@ pub struct Target {
     /// it to a fallback address).
     pub name: Option<Rc<str>>,
     /// What an outbound policy route decided (boxed: most requests have none).
-    pub policy: Option<Box<crate::http::route::PolicyRoute>>,
+    pub policy: Option<Box<PolicyRoute>>,
+}
+
+/// What an outbound policy's route decided for a request, beyond its endpoint.
+#[derive(Debug)]
+pub struct PolicyRoute {
+    /// The `parent_*`, `route_*` and `backend_*` resources.
+    pub parent: Arc<Meta>,
+    pub route: Arc<Meta>,
+    pub backend: Arc<Meta>,
+    pub timeouts: Timeouts,
+    /// A gRPC route matched (the `outbound_grpc_route_*` families).
+    pub grpc: bool,
+    /// The rule's retries.
+    pub retry: Option<Arc<Retry>>,
+    /// Header changes for the request, from the rule's then the backend's filters.
+    pub request_headers: Vec<ModifyHeader>,
+    /// Header changes for the response.
+    pub response_headers: Vec<ModifyHeader>,
 }
 
 // === impl Target ===

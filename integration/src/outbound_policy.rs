@@ -142,6 +142,12 @@ pub fn with_retry(
     rule
 }
 
+/// `rule` letting requests' `l5d-*` headers set its timeouts and retries.
+pub fn allowing_l5d_headers(mut rule: pb::http_route::Rule) -> pb::http_route::Rule {
+    rule.allow_l5d_request_headers = true;
+    rule
+}
+
 /// `rule` with these filters.
 pub fn with_filters(mut rule: pb::http_route::Rule, filters: Vec<Filter>) -> pb::http_route::Rule {
     rule.filters = filters;

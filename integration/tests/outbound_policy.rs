@@ -31,6 +31,7 @@ both_runtimes!(
     per_try_timeout_retries_a_stalled_try,
     grpc_unavailable_is_retried_with_its_body,
     h2_bodies_pass_a_retrying_route_whole,
+    l5d_headers_set_retries_and_timeouts_where_allowed,
 );
 
 /// The original destination every test connection claims: a Service's cluster IP in the
@@ -664,4 +665,48 @@ async fn h2_bodies_pass_a_retrying_route_whole(runtime: &'static str) {
         assert_eq!(reply.status, 200, "{len} bytes");
         assert_eq!(reply.body, body, "{len} bytes echoed whole");
     }
+}
+
+async fn l5d_headers_set_retries_and_timeouts_where_allowed(runtime: &'static str) {
+    let ctrl = controller::new();
+    let backends = services(&ctrl, &["web"]).await;
+    let web = &backends[0];
+    web.fail_percent
+        .store(100, std::sync::atomic::Ordering::SeqCst);
+    let allowing = allowing_l5d_headers(rule(
+        vec![path_prefix("/allowed")],
+        to(balancer("web", &path("web"))),
+    ));
+    let plain = rule(vec![], to(balancer("web", &path("web"))));
+    let routes = vec![
+        http_route("allowed", vec![allowing]),
+        http_route("plain", vec![plain]),
+    ];
+    ctrl.outbound_policy(vip(), http_policy("web", 7000, routes));
+    let proxy = proxy_for(runtime, &ctrl, vip());
+    let mut conn = Conn::connect(proxy.outbound).await;
+    let retry = "l5d-retry-http: 5xx\r\nl5d-retry-limit: 3\r\n";
+    assert_eq!(get(&mut conn, "/allowed", retry).await.status, 503);
+    assert_eq!(web.hits(), 4, "three retries");
+    assert!(
+        web.heads()
+            .iter()
+            .all(|h| !h.to_ascii_lowercase().contains("l5d-retry")),
+        "the headers are the proxy's, not the application's"
+    );
+    assert_eq!(get(&mut conn, "/other", retry).await.status, 503);
+    assert_eq!(
+        web.hits(),
+        5,
+        "a route that does not allow them ignores them"
+    );
+    // A timeout from the header.
+    web.fail_percent
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    web.delay_ms
+        .store(2000, std::sync::atomic::Ordering::SeqCst);
+    let started = Instant::now();
+    let res = get(&mut conn, "/allowed", "l5d-timeout: 200ms\r\n").await;
+    assert_eq!(res.status, 504, "{}", res.head);
+    assert!(started.elapsed() < Duration::from_millis(1500));
 }

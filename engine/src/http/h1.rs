@@ -672,7 +672,7 @@ impl<R: Runtime> Session<'_, R> {
             labels.as_ref(),
         );
         if let Some(policy) = target.and_then(|t| t.policy.as_deref()) {
-            policy.record(self.ctx, &mut self.request);
+            route::record(self.ctx, policy, &mut self.request);
         }
         // Requests with an endpoint are offered to the taps (as linkerd2-proxy taps in its
         // endpoint stacks).

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use ringlink_control::policy::inbound::{find, Meta, ModifyHeader, RequestView};
 use ringlink_control::policy::outbound::{
-    BackendDispatcher, ClientPolicy, FailureAccrual, Retry, RouteBackend, RouteDistribution,
-    RoutePolicy, Timeouts,
+    BackendDispatcher, Backoff, ClientPolicy, FailureAccrual, Retry, RetryConditions, RouteBackend,
+    RouteDistribution, RoutePolicy, Timeouts,
 };
 use ringlink_protocols::authority::{name_of, parse_authority};
 
@@ -26,27 +26,9 @@ use crate::error::ProxyError;
 use crate::http::authz;
 use crate::rt::Runtime;
 use crate::telemetry::RouteStatus;
-use crate::upstream::Target;
+use crate::upstream::{PolicyRoute, Target};
 
 // === types ===
-
-/// What an outbound policy's route decided for a request, beyond its endpoint.
-#[derive(Debug)]
-pub struct PolicyRoute {
-    /// The `parent_*`, `route_*` and `backend_*` resources.
-    pub parent: Arc<Meta>,
-    pub route: Arc<Meta>,
-    pub backend: Arc<Meta>,
-    pub timeouts: Timeouts,
-    /// A gRPC route matched (the `outbound_grpc_route_*` families).
-    pub grpc: bool,
-    /// The rule's retries.
-    pub retry: Option<Arc<Retry>>,
-    /// Header changes for the request, from the rule's then the backend's filters.
-    pub request_headers: Vec<ModifyHeader>,
-    /// Header changes for the response.
-    pub response_headers: Vec<ModifyHeader>,
-}
 
 /// The request as route matching sees it, and whether it is gRPC.
 pub struct Request<'a> {
@@ -164,6 +146,10 @@ async fn policy_route<R: Runtime>(
             (RuleParts::of(rule), backend.backend.clone())
         }
     };
+    let mut rule = rule;
+    if rule.allow_l5d_request_headers {
+        l5d_overrides(view, grpc, &mut rule, &mut request_headers);
+    }
     let mut target = match &backend.dispatcher {
         BackendDispatcher::Forward(addr, _) => Target::addr(*addr),
         BackendDispatcher::Fail { message } => {
@@ -202,6 +188,169 @@ async fn policy_route<R: Runtime>(
     Ok(target)
 }
 
+/// The `l5d-*` request headers a rule that allows them reads (`extensions.rs` in
+/// linkerd2-proxy's outbound policy routes), removed from the request.
+const L5D_HEADERS: [&str; 7] = [
+    "l5d-retry-http",
+    "l5d-retry-grpc",
+    "l5d-retry-limit",
+    "l5d-retry-timeout",
+    "l5d-timeout",
+    "l5d-request-timeout",
+    "l5d-response-timeout",
+];
+
+/// Applies the request's `l5d-*` overrides to the rule's timeouts and retries, as
+/// linkerd2-proxy does: `l5d-timeout` / `l5d-request-timeout` and `l5d-response-timeout`
+/// replace the timeouts; `l5d-retry-http` (`5xx`, `gateway-error`, codes and ranges),
+/// `l5d-retry-grpc` (`cancelled`, `deadline-exceeded`, `internal`, `resource-exhausted`,
+/// `unavailable`), `l5d-retry-limit` and `l5d-retry-timeout` replace the retry's; a rule
+/// without retries gets one from the headers (1 retry, 64 KiB, 25–250 ms backoff).
+fn l5d_overrides(
+    view: &RequestView<'_>,
+    grpc: bool,
+    rule: &mut RuleParts,
+    request_headers: &mut Vec<ModifyHeader>,
+) {
+    let value = |name: &'static str| -> Option<String> {
+        let name = http::HeaderName::from_static(name);
+        let mut found = None;
+        view.headers.any_value(&name, &mut |v| {
+            found = std::str::from_utf8(v).ok().map(str::to_string);
+            true
+        });
+        found
+    };
+    let [http, grpc_codes, limit, retry_timeout, timeout, request_timeout, response_timeout] =
+        L5D_HEADERS.map(value);
+    if [
+        &http,
+        &grpc_codes,
+        &limit,
+        &retry_timeout,
+        &timeout,
+        &request_timeout,
+        &response_timeout,
+    ]
+    .iter()
+    .all(|v| v.is_none())
+    {
+        return;
+    }
+    request_headers.push(ModifyHeader {
+        remove: L5D_HEADERS
+            .iter()
+            .map(|n| http::HeaderName::from_static(n))
+            .collect(),
+        ..ModifyHeader::default()
+    });
+    if let Some(t) = timeout
+        .or(request_timeout)
+        .as_deref()
+        .and_then(parse_l5d_duration)
+    {
+        rule.timeouts.request = Some(t);
+    }
+    if let Some(t) = response_timeout.as_deref().and_then(parse_l5d_duration) {
+        rule.timeouts.response = Some(t);
+    }
+    let conditions = if grpc {
+        grpc_codes.as_deref().map(parse_grpc_conditions)
+    } else {
+        http.as_deref().map(parse_http_conditions)
+    };
+    let limit = limit.and_then(|v| v.trim().parse::<u32>().ok());
+    let retry_timeout = retry_timeout.as_deref().and_then(parse_l5d_duration);
+    let retry = match &rule.retry {
+        Some(retry) => Retry {
+            max_retries: limit.unwrap_or(retry.max_retries),
+            conditions: conditions.unwrap_or_else(|| retry.conditions.clone()),
+            timeout: retry_timeout.or(retry.timeout),
+            ..Retry::clone(retry)
+        },
+        None if conditions.is_none() && limit.is_none() && retry_timeout.is_none() => return,
+        None => Retry {
+            max_retries: limit.unwrap_or(1),
+            max_request_bytes: 64 * 1024,
+            conditions: conditions.unwrap_or(if grpc {
+                RetryConditions::Grpc(Vec::new())
+            } else {
+                RetryConditions::Http(Vec::new())
+            }),
+            timeout: retry_timeout,
+            backoff: Some(Backoff {
+                min: std::time::Duration::from_millis(25),
+                max: std::time::Duration::from_millis(250),
+                jitter: 1.0,
+            }),
+        },
+    };
+    rule.retry = Some(Arc::new(retry));
+}
+
+/// `5xx`, `gateway-error` (502–504), a code or a `start-end` range, comma-separated; others
+/// ignored.
+fn parse_http_conditions(s: &str) -> RetryConditions {
+    let code = |s: &str| {
+        s.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (100..600).contains(c))
+    };
+    RetryConditions::Http(
+        s.split(',')
+            .filter_map(|c| {
+                let c = c.trim();
+                if c.eq_ignore_ascii_case("5xx") {
+                    return Some((500, 599));
+                }
+                if c.eq_ignore_ascii_case("gateway-error") {
+                    return Some((502, 504));
+                }
+                if let Some(code) = code(c) {
+                    return Some((code, code));
+                }
+                let (start, end) = c.split_once('-')?;
+                let (start, end) = (code(start)?, code(end)?);
+                (start <= end).then_some((start, end))
+            })
+            .collect(),
+    )
+}
+
+fn parse_grpc_conditions(s: &str) -> RetryConditions {
+    RetryConditions::Grpc(
+        s.split(',')
+            .filter_map(|c| match c.trim().to_ascii_lowercase().as_str() {
+                "cancelled" => Some(1),
+                "deadline-exceeded" => Some(4),
+                "resource-exhausted" => Some(8),
+                "internal" => Some(13),
+                "unavailable" => Some(14),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// `0`, or digits with `ms`, `s`, `m`, `h` or `d` (the policy controller's durations).
+fn parse_l5d_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    let at = s.rfind(|c: char| c.is_ascii_digit())? + 1;
+    let (magnitude, unit) = s.split_at(at);
+    let magnitude = magnitude.parse::<u64>().ok()?;
+    let ms: u64 = match unit {
+        "" if magnitude == 0 => 0,
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_millis(magnitude.checked_mul(ms)?))
+}
+
 /// The route statuses of a request a filter answered: an injected failure or a redirect by
 /// its status (gRPC: its code), anything else (an invalid policy) as an `UNKNOWN` error.
 fn filtered_status(error: &ProxyError, grpc: bool) -> RouteStatus {
@@ -229,6 +378,7 @@ struct RuleParts {
     meta: Arc<Meta>,
     timeouts: Timeouts,
     retry: Option<Arc<Retry>>,
+    allow_l5d_request_headers: bool,
 }
 
 impl RuleParts {
@@ -237,6 +387,7 @@ impl RuleParts {
             meta: rule.meta.clone(),
             timeouts: rule.timeouts,
             retry: rule.retry.clone(),
+            allow_l5d_request_headers: rule.allow_l5d_request_headers,
         }
     }
 }
@@ -307,16 +458,52 @@ async fn balanced<R: Runtime>(
     }
 }
 
-// === impl PolicyRoute ===
+// === functions ===
 
-impl PolicyRoute {
-    /// Records `metrics`' request in the route families too.
-    pub fn record<R: Runtime>(
-        &self,
-        ctx: &ShardCtx<R>,
-        metrics: &mut crate::telemetry::RequestMetrics,
-    ) {
-        let outbound = &ctx.http.outbound;
-        metrics.routed(|| outbound.start(&self.parent, &self.route, &self.backend, self.grpc));
+/// Records `metrics`' request in `policy`'s route families too.
+pub fn record<R: Runtime>(
+    ctx: &ShardCtx<R>,
+    policy: &PolicyRoute,
+    metrics: &mut crate::telemetry::RequestMetrics,
+) {
+    let outbound = &ctx.http.outbound;
+    metrics.routed(|| outbound.start(&policy.parent, &policy.route, &policy.backend, policy.grpc));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn l5d_durations_parse_as_the_policy_controller_writes_them() {
+        let ms = Duration::from_millis;
+        for (text, expected) in [
+            ("0", Some(ms(0))),
+            ("250ms", Some(ms(250))),
+            (" 2s ", Some(ms(2_000))),
+            ("1m", Some(ms(60_000))),
+            ("1h", Some(ms(3_600_000))),
+            ("1d", Some(ms(86_400_000))),
+            ("5", None),
+            ("1.5s", None),
+            ("ms", None),
+            ("10x", None),
+            ("99999999999999999999d", None),
+        ] {
+            assert_eq!(parse_l5d_duration(text), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn l5d_retry_conditions_parse_as_linkerd_does() {
+        assert_eq!(
+            parse_http_conditions("5xx, gateway-error,429,400-404,404-400,600,abc"),
+            RetryConditions::Http(vec![(500, 599), (502, 504), (429, 429), (400, 404)])
+        );
+        assert_eq!(
+            parse_grpc_conditions("unavailable,Internal,cancelled,deadline-exceeded,nope"),
+            RetryConditions::Grpc(vec![14, 13, 1, 4])
+        );
     }
 }

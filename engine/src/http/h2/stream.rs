@@ -239,7 +239,7 @@ pub async fn proxy<R: Runtime>(
         target.pick.as_ref(),
     );
     if let Some(policy) = &target.policy {
-        policy.record(&upstreams.ctx, &mut metrics);
+        route::record(&upstreams.ctx, policy, &mut metrics);
     }
     if connected.is_ok() {
         upstreams.tap(&mut metrics, &parts, target.addr, target.pick.as_ref());
@@ -340,7 +340,7 @@ async fn retried<R: Runtime>(
 ) {
     let mut metrics = upstreams.start(authority, Some(target.addr), target.pick.as_ref());
     if let Some(policy) = &target.policy {
-        policy.record(&upstreams.ctx, &mut metrics);
+        route::record(&upstreams.ctx, policy, &mut metrics);
     }
     upstreams.tap(&mut metrics, &parts, target.addr, target.pick.as_ref());
     let replay = retry::Replay {
