@@ -430,8 +430,11 @@ impl Dst {
                 .collect(),
         };
         self.balancer.borrow_mut().apply(&snapshot);
-        self.opaque.set(set.opaque);
-        *self.policy.borrow_mut() = set.policy.as_ref().map(|p| p.0.clone());
+        // Opaque when the profile says so, or the policy's protocol is opaque (or TLS).
+        let policy = set.policy.as_ref().map(|p| p.0.clone());
+        self.opaque
+            .set(set.opaque || policy.as_ref().is_some_and(|p| p.is_opaque()));
+        *self.policy.borrow_mut() = policy;
         self.set.set(match set.state {
             State::Pending => SetState::Pending,
             State::Resolved => SetState::Resolved { exists: set.exists },

@@ -73,6 +73,18 @@ pub fn http_policy_with_accrual(
     }
 }
 
+/// The policy of an opaque Service `ns/name:port`.
+pub fn opaque_policy(name: &str, port: u16) -> pb::OutboundPolicy {
+    pb::OutboundPolicy {
+        metadata: Some(resource("core", "Service", "ns", name, port)),
+        protocol: Some(pb::ProxyProtocol {
+            kind: Some(pb::proxy_protocol::Kind::Opaque(
+                pb::proxy_protocol::Opaque { routes: vec![] },
+            )),
+        }),
+    }
+}
+
 /// An HTTPRoute named `name` with these rules, for any host.
 pub fn http_route(name: &str, rules: Vec<pb::http_route::Rule>) -> pb::HttpRoute {
     pb::HttpRoute {

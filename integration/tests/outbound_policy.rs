@@ -32,6 +32,7 @@ both_runtimes!(
     grpc_unavailable_is_retried_with_its_body,
     h2_bodies_pass_a_retrying_route_whole,
     l5d_headers_set_retries_and_timeouts_where_allowed,
+    opaque_policy_skips_detection,
 );
 
 /// The original destination every test connection claims: a Service's cluster IP in the
@@ -709,4 +710,29 @@ async fn l5d_headers_set_retries_and_timeouts_where_allowed(runtime: &'static st
     let res = get(&mut conn, "/allowed", "l5d-timeout: 200ms\r\n").await;
     assert_eq!(res.status, 504, "{}", res.head);
     assert!(started.elapsed() < Duration::from_millis(1500));
+}
+
+async fn opaque_policy_skips_detection(runtime: &'static str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A server that speaks first: through detection it would wait for the client.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream.write_all(b"220 hello\r\n").await;
+        }
+    });
+    let ctrl = controller::new();
+    ctrl.outbound_policy(server, opaque_policy("smtp", server.port()));
+    let proxy = proxy_for(runtime, &ctrl, server);
+    let mut client = tokio::net::TcpStream::connect(proxy.outbound)
+        .await
+        .unwrap();
+    let mut greeting = [0u8; 11];
+    tokio::time::timeout(Duration::from_secs(3), client.read_exact(&mut greeting))
+        .await
+        .expect("the greeting came without detection's wait")
+        .unwrap();
+    assert_eq!(&greeting, b"220 hello\r\n");
+    assert_eq!(ctrl.outbound_calls(server), 1);
 }
