@@ -64,7 +64,22 @@ pub struct EndpointSet {
     /// For an original destination (`ip:port`): its outbound policy, when the policy
     /// controller has one and no ServiceProfile with routes overrides it.
     pub policy: Option<PolicyRef>,
+    /// For an original destination: its ServiceProfile's routes and overrides, when it has
+    /// any (they then replace the policy).
+    pub profile: Option<ProfileRef>,
 }
+
+/// Shared profile routing; snapshots compare it by identity.
+#[derive(Clone, Debug)]
+pub struct ProfileRef(pub Arc<crate::profile::ProfileRouting>);
+
+impl PartialEq for ProfileRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ProfileRef {}
 
 /// A shared outbound policy; snapshots compare it by identity.
 #[derive(Clone, Debug)]
@@ -360,6 +375,7 @@ impl EndpointSet {
             endpoints: BTreeMap::new(),
             opaque: false,
             policy: None,
+            profile: None,
         }
     }
 }
@@ -410,6 +426,7 @@ impl Publisher {
             endpoints: self.endpoints.clone(),
             opaque: false,
             policy: None,
+            profile: None,
         }));
     }
 }

@@ -26,9 +26,10 @@ use std::time::{Duration, Instant};
 use hickory_resolver::TokioResolver;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::discovery::{Discovery, EndpointMeta, EndpointSet, PolicyRef, State};
+use crate::discovery::{Discovery, EndpointMeta, EndpointSet, PolicyRef, ProfileRef, State};
 use crate::dns::DnsTtl;
 use crate::policy::outbound::watch::{OutboundPolicies, OutboundState};
+use crate::profile::ProfileRouting;
 
 /// How many requests may wait for the control thread; a shard that finds the queue full
 /// fails that request instead of waiting.
@@ -141,7 +142,7 @@ fn profile_watch(
             policy,
             version: 0,
             opaque: false,
-            override_policy: false,
+            profile: None,
         };
         watch.run(&discovery, &suffixes, &target).await;
         let mut map = watches.lock().unwrap_or_else(|e| e.into_inner());
@@ -166,8 +167,8 @@ struct ProfileWatch {
     policy: Option<watch::Receiver<OutboundState>>,
     version: u64,
     opaque: bool,
-    /// The profile has routes or `dst_overrides`: the policy is not used.
-    override_policy: bool,
+    /// The profile's routes and overrides, when it has any: the policy is not used.
+    profile: Option<ProfileRef>,
 }
 
 impl ProfileWatch {
@@ -186,7 +187,7 @@ impl ProfileWatch {
         };
         if let Some(profile) = &profile {
             self.opaque = profile.opaque_protocol;
-            self.override_policy = !profile.routes.is_empty() || !profile.dst_overrides.is_empty();
+            self.profile = ProfileRouting::from_profile(profile).map(|r| ProfileRef(Arc::new(r)));
         }
         let port = target
             .rsplit_once(':')
@@ -263,7 +264,9 @@ impl ProfileWatch {
     ) {
         self.version += 1;
         let policy = match self.policy.as_ref().map(|rx| rx.borrow().clone()) {
-            Some(OutboundState::Policy(policy)) if !self.override_policy => Some(PolicyRef(policy)),
+            Some(OutboundState::Policy(policy)) if self.profile.is_none() => {
+                Some(PolicyRef(policy))
+            }
             _ => None,
         };
         self.tx.send_replace(Arc::new(EndpointSet {
@@ -273,6 +276,7 @@ impl ProfileWatch {
             endpoints,
             opaque: self.opaque,
             policy,
+            profile: self.profile.clone(),
         }));
     }
 }
@@ -285,6 +289,7 @@ fn fallback(tx: &watch::Sender<Arc<EndpointSet>>, version: u64, opaque: bool) {
         endpoints: BTreeMap::new(),
         opaque,
         policy: None,
+        profile: None,
     }));
 }
 
@@ -410,5 +415,6 @@ fn publish(
         endpoints,
         opaque: false,
         policy: None,
+        profile: None,
     }));
 }

@@ -12,6 +12,7 @@ pub mod dns;
 pub mod dst;
 pub mod identity;
 pub mod policy;
+pub mod profile;
 pub mod tap;
 pub mod thread;
 

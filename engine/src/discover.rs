@@ -33,6 +33,7 @@ use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
 use ringlink_control::discovery::{EndpointSet, ProtocolHint, State};
 use ringlink_control::dst::{DstRequest, DstTx};
 use ringlink_control::policy::outbound::ClientPolicy;
+use ringlink_control::profile::{ProfileRouting, RetryBudget};
 use ringlink_control::thread::Phase;
 use ringlink_protocols::authority::{name_of, parse_authority};
 use tokio::sync::{oneshot, watch, Notify};
@@ -97,6 +98,9 @@ pub struct Dst {
     opaque: Cell<bool>,
     /// The outbound policy of an original destination, from the last snapshot.
     policy: RefCell<Option<Arc<ClientPolicy>>>,
+    /// Its ServiceProfile routing, when the profile has routes or overrides, and the
+    /// shard's retry budget for them.
+    profile: RefCell<Option<ProfileState>>,
     gauges: Gauges,
 }
 
@@ -132,6 +136,19 @@ pub enum DstError {
     Unavailable(String),
     /// No endpoint became ready within the failfast timeout.
     FailFast(Duration),
+}
+
+/// A ServiceProfile's routing and, if it has one, the shard's retry budget for it.
+pub type ProfileState = (Arc<ProfileRouting>, Option<Rc<Budget>>);
+
+/// A ServiceProfile's retry budget on one shard: retries may be `ratio` of the requests
+/// plus `min_per_second`, counted over the last `ttl` (ten slots of a tenth each), as
+/// linkerd2-proxy's budget bounds them; a retry the budget does not allow is not made.
+#[derive(Debug)]
+pub struct Budget {
+    params: RetryBudget,
+    /// `(slot start, requests, retries)`, oldest first.
+    slots: RefCell<std::collections::VecDeque<(Instant, u32, u32)>>,
 }
 
 /// Counts a queued request for as long as it waits.
@@ -256,6 +273,7 @@ impl Dsts {
             evicted: Cell::new(false),
             opaque: Cell::new(false),
             policy: RefCell::new(None),
+            profile: RefCell::new(None),
             gauges,
         });
         dsts.map.borrow_mut().insert(name.clone(), dst.clone());
@@ -313,6 +331,11 @@ impl Dst {
     /// policy controller has one).
     pub fn policy(&self) -> Option<Arc<ClientPolicy>> {
         self.policy.borrow().clone()
+    }
+
+    /// The ServiceProfile routing the last snapshot carried, and its retry budget.
+    pub fn profile(&self) -> Option<ProfileState> {
+        self.profile.borrow().clone()
     }
 
     /// Uses a policy backend's queue: how many requests may wait for an endpoint, and for
@@ -435,6 +458,19 @@ impl Dst {
         self.opaque
             .set(set.opaque || policy.as_ref().is_some_and(|p| p.is_opaque()));
         *self.policy.borrow_mut() = policy;
+        let mut profile = self.profile.borrow_mut();
+        let same = match (&*profile, &set.profile) {
+            (Some((current, _)), Some(new)) => Arc::ptr_eq(current, &new.0),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            *profile = set.profile.as_ref().map(|p| {
+                let budget = p.0.retry_budget.map(|b| Rc::new(Budget::new(b)));
+                (p.0.clone(), budget)
+            });
+        }
+        drop(profile);
         self.set.set(match set.state {
             State::Pending => SetState::Pending,
             State::Resolved => SetState::Resolved { exists: set.exists },
@@ -467,6 +503,59 @@ impl Dst {
                 .remove_label_values(&[dir, host, port, state]);
         }
         let _ = families.version.remove_label_values(&[dir, host, port]);
+    }
+}
+
+// === impl Budget ===
+
+impl Budget {
+    const SLOTS: u32 = 10;
+
+    pub fn new(params: RetryBudget) -> Self {
+        Budget {
+            params,
+            slots: RefCell::new(std::collections::VecDeque::new()),
+        }
+    }
+
+    /// Counts a request.
+    pub fn deposit(&self) {
+        self.with_current(|slot| slot.1 += 1);
+    }
+
+    /// Takes a retry from the budget; `false` when none is left.
+    pub fn try_withdraw(&self) -> bool {
+        let (requests, retries) = self.with_current(|_| {});
+        let ttl = self.params.ttl.as_secs_f64();
+        let allowed = f64::from(self.params.min_per_second) * ttl
+            + f64::from(self.params.ratio) * f64::from(requests);
+        if f64::from(retries) + 1.0 > allowed {
+            return false;
+        }
+        self.with_current(|slot| slot.2 += 1);
+        true
+    }
+
+    /// Drops the slots older than the window, applies `f` to the current one, and returns
+    /// the window's requests and retries.
+    fn with_current(&self, f: impl FnOnce(&mut (Instant, u32, u32))) -> (u32, u32) {
+        let now = Instant::now();
+        let width = self.params.ttl / Self::SLOTS;
+        let mut slots = self.slots.borrow_mut();
+        while slots
+            .front()
+            .is_some_and(|s| now.saturating_duration_since(s.0) >= self.params.ttl)
+        {
+            slots.pop_front();
+        }
+        if slots
+            .back()
+            .is_none_or(|s| now.saturating_duration_since(s.0) >= width)
+        {
+            slots.push_back((now, 0, 0));
+        }
+        f(slots.back_mut().expect("a current slot"));
+        slots.iter().fold((0, 0), |(r, t), s| (r + s.1, t + s.2))
     }
 }
 

@@ -64,6 +64,10 @@ pub struct PolicyRoute {
     pub grpc: bool,
     /// The rule's retries.
     pub retry: Option<Arc<Retry>>,
+    /// A ServiceProfile's retry budget, which each retry must fit in.
+    pub budget: Option<Rc<crate::discover::Budget>>,
+    /// Counted in the outbound route families (policy routes, not profile routes).
+    pub record: bool,
     /// Header changes for the request, from the rule's then the backend's filters.
     pub request_headers: Vec<ModifyHeader>,
     /// Header changes for the response.

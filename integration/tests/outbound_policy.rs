@@ -33,6 +33,10 @@ both_runtimes!(
     h2_bodies_pass_a_retrying_route_whole,
     l5d_headers_set_retries_and_timeouts_where_allowed,
     opaque_policy_skips_detection,
+    profile_routes_win_and_retry_within_their_budget,
+    profile_budget_bounds_retries,
+    profile_dst_overrides_split_traffic,
+    profile_route_timeout_answers_504,
 );
 
 /// The original destination every test connection claims: a Service's cluster IP in the
@@ -735,4 +739,169 @@ async fn opaque_policy_skips_detection(runtime: &'static str) {
         .unwrap();
     assert_eq!(&greeting, b"220 hello\r\n");
     assert_eq!(ctrl.outbound_calls(server), 1);
+}
+
+// === ServiceProfiles ===
+
+use linkerd2_proxy_api::destination as dst_pb;
+
+/// A profile route for paths matching `regex`, 5xx failures, retryable or not.
+fn profile_route(regex: &str, retryable: bool, timeout: Option<Duration>) -> dst_pb::Route {
+    dst_pb::Route {
+        condition: Some(dst_pb::RequestMatch {
+            r#match: Some(dst_pb::request_match::Match::Path(dst_pb::PathMatch {
+                regex: regex.to_string(),
+            })),
+        }),
+        response_classes: vec![dst_pb::ResponseClass {
+            condition: Some(dst_pb::ResponseMatch {
+                r#match: Some(dst_pb::response_match::Match::Status(
+                    dst_pb::HttpStatusRange { min: 500, max: 599 },
+                )),
+            }),
+            is_failure: true,
+        }],
+        is_retryable: retryable,
+        timeout: timeout.map(|t| t.try_into().unwrap()),
+        ..Default::default()
+    }
+}
+
+fn budget(ratio: f32, min_per_second: u32, ttl: Duration) -> dst_pb::RetryBudget {
+    dst_pb::RetryBudget {
+        retry_ratio: ratio,
+        min_retries_per_second: min_per_second,
+        ttl: Some(ttl.try_into().unwrap()),
+    }
+}
+
+/// The VIP's profile names the `web` service; its endpoints are `backends`.
+fn web_profile(ctrl: &Controller, backends: &[&Backend], profile: dst_pb::DestinationProfile) {
+    ctrl.destination("web.ns.svc.cluster.local:7000")
+        .add(backends.iter().map(|b| b.addr));
+    ctrl.profile(
+        VIP,
+        dst_pb::DestinationProfile {
+            fully_qualified_name: "web.ns.svc.cluster.local".to_string(),
+            ..profile
+        },
+    );
+}
+
+async fn profile_routes_win_and_retry_within_their_budget(runtime: &'static str) {
+    let ctrl = controller::new();
+    let web = backend("web", 0).await;
+    web.fail_percent
+        .store(100, std::sync::atomic::Ordering::SeqCst);
+    let canary = services(&ctrl, &["canary"]).await;
+    // A policy that would send everything to the canary: the profile's routes win.
+    let routes = vec![http_route(
+        "all",
+        vec![rule(vec![], to(balancer("canary", &path("canary"))))],
+    )];
+    ctrl.outbound_policy(vip(), http_policy("web", 7000, routes));
+    web_profile(
+        &ctrl,
+        &[&web],
+        dst_pb::DestinationProfile {
+            routes: vec![
+                profile_route("/retry/.*", true, None),
+                profile_route("/.*", false, None),
+            ],
+            retry_budget: Some(budget(0.2, 100, Duration::from_secs(10))),
+            ..Default::default()
+        },
+    );
+    let proxy = proxy_for(runtime, &ctrl, vip());
+    let mut conn = Conn::connect(proxy.outbound).await;
+    assert_eq!(get(&mut conn, "/retry/me", "").await.status, 503);
+    assert_eq!(web.hits(), 4, "a retryable route: three retries");
+    assert_eq!(get(&mut conn, "/other", "").await.status, 503);
+    assert_eq!(web.hits(), 5, "not retryable: once");
+    web.fail_percent
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(get(&mut conn, "/retry/me", "").await.body_str(), "web");
+    assert_eq!(canary[0].hits(), 0, "the policy's route was not used");
+}
+
+async fn profile_budget_bounds_retries(runtime: &'static str) {
+    let ctrl = controller::new();
+    let web = backend("web", 0).await;
+    web.fail_percent
+        .store(100, std::sync::atomic::Ordering::SeqCst);
+    web_profile(
+        &ctrl,
+        &[&web],
+        dst_pb::DestinationProfile {
+            routes: vec![profile_route("/.*", true, None)],
+            // One retry per second, none earned by requests.
+            retry_budget: Some(budget(0.0, 1, Duration::from_secs(10))),
+            ..Default::default()
+        },
+    );
+    let proxy = proxy_for(runtime, &ctrl, vip());
+    let mut conn = Conn::connect(proxy.outbound).await;
+    for _ in 0..20 {
+        assert_eq!(get(&mut conn, "/", "").await.status, 503);
+    }
+    // 20 requests in well under a second: the budget allows 10 retries in its window.
+    let retries = web.hits() - 20;
+    assert!(retries <= 10, "{retries} retries beyond the budget");
+    assert!(retries >= 1, "the budget allows some");
+}
+
+async fn profile_dst_overrides_split_traffic(runtime: &'static str) {
+    let ctrl = controller::new();
+    let web = backend("web", 0).await;
+    let split = services(&ctrl, &["stable", "canary"]).await;
+    web_profile(
+        &ctrl,
+        &[&web],
+        dst_pb::DestinationProfile {
+            dst_overrides: vec![
+                dst_pb::WeightedDst {
+                    authority: path("stable"),
+                    weight: 900,
+                    ..Default::default()
+                },
+                dst_pb::WeightedDst {
+                    authority: path("canary"),
+                    weight: 100,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        },
+    );
+    let proxy = proxy_for(runtime, &ctrl, vip());
+    let mut conn = Conn::connect(proxy.outbound).await;
+    for _ in 0..1000 {
+        assert_eq!(get(&mut conn, "/", "").await.status, 200);
+    }
+    assert_eq!(web.hits(), 0, "overridden");
+    let canary = split[1].hits();
+    assert_eq!(split[0].hits() + canary, 1000);
+    assert!((62..=138).contains(&canary), "canary got {canary} of 1000");
+}
+
+async fn profile_route_timeout_answers_504(runtime: &'static str) {
+    let ctrl = controller::new();
+    let web = backend("web", 2000).await;
+    web_profile(
+        &ctrl,
+        &[&web],
+        dst_pb::DestinationProfile {
+            routes: vec![profile_route(
+                "/.*",
+                false,
+                Some(Duration::from_millis(200)),
+            )],
+            ..Default::default()
+        },
+    );
+    let proxy = proxy_for(runtime, &ctrl, vip());
+    let mut conn = Conn::connect(proxy.outbound).await;
+    let started = Instant::now();
+    assert_eq!(get(&mut conn, "/", "").await.status, 504);
+    assert!(started.elapsed() < Duration::from_millis(1500));
 }

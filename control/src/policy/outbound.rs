@@ -160,7 +160,7 @@ pub struct Timeouts {
 }
 
 /// A rule's retry policy.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Retry {
     pub max_retries: u32,
     /// Requests with a longer body are not retried.
@@ -172,12 +172,14 @@ pub struct Retry {
 }
 
 /// Which responses are retried.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum RetryConditions {
     /// HTTP statuses in these inclusive ranges.
     Http(Vec<(u16, u16)>),
     /// gRPC status codes (from the response's trailers, or its headers when it has none).
     Grpc(Vec<u32>),
+    /// A ServiceProfile route's failures, by its response classes.
+    Profile(Arc<[crate::profile::ResponseClass]>),
 }
 
 /// An exponential backoff.
@@ -209,6 +211,9 @@ impl Retry {
                 .iter()
                 .any(|&(start, end)| (start..=end).contains(&http_status)),
             RetryConditions::Grpc(codes) => grpc_status.is_some_and(|c| codes.contains(&c)),
+            RetryConditions::Profile(classes) => {
+                crate::profile::ResponseClass::is_failure(classes, http_status)
+            }
         }
     }
 }

@@ -132,6 +132,18 @@ struct RetryPlan {
     policy: Arc<Retry>,
     left: Cell<u32>,
     body: Vec<u8>,
+    /// A ServiceProfile's budget, which each retry must fit in.
+    budget: Option<Rc<crate::discover::Budget>>,
+}
+
+impl RetryPlan {
+    /// Whether a response with this status (and `grpc-status`) is tried again: a retry is
+    /// left, the policy names it, and the budget (if any) allows one more.
+    fn retries(&self, status: u16, grpc_status: Option<u32>) -> bool {
+        self.left.get() > 0
+            && self.policy.retries(status, grpc_status)
+            && self.budget.as_ref().is_none_or(|b| b.try_withdraw())
+    }
 }
 
 // === functions ===
@@ -324,6 +336,7 @@ impl<R: Runtime> Session<'_, R> {
                     policy: retry.clone(),
                     left: Cell::new(retry.max_retries),
                     body,
+                    budget: policy.budget.clone(),
                 }))
             });
         }
@@ -523,7 +536,9 @@ impl<R: Runtime> Session<'_, R> {
                     }
                     conn.error = Some(io::ErrorKind::TimedOut.into());
                     let retryable = self.request.head_at().is_none()
-                        && plan.retry.as_ref().is_some_and(|r| r.left.get() > 0);
+                        && plan.retry.as_ref().is_some_and(|r| {
+                            r.left.get() > 0 && r.budget.as_ref().is_none_or(|b| b.try_withdraw())
+                        });
                     if self.request.head_at().is_some() {
                         self.request.error("route_timeout");
                         return Next::Abort(io::ErrorKind::TimedOut.into());

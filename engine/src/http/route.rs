@@ -59,6 +59,9 @@ pub async fn route<R: Runtime>(
         Route::Fixed(addr) if ctx.dsts.has_profile(addr) => {
             let parent = cache.parent::<R>(&ctx.dsts, direction, addr);
             parent.settle::<R>().await;
+            if let Some(profile) = parent.profile() {
+                return profile_route(ctx, &parent, profile, addr, request, cache).await;
+            }
             match parent.policy() {
                 Some(policy) => policy_route(ctx, &policy, addr, request, cache).await,
                 None => match ctx.dsts.suffix_name(authority) {
@@ -182,6 +185,8 @@ async fn policy_route<R: Runtime>(
         timeouts: rule.timeouts,
         grpc,
         retry: rule.retry,
+        budget: None,
+        record: true,
         request_headers,
         response_headers,
     }));
@@ -373,6 +378,86 @@ fn filtered_status(error: &ProxyError, grpc: bool) -> RouteStatus {
     }
 }
 
+/// The target a ServiceProfile with routes or overrides gives `request`: its first
+/// matching route's timeout and (within the profile's budget) retries, to an authority of
+/// `dst_overrides` drawn by weight, or else to the destination's own endpoints.
+async fn profile_route<R: Runtime>(
+    ctx: &ShardCtx<R>,
+    parent: &Rc<crate::discover::Dst>,
+    (profile, budget): (
+        Arc<ringlink_control::profile::ProfileRouting>,
+        Option<Rc<crate::discover::Budget>>,
+    ),
+    addr: std::net::SocketAddr,
+    request: &Request<'_>,
+    cache: &DstCache,
+) -> Result<Target, ProxyError> {
+    let route = profile.route(request.view.method, request.view.path());
+    if let Some(budget) = &budget {
+        budget.deposit();
+    }
+    let total: u64 = profile
+        .dst_overrides
+        .iter()
+        .map(|(_, w)| u64::from(*w))
+        .sum();
+    let overridden = (total > 0).then(|| {
+        let mut at = ctx.policies.random() % total;
+        profile
+            .dst_overrides
+            .iter()
+            .find(|(_, w)| {
+                let hit = at < u64::from(*w);
+                at = at.saturating_sub(u64::from(*w));
+                hit
+            })
+            .map(|(authority, _)| authority.clone())
+    });
+    let mut target = match overridden.flatten() {
+        Some(authority) => {
+            let (host, port) = parse_authority(&authority)
+                .ok_or_else(|| ProxyError::Unavailable(format!("bad override {authority}")))?;
+            match name_of(&host, port) {
+                Some(name) => balanced(ctx, Direction::Outbound, cache, &name, None).await?,
+                None => discover::dns::resolve::<R>(&ctx.dns, &host, port)
+                    .await
+                    .map(Target::addr)
+                    .map_err(ProxyError::Resolve)?,
+            }
+        }
+        None => match parent.pick::<R>(&ctx.dsts).await {
+            Ok(pick) => Target {
+                addr: pick.addr(),
+                dst: Some(parent.clone()),
+                pick: Some(pick),
+                name: Some(parent.name.clone()),
+                policy: None,
+            },
+            Err(DstError::Fallback) => Target::addr(addr),
+            Err(error) => return Err(error.into()),
+        },
+    };
+    if let Some(route) = route {
+        let none = Meta::new_default("profile");
+        target.policy = Some(Box::new(PolicyRoute {
+            parent: none.clone(),
+            route: none.clone(),
+            backend: none,
+            timeouts: Timeouts {
+                request: route.timeout,
+                ..Timeouts::default()
+            },
+            grpc: false,
+            retry: route.retry.clone(),
+            budget,
+            record: false,
+            request_headers: Vec::new(),
+            response_headers: Vec::new(),
+        }));
+    }
+    Ok(target)
+}
+
 /// What a matched rule passes on, whichever its filter type.
 struct RuleParts {
     meta: Arc<Meta>,
@@ -466,6 +551,9 @@ pub fn record<R: Runtime>(
     policy: &PolicyRoute,
     metrics: &mut crate::telemetry::RequestMetrics,
 ) {
+    if !policy.record {
+        return;
+    }
     let outbound = &ctx.http.outbound;
     metrics.routed(|| outbound.start(&policy.parent, &policy.route, &policy.backend, policy.grpc));
 }
@@ -497,13 +585,17 @@ mod tests {
 
     #[test]
     fn l5d_retry_conditions_parse_as_linkerd_does() {
-        assert_eq!(
-            parse_http_conditions("5xx, gateway-error,429,400-404,404-400,600,abc"),
-            RetryConditions::Http(vec![(500, 599), (502, 504), (429, 429), (400, 404)])
-        );
-        assert_eq!(
-            parse_grpc_conditions("unavailable,Internal,cancelled,deadline-exceeded,nope"),
-            RetryConditions::Grpc(vec![14, 13, 1, 4])
-        );
+        let RetryConditions::Http(ranges) =
+            parse_http_conditions("5xx, gateway-error,429,400-404,404-400,600,abc")
+        else {
+            panic!("HTTP conditions");
+        };
+        assert_eq!(ranges, vec![(500, 599), (502, 504), (429, 429), (400, 404)]);
+        let RetryConditions::Grpc(codes) =
+            parse_grpc_conditions("unavailable,Internal,cancelled,deadline-exceeded,nope")
+        else {
+            panic!("gRPC conditions");
+        };
+        assert_eq!(codes, vec![14, 13, 1, 4]);
     }
 }

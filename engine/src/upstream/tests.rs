@@ -69,6 +69,7 @@ async fn run_case<R: Runtime>(fails: Fails) {
         )]),
         opaque: false,
         policy: None,
+        profile: None,
     };
     let (_set_tx, set_rx) = watch::channel(Arc::new(set));
     request.reply.send(set_rx).unwrap();

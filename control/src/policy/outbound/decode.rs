@@ -8,9 +8,23 @@
 //! zero nor below its minimum, and its jitter ratio lies in 0..=100.
 //!
 //! Matches and filters reuse the inbound decoders (the same `http_route` / `grpc_route`
-//! messages). The success-rate (`Unified`) failure accrual of 2026 is kept as its
-//! consecutive-failures part (`max_consecutive_failures` and `backoff`); its success-rate
-//! window is not enforced (see the issue note).
+//! messages); a rule without matches keeps an empty list, which [`super::super::inbound::find`]
+//! treats as matching every request. A filter without a kind becomes
+//! [`HttpFilter::InternalError`] / [`GrpcFilter::InternalError`] (requests through it fail
+//! 500), as the inbound decoder does; linkerd2-proxy rejects the whole policy instead. An HTTP
+//! retry's `max_retries` must fit 16 bits, as linkerd2-proxy's `http.rs` requires.
+//!
+//! Failure accrual: `ConsecutiveFailures` needs its backoff (as in linkerd2-proxy) and becomes
+//! [`FailureAccrual::None`] when `max_failures` is 0 (the breaker would never close). The
+//! success-rate (`Unified`) kind of 2026 is kept as its consecutive-failures part
+//! (`max_consecutive_failures` and `backoff`); without a backoff, or with
+//! `max_consecutive_failures` 0, it is `None` (linkerd2-proxy rejects a missing backoff); a
+//! backoff that is present but invalid is still an error. Its success-rate threshold and
+//! window are not enforced. An accrual without a kind is invalid, as in linkerd2-proxy.
+//!
+//! Also unlike linkerd2-proxy: a `Detect` protocol's `opaque` part is ignored (it may be
+//! absent), and resource metadata is decoded as the inbound decoder does (empty group, kind,
+//! name or namespace are accepted).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +61,8 @@ pub enum InvalidPolicy {
     EmptyDistribution(&'static str),
     #[error("invalid retry condition")]
     RetryCondition,
+    #[error("HTTP retry max_retries must fit 16 bits: {0}")]
+    MaxRetries(u32),
     #[error("invalid forward address")]
     ForwardAddr,
 }
@@ -376,6 +392,9 @@ fn http_retry(retry: api::http_route::Retry) -> Result<Retry> {
             Ok((start, end))
         })
         .collect::<Result<_>>()?;
+    if u16::try_from(retry.max_retries).is_err() {
+        return Err(InvalidPolicy::MaxRetries(retry.max_retries));
+    }
     Ok(Retry {
         max_retries: retry.max_retries,
         max_request_bytes: retry.max_request_bytes as usize,
@@ -421,10 +440,19 @@ fn failure_accrual(accrual: Option<api::FailureAccrual>) -> Result<FailureAccrua
         .kind
         .ok_or(InvalidPolicy::Missing("failure accrual kind"))?
     {
-        Kind::ConsecutiveFailures(c) => (c.max_failures, c.backoff),
-        Kind::Unified(u) => (u.max_consecutive_failures, u.backoff),
+        Kind::ConsecutiveFailures(c) => (
+            c.max_failures,
+            c.backoff
+                .ok_or(InvalidPolicy::Missing("failure accrual backoff"))?,
+        ),
+        // Only the consecutive-failures part of the success-rate kind is kept; without it
+        // (no backoff, or no failure count) the breaker is off.
+        Kind::Unified(u) => match u.backoff {
+            Some(b) => (u.max_consecutive_failures, b),
+            None => return Ok(FailureAccrual::None),
+        },
     };
-    let backoff = backoff(proto_backoff.ok_or(InvalidPolicy::Missing("failure accrual backoff"))?)?;
+    let backoff = backoff(proto_backoff)?;
     if max_failures == 0 {
         return Ok(FailureAccrual::None);
     }

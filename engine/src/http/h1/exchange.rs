@@ -516,9 +516,9 @@ async fn relay_response<R: Runtime>(
         Err(relayed) => return relayed,
     };
     let grpc = res.headers.get("content-type").is_some_and(is_grpc);
-    if let Some(retry) = plan.retry.as_ref().filter(|r| r.left.get() > 0) {
+    if let Some(retry) = &plan.retry {
         let grpc_status = res.headers.get("grpc-status").and_then(parse_grpc_status);
-        if retry.policy.retries(res.status, grpc_status) {
+        if retry.retries(res.status, grpc_status) {
             return Relayed::RetryStatus(res.status);
         }
     }

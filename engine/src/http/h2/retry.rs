@@ -57,7 +57,7 @@ pub(super) struct Replay<'a> {
 pub(super) async fn send<R: Runtime>(
     upstreams: &Rc<Upstreams<R>>,
     target: &mut Target,
-    retry: &Retry,
+    (retry, budget): (&Retry, Option<&crate::discover::Budget>),
     replay: &Replay<'_>,
     deadline: Option<(Duration, Instant)>,
     metrics: &mut RequestMetrics,
@@ -91,9 +91,10 @@ pub(super) async fn send<R: Runtime>(
                 retry.retries(response.status().as_u16(), grpc_status)
             }
         };
+        let allowed = retryable && left > 0 && budget.is_none_or(|b| b.try_withdraw());
         match tried {
-            Some(response) if !retryable || left == 0 => return Ok((response, sent_at)),
-            None if left == 0 => {
+            Some(response) if !allowed => return Ok((response, sent_at)),
+            None if !allowed => {
                 return Err(ProxyError::RouteTimeout(retry.timeout.unwrap_or_default()))
             }
             _ => {}

@@ -348,10 +348,11 @@ async fn retried<R: Runtime>(
         data: &data,
         trailers: trailers.as_ref(),
     };
+    let budget = target.policy.as_ref().and_then(|p| p.budget.clone());
     let sent = retry::send::<R>(
         &upstreams,
         &mut target,
-        &retry,
+        (&retry, budget.as_deref()),
         &replay,
         deadline,
         &mut metrics,
