@@ -127,7 +127,11 @@ async fn resets_are_counted_with_errno(runtime: &'static str) {
     let mut buf = [0u8; 8];
     assert!(stream.read(&mut buf).await.is_err());
     let dst = [("peer", "dst"), ("errno", "ECONNRESET")];
-    let series = scrape_until(&proxy, |s| sum(s, "tcp_close_total", &dst) == 1.0).await;
+    // Both sides' closes are counted as each side's task ends: wait for both.
+    let series = scrape_until(&proxy, |s| {
+        sum(s, "tcp_close_total", &dst) == 1.0 && sum(s, "tcp_close_total", &[]) >= 2.0
+    })
+    .await;
     assert_eq!(sum(&series, "tcp_close_total", &dst), 1.0, "{series:#?}");
     // Counted once, on the side that failed: the client was reset by the proxy, which is
     // not the client failing.
