@@ -1,12 +1,16 @@
 //! A mock Linkerd controller: a real tonic server on loopback serving
-//! `io.linkerd.proxy.destination.Destination` and
-//! `io.linkerd.proxy.inbound.InboundServerPolicies` from `linkerd2-proxy-api`'s generated
-//! code.
+//! `io.linkerd.proxy.destination.Destination`, and a second one serving
+//! `io.linkerd.proxy.inbound.InboundServerPolicies` and
+//! `io.linkerd.proxy.outbound.OutboundPolicies` ([`Controller::policy_addr`]), from
+//! `linkerd2-proxy-api`'s generated code.
 //!
 //! Outbound policies are scripted per target address ([`Controller::outbound_policy`]):
 //! every open `Watch` stream of the target receives the policy, now and at each later
 //! update; a target with no policy is answered `NotFound`, as Linkerd's policy controller
-//! answers for addresses that are not Services.
+//! answers for addresses that are not Services. Setting a policy later does not reach a
+//! client that was refused (linkerd2-proxy does not retry `NotFound`) until it asks again.
+//! `Get` (unary) is answered `Unimplemented`; builders of policies are in
+//! [`crate::outbound_policy`].
 //!
 //! Inbound policies are scripted per port ([`Controller::inbound_policy`]): every open
 //! `WatchPort` stream of that port receives the policy, now and at each later update; a
@@ -147,7 +151,7 @@ impl Controller {
         self.addr
     }
 
-    /// The InboundServerPolicies service's address.
+    /// The address of the policy services (InboundServerPolicies and OutboundPolicies).
     pub fn policy_addr(&self) -> SocketAddr {
         self.policy_addr
     }

@@ -367,3 +367,287 @@ pub fn grpc_route_retrying(name: &str, backend: pb::Backend, max_retries: u32) -
         rules: vec![rule],
     }
 }
+
+// === more builders ===
+
+/// A consecutive-failures breaker: `max_failures` in a row eject an endpoint for a backoff
+/// from `min` to `max` (no jitter).
+pub fn consecutive_failures(max_failures: u32, min: Duration, max: Duration) -> pb::FailureAccrual {
+    pb::FailureAccrual {
+        kind: Some(pb::failure_accrual::Kind::ConsecutiveFailures(
+            pb::failure_accrual::ConsecutiveFailures {
+                max_failures,
+                backoff: Some(backoff(min, max)),
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+/// `policy` with `accrual` on each of its HTTP/gRPC protocols (`Detect`'s HTTP/1 and HTTP/2,
+/// `Http1`, `Http2`, `Grpc`); opaque and TLS policies are returned unchanged.
+pub fn with_failure_accrual(
+    mut policy: pb::OutboundPolicy,
+    accrual: pb::FailureAccrual,
+) -> pb::OutboundPolicy {
+    use pb::proxy_protocol::Kind;
+    match policy.protocol.as_mut().and_then(|p| p.kind.as_mut()) {
+        Some(Kind::Detect(d)) => {
+            if let Some(h1) = d.http1.as_mut() {
+                h1.failure_accrual = Some(accrual);
+            }
+            if let Some(h2) = d.http2.as_mut() {
+                h2.failure_accrual = Some(accrual);
+            }
+        }
+        Some(Kind::Http1(h1)) => h1.failure_accrual = Some(accrual),
+        Some(Kind::Http2(h2)) => h2.failure_accrual = Some(accrual),
+        Some(Kind::Grpc(g)) => g.failure_accrual = Some(accrual),
+        Some(Kind::Opaque(_) | Kind::Tls(_)) | None => {}
+    }
+    policy
+}
+
+/// `route` for these exact hostnames only.
+pub fn with_hosts(mut route: pb::HttpRoute, hosts: &[&str]) -> pb::HttpRoute {
+    route.hosts = hosts
+        .iter()
+        .map(|h| http_route::HostMatch {
+            r#match: Some(http_route::host_match::Match::Exact(h.to_string())),
+        })
+        .collect();
+    route
+}
+
+/// `rule` with these timeouts (`None`: unset): `request` bounds the whole exchange,
+/// `response` the wait for the response head, `idle` a silent body.
+pub fn with_timeouts(
+    mut rule: pb::http_route::Rule,
+    request: Option<Duration>,
+    response: Option<Duration>,
+    idle: Option<Duration>,
+) -> pb::http_route::Rule {
+    rule.timeouts = Some(http_route::Timeouts {
+        request: request.map(duration),
+        response: response.map(duration),
+        idle: idle.map(duration),
+    });
+    rule
+}
+
+/// An HTTP retry policy: up to `max_retries` tries again for responses with a status in
+/// `statuses` (inclusive ranges), each within `timeout`, for bodies up to 64 KiB, without
+/// backoff. Set it with [`with_http_retry`].
+pub fn http_retry(
+    max_retries: u32,
+    statuses: &[(u32, u32)],
+    timeout: Option<Duration>,
+) -> pb::http_route::Retry {
+    use pb::http_route::retry::{conditions::StatusRange, Conditions};
+    pb::http_route::Retry {
+        max_retries,
+        max_request_bytes: 64 * 1024,
+        conditions: Some(Conditions {
+            status_ranges: statuses
+                .iter()
+                .map(|&(start, end)| StatusRange { start, end })
+                .collect(),
+        }),
+        timeout: timeout.map(duration),
+        backoff: None,
+    }
+}
+
+/// `rule` with `retry` (see [`http_retry`]).
+pub fn with_http_retry(
+    mut rule: pb::http_route::Rule,
+    retry: pb::http_route::Retry,
+) -> pb::http_route::Rule {
+    rule.retry = Some(retry);
+    rule
+}
+
+/// An exponential backoff from `min` to `max` without jitter (for retries and breakers).
+pub fn backoff(min: Duration, max: Duration) -> pb::ExponentialBackoff {
+    pb::ExponentialBackoff {
+        min_backoff: Some(duration(min)),
+        max_backoff: Some(duration(max)),
+        jitter_ratio: 0.0,
+        ..Default::default()
+    }
+}
+
+/// The first ready backend, in this order.
+pub fn first_available(backends: Vec<pb::Backend>) -> pb::http_route::Distribution {
+    use pb::http_route::{distribution, RouteBackend};
+    pb::http_route::Distribution {
+        kind: Some(distribution::Kind::FirstAvailable(
+            distribution::FirstAvailable {
+                backends: backends
+                    .into_iter()
+                    .map(|backend| RouteBackend {
+                        backend: Some(backend),
+                        filters: vec![],
+                        #[allow(deprecated)]
+                        request_timeout: None,
+                    })
+                    .collect(),
+            },
+        )),
+    }
+}
+
+/// No backend: requests fail with 503.
+pub fn no_backends() -> pb::http_route::Distribution {
+    use pb::http_route::distribution;
+    pb::http_route::Distribution {
+        kind: Some(distribution::Kind::Empty(distribution::Empty {})),
+    }
+}
+
+/// Requests whose path is exactly `path`.
+pub fn path_exact(path: &str) -> http_route::HttpRouteMatch {
+    http_route::HttpRouteMatch {
+        path: Some(http_route::PathMatch {
+            kind: Some(http_route::path_match::Kind::Exact(path.to_string())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The conjunction of two matches' conditions (`a`'s path and method win when both have
+/// one): e.g. `and(path_prefix("/api"), header("x-canary", "true"))`.
+pub fn and(
+    a: http_route::HttpRouteMatch,
+    b: http_route::HttpRouteMatch,
+) -> http_route::HttpRouteMatch {
+    let mut m = a;
+    m.path = m.path.or(b.path);
+    m.method = m.method.or(b.method);
+    m.headers.extend(b.headers);
+    m.query_params.extend(b.query_params);
+    m
+}
+
+/// A GRPCRoute named `name` with these rules, for any host. See [`grpc_policy`].
+pub fn grpc_route(name: &str, rules: Vec<pb::grpc_route::Rule>) -> pb::GrpcRoute {
+    pb::GrpcRoute {
+        metadata: Some(resource(
+            "gateway.networking.k8s.io",
+            "GRPCRoute",
+            "ns",
+            name,
+            0,
+        )),
+        hosts: vec![],
+        rules,
+    }
+}
+
+/// A gRPC rule: calls matching any of `matches` (all when empty) go to the first ready of
+/// `backends`; set `retry`, `timeouts` and `filters` on the returned value as needed.
+pub fn grpc_rule(
+    matches: Vec<linkerd2_proxy_api::grpc_route::GrpcRouteMatch>,
+    backends: Vec<pb::Backend>,
+) -> pb::grpc_route::Rule {
+    use pb::grpc_route::{distribution, Distribution, RouteBackend, Rule};
+    #[allow(deprecated)]
+    Rule {
+        matches,
+        filters: vec![],
+        backends: Some(Distribution {
+            kind: Some(distribution::Kind::FirstAvailable(
+                distribution::FirstAvailable {
+                    backends: backends
+                        .into_iter()
+                        .map(|backend| RouteBackend {
+                            backend: Some(backend),
+                            filters: vec![],
+                            request_timeout: None,
+                        })
+                        .collect(),
+                },
+            )),
+        }),
+        request_timeout: None,
+        timeouts: None,
+        retry: None,
+        allow_l5d_request_headers: false,
+    }
+}
+
+/// Calls of `service`'s `method` (an empty string matches any).
+pub fn rpc(service: &str, method: &str) -> linkerd2_proxy_api::grpc_route::GrpcRouteMatch {
+    linkerd2_proxy_api::grpc_route::GrpcRouteMatch {
+        rpc: Some(linkerd2_proxy_api::grpc_route::GrpcRpcMatch {
+            service: service.to_string(),
+            method: method.to_string(),
+        }),
+        headers: vec![],
+    }
+}
+
+/// A gRPC retry policy: up to `max_retries` tries again for calls ending with one of
+/// `codes` (of CANCELLED 1, DEADLINE_EXCEEDED 4, RESOURCE_EXHAUSTED 8, INTERNAL 13,
+/// UNAVAILABLE 14; others panic), each within `timeout`, for bodies up to 64 KiB.
+pub fn grpc_retry(
+    max_retries: u32,
+    codes: &[u32],
+    timeout: Option<Duration>,
+) -> pb::grpc_route::Retry {
+    let mut conditions = pb::grpc_route::retry::Conditions::default();
+    for code in codes {
+        match code {
+            1 => conditions.cancelled = true,
+            4 => conditions.deadine_exceeded = true,
+            8 => conditions.resource_exhausted = true,
+            13 => conditions.internal = true,
+            14 => conditions.unavailable = true,
+            other => panic!("gRPC code {other} cannot be retried by policy"),
+        }
+    }
+    pb::grpc_route::Retry {
+        max_retries,
+        max_request_bytes: 64 * 1024,
+        conditions: Some(conditions),
+        timeout: timeout.map(duration),
+        backoff: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_accrual_is_set_on_each_http_protocol() {
+        let accrual = consecutive_failures(3, Duration::from_secs(1), Duration::from_secs(5));
+        let p = with_failure_accrual(http_policy("web", 80, vec![]), accrual);
+        let Some(pb::proxy_protocol::Kind::Detect(d)) = p.protocol.unwrap().kind else {
+            panic!("Detect expected");
+        };
+        assert_eq!(d.http1.unwrap().failure_accrual, Some(accrual));
+        assert_eq!(d.http2.unwrap().failure_accrual, Some(accrual));
+        let p = with_failure_accrual(grpc_policy("echo", 80, vec![]), accrual);
+        let Some(pb::proxy_protocol::Kind::Grpc(g)) = p.protocol.unwrap().kind else {
+            panic!("Grpc expected");
+        };
+        assert_eq!(g.failure_accrual, Some(accrual));
+        let p = opaque_policy("smtp", 25);
+        assert_eq!(with_failure_accrual(p.clone(), accrual), p);
+    }
+
+    #[test]
+    fn grpc_retry_codes() {
+        let c = grpc_retry(2, &[4, 14], None).conditions.unwrap();
+        assert!(c.deadine_exceeded && c.unavailable);
+        assert!(!c.cancelled && !c.resource_exhausted && !c.internal);
+    }
+
+    #[test]
+    fn and_combines_matches() {
+        let m = and(path_prefix("/api"), header("x-canary", "true"));
+        assert!(m.path.is_some());
+        assert_eq!(m.headers.len(), 1);
+    }
+}

@@ -245,3 +245,287 @@ fn failed(target: SocketAddr, status: &tonic::Status, received: bool) -> Outcome
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The watch against a scripted in-process `OutboundPolicies` server. The end-to-end
+    //! behaviour (through the proxy) is tested with the integration crate's mock controller.
+
+    use std::collections::VecDeque;
+
+    use linkerd2_proxy_api::meta;
+    use linkerd2_proxy_api::outbound::outbound_policies_server::{
+        OutboundPolicies as Api, OutboundPoliciesServer,
+    };
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
+    use tonic::{Request, Response, Status};
+
+    use super::*;
+
+    type Item = Result<api::OutboundPolicy, Status>;
+    type Updates = mpsc::UnboundedSender<Item>;
+    /// A scripted answer: a stream of updates, or a refusal.
+    type Answer = Result<mpsc::UnboundedReceiver<Item>, Status>;
+
+    /// Each `Watch` call takes the next scripted answer; with none left it is `Unavailable`.
+    #[derive(Clone, Default)]
+    struct Mock {
+        script: Arc<Mutex<VecDeque<Answer>>>,
+        calls: Arc<Mutex<Vec<api::TrafficSpec>>>,
+    }
+
+    impl Mock {
+        fn refuse(&self, status: Status) {
+            self.script.lock().unwrap().push_back(Err(status));
+        }
+
+        fn stream(&self) -> Updates {
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.script.lock().unwrap().push_back(Ok(rx));
+            tx
+        }
+
+        fn calls(&self) -> usize {
+            self.calls.lock().unwrap().len()
+        }
+    }
+
+    #[tonic::async_trait]
+    impl Api for Mock {
+        type WatchStream = UnboundedReceiverStream<Item>;
+
+        async fn get(
+            &self,
+            _: Request<api::TrafficSpec>,
+        ) -> Result<Response<api::OutboundPolicy>, Status> {
+            Err(Status::unimplemented("unused"))
+        }
+
+        async fn watch(
+            &self,
+            request: Request<api::TrafficSpec>,
+        ) -> Result<Response<Self::WatchStream>, Status> {
+            self.calls.lock().unwrap().push(request.into_inner());
+            match self.script.lock().unwrap().pop_front() {
+                Some(Ok(rx)) => Ok(Response::new(UnboundedReceiverStream::new(rx))),
+                Some(Err(status)) => Err(status),
+                None => Err(Status::unavailable("nothing scripted")),
+            }
+        }
+    }
+
+    async fn serve(mock: Mock) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                if tx.send(Ok::<_, std::io::Error>(conn)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .serve_with_incoming(OutboundPoliciesServer::new(mock), ReceiverStream::new(rx)),
+        );
+        addr
+    }
+
+    fn limits() -> StreamLimits {
+        StreamLimits {
+            connect_timeout: Duration::from_secs(1),
+            lifetime: None,
+            initial_timeout: None,
+            idle_timeout: None,
+        }
+    }
+
+    fn client(addr: SocketAddr) -> OutboundPolicies {
+        OutboundPolicies::new(
+            addr,
+            "web.ns.serviceaccount.identity",
+            limits(),
+            Duration::from_secs(7),
+        )
+    }
+
+    fn target() -> SocketAddr {
+        "10.96.0.10:8080".parse().unwrap()
+    }
+
+    fn opaque(name: &str) -> api::OutboundPolicy {
+        api::OutboundPolicy {
+            metadata: Some(meta::Metadata {
+                kind: Some(meta::metadata::Kind::Default(name.into())),
+            }),
+            protocol: Some(api::ProxyProtocol {
+                kind: Some(api::proxy_protocol::Kind::Opaque(
+                    api::proxy_protocol::Opaque { routes: vec![] },
+                )),
+            }),
+        }
+    }
+
+    async fn next(rx: &mut watch::Receiver<OutboundState>) -> OutboundState {
+        tokio::time::timeout(Duration::from_secs(5), rx.changed())
+            .await
+            .expect("state changes in time")
+            .expect("publisher alive");
+        rx.borrow_and_update().clone()
+    }
+
+    fn parent(state: &OutboundState) -> String {
+        match state {
+            OutboundState::Policy(p) => p.parent.name().to_string(),
+            other => panic!("expected a policy, got {other:?}"),
+        }
+    }
+
+    async fn eventually(what: &str, f: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[test]
+    fn final_codes() {
+        for code in [
+            Code::NotFound,
+            Code::Unimplemented,
+            Code::InvalidArgument,
+            Code::FailedPrecondition,
+        ] {
+            assert!(matches!(
+                failed(target(), &tonic::Status::new(code, ""), true),
+                Outcome::Refused
+            ));
+        }
+        for code in [
+            Code::Unavailable,
+            Code::Internal,
+            Code::Unknown,
+            Code::DeadlineExceeded,
+            Code::PermissionDenied,
+            Code::ResourceExhausted,
+            Code::Ok,
+        ] {
+            assert!(matches!(
+                failed(target(), &tonic::Status::new(code, ""), true),
+                Outcome::Retry { received: true }
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn not_found_is_final() {
+        let mock = Mock::default();
+        mock.refuse(Status::not_found("not a Service"));
+        let client = client(serve(mock.clone()).await);
+        let mut rx = client.watch(target());
+        assert!(matches!(*rx.borrow(), OutboundState::Pending));
+        assert!(matches!(next(&mut rx).await, OutboundState::NotFound));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(mock.calls(), 1, "not retried");
+        let spec = mock.calls.lock().unwrap()[0].clone();
+        assert_eq!(spec.source_workload, "web.ns.serviceaccount.identity");
+        assert_eq!(
+            spec.target,
+            Some(api::traffic_spec::Target::Addr(TcpAddress::from(target())))
+        );
+        assert_eq!(client.active(), 1);
+        drop(rx);
+        eventually("the watch to be released", || client.active() == 0).await;
+    }
+
+    #[tokio::test]
+    async fn updates_are_published_and_shared() {
+        let mock = Mock::default();
+        let updates = mock.stream();
+        let client = client(serve(mock.clone()).await);
+        let mut a = client.watch(target());
+        let mut b = client.watch(target());
+        updates.send(Ok(opaque("first"))).unwrap();
+        assert_eq!(parent(&next(&mut a).await), "first");
+        assert_eq!(parent(&next(&mut b).await), "first");
+        // An update that does not decode answers 500.
+        updates
+            .send(Ok(api::OutboundPolicy {
+                metadata: None,
+                ..opaque("bad")
+            }))
+            .unwrap();
+        let state = next(&mut a).await;
+        let OutboundState::Policy(p) = &state else {
+            panic!("expected the invalid policy, got {state:?}");
+        };
+        assert_eq!(p.parent.name(), "invalid");
+        assert!(
+            matches!(p.protocol, super::super::Protocol::Detect { timeout, .. } if timeout == Duration::from_secs(7))
+        );
+        updates.send(Ok(opaque("second"))).unwrap();
+        assert_eq!(parent(&next(&mut a).await), "second");
+        assert_eq!(mock.calls(), 1);
+        assert_eq!(client.active(), 1);
+        // A late subscriber sees the current policy.
+        let c = client.watch(target());
+        assert_eq!(parent(&c.borrow()), "second");
+        // The stream ends once every receiver is gone.
+        drop((a, b, c));
+        eventually("the stream to close", || updates.is_closed()).await;
+        eventually("the watch to be released", || client.active() == 0).await;
+    }
+
+    #[tokio::test]
+    async fn failures_are_retried_and_keep_the_policy() {
+        let mock = Mock::default();
+        mock.refuse(Status::unavailable("controller starting"));
+        let first = mock.stream();
+        let second = mock.stream();
+        let client = client(serve(mock.clone()).await);
+        let mut rx = client.watch(target());
+        // The first attempt failed: route by endpoints meanwhile (see the module's note).
+        assert!(matches!(next(&mut rx).await, OutboundState::NotFound));
+        first.send(Ok(opaque("one"))).unwrap();
+        assert_eq!(parent(&next(&mut rx).await), "one");
+        // A stream that fails is reopened; the policy stays until the next update.
+        first.send(Err(Status::internal("boom"))).unwrap();
+        eventually("a retry", || mock.calls() == 3).await;
+        assert_eq!(parent(&rx.borrow()), "one");
+        second.send(Ok(opaque("two"))).unwrap();
+        assert_eq!(parent(&next(&mut rx).await), "two");
+        // A final refusal after a policy keeps it, and is not retried.
+        second.send(Err(Status::not_found("gone"))).unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(mock.calls(), 3);
+        assert_eq!(parent(&rx.borrow()), "two");
+    }
+
+    #[tokio::test]
+    async fn silent_streams_are_reopened() {
+        let mock = Mock::default();
+        let _silent = mock.stream();
+        let updates = mock.stream();
+        let addr = serve(mock.clone()).await;
+        let client = OutboundPolicies::new(
+            addr,
+            "w",
+            StreamLimits {
+                initial_timeout: Some(Duration::from_millis(200)),
+                ..limits()
+            },
+            Duration::from_secs(1),
+        );
+        let mut rx = client.watch(target());
+        updates.send(Ok(opaque("after-timeout"))).unwrap();
+        // The silent stream is given up; the state is NotFound meanwhile.
+        assert!(matches!(next(&mut rx).await, OutboundState::NotFound));
+        assert_eq!(parent(&next(&mut rx).await), "after-timeout");
+        assert_eq!(mock.calls(), 2);
+    }
+}
