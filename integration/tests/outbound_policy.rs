@@ -37,6 +37,7 @@ both_runtimes!(
     profile_budget_bounds_retries,
     profile_dst_overrides_split_traffic,
     profile_route_timeout_answers_504,
+    upgraded_requests_are_retried_and_filtered,
 );
 
 /// The original destination every test connection claims: a Service's cluster IP in the
@@ -904,4 +905,83 @@ async fn profile_route_timeout_answers_504(runtime: &'static str) {
     let started = Instant::now();
     assert_eq!(get(&mut conn, "/", "").await.status, 504);
     assert!(started.elapsed() < Duration::from_millis(1500));
+}
+
+/// An h2c server standing for a meshed peer: every other request (the first, the third…)
+/// answers 503, the others 200 with `upgraded` when the request carried `l5d-orig-proto`.
+async fn flaky_h2_peer() -> (SocketAddr, Arc<Mutex<usize>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(Mutex::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut conn = h2::server::handshake(stream).await.unwrap();
+                while let Some(Ok((request, mut respond))) = conn.accept().await {
+                    let upgraded = request.headers().contains_key("l5d-orig-proto");
+                    let n = {
+                        let mut seen = seen.lock().unwrap();
+                        *seen += 1;
+                        *seen
+                    };
+                    let status = if n % 2 == 1 { 503 } else { 200 };
+                    let response = http::Response::builder()
+                        .status(status)
+                        .header("l5d-orig-proto", "HTTP/1.1")
+                        .body(())
+                        .unwrap();
+                    let body = if upgraded { "upgraded" } else { "plain" };
+                    if let Ok(mut tx) = respond.send_response(response, false) {
+                        let _ = tx.send_data(bytes::Bytes::from(body), true);
+                    }
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+async fn upgraded_requests_are_retried_and_filtered(runtime: &'static str) {
+    let ctrl = controller::new();
+    let (peer, count) = flaky_h2_peer().await;
+    // The endpoint's proxy takes HTTP/2: HTTP/1 requests go to it upgraded.
+    ctrl.destination(&path("web"))
+        .add_set(linkerd2_proxy_api::destination::WeightedAddrSet {
+            addrs: vec![linkerd2_proxy_api::destination::WeightedAddr {
+                protocol_hint: Some(linkerd2_proxy_api::destination::ProtocolHint {
+                    protocol: Some(
+                        linkerd2_proxy_api::destination::protocol_hint::Protocol::H2(
+                            linkerd2_proxy_api::destination::protocol_hint::H2 {},
+                        ),
+                    ),
+                    opaque_transport: None,
+                }),
+                ..controller::weighted(peer)
+            }],
+            metric_labels: Default::default(),
+        });
+    let rule = with_filters(
+        with_retry(
+            rule(vec![], to(balancer("web", &path("web")))),
+            2,
+            1024,
+            (500, 599),
+            None,
+        ),
+        vec![set_response_header("x-route", "retrying")],
+    );
+    let routes = vec![http_route("retrying", vec![rule])];
+    ctrl.outbound_policy(vip(), http_policy("web", 7000, routes));
+    let proxy = proxy_for(runtime, &ctrl, vip());
+    let mut conn = Conn::connect(proxy.outbound).await;
+    for i in 0..3 {
+        let res = get(&mut conn, "/", "").await;
+        assert_eq!(res.status, 200, "request {i}: {}", res.head);
+        assert_eq!(res.body_str(), "upgraded");
+        assert_eq!(res.header("x-route"), Some("retrying"));
+        assert_eq!(res.header("l5d-orig-proto"), None);
+    }
+    assert_eq!(*count.lock().unwrap(), 6, "each request tried twice");
 }

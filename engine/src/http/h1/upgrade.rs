@@ -54,6 +54,8 @@ enum Relayed {
     Failed(ProxyError),
     /// The exchange broke after the head was relayed (or the client went away).
     Abort(io::Error),
+    /// The response's status is one the route retries: nothing was relayed.
+    Retry(u16),
 }
 
 /// The client's side of the response: where it is written, and the request's metrics.
@@ -73,6 +75,51 @@ impl<R: Runtime> Session<'_, R> {
         plan: &Plan,
         target: &mut Target,
     ) -> Next {
+        loop {
+            let relayed = self.upgraded_once(head, plan, target).await;
+            // Failure accrual: a 5xx, or no response, counts against the endpoint.
+            if let Some(pick) = &target.pick {
+                let answered = self.request.head_status().is_some_and(|s| s < 500);
+                pick.response(answered && !matches!(relayed, Ok((_, Relayed::Retry(_)))));
+            }
+            let (sent_body, relayed) = match relayed {
+                Ok(relayed) => relayed,
+                Err(next) => return next,
+            };
+            return match relayed {
+                Relayed::Done { client_keep_alive } if client_keep_alive && sent_body => {
+                    Next::Continue
+                }
+                Relayed::Done { .. } => Next::Close,
+                Relayed::Failed(error) => {
+                    if sent_body {
+                        self.fail(plan, error).await
+                    } else {
+                        // The client's body is unread: answer, then close.
+                        let _ = self.fail(plan, error).await;
+                        Next::Close
+                    }
+                }
+                Relayed::Abort(error) => Next::Abort(error),
+                Relayed::Retry(status) => {
+                    tracing::debug!(status, "Retrying the request (route policy)");
+                    if let Err(error) = self.next_try(plan, target).await {
+                        return self.fail(plan, error).await;
+                    }
+                    continue;
+                }
+            };
+        }
+    }
+
+    /// One try of [`Session::upgraded`]: `Err` with what to do when it ended before a
+    /// response could be relayed.
+    async fn upgraded_once(
+        &mut self,
+        head: &RequestHead,
+        plan: &Plan,
+        target: &mut Target,
+    ) -> Result<(bool, Relayed), Next> {
         let ctx = self.ctx.clone();
         let direction = self.meta.direction;
         let connected = upstream::connect_balanced::<R, _, _, _>(&ctx.dsts, target, |addr, tls| {
@@ -87,11 +134,11 @@ impl<R: Runtime> Session<'_, R> {
         self.start_metrics(head, Some(target));
         let mut send = match connected {
             Ok(send) => send,
-            Err(error) => return self.fail(plan, error).await,
+            Err(error) => return Err(self.fail(plan, error).await),
         };
         let request = match h2_request(head, plan.client_version) {
             Ok(request) => request,
-            Err(error) => return self.refuse(head.authority(), error).await,
+            Err(error) => return Err(self.refuse(head.authority(), error).await),
         };
         let ends = matches!(plan.body, BodyKind::Empty | BodyKind::Length(0));
         let sent = Instant::now();
@@ -99,7 +146,7 @@ impl<R: Runtime> Session<'_, R> {
             Ok(pair) => pair,
             Err(error) => {
                 let error = ProxyError::upstream(format!("HTTP/2 request failed: {error}"));
-                return self.fail(plan, error).await;
+                return Err(self.fail(plan, error).await);
             }
         };
         if plan.expect_continue && self.buf.is_empty() {
@@ -112,27 +159,14 @@ impl<R: Runtime> Session<'_, R> {
                 .await
             {
                 self.request.error("client");
-                return Next::Abort(error);
+                return Err(Next::Abort(error));
             }
         }
-        let (sent_body, relayed) = self.exchange_upgraded(plan, ends, body_tx, response).await;
+        let relayed = self.exchange_upgraded(plan, ends, body_tx, response).await;
         if let (Some(pick), Some(at)) = (&target.pick, self.request.head_at()) {
             pick.observe_rtt(at.saturating_duration_since(sent));
         }
-        match relayed {
-            Relayed::Done { client_keep_alive } if client_keep_alive && sent_body => Next::Continue,
-            Relayed::Done { .. } => Next::Close,
-            Relayed::Failed(error) => {
-                if sent_body {
-                    self.fail(plan, error).await
-                } else {
-                    // The client's body is unread: answer, then close.
-                    let _ = self.fail(plan, error).await;
-                    Next::Close
-                }
-            }
-            Relayed::Abort(error) => Next::Abort(error),
-        }
+        Ok(relayed)
     }
 
     /// Streams the request body (unless the request `ends` with its head) while the
@@ -279,8 +313,20 @@ async fn relay<W: crate::rt::Writer>(
             return Relayed::Failed(ProxyError::upstream(why));
         }
     };
+    if let Some(retry) = &plan.retry {
+        let grpc_status = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| parse_grpc_status(v.as_bytes()));
+        if retry.retries(response.status().as_u16(), grpc_status) {
+            return Relayed::Retry(response.status().as_u16());
+        }
+    }
     let (parts, mut body) = response.into_parts();
     let (mut res, kind) = response_head(plan, parts, body.is_end_stream());
+    for change in &plan.response_headers {
+        super::apply_header_changes(change, &mut res.headers);
+    }
     let grpc = res.headers.get("content-type").is_some_and(is_grpc);
     down.request.response_head(res.status, grpc);
     let head_grpc_status = res.headers.get("grpc-status").and_then(parse_grpc_status);
