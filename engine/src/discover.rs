@@ -322,6 +322,11 @@ impl Dst {
         self.balancer.borrow().ready_len()
     }
 
+    /// Whether an endpoint is ready now (a scan).
+    pub fn has_ready(&self) -> bool {
+        self.balancer.borrow().ready_len() > 0
+    }
+
     /// Whether the last snapshot marked the traffic opaque.
     pub fn is_opaque(&self) -> bool {
         self.opaque.get()

@@ -38,6 +38,7 @@ both_runtimes!(
     profile_dst_overrides_split_traffic,
     profile_route_timeout_answers_504,
     upgraded_requests_are_retried_and_filtered,
+    first_available_skips_a_backend_without_endpoints,
 );
 
 /// The original destination every test connection claims: a Service's cluster IP in the
@@ -984,4 +985,34 @@ async fn upgraded_requests_are_retried_and_filtered(runtime: &'static str) {
         assert_eq!(res.header("l5d-orig-proto"), None);
     }
     assert_eq!(*count.lock().unwrap(), 6, "each request tried twice");
+}
+
+async fn first_available_skips_a_backend_without_endpoints(runtime: &'static str) {
+    let ctrl = controller::new();
+    let backends = services(&ctrl, &["standby"]).await;
+    // The primary service exists but has no endpoints.
+    ctrl.destination(&path("primary")).no_endpoints(true);
+    let first = first_available(vec![
+        balancer("primary", &path("primary")),
+        balancer("standby", &path("standby")),
+    ]);
+    let routes = vec![http_route("failover", vec![rule(vec![], first)])];
+    ctrl.outbound_policy(vip(), http_policy("web", 7000, routes));
+    let proxy = proxy_for(runtime, &ctrl, vip());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Once the primary's (empty) set is known, requests go to the standby at once.
+    loop {
+        let mut conn = Conn::connect(proxy.outbound).await;
+        let res = get(&mut conn, "/", "").await;
+        if res.status == 200 {
+            assert_eq!(res.body_str(), "standby");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never failed over: {}", res.head);
+    }
+    let mut conn = Conn::connect(proxy.outbound).await;
+    for _ in 0..10 {
+        assert_eq!(get(&mut conn, "/", "").await.body_str(), "standby");
+    }
+    assert!(backends[0].hits() >= 11);
 }

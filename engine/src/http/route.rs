@@ -486,6 +486,19 @@ fn draw<'d, R: Runtime, F>(
     let none = || ProxyError::Unavailable("the route has no backends".to_string());
     match distribution {
         RouteDistribution::Empty => Err(none()),
+        // The first backend with a ready endpoint (a forward backend always is); the first
+        // when none is.
+        RouteDistribution::FirstAvailable(backends) if backends.len() > 1 => backends
+            .iter()
+            .find(|b| match &b.backend.dispatcher {
+                BackendDispatcher::Balance { path, .. } => {
+                    ctx.dsts.get::<R>(Direction::Outbound, path).has_ready()
+                }
+                BackendDispatcher::Forward(..) => true,
+                BackendDispatcher::Fail { .. } => false,
+            })
+            .or_else(|| backends.first())
+            .ok_or_else(none),
         RouteDistribution::FirstAvailable(backends) => backends.first().ok_or_else(none),
         RouteDistribution::RandomAvailable(backends) => {
             let total: u64 = backends.iter().map(|(_, w)| u64::from(*w)).sum();
