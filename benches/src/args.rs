@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::outbound_policy::OutboundPolicyRow;
 use crate::policy::PolicyRow;
 use crate::proxy::ProxyKind;
 
@@ -18,9 +19,12 @@ usage: ringlink-bench [OPTIONS]
                        for each ringlink runtime in --only), policy (inbound
                        policy enforcement: 50 routes x 20 authorizations against
                        the default all-unauthenticated policy; for each ringlink
-                       runtime in --only), tap (the tap API: disabled, idle, an
-                       Observe call matching none of the load, one matching all
-                       of it; for each ringlink runtime in --only)
+                       runtime in --only), outbound-policy (outbound policy
+                       routing: 20 HTTP routes, retries enabled, against plain
+                       balancing by name; for each ringlink runtime in --only),
+                       tap (the tap API: disabled, idle, an Observe call
+                       matching none of the load, one matching all of it; for
+                       each ringlink runtime in --only)
   --only NAME[,NAME]   proxies to measure, in order (default: all):
                        direct, ref-tokio, ringlink-monoio, ringlink-monoio-balanced
                        (through a Destination-service balancer; http1 only),
@@ -44,6 +48,12 @@ usage: ringlink-bench [OPTIONS]
                        default policy with a silent policy controller)
   --policy-rounds N    measure the policy test's rows N times, even rounds in
                        reverse order (default 1); ratios of the means
+  --outbound-policy-rows NAME[,NAME]
+                       rows of the outbound-policy test, in order (default:
+                       direct, balanced, policy-20)
+  --outbound-policy-rounds N
+                       measure the outbound-policy test's rows N times, even
+                       rounds in reverse order (default 1); ratios of the means
   --ringlink PATH      ringlink binary (default: `ringlink` next to this binary,
                        i.e. target/release/ringlink)
   --metrics-cost N     instead of the tests: N rounds of the http1 load through each
@@ -80,6 +90,10 @@ pub enum Test {
     /// authorizations each against the default all-unauthenticated policy, loaded by the
     /// bench's own client from 127.0.0.2 (`policy.rs`).
     Policy,
+    /// Outbound policy routing: ringlink's outbound port with an outbound policy of 20 HTTP
+    /// routes (the load's last, retries enabled) against plain balancing by name, both
+    /// through the mock controller (`outbound_policy.rs`).
+    OutboundPolicy,
     /// Linkerd's tap API: a certified ringlink without tap, with tap and nobody tapping, with
     /// an `Observe` call that matches none of the load and one that matches all of it,
     /// loaded by the bench's own client (`tap.rs`).
@@ -102,6 +116,11 @@ pub struct Options {
     pub policy_rows: Vec<PolicyRow>,
     /// How many times the policy test measures its rows (even rounds in reverse order).
     pub policy_rounds: u32,
+    /// The rows of the outbound-policy test, in the order they are measured.
+    pub outbound_policy_rows: Vec<OutboundPolicyRow>,
+    /// How many times the outbound-policy test measures its rows (even rounds in reverse
+    /// order).
+    pub outbound_policy_rounds: u32,
     pub ringlink: PathBuf,
     /// `--metrics-cost N`: rounds of the recording on/off comparison, instead of the tests.
     pub metrics_cost_rounds: Option<u32>,
@@ -112,7 +131,7 @@ pub struct Options {
 // === impl Test ===
 
 impl Test {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Http1,
         Self::H2,
         Self::Grpc,
@@ -120,6 +139,7 @@ impl Test {
         Self::Bulk,
         Self::Mesh,
         Self::Policy,
+        Self::OutboundPolicy,
         Self::Tap,
     ];
 
@@ -132,6 +152,7 @@ impl Test {
             Self::Bulk => "bulk",
             Self::Mesh => "mesh",
             Self::Policy => "policy",
+            Self::OutboundPolicy => "outbound-policy",
             Self::Tap => "tap",
         }
     }
@@ -156,6 +177,8 @@ impl Options {
             bulk_mib: 1024,
             policy_rows: PolicyRow::DEFAULT.to_vec(),
             policy_rounds: 1,
+            outbound_policy_rows: OutboundPolicyRow::DEFAULT.to_vec(),
+            outbound_policy_rounds: 1,
             ringlink: default_ringlink()?,
             metrics_cost_rounds: None,
             soak: Default::default(),
@@ -189,6 +212,17 @@ impl Options {
                 "--policy-rounds" => opts.policy_rounds = positive(&flag, &value)?,
                 "--policy-rows" => {
                     opts.policy_rows = parse_list(&flag, &value, &PolicyRow::ALL, PolicyRow::name)?
+                }
+                "--outbound-policy-rounds" => {
+                    opts.outbound_policy_rounds = positive(&flag, &value)?
+                }
+                "--outbound-policy-rows" => {
+                    opts.outbound_policy_rows = parse_list(
+                        &flag,
+                        &value,
+                        &OutboundPolicyRow::ALL,
+                        OutboundPolicyRow::name,
+                    )?
                 }
                 "--ringlink" => opts.ringlink = PathBuf::from(value),
                 "--metrics-cost" => opts.metrics_cost_rounds = Some(positive(&flag, &value)?),
@@ -284,6 +318,23 @@ mod tests {
         assert_eq!(parse(&[]).unwrap().policy_rounds, 1);
         assert_eq!(parse(&["--policy-rounds=3"]).unwrap().policy_rounds, 3);
         assert!(parse(&["--policy-rounds", "0"]).is_err());
+    }
+
+    #[test]
+    fn outbound_policy_rows_in_the_order_given() {
+        let opts = parse(&["--tests", "outbound-policy"]).unwrap();
+        assert_eq!(opts.tests, [Test::OutboundPolicy]);
+        assert_eq!(opts.outbound_policy_rows, OutboundPolicyRow::DEFAULT);
+        let opts = parse(&["--outbound-policy-rows", "policy-20,balanced"]).unwrap();
+        assert_eq!(
+            opts.outbound_policy_rows,
+            [OutboundPolicyRow::Policy, OutboundPolicyRow::Balanced]
+        );
+        assert!(parse(&["--outbound-policy-rows", "policy-50x20"]).is_err());
+        assert_eq!(opts.outbound_policy_rounds, 1);
+        let opts = parse(&["--outbound-policy-rounds=3"]).unwrap();
+        assert_eq!(opts.outbound_policy_rounds, 3);
+        assert!(parse(&["--outbound-policy-rounds", "0"]).is_err());
     }
 
     #[test]

@@ -127,10 +127,14 @@ pub struct HaproxyConfig {
 
 pub fn haproxy(c: &HaproxyConfig) -> String {
     let (mode, reuse, proto) = match c.test {
-        // The mesh, policy and tap tests run ringlink only; their load is HTTP/1.
-        Test::Http1 | Test::Latency | Test::Mesh | Test::Policy | Test::Tap => {
-            ("http", "    http-reuse always\n", "")
-        }
+        // The mesh, policy, outbound-policy and tap tests run ringlink only; their load is
+        // HTTP/1.
+        Test::Http1
+        | Test::Latency
+        | Test::Mesh
+        | Test::Policy
+        | Test::OutboundPolicy
+        | Test::Tap => ("http", "    http-reuse always\n", ""),
         Test::H2 | Test::Grpc => ("http", "    http-reuse always\n", " proto h2"),
         Test::Bulk => ("tcp", "", ""),
     };

@@ -11,7 +11,9 @@
 //! MiB. Every proxy process is fresh for each test. (mesh) two ringlinks meshed, mTLS
 //! against plaintext, three tables per runtime (`mesh.rs`). (policy) ringlink's inbound port
 //! with a 50-route × 20-authorization policy against the default one, a table per runtime
-//! (`policy.rs`). (tap) ringlink's inbound port with Linkerd's tap API off, on and idle, and
+//! (`policy.rs`). (outbound-policy) ringlink's outbound port with a 20-route outbound policy
+//! (retries enabled) against plain balancing by name, a table per runtime
+//! (`outbound_policy.rs`). (tap) ringlink's inbound port with Linkerd's tap API off, on and idle, and
 //! tapped by an `Observe` call matching none or all of the load, a table per runtime
 //! (`tap.rs`). See `benches/README.md`.
 
@@ -40,6 +42,7 @@ mod h2load;
 mod loadgen;
 mod mesh;
 mod metrics_cost;
+mod outbound_policy;
 mod pinning;
 mod policy;
 mod process;
@@ -122,8 +125,13 @@ fn run() -> Result<ExitCode> {
             Test::Http1 | Test::Mesh => wrk_missing.as_ref(),
             Test::H2 => h2load_missing.as_ref(),
             // The grpc test's load is the bench's own (`ringlink-grpc-load`); the latency,
-            // policy and tap tests' too (`loadgen.rs`).
-            Test::Grpc | Test::Latency | Test::Bulk | Test::Policy | Test::Tap => None,
+            // policy, outbound-policy and tap tests' too (`loadgen.rs`).
+            Test::Grpc
+            | Test::Latency
+            | Test::Bulk
+            | Test::Policy
+            | Test::OutboundPolicy
+            | Test::Tap => None,
         };
         if let Some(reason) = missing {
             eprintln!("{}: skipped: {reason}", test.name());
@@ -152,6 +160,17 @@ fn run() -> Result<ExitCode> {
                     Ok(policy_failed) => failed |= policy_failed,
                     Err(error) => {
                         eprintln!("policy: FAILED: {error:#}");
+                        println!("\n- FAILED: {error:#}");
+                        failed = true;
+                    }
+                }
+                continue;
+            }
+            Test::OutboundPolicy => {
+                match outbound_policy::run(&bench, &backend) {
+                    Ok(policy_failed) => failed |= policy_failed,
+                    Err(error) => {
+                        eprintln!("outbound-policy: FAILED: {error:#}");
                         println!("\n- FAILED: {error:#}");
                         failed = true;
                     }
@@ -280,6 +299,35 @@ fn print_header(opts: &Options, pin: &Pinning, bins: &Binaries) {
                 routes = policy::ROUTES,
                 authz = policy::AUTHORIZATIONS,
             ),
+            Test::OutboundPolicy => println!(
+                "- outbound-policy: ringlink (one shard, `taskset -c {proxy}`, fresh per row, \
+                 with a fresh mock controller per row as Destination and policy service on an \
+                 unpinned thread of ringlink-bench, idle once it has answered) taking the load \
+                 on its outbound port, every connection to the original destination {vip} \
+                 (`RINGLINK_ORIG_DST_OVERRIDE`, in the profile networks 127.0.0.0/8); the load \
+                 is ringlink-bench's own HTTP/1.1 client ({conns} keep-alive connections, \
+                 closed loop, {WARM_UP_SECS} s warm-up then {secs} s, `host: {authority}`) on \
+                 a thread pinned to CPU {load}; rows in the order {rows}; `balanced`: no \
+                 outbound policy, balanced by the `host` over `{authority}` (the backend); \
+                 `policy-20`: {routes} HTTP routes, the load's last, retrying 5xx up to \
+                 {retries} times, balanced over `{path}` (the backend); both proxied rows \
+                 with `LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT=1h`",
+                proxy = pin.proxy_cpu,
+                load = pin.load_cpu,
+                conns = opts.connections,
+                secs = opts.duration_secs,
+                vip = outbound_policy::VIP,
+                authority = outbound_policy::AUTHORITY,
+                rows = opts
+                    .outbound_policy_rows
+                    .iter()
+                    .map(|r| r.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                routes = outbound_policy::ROUTES,
+                retries = outbound_policy::MAX_RETRIES,
+                path = outbound_policy::BACKEND_PATH,
+            ),
             Test::Tap => println!(
                 "- tap: ringlink (one shard, `taskset -c {proxy}`, fresh per row, certified by \
                  the mock Identity service on an unpinned thread of ringlink-bench) forwarding \
@@ -347,10 +395,13 @@ impl Bench<'_> {
         notes: &mut Vec<String>,
     ) -> Result<Measured> {
         let name = kind.name();
-        if matches!(test, Test::Mesh | Test::Policy | Test::Tap) {
+        if matches!(
+            test,
+            Test::Mesh | Test::Policy | Test::OutboundPolicy | Test::Tap
+        ) {
             bail!(
-                "the mesh, policy and tap tests measure their own rows (mesh.rs, policy.rs, \
-                 tap.rs)"
+                "the mesh, policy, outbound-policy and tap tests measure their own rows \
+                 (mesh.rs, policy.rs, outbound_policy.rs, tap.rs)"
             );
         }
         let proxy = Proxy::start(kind, test, backend, self.bins, self.pin)?;
@@ -463,7 +514,9 @@ impl Bench<'_> {
                     busy: cpu_us(cpu_before, cpu_after).map(|us| us / 1e6 / wall.as_secs_f64()),
                 }
             }
-            Test::Mesh | Test::Policy | Test::Tap => unreachable!("refused above"),
+            Test::Mesh | Test::Policy | Test::OutboundPolicy | Test::Tap => {
+                unreachable!("refused above")
+            }
             Test::Bulk => {
                 let cpu_before = proxy.cpu_time()?;
                 let bulk = bulk::run(proxy.addr, self.opts.bulk_mib, self.pin.load_core())?;

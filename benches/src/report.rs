@@ -121,9 +121,9 @@ fn columns(
     &'static [&'static str],
 ) {
     match test {
-        // The mesh, policy and tap tests render their own tables (`mesh.rs`, `policy.rs`,
-        // `tap.rs`); their load is HTTP/1.
-        Test::Http1 | Test::Mesh | Test::Policy | Test::Tap => (
+        // The mesh, policy, outbound-policy and tap tests render their own tables
+        // (`mesh.rs`, `policy.rs`, `outbound_policy.rs`, `tap.rs`); their load is HTTP/1.
+        Test::Http1 | Test::Mesh | Test::Policy | Test::OutboundPolicy | Test::Tap => (
             &["rps", "p50", "p99"],
             "CPU µs/req",
             "CPU/req",

@@ -322,6 +322,12 @@ impl Dst {
         self.balancer.borrow().ready_len()
     }
 
+    /// Marks the destination used now (it is dropped after the discovery idle timeout
+    /// without use).
+    pub fn touch(&self) {
+        self.last_used.set(Instant::now());
+    }
+
     /// Whether an endpoint is ready now (a scan).
     pub fn has_ready(&self) -> bool {
         self.balancer.borrow().ready_len() > 0
@@ -364,7 +370,9 @@ impl Dst {
             let mut notified = notified;
             notified.as_mut().enable();
             let now = Instant::now();
-            if self.set.get() != SetState::Pending || now >= deadline {
+            // A policy or profile routes without this destination's own endpoints.
+            let routed = self.policy.borrow().is_some() || self.profile.borrow().is_some();
+            if self.set.get() != SetState::Pending || routed || now >= deadline {
                 return;
             }
             let _ = crate::rt::timeout::<R, _>(deadline - now, notified).await;

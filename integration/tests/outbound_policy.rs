@@ -39,6 +39,9 @@ both_runtimes!(
     profile_route_timeout_answers_504,
     upgraded_requests_are_retried_and_filtered,
     first_available_skips_a_backend_without_endpoints,
+    a_routed_destination_is_in_use,
+    a_policy_routes_without_the_profiles_endpoints,
+    a_profiled_address_is_balanced_over_its_service,
 );
 
 /// The original destination every test connection claims: a Service's cluster IP in the
@@ -1015,4 +1018,72 @@ async fn first_available_skips_a_backend_without_endpoints(runtime: &'static str
         assert_eq!(get(&mut conn, "/", "").await.body_str(), "standby");
     }
     assert!(backends[0].hits() >= 11);
+}
+
+async fn a_routed_destination_is_in_use(runtime: &'static str) {
+    let ctrl = controller::new();
+    let _backends = services(&ctrl, &["web"]).await;
+    let routes = vec![http_route(
+        "r",
+        vec![rule(vec![], to(balancer("web", &path("web"))))],
+    )];
+    ctrl.outbound_policy(vip(), http_policy("web", 7000, routes));
+    let proxy = proxy::new(runtime)
+        .control_plane(&ctrl)
+        .env("LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS", "127.0.0.0/8")
+        .env("LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT", "200ms")
+        .orig_dst(vip())
+        .shards(1)
+        .spawn();
+    let mut conn = Conn::connect(proxy.outbound).await;
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        assert_eq!(get(&mut conn, "/", "").await.status, 200);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        ctrl.outbound_calls(vip()),
+        1,
+        "never dropped as idle while routing"
+    );
+}
+
+async fn a_policy_routes_without_the_profiles_endpoints(runtime: &'static str) {
+    let ctrl = controller::new();
+    let _backends = services(&ctrl, &["web"]).await;
+    // The profile names a service whose endpoints never come (nothing scripted).
+    ctrl.profile(
+        VIP,
+        dst_pb::DestinationProfile {
+            fully_qualified_name: "unresolved.ns.svc.cluster.local".to_string(),
+            ..Default::default()
+        },
+    );
+    let routes = vec![http_route(
+        "r",
+        vec![rule(vec![], to(balancer("web", &path("web"))))],
+    )];
+    ctrl.outbound_policy(vip(), http_policy("web", 7000, routes));
+    let proxy = proxy_for(runtime, &ctrl, vip());
+    let started = Instant::now();
+    let mut conn = Conn::connect(proxy.outbound).await;
+    assert_eq!(get(&mut conn, "/", "").await.body_str(), "web");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited {:?} for endpoints the policy does not use",
+        started.elapsed()
+    );
+}
+
+async fn a_profiled_address_is_balanced_over_its_service(runtime: &'static str) {
+    let ctrl = controller::new();
+    let web = backend("web", 0).await;
+    web_profile(&ctrl, &[&web], dst_pb::DestinationProfile::default());
+    let proxy = proxy_for(runtime, &ctrl, vip());
+    let mut conn = Conn::connect(proxy.outbound).await;
+    // A Host that names nothing: the profile's service still gets the request.
+    let res = conn
+        .request("GET / HTTP/1.1\r\nhost: whatever.example\r\n\r\n")
+        .await;
+    assert_eq!((res.status, res.body_str()), (200, "web"), "{}", res.head);
 }

@@ -13,7 +13,9 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use super::inbound::{GrpcFilter, HttpFilter, MatchGrpc, MatchRequest, Meta, Route, Rule};
+use super::inbound::{
+    GrpcFilter, HttpFilter, MatchGrpc, MatchRequest, Meta, PathIndex, Route, Rule,
+};
 use crate::discovery::EndpointMeta;
 
 mod decode;
@@ -65,6 +67,8 @@ pub enum Protocol {
 pub struct HttpRoutes {
     pub routes: Arc<[HttpRoute]>,
     pub failure_accrual: FailureAccrual,
+    /// The routes indexed by path ([`PathIndex`]) when there are enough to be worth it.
+    pub index: Option<Arc<PathIndex>>,
 }
 
 /// The gRPC routes, and the endpoints' circuit breaker.
@@ -200,6 +204,38 @@ pub enum FailureAccrual {
     ConsecutiveFailures { max_failures: u32, backoff: Backoff },
 }
 
+// === impl HttpRoutes ===
+
+impl HttpRoutes {
+    /// Routes from this many on are indexed by path (as inbound policies are).
+    pub const WORTH_INDEXING: usize = 8;
+
+    /// `routes`, indexed by path when there are many.
+    pub fn new(routes: Arc<[HttpRoute]>, failure_accrual: FailureAccrual) -> Self {
+        let index =
+            (routes.len() >= Self::WORTH_INDEXING).then(|| Arc::new(PathIndex::new(&routes)));
+        HttpRoutes {
+            routes,
+            failure_accrual,
+            index,
+        }
+    }
+
+    /// The best route for `req` and its rule ([`super::inbound::find`]).
+    pub fn find(
+        &self,
+        req: &super::inbound::RequestView<'_>,
+    ) -> Option<(
+        super::inbound::RouteMatch<super::inbound::RequestMatch>,
+        &RoutePolicy<HttpFilter>,
+    )> {
+        match &self.index {
+            Some(index) => index.find(&self.routes, req),
+            None => super::inbound::find(&self.routes, req),
+        }
+    }
+}
+
 // === impl Retry ===
 
 impl Retry {
@@ -225,6 +261,7 @@ impl ClientPolicy {
     pub fn invalid(timeout: Duration) -> Self {
         let meta = Meta::new_default("invalid");
         let routes = HttpRoutes {
+            index: None,
             routes: Arc::new([Route {
                 hosts: vec![],
                 rules: vec![Rule {

@@ -58,6 +58,8 @@ pub async fn route<R: Runtime>(
         Route::Fixed(addr) if direction == Direction::Inbound => Ok(Target::addr(addr)),
         Route::Fixed(addr) if ctx.dsts.has_profile(addr) => {
             let parent = cache.parent::<R>(&ctx.dsts, direction, addr);
+            // In use while requests are routed by it, even when it is never picked from.
+            parent.touch();
             parent.settle::<R>().await;
             if let Some(profile) = parent.profile() {
                 return profile_route(ctx, &parent, profile, addr, request, cache).await;
@@ -66,7 +68,9 @@ pub async fn route<R: Runtime>(
                 Some(policy) => policy_route(ctx, &policy, addr, request, cache).await,
                 None => match ctx.dsts.suffix_name(authority) {
                     Some(name) => balanced(ctx, direction, cache, &name, Some(addr)).await,
-                    None => Ok(Target::addr(addr)),
+                    // The profile's service (or its one endpoint), as linkerd2-proxy
+                    // balances a profiled address; else the address itself.
+                    None => parent_target::<R>(ctx, &parent, addr).await,
                 },
             }
         }
@@ -138,7 +142,7 @@ async fn policy_route<R: Runtime>(
                 return Ok(Target::addr(addr));
             };
             accrual = http.failure_accrual;
-            let (matched, rule) = find(&http.routes, view).ok_or(ProxyError::RouteNotFound)?;
+            let (matched, rule) = http.find(view).ok_or(ProxyError::RouteNotFound)?;
             let (req, resp) = (&mut request_headers, Some(&mut response_headers));
             authz::http_filters(ctx, &rule.filters, &matched.route, view, req, resp)
                 .map_err(|e| filtered(&rule.meta, e))?;
@@ -413,7 +417,7 @@ async fn profile_route<R: Runtime>(
             })
             .map(|(authority, _)| authority.clone())
     });
-    let mut target = match overridden.flatten() {
+    let target = match overridden.flatten() {
         Some(authority) => {
             let (host, port) = parse_authority(&authority)
                 .ok_or_else(|| ProxyError::Unavailable(format!("bad override {authority}")))?;
@@ -425,18 +429,9 @@ async fn profile_route<R: Runtime>(
                     .map_err(ProxyError::Resolve)?,
             }
         }
-        None => match parent.pick::<R>(&ctx.dsts).await {
-            Ok(pick) => Target {
-                addr: pick.addr(),
-                dst: Some(parent.clone()),
-                pick: Some(pick),
-                name: Some(parent.name.clone()),
-                policy: None,
-            },
-            Err(DstError::Fallback) => Target::addr(addr),
-            Err(error) => return Err(error.into()),
-        },
+        None => parent_target::<R>(ctx, parent, addr).await?,
     };
+    let mut target = target;
     if let Some(route) = route {
         let none = Meta::new_default("profile");
         target.policy = Some(Box::new(PolicyRoute {
@@ -456,6 +451,26 @@ async fn profile_route<R: Runtime>(
         }));
     }
     Ok(target)
+}
+
+/// An endpoint of an original destination's own set (its profile's service or endpoint),
+/// or the address itself when discovery has none for it.
+async fn parent_target<R: Runtime>(
+    ctx: &ShardCtx<R>,
+    parent: &Rc<crate::discover::Dst>,
+    addr: std::net::SocketAddr,
+) -> Result<Target, ProxyError> {
+    match parent.pick::<R>(&ctx.dsts).await {
+        Ok(pick) => Ok(Target {
+            addr: pick.addr(),
+            dst: Some(parent.clone()),
+            pick: Some(pick),
+            name: Some(parent.name.clone()),
+            policy: None,
+        }),
+        Err(DstError::Fallback) => Ok(Target::addr(addr)),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// What a matched rule passes on, whichever its filter type.

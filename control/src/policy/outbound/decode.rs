@@ -117,10 +117,10 @@ fn http_routes(
     routes: Vec<api::HttpRoute>,
     accrual: Option<api::FailureAccrual>,
 ) -> Result<HttpRoutes> {
-    Ok(HttpRoutes {
-        routes: routes.into_iter().map(http_route).collect::<Result<_>>()?,
-        failure_accrual: failure_accrual(accrual)?,
-    })
+    Ok(HttpRoutes::new(
+        routes.into_iter().map(http_route).collect::<Result<_>>()?,
+        failure_accrual(accrual)?,
+    ))
 }
 
 fn http_route(route: api::HttpRoute) -> Result<HttpRoute> {

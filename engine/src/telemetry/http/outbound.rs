@@ -60,12 +60,15 @@ struct Families {
 /// The shard's resolved route series.
 pub struct RouteMetrics {
     families: RouteFamilies,
-    map: RefCell<HashMap<Key, Rc<Series>>>,
+    /// By the identities of (parent, route, backend) and gRPC-ness.
+    map: RefCell<HashMap<SeriesId, Rc<Series>>>,
 }
 
-/// A (parent, route, backend) by identity, and whether it is gRPC; the `Arc`s keep the
-/// identities valid.
-#[derive(Clone)]
+/// The identities of a (parent, route, backend), and whether it is gRPC.
+type SeriesId = (usize, usize, usize, bool);
+
+/// A (parent, route, backend), and whether it is gRPC; kept by its series so that the
+/// identities the map is keyed by stay valid.
 struct Key {
     parent: Arc<Meta>,
     route: Arc<Meta>,
@@ -75,6 +78,7 @@ struct Key {
 
 /// The series of one (parent, route, backend).
 struct Series {
+    _key: Key,
     families: Families,
     route_labels: Vec<String>,
     backend_labels: Vec<String>,
@@ -209,24 +213,31 @@ impl RouteMetrics {
         backend: &Arc<Meta>,
         grpc: bool,
     ) -> RouteRequest {
-        let key = Key {
-            parent: parent.clone(),
-            route: route.clone(),
-            backend: backend.clone(),
+        // Looked up by identity without touching the reference counts; the series keeps
+        // the `Arc`s, so an address in the map is never reused by another meta.
+        let id = (
+            Arc::as_ptr(parent) as usize,
+            Arc::as_ptr(route) as usize,
+            Arc::as_ptr(backend) as usize,
             grpc,
-        };
-        let series = {
-            let mut map = self.map.borrow_mut();
-            match map.get(&key) {
-                Some(series) => series.clone(),
-                None => {
-                    if map.len() >= MAX_ROUTES {
-                        map.clear();
-                    }
-                    let series = Rc::new(self.series(&key));
-                    map.insert(key, series.clone());
-                    series
+        );
+        let found = self.map.borrow().get(&id).cloned();
+        let series = match found {
+            Some(series) => series,
+            None => {
+                let key = Key {
+                    parent: parent.clone(),
+                    route: route.clone(),
+                    backend: backend.clone(),
+                    grpc,
+                };
+                let mut map = self.map.borrow_mut();
+                if map.len() >= MAX_ROUTES {
+                    map.clear();
                 }
+                let series = Rc::new(self.series(key));
+                map.insert(id, series.clone());
+                series
             }
         };
         series.backend_requests.inc();
@@ -258,7 +269,7 @@ impl RouteMetrics {
         families.statuses.with_label_values(&strs(&labels)).inc();
     }
 
-    fn series(&self, key: &Key) -> Series {
+    fn series(&self, key: Key) -> Series {
         let families = if key.grpc {
             self.families.grpc.clone()
         } else {
@@ -278,6 +289,7 @@ impl RouteMetrics {
             route_labels,
             backend_labels,
             statuses: RefCell::new(Vec::new()),
+            _key: key,
         }
     }
 }
@@ -335,28 +347,6 @@ impl RouteRequest {
         route.inc();
         backend.inc();
         statuses.push((status, route, backend));
-    }
-}
-
-// === impl Key ===
-
-impl PartialEq for Key {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.parent, &other.parent)
-            && Arc::ptr_eq(&self.route, &other.route)
-            && Arc::ptr_eq(&self.backend, &other.backend)
-            && self.grpc == other.grpc
-    }
-}
-
-impl Eq for Key {}
-
-impl std::hash::Hash for Key {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        Arc::as_ptr(&self.parent).hash(state);
-        Arc::as_ptr(&self.route).hash(state);
-        Arc::as_ptr(&self.backend).hash(state);
-        self.grpc.hash(state);
     }
 }
 
