@@ -310,8 +310,7 @@ fn print_header(opts: &Options, pin: &Pinning, bins: &Binaries) {
                  a thread pinned to CPU {load}; rows in the order {rows}; `balanced`: no \
                  outbound policy, balanced by the `host` over `{authority}` (the backend); \
                  `policy-20`: {routes} HTTP routes, the load's last, retrying 5xx up to \
-                 {retries} times, balanced over `{path}` (the backend); both proxied rows \
-                 with `LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT=1h`",
+                 {retries} times, balanced over `{path}` (the backend)",
                 proxy = pin.proxy_cpu,
                 load = pin.load_cpu,
                 conns = opts.connections,
