@@ -193,5 +193,30 @@ where
     }
 }
 
+/// Before a route's retry of a request to `target` (`left` retries remain after it): the
+/// retry's backoff (its minimum doubling per retry, up to its maximum) is waited, then
+/// another endpoint of the target's balancer is picked.
+pub async fn before_retry<R: Runtime>(
+    dsts: &Dsts,
+    retry: &Retry,
+    left: u32,
+    target: &mut Target,
+) -> Result<(), ProxyError> {
+    if let Some(backoff) = retry.backoff {
+        let tries = retry.max_retries.saturating_sub(left);
+        let delay = backoff
+            .min
+            .saturating_mul(1u32 << tries.saturating_sub(1).min(16))
+            .min(backoff.max);
+        Box::pin(R::sleep(delay)).await;
+    }
+    if let Some(dst) = target.dst.clone() {
+        let pick = dst.pick::<R>(dsts).await?;
+        target.addr = pick.addr();
+        target.pick = Some(pick);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests;

@@ -566,20 +566,8 @@ impl<R: Runtime> Session<'_, R> {
         if !retry.body.is_empty() {
             self.buf.splice(0..0, retry.body.iter().copied());
         }
-        if let Some(backoff) = retry.policy.backoff {
-            let tries = retry.policy.max_retries - retry.left.get();
-            let delay = backoff
-                .min
-                .saturating_mul(1u32 << tries.saturating_sub(1).min(16))
-                .min(backoff.max);
-            Box::pin(R::sleep(delay)).await;
-        }
-        if let Some(dst) = target.dst.clone() {
-            let pick = dst.pick::<R>(&self.ctx.dsts).await?;
-            target.addr = pick.addr();
-            target.pick = Some(pick);
-        }
-        Ok(())
+        let left = retry.left.get();
+        upstream::before_retry::<R>(&self.ctx.dsts, &retry.policy, left, target).await
     }
 
     /// Authorizes the request against the connection's inbound policy (`http::authz`).

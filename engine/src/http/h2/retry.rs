@@ -105,19 +105,7 @@ pub(super) async fn send<R: Runtime>(
         }
         metrics.retried();
         tracing::debug!(left, "Retrying the request (route policy)");
-        if let Some(backoff) = retry.backoff {
-            let tries = retry.max_retries - left;
-            let delay = backoff
-                .min
-                .saturating_mul(1u32 << tries.saturating_sub(1).min(16))
-                .min(backoff.max);
-            Box::pin(R::sleep(delay)).await;
-        }
-        if let Some(dst) = target.dst.clone() {
-            let pick = dst.pick::<R>(&upstreams.ctx.dsts).await?;
-            target.addr = pick.addr();
-            target.pick = Some(pick);
-        }
+        upstream::before_retry::<R>(&upstreams.ctx.dsts, retry, left, target).await?;
     }
 }
 
