@@ -124,7 +124,8 @@ fn profile_watch(
     target: &str,
 ) -> watch::Receiver<Arc<EndpointSet>> {
     let mut map = watches.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(tx) = map.get(target) {
+    // A watch every shard has left is ending: start another rather than join it.
+    if let Some(tx) = map.get(target).filter(|tx| !tx.is_closed()) {
         return tx.subscribe();
     }
     let (tx, rx) = watch::channel(Arc::new(EndpointSet::pending()));
