@@ -127,10 +127,18 @@ pub async fn source(total: u64) -> Server {
     .await
 }
 
-/// A loopback address with nothing listening (bound, then closed).
+/// A loopback address with nothing listening: a socket bound to it and never listening,
+/// kept open for the rest of the test process, so that connections to it are refused and
+/// no other test's listener can take the port meanwhile (a port bound and closed again
+/// could be handed to another test's server).
 pub fn closed_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)))
+        .expect("bind a loopback port");
+    let addr = socket.local_addr().expect("its address");
+    std::mem::forget(socket);
+    addr
 }
 
 /// Byte `i` of the deterministic stream tests send and check.
