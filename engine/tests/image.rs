@@ -53,20 +53,29 @@ fn copies(dockerfile: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The layout, built in a fresh directory; removed on drop.
+/// The layout, built in a fresh directory under the target directory; removed on drop.
 struct Tree(PathBuf);
 
 impl Tree {
     fn build(tag: &str) -> Tree {
-        let root =
-            std::env::temp_dir().join(format!("ringlink-image-{tag}-{}", std::process::id()));
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("ringlink-image-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
+        // Made before it is filled, so that a failure part-way still removes it.
+        let tree = Tree(root);
         for (to, name) in copies(&dockerfile()) {
-            let dest = root.join(to.trim_start_matches('/'));
+            let dest = tree.path(&to);
             std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-            std::fs::copy(built(&name), &dest).unwrap();
+            // A hard link (same file system as the binaries): the image's layout without
+            // copying hundreds of megabytes. A copy where linking is not possible.
+            let binary = built(&name);
+            if std::fs::hard_link(&binary, &dest).is_err() {
+                std::fs::copy(&binary, &dest).unwrap_or_else(|e| {
+                    panic!("copying {} to {}: {e}", binary.display(), dest.display())
+                });
+            }
         }
-        Tree(root)
+        tree
     }
 
     fn path(&self, absolute: &str) -> PathBuf {
