@@ -28,7 +28,8 @@ usage: ringlink-bench [OPTIONS]
   --only NAME[,NAME]   proxies to measure, in order (default: all):
                        direct, ref-tokio, ringlink-monoio, ringlink-monoio-balanced
                        (through a Destination-service balancer; http1 only),
-                       ringlink-glommio, nginx,
+                       ringlink-glommio, ringlink-monoio-copy (opaque TCP
+                       copied, not spliced; bulk only), nginx,
                        haproxy (nginx and haproxy are skipped if not installed)
   --duration SECS      length of each measured wrk, h2load, grpc and latency run
                        (default 10)

@@ -29,6 +29,9 @@ pub enum ProxyKind {
     /// balancer (discovery snapshot, P2C pick, RTT sample) instead of straight.
     RinglinkBalanced,
     RinglinkGlommio,
+    /// ringlink-monoio with opaque TCP copied through buffers (`RINGLINK_L4_SPLICE=off`),
+    /// not spliced: the `bulk` test's comparison of the two.
+    RinglinkCopy,
     /// nginx, one worker process, configured per test (see `configs.rs`).
     Nginx,
     /// haproxy, one thread, configured per test (see `configs.rs`).
@@ -71,12 +74,13 @@ struct ConfDir {
 // === impl ProxyKind ===
 
 impl ProxyKind {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Direct,
         Self::RefTokio,
         Self::RinglinkMonoio,
         Self::RinglinkBalanced,
         Self::RinglinkGlommio,
+        Self::RinglinkCopy,
         Self::Nginx,
         Self::Haproxy,
     ];
@@ -88,6 +92,7 @@ impl ProxyKind {
             Self::RinglinkMonoio => "ringlink-monoio",
             Self::RinglinkBalanced => "ringlink-monoio-balanced",
             Self::RinglinkGlommio => "ringlink-glommio",
+            Self::RinglinkCopy => "ringlink-monoio-copy",
             Self::Nginx => "nginx",
             Self::Haproxy => "haproxy",
         }
@@ -96,7 +101,10 @@ impl ProxyKind {
     pub fn is_ringlink(self) -> bool {
         matches!(
             self,
-            Self::RinglinkMonoio | Self::RinglinkBalanced | Self::RinglinkGlommio
+            Self::RinglinkMonoio
+                | Self::RinglinkBalanced
+                | Self::RinglinkGlommio
+                | Self::RinglinkCopy
         )
     }
 }
@@ -128,6 +136,9 @@ impl Binaries {
                      and haproxy",
                     test.name()
                 ))
+            }
+            ProxyKind::RinglinkCopy if test != Test::Bulk => {
+                Some("skipped: the copy row is measured with bulk only".to_string())
             }
             ProxyKind::RinglinkBalanced if test != Test::Http1 => {
                 Some("skipped: the balanced row is measured with HTTP/1 only".to_string())
@@ -222,7 +233,8 @@ impl Proxy {
             }
             ProxyKind::RinglinkMonoio
             | ProxyKind::RinglinkBalanced
-            | ProxyKind::RinglinkGlommio => {
+            | ProxyKind::RinglinkGlommio
+            | ProxyKind::RinglinkCopy => {
                 let runtime = match kind {
                     ProxyKind::RinglinkGlommio => "glommio",
                     _ => "monoio",
@@ -232,6 +244,9 @@ impl Proxy {
                 let mut cmd = ports.command(&bins.ringlink, pin, runtime);
                 cmd.env("RINGLINK_ORIG_DST_OVERRIDE", target.to_string())
                     .envs(env.iter().copied());
+                if kind == ProxyKind::RinglinkCopy {
+                    cmd.env("RINGLINK_L4_SPLICE", "off");
+                }
                 if kind == ProxyKind::RinglinkBalanced {
                     let mock = crate::destination::start(target)?;
                     cmd.env("LINKERD2_PROXY_DESTINATION_SVC_ADDR", mock.addr.to_string())

@@ -112,6 +112,7 @@ const RUNTIME: &str = "RINGLINK_RUNTIME";
 const LISTEN_BACKLOG: &str = "RINGLINK_LISTEN_BACKLOG";
 const ORIG_DST_OVERRIDE: &str = "RINGLINK_ORIG_DST_OVERRIDE";
 const METRICS_RECORDING: &str = "RINGLINK_METRICS_RECORDING";
+const L4_SPLICE: &str = "RINGLINK_L4_SPLICE";
 const DESTINATION_SVC_ADDR: &str = "LINKERD2_PROXY_DESTINATION_SVC_ADDR";
 const DESTINATION_SVC_NAME: &str = "LINKERD2_PROXY_DESTINATION_SVC_NAME";
 const DESTINATION_CONTEXT: &str = "LINKERD2_PROXY_DESTINATION_CONTEXT";
@@ -237,6 +238,11 @@ pub struct Config {
     /// HTTP metrics on the request path (the families stay registered, with no series): a
     /// switch to measure what recording costs.
     pub metrics_recording: bool,
+    /// `RINGLINK_L4_SPLICE` (`on`/`off`), default on. On: opaque TCP between two plaintext
+    /// sockets moves through kernel pipes with `splice(2)` where the runtime can wait for
+    /// write readiness (monoio), never through the proxy's memory. Off: always copied
+    /// through buffers (to compare the two).
+    pub l4_splice: bool,
     /// `LINKERD2_PROXY_DESTINATION_SVC_ADDR` (`host:port`, plaintext until identity exists),
     /// `_SVC_NAME` and `_CONTEXT`. Unset: no control plane; names are resolved with DNS.
     pub destination: Option<DestinationConfig>,
@@ -520,6 +526,7 @@ impl Config {
             read(env, LISTEN_BACKLOG, parse_listen_backlog)?.unwrap_or(DEFAULT_LISTEN_BACKLOG);
         let orig_dst_override = read(env, ORIG_DST_OVERRIDE, parse_socket_addr)?;
         let metrics_recording = read(env, METRICS_RECORDING, parse_on_off)?.unwrap_or(true);
+        let l4_splice = read(env, L4_SPLICE, parse_on_off)?.unwrap_or(true);
 
         let destination = match read(env, DESTINATION_SVC_ADDR, parse_host_port)? {
             None => None,
@@ -639,6 +646,7 @@ impl Config {
             listen_backlog,
             orig_dst_override,
             metrics_recording,
+            l4_splice,
             destination,
             profile_suffixes,
             profile_networks,
@@ -697,6 +705,7 @@ impl Default for Config {
             listen_backlog: DEFAULT_LISTEN_BACKLOG,
             orig_dst_override: None,
             metrics_recording: true,
+            l4_splice: true,
             destination: None,
             profile_suffixes: vec![DEFAULT_PROFILE_SUFFIXES.to_string()],
             profile_networks: Vec::new(),

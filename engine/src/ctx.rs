@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::conn::Direction;
 use crate::discover::{Dsts, ShardDns};
 use crate::identity::ShardIdentity;
-use crate::io::Buffers;
+use crate::io::{Buffers, Pipes};
 use crate::lifecycle::Lifecycle;
 use crate::orig_dst::OrigDst;
 use crate::policy::ShardPolicies;
@@ -26,6 +26,8 @@ pub struct ShardCtx<R: Runtime> {
     pub orig_dst: Box<dyn OrigDst>,
     pub life: Rc<Lifecycle>,
     pub buffers: Buffers,
+    /// Empty pipes for spliced opaque TCP.
+    pub pipes: Pipes,
     pub tcp: Rc<Tcp>,
     pub http: HttpMetrics,
     pub dns: Rc<ShardDns>,

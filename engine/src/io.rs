@@ -8,9 +8,12 @@
 //!   stops reads from the other (backpressure, bounded memory).
 //! - End of stream is passed on as a half-close (FIN); an error on one side is passed on as
 //!   a reset (RST) of the other.
+//! - Opaque TCP between two plaintext sockets is moved without copying where the runtime
+//!   allows it ([`splice`]).
 
 mod counted;
 mod join;
+pub mod splice;
 mod transport;
 
 use std::cell::{Cell, RefCell};
@@ -25,6 +28,7 @@ use crate::sys;
 
 pub use counted::Counted;
 pub use join::join;
+pub use splice::Pipes;
 pub use transport::{PollTransport, Transport};
 
 /// First buffer of each direction.
@@ -124,9 +128,13 @@ where
     )
     .await;
     tracing::debug!(?sent, ?received, "Connection closed");
+    closed(sent, received)
+}
+
+/// Which end each direction's error came from: the client's (reading from it, writing to
+/// it) or the upstream's.
+fn closed(sent: Result<u64, Ended>, received: Result<u64, Ended>) -> Closed {
     let mut closed = Closed::default();
-    // Which end each error came from: the client's (reading from it, writing to it) or
-    // the upstream's.
     match sent {
         Err(Ended::ReadFailed(e)) => closed.client = Some(e),
         Err(Ended::WriteFailed(e)) => closed.upstream = Some(e),
@@ -193,11 +201,15 @@ pub async fn copy(
         }
     };
     buffers.give(buf);
+    finish(ended, total, fds)
+}
+
+/// A direction's result once it ended; a failure resets the other socket (`fds` is
+/// `[src, dst]`) and wakes the other direction, which reads from it.
+fn finish(ended: Ended, total: u64, fds: [RawFd; 2]) -> Result<u64, Ended> {
     match ended {
         Ended::Eof => Ok(total),
         Ended::ReadFailed(error) => {
-            // The source failed: reset the destination, and wake the other direction, which
-            // reads from the destination.
             tracing::debug!(%error, "Read failed");
             abort(fds[1], fds[0]);
             Err(Ended::ReadFailed(error))

@@ -71,6 +71,17 @@ pub trait Stream: Reader + AsRawFd + Sized + 'static {
     /// It consumes nothing, so dropping it before it completes loses no data — unlike
     /// dropping a pending read, which is why races use this and not `read`.
     fn readable(&self) -> impl Future<Output = io::Result<()>>;
+
+    /// Whether [`Stream::writable`] waits for write readiness, so that the engine may move
+    /// the stream's bytes with non-blocking syscalls of its own (`io::splice`).
+    const READINESS: bool = false;
+
+    /// Completes when a write would not block (room in the send buffer, or an error or
+    /// shutdown to report). Consumes nothing. Where not [`Stream::READINESS`], fails with
+    /// `Unsupported`.
+    fn writable(&self) -> impl Future<Output = io::Result<()>> {
+        std::future::ready(Err(io::ErrorKind::Unsupported.into()))
+    }
 }
 
 pub trait Reader {

@@ -27,6 +27,8 @@ pub struct Settings {
     pub metrics_retain_idle: Duration,
     /// Whether TCP and HTTP metrics are recorded (`RINGLINK_METRICS_RECORDING`).
     pub metrics_recording: bool,
+    /// Whether opaque TCP between plaintext sockets is spliced (`RINGLINK_L4_SPLICE`).
+    pub l4_splice: bool,
     /// HTTP/2 client connections are pinged this often (zero: never).
     pub h2_keepalive_interval: PerDirection<Duration>,
     /// An unanswered ping closes the connection after this long.
@@ -92,6 +94,7 @@ impl From<&Config> for Settings {
             orig_dst_override: config.orig_dst_override,
             metrics_retain_idle: config.metrics_retain_idle,
             metrics_recording: config.metrics_recording,
+            l4_splice: config.l4_splice,
             h2_keepalive_interval: config.h2_keepalive_interval.into(),
             h2_keepalive_timeout: config.h2_keepalive_timeout.into(),
             pool_idle_timeout: config.pool_idle_timeout,

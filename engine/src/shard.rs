@@ -18,7 +18,7 @@ use crate::conn::Direction;
 use crate::ctx::ShardCtx;
 use crate::discover::{BalancerFamilies, Dsts, ShardDns};
 use crate::identity::{MeshTlsRx, ShardIdentity};
-use crate::io::Buffers;
+use crate::io::{Buffers, Pipes};
 use crate::lifecycle::{Lifecycle, TaskGuard};
 use crate::orig_dst::{FixedOrigDst, KernelOrigDst, OrigDst};
 use crate::policy::{DefaultPolicy, ShardPolicies};
@@ -117,6 +117,7 @@ impl ShardSeed {
             orig_dst,
             life,
             buffers: Buffers::default(),
+            pipes: Pipes::default(),
             tcp: Rc::new(Tcp::new(tcp, settings.metrics_recording, tls_enabled)),
             http: HttpMetrics::new(http, settings.metrics_recording),
             dns: Rc::new(ShardDns::new(dns)),

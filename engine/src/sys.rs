@@ -6,7 +6,7 @@
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::net::{Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 /// The destination a connection had before an iptables `REDIRECT` (`SO_ORIGINAL_DST` for
 /// IPv4, `IP6T_SO_ORIGINAL_DST` for IPv6). `NotFound` when the kernel has no NAT record.
@@ -274,6 +274,92 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
             format!("unexpected address family {family}"),
         )),
     }
+}
+
+/// A pipe whose two ends are non-blocking and close-on-exec: `(read end, write end, the
+/// bytes it holds)`.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd, usize)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors the kernel writes.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just opened and are owned by nobody else.
+    let (rx, tx) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on the descriptor just opened.
+    let size = unsafe { libc::fcntl(fds[0], libc::F_GETPIPE_SZ) };
+    if size <= 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((rx, tx, size as usize))
+}
+
+/// Moves up to `len` bytes from `from` to `to` inside the kernel (`splice(2)`); one of them
+/// must be a pipe. `SPLICE_F_NONBLOCK` keeps the pipe from blocking, and the socket must be
+/// non-blocking ([`set_nonblocking`]) for it not to: then an empty source or a full
+/// destination is `WouldBlock`. `Ok(0)` is the end of a socket's stream.
+pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: null offsets (the files' own positions, which sockets and pipes do not have);
+    // stale descriptors only yield an error.
+    let rc = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
+}
+
+/// Sets `O_NONBLOCK` on `fd`.
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on an fd the caller owns; a stale fd only yields an error.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::O_NONBLOCK != 0 {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Receives what `fd` has, up to `buf.len()` bytes, without blocking (`MSG_DONTWAIT`).
+pub fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is writable for its length; a stale fd only yields an error.
+    let rc = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
+}
+
+/// Sends what of `buf` the socket takes without blocking (`MSG_DONTWAIT`, and no SIGPIPE).
+pub fn send_nonblocking(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is readable for its length; a stale fd only yields an error.
+    let rc = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
 }
 
 #[cfg(test)]

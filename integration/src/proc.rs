@@ -45,6 +45,8 @@ pub fn raise_nofile_limit(want: u64) -> u64 {
     };
     // SAFETY: valid, writable rlimit.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    // Never lowered: tests running at the same time each raise it for their own needs.
+    let want = want.max(limit.rlim_cur);
     let wanted = libc::rlimit {
         rlim_cur: want,
         rlim_max: want.max(limit.rlim_max),

@@ -39,8 +39,18 @@ pub struct Proxy {
 /// The workload the tests' proxies say they run for (`LINKERD2_PROXY_POLICY_WORKLOAD`).
 pub const WORKLOAD: &str = "test:test";
 
+///
+/// `runtime` is `monoio` or `glommio`, or `monoio-copy`: monoio with opaque TCP copied
+/// through buffers (`RINGLINK_L4_SPLICE=off`), not spliced.
 pub fn new(runtime: &str) -> Builder {
     let mut env = HashMap::new();
+    let runtime = match runtime {
+        "monoio-copy" => {
+            env.insert("RINGLINK_L4_SPLICE".to_string(), "off".to_string());
+            "monoio"
+        }
+        other => other,
+    };
     for (k, v) in [
         ("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0"),
         ("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0"),

@@ -1,11 +1,32 @@
 //! Opaque TCP through the proxy is indistinguishable from a direct connection: bytes,
-//! half-closes and resets all arrive, for both directions and both shard runtimes.
+//! half-closes and resets all arrive, for both directions and both shard runtimes, spliced
+//! (monoio) or copied (glommio, and monoio with `RINGLINK_L4_SPLICE=off`).
 
 use std::time::{Duration, Instant};
 
 use ringlink_integration::{both_runtimes, proxy, tcp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// monoio splices opaque TCP; these run it with the copy (`RINGLINK_L4_SPLICE=off`) too.
+mod monoio_copy {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn integrity_200mb_each_way() {
+        super::integrity_200mb_each_way("monoio-copy").await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn half_close_still_receives_reply() {
+        super::half_close_still_receives_reply("monoio-copy").await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn server_reset_reaches_client() {
+        super::server_reset_reaches_client("monoio-copy").await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn client_reset_reaches_server() {
+        super::client_reset_reaches_server("monoio-copy").await
+    }
+}
 
 both_runtimes!(
     outbound_echo,

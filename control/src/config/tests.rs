@@ -647,6 +647,18 @@ fn listen_backlog() {
 }
 
 #[test]
+fn l4_splice() {
+    assert!(config(&[]).l4_splice);
+    for (value, want) in [("on", true), (" OFF", false), ("off", false)] {
+        assert_eq!(config(&[(L4_SPLICE, value)]).l4_splice, want, "{value:?}");
+    }
+    for value in ["", "yes", "1", "spliced"] {
+        let e = assert_invalid(L4_SPLICE, value);
+        assert_eq!(e.reason, "expected on or off");
+    }
+}
+
+#[test]
 fn metrics_recording() {
     for (value, want) in [("on", true), ("ON", true), (" off ", false), ("Off", false)] {
         assert_eq!(

@@ -105,6 +105,13 @@ impl Stream for TcpStream {
         // A POLL_ADD on io_uring; `relaxed = false` re-checks with poll(2) on epoll.
         TcpStream::readable(self, false)
     }
+
+    const READINESS: bool = true;
+
+    fn writable(&self) -> impl Future<Output = io::Result<()>> {
+        // A POLL_ADD for POLLOUT on io_uring; a poll(2) re-check on epoll.
+        TcpStream::writable(self, false)
+    }
 }
 
 impl Reader for TcpStream {

@@ -52,19 +52,20 @@ pub async fn forward_to<R: Runtime>(
 ) -> Option<IoError> {
     let (client_fd, upstream_fd) = (client.as_raw_fd(), upstream.as_raw_fd());
     let dst = ctx.tcp.open(direction, Peer::Dst, target, tls);
-    let (mut client_rx, mut client_tx) = client.into_split();
-    let (mut upstream_rx, mut upstream_tx) = upstream.into_split();
     // Replay what detection read before anything else goes upstream.
     let replayed = if first.is_empty() {
-        Ok(())
+        Ok(upstream)
     } else {
         let n = first.len() as u64;
         src.read_bytes.inc_by(n);
+        let (upstream_rx, mut upstream_tx) = upstream.into_split();
         let (written, _) = upstream_tx.write_all(first).await;
-        if written.is_ok() {
+        let upstream = Transport::<R>::reunite(upstream_rx, upstream_tx)
+            .expect("the halves of one stream reunite");
+        written.map(|()| {
             dst.write_bytes.inc_by(n);
-        }
-        written
+            upstream
+        })
     };
     let (client_error, upstream_error) = match replayed {
         Err(error) => {
@@ -72,32 +73,83 @@ pub async fn forward_to<R: Runtime>(
             io::abort(client_fd, upstream_fd);
             (None, Some(error))
         }
-        Ok(()) => {
-            let closed = io::duplex(
+        Ok(upstream) => {
+            let closed = relay(ctx, (client, src), (upstream, &dst)).await;
+            (closed.client, closed.upstream)
+        }
+    };
+    ctx.tcp.close(dst, upstream_error.as_ref());
+    client_error
+}
+
+/// Relays both directions until both end: spliced through kernel pipes when both streams
+/// are plaintext TCP of a runtime that can wait for write readiness (and
+/// `RINGLINK_L4_SPLICE` is on), copied through buffers otherwise.
+async fn relay<R: Runtime>(
+    ctx: &ShardCtx<R>,
+    (client, src): (Transport<R>, &PeerMetrics),
+    (upstream, dst): (Transport<R>, &PeerMetrics),
+) -> io::Closed {
+    let (client_fd, upstream_fd) = (client.as_raw_fd(), upstream.as_raw_fd());
+    let spliced = <R::Stream as Stream>::READINESS && ctx.settings.l4_splice;
+    match (client, upstream) {
+        (Transport::Plain(client), Transport::Plain(upstream))
+            if spliced && io::splice::prepare([client_fd, upstream_fd]) =>
+        {
+            io::splice::duplex(
+                &ctx.pipes,
                 &ctx.buffers,
-                End {
-                    rx: &mut client_rx,
-                    tx: &mut client_tx,
+                io::splice::End {
+                    stream: &client,
                     fd: client_fd,
                     read_bytes: &src.read_bytes,
                     write_bytes: &src.write_bytes,
                 },
-                End {
-                    rx: &mut upstream_rx,
-                    tx: &mut upstream_tx,
+                io::splice::End {
+                    stream: &upstream,
                     fd: upstream_fd,
                     read_bytes: &dst.read_bytes,
                     write_bytes: &dst.write_bytes,
                 },
             )
-            .await;
-            (closed.client, closed.upstream)
+            .await
         }
-    };
-    ctx.tcp.close(dst, upstream_error.as_ref());
+        // Boxed: inline, the copy's futures would size every spliced connection's task too.
+        (client, upstream) => Box::pin(copy(ctx, (client, src), (upstream, dst))).await,
+    }
+}
+
+/// [`relay`] through buffers ([`io::duplex`]).
+async fn copy<R: Runtime>(
+    ctx: &ShardCtx<R>,
+    (client, src): (Transport<R>, &PeerMetrics),
+    (upstream, dst): (Transport<R>, &PeerMetrics),
+) -> io::Closed {
+    let (client_fd, upstream_fd) = (client.as_raw_fd(), upstream.as_raw_fd());
+    let (mut client_rx, mut client_tx) = client.into_split();
+    let (mut upstream_rx, mut upstream_tx) = upstream.into_split();
+    let closed = io::duplex(
+        &ctx.buffers,
+        End {
+            rx: &mut client_rx,
+            tx: &mut client_tx,
+            fd: client_fd,
+            read_bytes: &src.read_bytes,
+            write_bytes: &src.write_bytes,
+        },
+        End {
+            rx: &mut upstream_rx,
+            tx: &mut upstream_tx,
+            fd: upstream_fd,
+            read_bytes: &dst.read_bytes,
+            write_bytes: &dst.write_bytes,
+        },
+    )
+    .await;
+    // Whole again, so that dropping them only closes the sockets.
     drop(Transport::<R>::reunite(client_rx, client_tx));
     drop(Transport::<R>::reunite(upstream_rx, upstream_tx));
-    client_error
+    closed
 }
 
 /// Forwards an opaque connection to an endpoint of `dst` (or to `target` when its profile
