@@ -298,6 +298,12 @@ async fn accept_loop<R: Runtime>(
                     peer,
                 ));
             }
+            // The one connection went away before it was accepted (glommio reads its peer
+            // address after `accept`, which then fails with ENOTCONN): nothing to back off
+            // from.
+            Some(Err(error)) if accepted_connection_failed(&error) => {
+                tracing::debug!(shard = ctx.index, %direction, %error, "Connection lost while accepted");
+            }
             Some(Err(error)) => {
                 tracing::warn!(shard = ctx.index, %direction, %error, "Accept failed");
                 R::sleep(ACCEPT_ERROR_BACKOFF).await;
@@ -305,4 +311,61 @@ async fn accept_loop<R: Runtime>(
         }
     }
     // Dropping the listener closes it: this shard takes no new connections.
+}
+
+/// Whether an accept error concerns only the connection being accepted (reset or aborted
+/// by its client, or a network error accept(2) passes on), not the listener.
+fn accepted_connection_failed(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, NotConnected};
+    matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionReset | NotConnected
+    ) || matches!(
+        error.raw_os_error(),
+        Some(
+            libc::EPROTO
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+        )
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error, ErrorKind};
+
+    use super::accepted_connection_failed;
+
+    #[test]
+    fn a_lost_connection_is_not_a_listener_failure() {
+        for errno in [
+            libc::ENOTCONN,
+            libc::ECONNABORTED,
+            libc::ECONNRESET,
+            libc::EPROTO,
+        ] {
+            assert!(
+                accepted_connection_failed(&Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        // What the listener itself runs into is backed off from and logged as a warning.
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::ENOMEM,
+            libc::EBADF,
+        ] {
+            assert!(
+                !accepted_connection_failed(&Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        assert!(!accepted_connection_failed(&Error::from(ErrorKind::Other)));
+    }
 }
