@@ -20,6 +20,7 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::RawFd;
+use std::pin::pin;
 
 use prometheus::IntCounter;
 
@@ -110,23 +111,21 @@ where
     UW: Writer,
 {
     let shut = [Cell::new(false), Cell::new(false)];
-    let (sent, received) = join(
-        copy(
-            buffers,
-            (client.rx, upstream.tx),
-            [client.fd, upstream.fd],
-            [client.read_bytes, upstream.write_bytes],
-            [&shut[0], &shut[1]],
-        ),
-        copy(
-            buffers,
-            (upstream.rx, client.tx),
-            [upstream.fd, client.fd],
-            [upstream.read_bytes, client.write_bytes],
-            [&shut[1], &shut[0]],
-        ),
-    )
-    .await;
+    let sent = pin!(copy(
+        buffers,
+        (client.rx, upstream.tx),
+        [client.fd, upstream.fd],
+        [client.read_bytes, upstream.write_bytes],
+        [&shut[0], &shut[1]],
+    ));
+    let received = pin!(copy(
+        buffers,
+        (upstream.rx, client.tx),
+        [upstream.fd, client.fd],
+        [upstream.read_bytes, client.write_bytes],
+        [&shut[1], &shut[0]],
+    ));
+    let (sent, received) = join::join_pinned(sent, received).await;
     tracing::debug!(?sent, ?received, "Connection closed");
     closed(sent, received)
 }

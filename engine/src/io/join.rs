@@ -6,7 +6,7 @@
 //! `AtomicWaker`.
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -37,9 +37,19 @@ impl Wake for SideWaker {
 // === functions ===
 
 /// Runs `a` and `b` to completion concurrently, polling each only when it was woken.
+///
+/// This future holds each twice (as its argument and pinned); where it lives as long as a
+/// connection, [`join_pinned`] does not.
 pub async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
-    let mut a = pin!(a);
-    let mut b = pin!(b);
+    join_pinned(pin!(a), pin!(b)).await
+}
+
+/// [`join`] of futures the caller pinned (`pin!` in its own frame), so that they are held
+/// once.
+pub async fn join_pinned<A: Future, B: Future>(
+    mut a: Pin<&mut A>,
+    mut b: Pin<&mut B>,
+) -> (A::Output, B::Output) {
     let sides = [new_side(), new_side()];
     let wakers = [Waker::from(sides[0].clone()), Waker::from(sides[1].clone())];
     let mut out_a = None;

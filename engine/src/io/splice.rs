@@ -22,6 +22,7 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::pin::pin;
 
 use prometheus::IntCounter;
 
@@ -136,23 +137,21 @@ pub async fn duplex<S: Stream>(
     upstream: End<'_, S>,
 ) -> Closed {
     let shut = [Cell::new(false), Cell::new(false)];
-    let (sent, received) = super::join(
-        pump(
-            (pipes, buffers),
-            (client.stream, upstream.stream),
-            [client.fd, upstream.fd],
-            [client.read_bytes, upstream.write_bytes],
-            [&shut[0], &shut[1]],
-        ),
-        pump(
-            (pipes, buffers),
-            (upstream.stream, client.stream),
-            [upstream.fd, client.fd],
-            [upstream.read_bytes, client.write_bytes],
-            [&shut[1], &shut[0]],
-        ),
-    )
-    .await;
+    let sent = pin!(pump(
+        (pipes, buffers),
+        (client.stream, upstream.stream),
+        [client.fd, upstream.fd],
+        [client.read_bytes, upstream.write_bytes],
+        [&shut[0], &shut[1]],
+    ));
+    let received = pin!(pump(
+        (pipes, buffers),
+        (upstream.stream, client.stream),
+        [upstream.fd, client.fd],
+        [upstream.read_bytes, client.write_bytes],
+        [&shut[1], &shut[0]],
+    ));
+    let (sent, received) = super::join::join_pinned(sent, received).await;
     tracing::debug!(?sent, ?received, "Connection closed");
     super::closed(sent, received)
 }

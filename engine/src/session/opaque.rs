@@ -2,11 +2,14 @@
 //! ([`io::duplex`]); and a profiled opaque destination balanced per connection (P2C, where
 //! each open connection counts as pending and the connect latency is the RTT sample).
 
+use std::future::Future;
 use std::io::Error as IoError;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
+
+use futures_util::future::Either;
 
 use crate::conn::{Direction, TlsStatus};
 use crate::ctx::ShardCtx;
@@ -85,38 +88,50 @@ pub async fn forward_to<R: Runtime>(
 /// Relays both directions until both end: spliced through kernel pipes when both streams
 /// are plaintext TCP of a runtime that can wait for write readiness (and
 /// `RINGLINK_L4_SPLICE` is on), copied through buffers otherwise.
-async fn relay<R: Runtime>(
-    ctx: &ShardCtx<R>,
-    (client, src): (Transport<R>, &PeerMetrics),
-    (upstream, dst): (Transport<R>, &PeerMetrics),
-) -> io::Closed {
+///
+/// Not an `async fn`: the choice is made before the future exists, so the future holds each
+/// stream once (an `async fn` would also keep the streams it matched on).
+fn relay<'a, R: Runtime>(
+    ctx: &'a ShardCtx<R>,
+    (client, src): (Transport<R>, &'a PeerMetrics),
+    (upstream, dst): (Transport<R>, &'a PeerMetrics),
+) -> impl Future<Output = io::Closed> + 'a {
     let (client_fd, upstream_fd) = (client.as_raw_fd(), upstream.as_raw_fd());
     let spliced = <R::Stream as Stream>::READINESS && ctx.settings.l4_splice;
     match (client, upstream) {
         (Transport::Plain(client), Transport::Plain(upstream))
             if spliced && io::splice::prepare([client_fd, upstream_fd]) =>
         {
-            io::splice::duplex(
-                &ctx.pipes,
-                &ctx.buffers,
-                io::splice::End {
-                    stream: &client,
-                    fd: client_fd,
-                    read_bytes: &src.read_bytes,
-                    write_bytes: &src.write_bytes,
-                },
-                io::splice::End {
-                    stream: &upstream,
-                    fd: upstream_fd,
-                    read_bytes: &dst.read_bytes,
-                    write_bytes: &dst.write_bytes,
-                },
-            )
-            .await
+            Either::Left(splice(ctx, (client, src), (upstream, dst)))
         }
         // Boxed: inline, the copy's futures would size every spliced connection's task too.
-        (client, upstream) => Box::pin(copy(ctx, (client, src), (upstream, dst))).await,
+        (client, upstream) => Either::Right(Box::pin(copy(ctx, (client, src), (upstream, dst)))),
     }
+}
+
+/// [`relay`] through kernel pipes ([`io::splice::duplex`]).
+async fn splice<R: Runtime>(
+    ctx: &ShardCtx<R>,
+    (client, src): (R::Stream, &PeerMetrics),
+    (upstream, dst): (R::Stream, &PeerMetrics),
+) -> io::Closed {
+    io::splice::duplex(
+        &ctx.pipes,
+        &ctx.buffers,
+        io::splice::End {
+            fd: client.as_raw_fd(),
+            stream: &client,
+            read_bytes: &src.read_bytes,
+            write_bytes: &src.write_bytes,
+        },
+        io::splice::End {
+            fd: upstream.as_raw_fd(),
+            stream: &upstream,
+            read_bytes: &dst.read_bytes,
+            write_bytes: &dst.write_bytes,
+        },
+    )
+    .await
 }
 
 /// [`relay`] through buffers ([`io::duplex`]).
