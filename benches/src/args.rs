@@ -24,7 +24,8 @@ usage: ringlink-bench [OPTIONS]
                        balancing by name; for each ringlink runtime in --only),
                        tap (the tap API: disabled, idle, an Observe call
                        matching none of the load, one matching all of it; for
-                       each ringlink runtime in --only)
+                       each ringlink runtime in --only), idle (RSS per idle
+                       HTTP/1 keep-alive and L4 connection, 5,000 of each)
   --only NAME[,NAME]   proxies to measure, in order (default: all):
                        direct, ref-tokio, ringlink-monoio, ringlink-monoio-balanced
                        (through a Destination-service balancer; http1 only),
@@ -99,6 +100,9 @@ pub enum Test {
     /// an `Observe` call that matches none of the load and one that matches all of it,
     /// loaded by the bench's own client (`tap.rs`).
     Tap,
+    /// Idle connections: each proxy's RSS growth per idle HTTP/1 keep-alive and L4
+    /// connection (`idle.rs`).
+    Idle,
 }
 
 pub struct Options {
@@ -132,7 +136,7 @@ pub struct Options {
 // === impl Test ===
 
 impl Test {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Http1,
         Self::H2,
         Self::Grpc,
@@ -142,6 +146,7 @@ impl Test {
         Self::Policy,
         Self::OutboundPolicy,
         Self::Tap,
+        Self::Idle,
     ];
 
     pub fn name(self) -> &'static str {
@@ -155,6 +160,7 @@ impl Test {
             Self::Policy => "policy",
             Self::OutboundPolicy => "outbound-policy",
             Self::Tap => "tap",
+            Self::Idle => "idle",
         }
     }
 }

@@ -134,7 +134,8 @@ pub fn haproxy(c: &HaproxyConfig) -> String {
         | Test::Mesh
         | Test::Policy
         | Test::OutboundPolicy
-        | Test::Tap => ("http", "    http-reuse always\n", ""),
+        | Test::Tap
+        | Test::Idle => ("http", "    http-reuse always\n", ""),
         Test::H2 | Test::Grpc => ("http", "    http-reuse always\n", " proto h2"),
         Test::Bulk => ("tcp", "", ""),
     };

@@ -39,6 +39,7 @@ mod configs;
 mod destination;
 mod grpc;
 mod h2load;
+mod idle;
 mod loadgen;
 mod mesh;
 mod metrics_cost;
@@ -131,7 +132,8 @@ fn run() -> Result<ExitCode> {
             | Test::Bulk
             | Test::Policy
             | Test::OutboundPolicy
-            | Test::Tap => None,
+            | Test::Tap
+            | Test::Idle => None,
         };
         if let Some(reason) = missing {
             eprintln!("{}: skipped: {reason}", test.name());
@@ -171,6 +173,17 @@ fn run() -> Result<ExitCode> {
                     Ok(policy_failed) => failed |= policy_failed,
                     Err(error) => {
                         eprintln!("outbound-policy: FAILED: {error:#}");
+                        println!("\n- FAILED: {error:#}");
+                        failed = true;
+                    }
+                }
+                continue;
+            }
+            Test::Idle => {
+                match idle::run(&bench, &backend) {
+                    Ok(idle_failed) => failed |= idle_failed,
+                    Err(error) => {
+                        eprintln!("idle: FAILED: {error:#}");
                         println!("\n- FAILED: {error:#}");
                         failed = true;
                     }
@@ -327,6 +340,17 @@ fn print_header(opts: &Options, pin: &Pinning, bins: &Binaries) {
                 retries = outbound_policy::MAX_RETRIES,
                 path = outbound_policy::BACKEND_PATH,
             ),
+            Test::Idle => println!(
+                "- idle: for each proxy (fresh per row), {n} client connections opened one \
+                 after another from a thread pinned to CPU {load} and left idle, after {warm} \
+                 held to warm up: `http1` keep-alive after one GET (backend `bench-backend`), \
+                 `tcp` after 1 KiB that is not HTTP (backend `bench-backend --sink`; nginx \
+                 `stream`, haproxy `mode tcp`); bytes per idle connection = growth of the \
+                 proxy's RSS (all its processes) / {n}",
+                n = idle::CONNECTIONS,
+                warm = idle::WARM,
+                load = pin.load_cpu
+            ),
             Test::Tap => println!(
                 "- tap: ringlink (one shard, `taskset -c {proxy}`, fresh per row, certified by \
                  the mock Identity service on an unpinned thread of ringlink-bench) forwarding \
@@ -396,11 +420,11 @@ impl Bench<'_> {
         let name = kind.name();
         if matches!(
             test,
-            Test::Mesh | Test::Policy | Test::OutboundPolicy | Test::Tap
+            Test::Mesh | Test::Policy | Test::OutboundPolicy | Test::Tap | Test::Idle
         ) {
             bail!(
-                "the mesh, policy, outbound-policy and tap tests measure their own rows \
-                 (mesh.rs, policy.rs, outbound_policy.rs, tap.rs)"
+                "the mesh, policy, outbound-policy, tap and idle tests measure their own rows \
+                 (mesh.rs, policy.rs, outbound_policy.rs, tap.rs, idle.rs)"
             );
         }
         let proxy = Proxy::start(kind, test, backend, self.bins, self.pin)?;
@@ -513,7 +537,7 @@ impl Bench<'_> {
                     busy: cpu_us(cpu_before, cpu_after).map(|us| us / 1e6 / wall.as_secs_f64()),
                 }
             }
-            Test::Mesh | Test::Policy | Test::OutboundPolicy | Test::Tap => {
+            Test::Mesh | Test::Policy | Test::OutboundPolicy | Test::Tap | Test::Idle => {
                 unreachable!("refused above")
             }
             Test::Bulk => {
@@ -564,7 +588,7 @@ fn locate_binaries(opts: &Options) -> Result<Binaries> {
     })
 }
 
-fn start_backend(
+pub(crate) fn start_backend(
     pin: &Pinning,
     program: &std::path::Path,
     flags: &[&str],

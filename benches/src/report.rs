@@ -123,12 +123,14 @@ fn columns(
     match test {
         // The mesh, policy, outbound-policy and tap tests render their own tables
         // (`mesh.rs`, `policy.rs`, `outbound_policy.rs`, `tap.rs`); their load is HTTP/1.
-        Test::Http1 | Test::Mesh | Test::Policy | Test::OutboundPolicy | Test::Tap => (
-            &["rps", "p50", "p99"],
-            "CPU µs/req",
-            "CPU/req",
-            &["RSS MiB"],
-        ),
+        Test::Http1 | Test::Mesh | Test::Policy | Test::OutboundPolicy | Test::Tap | Test::Idle => {
+            (
+                &["rps", "p50", "p99"],
+                "CPU µs/req",
+                "CPU/req",
+                &["RSS MiB"],
+            )
+        }
         Test::H2 => (
             &["rps", "req mean", "req sd", "req max"],
             "CPU µs/req",
