@@ -24,7 +24,8 @@ const NGINX_KEEPALIVE_REQUESTS: u32 = 1_000_000;
 /// Idle backend connections nginx keeps per worker. `grpc_pass` needs one per concurrent
 /// h2 request.
 const NGINX_UPSTREAM_KEEPALIVE: u32 = 1024;
-const NGINX_WORKER_CONNECTIONS: u32 = 8192;
+/// The idle test's `tcp` rows hold 5,300 client connections and as many to the backend.
+const NGINX_WORKER_CONNECTIONS: u32 = 16_384;
 
 pub struct NginxConfig<'a> {
     /// The temporary directory: pid file and temp paths go there.

@@ -4,9 +4,9 @@
 //! by N is the row's bytes per idle connection. Two kinds:
 //!
 //! - `http1`: a keep-alive HTTP/1.1 connection after one `GET` (backend `bench-backend`);
-//! - `tcp`: an L4 connection after 1 KiB that is not HTTP (backend `bench-backend --sink`):
-//!   ringlink detects it as opaque TCP and forwards it; nginx (`stream`) and haproxy (`mode
-//!   tcp`) run their bulk configurations.
+//! - `tcp`: an L4 connection after 1 KiB that is not HTTP, echoed back (backend
+//!   `bench-backend --echo`): ringlink detects it as opaque TCP and forwards it; nginx
+//!   (`stream`) and haproxy (`mode tcp`) run their bulk configurations.
 //!
 //! The client runs on the load CPU; each proxy warms up with a few hundred connections first
 //! (its pools, tables and allocator arenas), which are held while measuring.
@@ -72,7 +72,7 @@ impl Kind {
     fn backend_flags(self) -> &'static [&'static str] {
         match self {
             Kind::Http1 => &[],
-            Kind::Tcp => &["--sink"],
+            Kind::Tcp => &["--echo"],
         }
     }
 }
@@ -193,7 +193,7 @@ fn measure(
 }
 
 /// Opens `n` connections one after another, each after one exchange: a `GET` answered 200
-/// (`http1`), or 1 KiB written (`tcp`: the sink answers nothing).
+/// (`http1`), or 1 KiB written and echoed back (`tcp`).
 async fn open(
     addr: SocketAddr,
     conn: Kind,
@@ -215,7 +215,14 @@ async fn open(
                     stream.write_all(request.as_bytes()).await?;
                     read_response(&mut stream).await?;
                 }
-                Kind::Tcp => stream.write_all(&opaque).await?,
+                Kind::Tcp => {
+                    stream.write_all(&opaque).await?;
+                    let mut back = vec![0u8; opaque.len()];
+                    stream.read_exact(&mut back).await?;
+                    if back != opaque {
+                        bail!("the echo differs");
+                    }
+                }
             }
             anyhow::Ok(stream)
         };

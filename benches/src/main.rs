@@ -344,8 +344,8 @@ fn print_header(opts: &Options, pin: &Pinning, bins: &Binaries) {
                 "- idle: for each proxy (fresh per row), {n} client connections opened one \
                  after another from a thread pinned to CPU {load} and left idle, after {warm} \
                  held to warm up: `http1` keep-alive after one GET (backend `bench-backend`), \
-                 `tcp` after 1 KiB that is not HTTP (backend `bench-backend --sink`; nginx \
-                 `stream`, haproxy `mode tcp`); bytes per idle connection = growth of the \
+                 `tcp` after 1 KiB that is not HTTP, echoed (backend `bench-backend --echo`; \
+                 nginx `stream`, haproxy `mode tcp`); bytes per idle connection = growth of the \
                  proxy's RSS (all its processes) / {n}",
                 n = idle::CONNECTIONS,
                 warm = idle::WARM,

@@ -36,6 +36,7 @@ enum Mode {
     H2,
     Grpc,
     Sink,
+    Echo,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,7 +46,8 @@ fn main() -> anyhow::Result<()> {
         [flag, addr] if flag == "--h2" => (Mode::H2, addr.as_str()),
         [flag, addr] if flag == "--grpc" => (Mode::Grpc, addr.as_str()),
         [flag, addr] if flag == "--sink" => (Mode::Sink, addr.as_str()),
-        _ => anyhow::bail!("usage: bench-backend [--h2 | --grpc | --sink] LISTEN_ADDR"),
+        [flag, addr] if flag == "--echo" => (Mode::Echo, addr.as_str()),
+        _ => anyhow::bail!("usage: bench-backend [--h2 | --grpc | --sink | --echo] LISTEN_ADDR"),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -67,6 +69,7 @@ fn main() -> anyhow::Result<()> {
                     Mode::H2 => drop(serve_h2(stream).await),
                     Mode::Grpc => unreachable!("served by tonic above"),
                     Mode::Sink => drop(serve_sink(stream).await),
+                    Mode::Echo => drop(serve_echo(stream).await),
                 }
             });
         }
@@ -132,6 +135,14 @@ async fn serve_sink(mut stream: TcpStream) -> io::Result<()> {
     }
     stream.write_all(&received.to_be_bytes()).await?;
     stream.shutdown().await
+}
+
+/// Writes back what it reads, until the end of stream (the idle test's L4 connections).
+async fn serve_echo(mut stream: TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let (mut r, mut w) = stream.split();
+    tokio::io::copy(&mut r, &mut w).await?;
+    w.shutdown().await
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
