@@ -25,7 +25,8 @@
 //! L1  conn, settings, error, lifecycle, io
 //!                              vocabulary: Direction, ConnMeta (with its TLS status),
 //!                              PerDirection, Settings, ProxyError, tasks/conn table/drain,
-//!                              buffers, duplex copy, Transport (TCP or mesh TLS)
+//!                              buffers, duplex copy and splice, Transport (TCP or
+//!                              mesh TLS)
 //! L0  sys, orig_dst, listen, rt
 //!                              the runtime seam (the only place naming glommio/monoio),
 //!                              syscalls (the only `unsafe` with rt/glommio), sockets
