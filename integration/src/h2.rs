@@ -5,6 +5,8 @@
 //!   `x-server-trailer: done`;
 //! - `/reset`: resets the stream with REFUSED_STREAM;
 //! - `/wait-reset`: reads the body until the client resets it, and records the reason;
+//! - `/data-then-reset`: 200, a DATA frame `partial` without END_STREAM, then a reset
+//!   (INTERNAL_ERROR);
 //! - anything else: 200 with the path as body.
 
 use std::future::poll_fn;
@@ -99,6 +101,13 @@ async fn handle(
     let mut body = req.into_body();
     match path.as_str() {
         "/reset" => respond.send_reset(Reason::REFUSED_STREAM),
+        "/data-then-reset" => {
+            let Ok(mut stream) = respond.send_response(Response::new(()), false) else {
+                return;
+            };
+            let _ = stream.send_data(Bytes::from_static(b"partial"), false);
+            stream.send_reset(Reason::INTERNAL_ERROR);
+        }
         "/wait-reset" => loop {
             match poll_fn(|cx| body.poll_data(cx)).await {
                 Some(Ok(data)) => {

@@ -18,6 +18,8 @@ both_runtimes!(
     concurrent_streams_share_one_upstream_connection,
     bodies_and_trailers_are_preserved,
     server_reset_reaches_client,
+    a_reset_after_data_is_not_a_clean_end,
+    the_end_of_a_body_rides_on_its_last_data_frame,
     client_reset_reaches_server,
     grpc_unary_status_and_trailers,
     grpc_bidirectional_streaming,
@@ -111,6 +113,85 @@ async fn server_reset_reaches_client(runtime: &'static str) {
         .await
         .unwrap();
     assert_eq!(reply.body, b"/after");
+}
+
+/// A body reset after its data is not a complete body: the proxy resets the client's
+/// stream too, even though the reset came with (or right after) the last data (the case the
+/// end-of-body shortcut checks for: the h2 crate's stream then also looks ended).
+async fn a_reset_after_data_is_not_a_clean_end(runtime: &'static str) {
+    let server = h2srv::server().await;
+    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    let client = Client::connect(proxy.outbound).await;
+    for _ in 0..20 {
+        let error = client
+            .request("GET", "http://svc/data-then-reset", Vec::new(), None)
+            .await
+            .expect_err("a reset stream, not a complete body");
+        assert_eq!(error.reason(), Some(Reason::INTERNAL_ERROR), "{error}");
+    }
+}
+
+/// The proxy ends a body on its last DATA frame when the upstream did, not with an empty
+/// DATA frame after it (read from the wire with a client of raw frames).
+async fn the_end_of_a_body_rides_on_its_last_data_frame(runtime: &'static str) {
+    let server = h2srv::server().await;
+    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    let frames = raw_h2_get(proxy.outbound, "/last-frame").await;
+    let data: Vec<_> = frames.iter().filter(|f| f.0 == 0).collect();
+    assert_eq!(
+        data,
+        [&(0u8, 1u8, b"/last-frame".to_vec())],
+        "DATA frames (type, flags, payload) of the response: {frames:?}"
+    );
+}
+
+/// GETs `path` over a raw HTTP/2 connection: the frames (type, flags, payload) of stream 1
+/// until its END_STREAM.
+async fn raw_h2_get(addr: std::net::SocketAddr, path: &str) -> Vec<(u8, u8, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let frame = |kind: u8, flags: u8, id: u32, payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend([kind, flags]);
+        f.extend(id.to_be_bytes());
+        f.extend(payload);
+        f
+    };
+    // HPACK without Huffman: GET, http, then :path and :authority as literals.
+    let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+    block.extend(path.as_bytes());
+    block.extend([0x01, 3]);
+    block.extend(b"svc");
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(4, 0, 0, &[]));
+    out.extend(frame(1, 0x5, 1, &block));
+    stream.write_all(&out).await.unwrap();
+    let mut frames = Vec::new();
+    let read = async {
+        loop {
+            let mut head = [0u8; 9];
+            stream.read_exact(&mut head).await.unwrap();
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            stream.read_exact(&mut payload).await.unwrap();
+            let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            if head[3] == 4 && head[4] & 1 == 0 {
+                // The server's SETTINGS: acknowledged.
+                stream.write_all(&frame(4, 1, 0, &[])).await.unwrap();
+            }
+            if id == 1 {
+                frames.push((head[3], head[4], payload));
+                if head[4] & 1 == 1 && matches!(head[3], 0 | 1) {
+                    return;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), read)
+        .await
+        .expect("the response ends");
+    frames
 }
 
 async fn client_reset_reaches_server(runtime: &'static str) {

@@ -594,16 +594,23 @@ async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>, keep_trailers: bo
         ..Pumped::default()
     };
     let mut empty = 0;
+    // What `from` gave when it was asked whether its end was clean.
+    let mut peeked = None;
     loop {
         // While waiting for data, a reset from the receiving side ends the pump: dropping
         // `from` then cancels the sending side's stream.
-        let next = poll_fn(|cx| {
-            if let Poll::Ready(reset) = to.poll_reset(cx) {
-                return Poll::Ready(Err(reset.ok()));
+        let next = match peeked.take() {
+            Some(next) => Ok(next),
+            None => {
+                poll_fn(|cx| {
+                    if let Poll::Ready(reset) = to.poll_reset(cx) {
+                        return Poll::Ready(Err(reset.ok()));
+                    }
+                    from.poll_data(cx).map(Ok)
+                })
+                .await
             }
-            from.poll_data(cx).map(Ok)
-        })
-        .await;
+        };
         let next = match next {
             Ok(next) => next,
             Err(reason) => {
@@ -625,13 +632,27 @@ async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>, keep_trailers: bo
                 empty = 0;
                 let n = data.len();
                 bytes += n as u64;
+                // The source's last frame (its END_STREAM came with this data, and no
+                // trailers follow): the end goes out on the last DATA frame, not on an
+                // empty one after it (one frame less per body, for both HTTP/2 peers). A
+                // stream reset after its data also looks ended: the next poll tells, and
+                // what it gave is handled by the next turn.
+                let last = from.is_end_stream()
+                    && match poll_fn(|cx| Poll::Ready(from.poll_data(cx))).await {
+                        Poll::Ready(None) => true,
+                        Poll::Ready(other) => {
+                            peeked = Some(other);
+                            false
+                        }
+                        Poll::Pending => false,
+                    };
                 while !data.is_empty() {
                     to.reserve_capacity(data.len());
                     match poll_fn(|cx| to.poll_capacity(cx)).await {
                         Some(Ok(0)) => continue,
                         Some(Ok(cap)) => {
                             let chunk = data.split_to(cap.min(data.len()));
-                            if to.send_data(chunk, false).is_err() {
+                            if to.send_data(chunk, last && data.is_empty()).is_err() {
                                 return failed(Side::To, bytes, None);
                             }
                         }
@@ -640,6 +661,12 @@ async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>, keep_trailers: bo
                     }
                 }
                 let _ = from.flow_control().release_capacity(n);
+                if last {
+                    return Pumped {
+                        bytes,
+                        ..Pumped::default()
+                    };
+                }
             }
             Some(Err(error)) => {
                 to.send_reset(error.reason().unwrap_or(Reason::CANCEL));
