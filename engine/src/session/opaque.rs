@@ -1,6 +1,8 @@
-//! Opaque TCP: the bytes detection read replayed upstream, then both directions copied
-//! ([`io::duplex`]); and a profiled opaque destination balanced per connection (P2C, where
-//! each open connection counts as pending and the connect latency is the RTT sample).
+//! Opaque TCP: the bytes detection read replayed upstream, then both directions relayed:
+//! spliced through kernel pipes ([`io::splice`]) between plaintext sockets where the
+//! runtime allows it, copied ([`io::duplex`]) otherwise; and a profiled opaque destination
+//! balanced per connection (P2C, where each open connection counts as pending and the
+//! connect latency is the RTT sample).
 
 use std::future::Future;
 use std::io::Error as IoError;
