@@ -193,36 +193,29 @@ pub fn peer_closed(fd: RawFd) -> bool {
 /// Copies up to `buf.len()` bytes that are waiting on the socket without consuming them
 /// (`recv` with `MSG_PEEK | MSG_DONTWAIT`).
 pub fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is writable for its length; a stale fd only yields an error.
-    let rc = unsafe {
-        libc::recv(
-            fd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(rc as usize)
+    recv(fd, buf, libc::MSG_PEEK | libc::MSG_DONTWAIT)
 }
 
 /// Whether an idle connection can still carry a request: nothing to read and no end of
 /// stream, checked without blocking (`recv` with `MSG_PEEK | MSG_DONTWAIT`). A server that
 /// closed its idle connection, or sent bytes nobody asked for, makes it unusable.
 pub fn is_idle_and_open(fd: RawFd) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: one writable byte at a valid address; a stale fd only yields an error.
-    let rc = unsafe {
-        libc::recv(
-            fd,
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    rc < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+    matches!(peek(fd, &mut [0u8]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// Receives what `fd` has, up to `buf.len()` bytes, without blocking (`MSG_DONTWAIT`).
+pub fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    recv(fd, buf, libc::MSG_DONTWAIT)
+}
+
+/// `recv(2)` into `buf` with `flags`.
+fn recv(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: `buf` is writable for its length; a stale fd only yields an error.
+    let rc = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft limit.
@@ -333,16 +326,6 @@ pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// Receives what `fd` has, up to `buf.len()` bytes, without blocking (`MSG_DONTWAIT`).
-pub fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is writable for its length; a stale fd only yields an error.
-    let rc = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(rc as usize)
 }
 
 /// Sends what of `buf` the socket takes without blocking (`MSG_DONTWAIT`, and no SIGPIPE).
