@@ -6,7 +6,9 @@
 //! - `http1`: a keep-alive HTTP/1.1 connection after one `GET` (backend `bench-backend`);
 //! - `tcp`: an L4 connection after 1 KiB that is not HTTP, echoed back (backend
 //!   `bench-backend --echo`): ringlink detects it as opaque TCP and forwards it; nginx
-//!   (`stream`) and haproxy (`mode tcp`) run their bulk configurations.
+//!   (`stream`) and haproxy (`mode tcp`) run their bulk configurations;
+//! - `h2`: an HTTP/2 (h2c, prior knowledge) connection after one `GET` answered 200 on one
+//!   stream (backend `bench-backend --h2`; nginx and haproxy run their h2 configurations).
 //!
 //! The client runs on the load CPU; each proxy warms up with a few hundred connections first
 //! (its pools, tables and allocator arenas), which are held while measuring.
@@ -18,6 +20,8 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use h2::client::SendRequest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -41,7 +45,22 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
 enum Kind {
     Http1,
     Tcp,
+    H2,
 }
+
+/// A connection held idle (its fields are held, never read); an h2 one with its
+/// connection task, ended when dropped.
+enum Held {
+    Stream {
+        _stream: TcpStream,
+    },
+    H2 {
+        _send: SendRequest<Bytes>,
+        _task: AbortOnDrop,
+    },
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 struct Row {
     kind: ProxyKind,
@@ -58,6 +77,7 @@ impl Kind {
         match self {
             Kind::Http1 => "http1",
             Kind::Tcp => "tcp",
+            Kind::H2 => "h2",
         }
     }
 
@@ -66,6 +86,7 @@ impl Kind {
         match self {
             Kind::Http1 => Test::Http1,
             Kind::Tcp => Test::Bulk,
+            Kind::H2 => Test::H2,
         }
     }
 
@@ -73,6 +94,7 @@ impl Kind {
         match self {
             Kind::Http1 => &[],
             Kind::Tcp => &["--echo"],
+            Kind::H2 => &["--h2"],
         }
     }
 }
@@ -85,7 +107,7 @@ pub fn run(bench: &Bench<'_>, backend: &Path) -> Result<bool> {
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     let mut failed = false;
-    for conn in [Kind::Http1, Kind::Tcp] {
+    for conn in [Kind::Http1, Kind::Tcp, Kind::H2] {
         let (backend_addr, backend_process) =
             crate::start_backend(bench.pin, backend, conn.backend_flags())?;
         for &kind in &bench.opts.proxies {
@@ -193,13 +215,8 @@ fn measure(
 }
 
 /// Opens `n` connections one after another, each after one exchange: a `GET` answered 200
-/// (`http1`), or 1 KiB written and echoed back (`tcp`).
-async fn open(
-    addr: SocketAddr,
-    conn: Kind,
-    host: Option<&str>,
-    n: usize,
-) -> Result<Vec<TcpStream>> {
+/// (`http1`, `h2`), or 1 KiB written and echoed back (`tcp`).
+async fn open(addr: SocketAddr, conn: Kind, host: Option<&str>, n: usize) -> Result<Vec<Held>> {
     let mut conns = Vec::with_capacity(n);
     let request = format!(
         "GET / HTTP/1.1\r\nHost: {}\r\n\r\n",
@@ -211,6 +228,7 @@ async fn open(
             let mut stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
             match conn {
+                Kind::H2 => return h2_get(stream, host.unwrap_or("idle.example")).await,
                 Kind::Http1 => {
                     stream.write_all(request.as_bytes()).await?;
                     read_response(&mut stream).await?;
@@ -224,7 +242,7 @@ async fn open(
                     }
                 }
             }
-            anyhow::Ok(stream)
+            anyhow::Ok(Held::Stream { _stream: stream })
         };
         match tokio::time::timeout(SETUP_TIMEOUT, one).await {
             Ok(Ok(stream)) => conns.push(stream),
@@ -233,6 +251,36 @@ async fn open(
         }
     }
     Ok(conns)
+}
+
+/// An h2c connection (prior knowledge) with one `GET` answered 200 and its body read.
+async fn h2_get(stream: TcpStream, host: &str) -> Result<Held> {
+    let (send, connection) = h2::client::handshake(stream).await?;
+    let task = AbortOnDrop(tokio::spawn(async move {
+        let _ = connection.await;
+    }));
+    let mut send = send.ready().await?;
+    let request = http::Request::get(format!("http://{host}/")).body(())?;
+    let (response, _) = send.send_request(request, true)?;
+    let response = response.await?;
+    if response.status() != http::StatusCode::OK {
+        bail!("not a 200: {}", response.status());
+    }
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    Ok(Held::H2 {
+        _send: send,
+        _task: task,
+    })
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Reads one response with a `content-length` body; fails on any status but 200.

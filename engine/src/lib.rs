@@ -53,6 +53,7 @@ mod error;
 mod io;
 mod lifecycle;
 mod settings;
+mod slot;
 // L2
 pub mod balance;
 mod discover;

@@ -1,5 +1,5 @@
-//! The syscalls the engine makes itself; the only module (besides the glommio listener
-//! hand-over in `rt`) with `unsafe`.
+//! The syscalls the engine makes itself; with `slot` (pooled futures) and the glommio
+//! listener hand-over in `rt`, the only module with `unsafe`.
 
 #![allow(unsafe_code)]
 

@@ -1,6 +1,7 @@
 //! What an idle connection costs the proxy. HTTP/1 keep-alive: after one request, a client
 //! connection waits for its next request with a small read buffer, and its task carries no
-//! detection, connect or timer state. Opaque TCP: spliced, it holds no buffer and no pipe. Measured as the growth of the proxy's RSS over many
+//! exchange, detection, connect or timer state. Opaque TCP: spliced, it holds no buffer
+//! and no pipe. Measured as the growth of the proxy's RSS over many
 //! such connections; the bound is a regression guard (issue 15's target of 2 KiB is not
 //! met).
 
@@ -12,10 +13,12 @@ use ringlink_integration::proxy;
 
 /// Connections held idle.
 const CONNECTIONS: usize = 2_000;
-/// The most an idle keep-alive connection may add to the proxy's RSS (18.9 KiB with monoio
+/// The most an idle keep-alive connection may add to the proxy's RSS: 18.9 KiB with monoio
 /// and 13.3 KiB with glommio before detection, connects and timers left the connection's
-/// task; 13.5 and 11.9 KiB now, in debug and release builds alike).
-const BOUND_BYTES: u64 = 15 * 1024;
+/// task; 13.5 and 11.9 KiB while the task still held the exchange's state; 5.5 and 5.1 KiB
+/// in this debug build since the exchange runs in a pooled block (`engine::slot`) and the
+/// idle wait is the task's own.
+const BOUND_BYTES: u64 = 7 * 1024;
 
 async fn idle_http1_connections_are_small(runtime: &'static str) {
     // The test's own sockets, plus the proxy's (it raises its own limit).

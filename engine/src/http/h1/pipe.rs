@@ -14,7 +14,7 @@ use crate::io::{Buffers, LARGE_BUFFER, SMALL_BUFFER};
 use crate::rt::{Reader, Runtime, Writer};
 
 /// The least capacity a head's first read uses as it is, without growing the buffer.
-const MIN_FIRST_READ: usize = 512;
+pub const MIN_FIRST_READ: usize = 512;
 
 // === types ===
 
