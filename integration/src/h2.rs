@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct Server {
     pub addr: SocketAddr,
     connections: Arc<AtomicUsize>,
+    handshakes: Arc<AtomicUsize>,
     resets: Arc<Mutex<Vec<Reason>>>,
     authorities: Arc<Mutex<Vec<String>>>,
 }
@@ -46,8 +47,14 @@ pub struct Reply {
 // === impl Server ===
 
 impl Server {
+    /// TCP connections accepted (a proxy's unused eager connections included).
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections that completed the HTTP/2 handshake.
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.load(Ordering::SeqCst)
     }
 
     /// Reasons of the client resets `/wait-reset` streams saw.
@@ -65,17 +72,20 @@ pub async fn server() -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
+    let handshakes = Arc::new(AtomicUsize::new(0));
     let resets = Arc::new(Mutex::new(Vec::new()));
     let authorities = Arc::new(Mutex::new(Vec::new()));
-    let (conns, rs, auths) = (connections.clone(), resets.clone(), authorities.clone());
+    let (conns, shakes) = (connections.clone(), handshakes.clone());
+    let (rs, auths) = (resets.clone(), authorities.clone());
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             conns.fetch_add(1, Ordering::SeqCst);
-            let (rs, auths) = (rs.clone(), auths.clone());
+            let (rs, auths, shakes) = (rs.clone(), auths.clone(), shakes.clone());
             tokio::spawn(async move {
                 let Ok(mut conn) = h2::server::handshake(stream).await else {
                     return;
                 };
+                shakes.fetch_add(1, Ordering::SeqCst);
                 while let Some(Ok((req, respond))) = conn.accept().await {
                     let authority = req.uri().authority().map(|a| a.to_string());
                     auths.lock().unwrap().extend(authority);
@@ -87,6 +97,7 @@ pub async fn server() -> Server {
     Server {
         addr,
         connections,
+        handshakes,
         resets,
         authorities,
     }

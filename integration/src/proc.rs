@@ -70,3 +70,40 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// How many of process `pid`'s open sockets are TCP (IPv4) connections to `addr`: the
+/// socket inodes of its descriptors, matched against `/proc/net/tcp`'s remote addresses.
+pub fn tcp_sockets_to(pid: u32, addr: std::net::SocketAddr) -> usize {
+    let std::net::SocketAddr::V4(addr) = addr else {
+        panic!("tcp_sockets_to: IPv4 only");
+    };
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    // /proc/net/tcp writes an IPv4 address as the hex of its bytes in host (little-endian)
+    // order, and the port in network order.
+    let remote = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(addr.ip().octets()),
+        addr.port()
+    );
+    std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 9 && fields[2] == remote && inodes.contains(fields[9])
+        })
+        .count()
+}

@@ -391,6 +391,11 @@ impl Proxy {
     pub fn rss_kib(&self) -> u64 {
         crate::proc::rss_kib(self.child.id())
     }
+
+    /// How many of the proxy's open sockets are TCP connections to `addr` (IPv4).
+    pub fn fds_to(&self, addr: SocketAddr) -> usize {
+        crate::proc::tcp_sockets_to(self.child.id(), addr)
+    }
 }
 
 impl Drop for Proxy {

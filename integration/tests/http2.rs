@@ -16,6 +16,7 @@ use tonic::Code;
 both_runtimes!(
     outbound_and_inbound_h2,
     concurrent_streams_share_one_upstream_connection,
+    client_connections_share_the_upstream_connection,
     bodies_and_trailers_are_preserved,
     server_reset_reaches_client,
     a_reset_after_data_is_not_a_clean_end,
@@ -71,6 +72,46 @@ async fn concurrent_streams_share_one_upstream_connection(runtime: &'static str)
         assert_eq!(reply.body, format!("/{i}").as_bytes());
     }
     assert_eq!(server.connections(), 1);
+}
+
+/// Client connections to one endpoint share the shard's one upstream connection (as
+/// linkerd2-proxy's per-endpoint clients do): it outlives the client connections that used
+/// it, and a client connection holds none of its own.
+async fn client_connections_share_the_upstream_connection(runtime: &'static str) {
+    let server = h2srv::server().await;
+    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let client = Client::connect(proxy.outbound).await;
+        for j in 0..3 {
+            let path = format!("http://svc/{i}-{j}");
+            let reply = client
+                .request("GET", &path, Vec::new(), None)
+                .await
+                .unwrap();
+            assert_eq!(reply.body, format!("/{i}-{j}").as_bytes());
+        }
+        clients.push(client);
+    }
+    assert_eq!(
+        server.handshakes(),
+        1,
+        "one h2 connection carried every stream"
+    );
+    drop(clients);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A later client connection finds it still open.
+    let client = Client::connect(proxy.outbound).await;
+    let reply = client
+        .request("GET", "http://svc/later", Vec::new(), None)
+        .await
+        .unwrap();
+    assert_eq!(reply.body, b"/later");
+    assert_eq!(server.handshakes(), 1);
+    // The connections detection opened to the same address were closed unused, not kept
+    // per client connection: the proxy holds one connection to the server.
+    let open = proxy.fds_to(server.addr);
+    assert_eq!(open, 1, "the proxy's connections to the server");
 }
 
 async fn bodies_and_trailers_are_preserved(runtime: &'static str) {

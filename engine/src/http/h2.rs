@@ -126,7 +126,10 @@ pub async fn serve<R: Runtime>(
         .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
         .max_send_buffer_size(MAX_SEND_BUFFER)
         .handshake::<_, Bytes>(io);
-    let mut conn = match crate::rt::timeout::<R, _>(detect_timeout, handshake).await {
+    // Boxed: the handshake's state (~4 KiB) would otherwise size the connection's task for
+    // as long as the connection lives.
+    let handshake = Box::pin(crate::rt::timeout::<R, _>(detect_timeout, handshake));
+    let mut conn = match handshake.await {
         Some(Ok(conn)) => conn,
         Some(Err(error)) => {
             tracing::info!(%error, "HTTP/2 handshake failed");

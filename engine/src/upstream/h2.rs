@@ -1,8 +1,10 @@
 //! Upstream HTTP/2 connections: the client handshake every h2 upstream connection goes
-//! through ([`handshake`]), and the shard's shared connections to meshed endpoints whose
-//! protocol hint is H2 ([`H2Pool`]), which carry the HTTP/1 requests this proxy upgrades
-//! (`l5d-orig-proto`) — one multiplexed connection per endpoint and shard, as
-//! linkerd2-proxy keeps one per endpoint.
+//! through ([`handshake`]), and the shard's shared connections ([`H2Pool`]): one multiplexed
+//! connection per endpoint, direction and TLS identity and shard, as linkerd2-proxy keeps
+//! one client per endpoint. They carry the streams of every HTTP/2 client connection to
+//! that endpoint, and the HTTP/1 requests this proxy upgrades (`l5d-orig-proto`) to meshed
+//! endpoints whose protocol hint is H2. Sharing them, an idle HTTP/2 client connection
+//! holds no upstream connection of its own.
 //!
 //! A shared connection is made by the first request that needs it; requests arriving while
 //! it is being made wait for the same one. It leaves the pool when it fails, when its
@@ -18,12 +20,14 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::{FutureExt, Shared};
 use h2::client::SendRequest;
 
+use crate::balance::EndpointTls;
 use crate::conn::{Direction, TlsStatus};
 use crate::error::ProxyError;
 use crate::io::{Counted, Transport};
@@ -35,6 +39,11 @@ use crate::telemetry::{Peer, Tcp};
 pub const MAX_HEADER_LIST_SIZE: u32 = 64 << 10;
 /// Bytes buffered per stream for sending.
 pub const MAX_SEND_BUFFER: usize = 256 << 10;
+/// The connection-level receive window of an upstream connection (linkerd2-proxy's
+/// default, 1 MiB: a shared connection carries many streams at once, and the protocol's
+/// 64 KiB would let one stream's unread body stall the others). Streams keep the
+/// protocol's 64 KiB each.
+pub const CONNECTION_WINDOW: u32 = 1 << 20;
 
 // === types ===
 
@@ -55,11 +64,21 @@ pub enum ConnectFailure {
     Handshake(String),
 }
 
-/// The shard's shared h2 connections to upgraded endpoints, by address.
+/// What a shared connection is for: its endpoint, the side of the pod whose requests it
+/// carries (its metrics' direction), and the mesh TLS it was made with (`None`:
+/// plaintext). A request never rides on a connection made for another TLS identity.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct H2Key {
+    pub direction: Direction,
+    pub addr: SocketAddr,
+    pub tls: Option<Arc<EndpointTls>>,
+}
+
+/// The shard's shared h2 connections, by [`H2Key`].
 #[derive(Default)]
 pub struct H2Pool {
-    conns: RefCell<HashMap<SocketAddr, Shared<Connecting>>>,
-    last_used: RefCell<HashMap<SocketAddr, Instant>>,
+    conns: RefCell<HashMap<H2Key, Shared<Connecting>>>,
+    last_used: RefCell<HashMap<H2Key, Instant>>,
     /// Set for the drain: no connection is shared any more.
     closed: Cell<bool>,
 }
@@ -67,17 +86,18 @@ pub struct H2Pool {
 // === impl H2Pool ===
 
 impl H2Pool {
-    /// A ready handle on the shared connection to `addr`, made by `connect` when there is
+    /// A ready handle on the shared connection for `key`, made by `connect` when there is
     /// none (or the one there is has closed). A failed connection is forgotten, so the next
     /// request tries again.
     pub async fn get(
         &self,
-        addr: SocketAddr,
+        key: &H2Key,
         connect: impl FnOnce() -> Connecting,
     ) -> Result<SendRequest<Bytes>, ProxyError> {
+        let addr = key.addr;
         let mut connect = Some(connect);
         loop {
-            let existing = self.conns.borrow().get(&addr).cloned();
+            let existing = self.conns.borrow().get(key).cloned();
             let (shared, fresh) = match existing {
                 Some(shared) => (shared, false),
                 None => {
@@ -86,16 +106,18 @@ impl H2Pool {
                     };
                     let shared = connect().shared();
                     if !self.closed.get() {
-                        self.conns.borrow_mut().insert(addr, shared.clone());
+                        self.conns.borrow_mut().insert(key.clone(), shared.clone());
                     }
                     (shared, true)
                 }
             };
-            self.last_used.borrow_mut().insert(addr, Instant::now());
+            self.last_used
+                .borrow_mut()
+                .insert(key.clone(), Instant::now());
             let send = match shared.await {
                 Ok(send) => send,
                 Err(failure) => {
-                    self.forget(addr);
+                    self.forget(key);
                     return Err(failure.into_error());
                 }
             };
@@ -104,10 +126,10 @@ impl H2Pool {
                 // The server closed it (GOAWAY, idle close): connect anew, once.
                 Err(error) if !fresh => {
                     tracing::debug!(dst.addr = %addr, %error, "Shared HTTP/2 connection closed");
-                    self.forget(addr);
+                    self.forget(key);
                 }
                 Err(error) => {
-                    self.forget(addr);
+                    self.forget(key);
                     return Err(ProxyError::upstream(format!(
                         "HTTP/2 connection failed: {error}"
                     )));
@@ -116,24 +138,31 @@ impl H2Pool {
         }
     }
 
-    fn forget(&self, addr: SocketAddr) {
-        self.conns.borrow_mut().remove(&addr);
-        self.last_used.borrow_mut().remove(&addr);
+    /// Whether a connection for `key` is shared (made, or being made).
+    pub fn contains(&self, key: &H2Key) -> bool {
+        self.conns.borrow().contains_key(key)
+    }
+
+    /// Stops sharing the connection for `key` (its in-flight streams keep it open until
+    /// they end).
+    pub fn forget(&self, key: &H2Key) {
+        self.conns.borrow_mut().remove(key);
+        self.last_used.borrow_mut().remove(key);
     }
 
     /// Forgets connections unused for `idle_timeout` (each closes once its in-flight streams
     /// end); how many.
     pub fn sweep(&self, idle_timeout: Duration) -> usize {
         let now = Instant::now();
-        let expired: Vec<SocketAddr> = self
+        let expired: Vec<H2Key> = self
             .last_used
             .borrow()
             .iter()
             .filter(|(_, at)| now.saturating_duration_since(**at) >= idle_timeout)
-            .map(|(addr, _)| *addr)
+            .map(|(key, _)| key.clone())
             .collect();
-        for addr in &expired {
-            self.forget(*addr);
+        for key in &expired {
+            self.forget(key);
         }
         expired.len()
     }
@@ -210,6 +239,7 @@ pub async fn handshake<R: Runtime>(
         }
     };
     let handshake = h2::client::Builder::new()
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .max_header_list_size(MAX_HEADER_LIST_SIZE)
         .max_send_buffer_size(MAX_SEND_BUFFER)
         .handshake::<_, Bytes>(io)

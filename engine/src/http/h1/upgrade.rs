@@ -29,7 +29,7 @@ use crate::error::ProxyError;
 use crate::http::conn::dial_h2;
 use crate::rt::Runtime;
 use crate::telemetry::{H1Headers, RequestMetrics};
-use crate::upstream::{self, Target};
+use crate::upstream::{self, h2::H2Key, Target};
 
 /// The header naming the protocol an upgraded request was sent with.
 pub const ORIG_PROTO: &str = "l5d-orig-proto";
@@ -125,8 +125,13 @@ impl<R: Runtime> Session<'_, R> {
         let connected = upstream::connect_balanced::<R, _, _, _>(&ctx.dsts, target, |addr, tls| {
             let ctx = ctx.clone();
             async move {
+                let key = H2Key {
+                    direction,
+                    addr,
+                    tls: tls.clone(),
+                };
                 ctx.h2
-                    .get(addr, || dial_h2(&ctx, direction, addr, tls))
+                    .get(&key, || dial_h2(&ctx, direction, addr, tls))
                     .await
             }
         })

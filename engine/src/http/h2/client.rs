@@ -1,20 +1,20 @@
-//! Upstream HTTP/2 connections, the client side of the proxy: one multiplexed connection per
-//! target and client connection, made by the first stream that needs it (or taken from the
-//! connection detection opened), shared by the streams that wait meanwhile, and driven by
-//! its own shard task.
+//! Upstream HTTP/2 connections, the client side of the proxy: the streams of every client
+//! connection leave on the shard's shared connections (`upstream::h2::H2Pool`), one
+//! multiplexed connection per endpoint, direction and TLS identity, made by the first
+//! stream that needs it (over the connection detection opened, when it went there), shared
+//! by the streams that wait meanwhile, and driven by its own shard task. So an idle client
+//! connection holds no upstream connection, and the shard's streams to one endpoint share
+//! one connection's reads and writes, as linkerd2-proxy's per-endpoint clients do.
 //!
-//! HTTP/1 requests upgraded to HTTP/2 between proxies (`l5d-orig-proto`) leave on the
-//! shard's shared connections instead (`upstream::h2::H2Pool`): an HTTP/1 client
-//! connection carries one request at a time, and would not fill a connection of its own.
+//! HTTP/1 requests upgraded to HTTP/2 between proxies (`l5d-orig-proto`) use the same
+//! connections.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::future::{FutureExt, Shared};
 use h2::client::SendRequest;
 
 use crate::balance::{EndpointTls, Pick};
@@ -26,7 +26,7 @@ use crate::http::conn::{dial_h2, request_tls};
 use crate::io::Transport;
 use crate::rt::Runtime;
 use crate::telemetry::{RequestMetrics, RouteCache, TapView};
-use crate::upstream::{self, h2::Connecting};
+use crate::upstream::{self, h2::H2Key};
 
 // === types ===
 
@@ -35,7 +35,6 @@ use crate::upstream::{self, h2::Connecting};
 pub struct Upstreams<R: Runtime> {
     pub ctx: Rc<ShardCtx<R>>,
     pub meta: ConnMeta,
-    by_target: RefCell<HashMap<SocketAddr, Shared<Connecting>>>,
     /// The connection detection opened to the original destination, not yet used.
     eager: RefCell<Option<(SocketAddr, Transport<R>)>>,
     /// The HTTP metrics of the connection's last route.
@@ -52,10 +51,18 @@ impl<R: Runtime> Upstreams<R> {
         meta: &ConnMeta,
         eager: Option<(SocketAddr, Transport<R>)>,
     ) -> Self {
+        // The connection detection opened is dropped at once if the shard already shares
+        // one to the same endpoint: an idle client connection holds none.
+        let eager = eager.filter(|(addr, _)| {
+            !ctx.h2.contains(&H2Key {
+                direction: meta.direction,
+                addr: *addr,
+                tls: None,
+            })
+        });
         Upstreams {
             ctx: ctx.clone(),
             meta: meta.clone(),
-            by_target: RefCell::new(HashMap::new()),
             eager: RefCell::new(eager),
             routes: RefCell::new(RouteCache::default()),
             dst: DstCache::default(),
@@ -113,71 +120,63 @@ impl<R: Runtime> Upstreams<R> {
         metrics.tapped(taps);
     }
 
-    /// The h2 connection to `target` (with mesh TLS when `tls` says its proxy is meshed).
-    /// The first stream to ask connects (or uses the eager connection); streams asking
-    /// meanwhile wait for the same connection.
+    /// The shard's shared h2 connection to `target` (with mesh TLS when `tls` says its
+    /// proxy is meshed), made when there is none: over the connection detection opened, if
+    /// it went to `target` in plaintext, else a new one. Streams asking meanwhile wait for
+    /// the same connection.
     pub async fn get(
         &self,
         target: SocketAddr,
         tls: Option<Arc<EndpointTls>>,
     ) -> Result<SendRequest<Bytes>, ProxyError> {
-        // A meshed endpoint's connection is the shard's, shared by every client connection:
-        // one mesh TLS handshake per endpoint and shard, not per client connection.
-        if tls.is_some() {
-            let (ctx, direction) = (&self.ctx, self.meta.direction);
-            return ctx
-                .h2
-                .get(target, || dial_h2(ctx, direction, target, tls))
-                .await;
-        }
-        let existing = self.by_target.borrow().get(&target).cloned();
-        let shared = match existing {
-            Some(shared) => shared,
-            None => {
-                let eager = {
-                    let mut eager = self.eager.borrow_mut();
-                    match eager.take() {
-                        Some((addr, stream)) if addr == target => Some(stream),
-                        other => {
-                            *eager = other;
-                            None
-                        }
-                    }
-                };
-                let direction = self.meta.direction;
-                let connecting: Connecting = match eager {
-                    Some(stream) => {
-                        let ctx = self.ctx.clone();
-                        Box::pin(async move {
-                            let status = ctx.tcp.plaintext(direction).clone();
-                            upstream::h2::handshake::<R>(
-                                &ctx.tcp,
-                                &ctx.life,
-                                direction,
-                                target,
-                                (stream, &status),
-                            )
-                            .await
-                        })
-                    }
-                    None => dial_h2(&self.ctx, direction, target, None),
-                };
-                let shared = connecting.shared();
-                self.by_target.borrow_mut().insert(target, shared.clone());
-                shared
-            }
+        let (ctx, direction) = (&self.ctx, self.meta.direction);
+        let key = H2Key {
+            direction,
+            addr: target,
+            tls: tls.clone(),
         };
-        match shared.await {
-            Ok(send) => Ok(send),
-            Err(failure) => {
-                // The next stream tries again.
-                self.forget(target);
-                Err(failure.into_error())
+        // Taken now: if the shard already shares a connection there, it closes unused.
+        let eager = tls.is_none().then(|| self.take_eager(target)).flatten();
+        ctx.h2
+            .get(&key, || match eager {
+                Some(stream) => {
+                    let ctx = ctx.clone();
+                    Box::pin(async move {
+                        let status = ctx.tcp.plaintext(direction).clone();
+                        upstream::h2::handshake::<R>(
+                            &ctx.tcp,
+                            &ctx.life,
+                            direction,
+                            target,
+                            (stream, &status),
+                        )
+                        .await
+                    })
+                }
+                None => dial_h2(ctx, direction, target, tls),
+            })
+            .await
+    }
+
+    /// The connection detection opened, if it went to `target` and is still unused.
+    fn take_eager(&self, target: SocketAddr) -> Option<Transport<R>> {
+        let mut eager = self.eager.borrow_mut();
+        match eager.take() {
+            Some((addr, stream)) if addr == target => Some(stream),
+            other => {
+                *eager = other;
+                None
             }
         }
     }
 
-    pub fn forget(&self, target: SocketAddr) {
-        self.by_target.borrow_mut().remove(&target);
+    /// Stops sharing the connection to `target` (one that failed under a request).
+    pub fn forget(&self, target: SocketAddr, tls: Option<Arc<EndpointTls>>) {
+        let key = H2Key {
+            direction: self.meta.direction,
+            addr: target,
+            tls,
+        };
+        self.ctx.h2.forget(&key);
     }
 }

@@ -116,12 +116,7 @@ async fn try_once<R: Runtime>(
     target: &mut Target,
     replay: &Replay<'_>,
 ) -> Result<Response<RecvStream>, ProxyError> {
-    let dsts = upstreams.ctx.dsts.clone();
-    let send = upstream::connect_balanced::<R, _, _, _>(&dsts, target, |addr, tls| {
-        let upstreams = upstreams.clone();
-        async move { upstreams.get(addr, tls).await }
-    })
-    .await?;
+    let (send, tls) = super::stream::connect::<R>(upstreams, target).await?;
     let head = replay.head;
     let mut request = Request::builder()
         .method(head.method.clone())
@@ -132,7 +127,7 @@ async fn try_once<R: Runtime>(
     *request.headers_mut() = head.headers.clone();
     let end = replay.data.is_empty() && replay.trailers.is_none();
     let (response, mut body) =
-        super::stream::send_request::<R>(upstreams, target.addr, send, request, end).await?;
+        super::stream::send_request::<R>(upstreams, (target.addr, tls), send, request, end).await?;
     if !end {
         let last = replay.trailers.is_none();
         if !replay.data.is_empty() || last {

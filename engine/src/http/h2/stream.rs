@@ -5,6 +5,7 @@
 
 use std::future::poll_fn;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
@@ -21,7 +22,7 @@ use super::client::Upstreams;
 use super::downgrade;
 use super::retry;
 use super::MAX_EMPTY_DATA_FRAMES;
-use crate::balance::Pick;
+use crate::balance::{EndpointTls, Pick};
 use crate::error::ProxyError;
 use crate::http::conn::CLIENT_ID;
 use crate::http::{authz, respond, route};
@@ -244,13 +245,13 @@ pub async fn proxy<R: Runtime>(
     if connected.is_ok() {
         upstreams.tap(&mut metrics, &parts, target.addr, target.pick.as_ref());
     }
-    let send = match connected {
-        Ok(send) => send,
+    let (send, tls) = match connected {
+        Ok(connected) => connected,
         Err(error) => return respond::h2(&mut respond, grpc, head_request, &error, &mut metrics),
     };
     let end = body.is_end_stream() && prefix.is_none();
     let request = Request::from_parts(parts, ());
-    let sending = send_request::<R>(&upstreams, target.addr, send, request, end);
+    let sending = send_request::<R>(&upstreams, (target.addr, tls), send, request, end);
     let sent = within::<R, _>(deadline, sending).await;
     let (response, mut up_body) = match sent {
         Ok(sent) => sent,
@@ -409,15 +410,18 @@ pub(super) async fn within<R: Runtime, T>(
 }
 
 /// The h2 connection to `target`'s endpoint, trying other endpoints of its balancer when
-/// connecting fails.
-async fn connect<R: Runtime>(
+/// connecting fails; with the mesh TLS it was made with.
+pub(super) async fn connect<R: Runtime>(
     upstreams: &Rc<Upstreams<R>>,
     target: &mut Target,
-) -> Result<h2::client::SendRequest<Bytes>, ProxyError> {
+) -> Result<(h2::client::SendRequest<Bytes>, Option<Arc<EndpointTls>>), ProxyError> {
     let dsts = upstreams.ctx.dsts.clone();
     upstream::connect_balanced::<R, _, _, _>(&dsts, target, |addr, tls| {
         let upstreams = upstreams.clone();
-        async move { upstreams.get(addr, tls).await }
+        async move {
+            let send = upstreams.get(addr, tls.clone()).await?;
+            Ok((send, tls))
+        }
     })
     .await
 }
@@ -427,7 +431,7 @@ async fn connect<R: Runtime>(
 /// connection is safe.
 pub(super) async fn send_request<R: Runtime>(
     upstreams: &Upstreams<R>,
-    target: std::net::SocketAddr,
+    (target, tls): (std::net::SocketAddr, Option<Arc<EndpointTls>>),
     send: h2::client::SendRequest<Bytes>,
     request: Request<()>,
     end: bool,
@@ -439,7 +443,7 @@ pub(super) async fn send_request<R: Runtime>(
         attempt += 1;
         let conn = match send.take() {
             Some(send) => send,
-            None => upstreams.get(target, None).await?,
+            None => upstreams.get(target, tls.clone()).await?,
         };
         let sent = match conn.ready().await {
             Ok(mut conn) => {
@@ -452,7 +456,7 @@ pub(super) async fn send_request<R: Runtime>(
         match sent {
             Ok(sent) => return Ok(sent),
             Err((error, unsent)) => {
-                upstreams.forget(target);
+                upstreams.forget(target, tls.clone());
                 match unsent {
                     Some(unsent) if attempt == 1 => {
                         tracing::debug!(%error, "Upstream connection closed; reconnecting");
