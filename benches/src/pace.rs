@@ -212,21 +212,29 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let mut timer = HrTimer::new().unwrap();
-            let start = Instant::now();
             // A past time returns at once.
-            timer.sleep_until(start).await.unwrap();
-            let mut late = Vec::new();
-            for k in 1..=20u32 {
-                let due = start + Duration::from_micros(150) * k;
-                timer.sleep_until(due).await.unwrap();
-                let now = Instant::now();
-                assert!(now >= due);
-                late.push(now - due);
-            }
-            late.sort();
+            timer.sleep_until(Instant::now()).await.unwrap();
             // tokio's timer would be up to 1 ms late; the median here is µs on an idle
-            // machine. A loose bound, for a loaded test machine.
-            assert!(late[10] < Duration::from_micros(500), "{late:?}");
+            // machine. A loose bound, and up to three tries of 20 sleeps: on a loaded test
+            // machine (the whole suite runs beside it) one try can be preempted throughout.
+            let mut tries = Vec::new();
+            for _ in 0..3 {
+                let start = Instant::now();
+                let mut late = Vec::new();
+                for k in 1..=20u32 {
+                    let due = start + Duration::from_micros(150) * k;
+                    timer.sleep_until(due).await.unwrap();
+                    let now = Instant::now();
+                    assert!(now >= due, "woke before its time");
+                    late.push(now - due);
+                }
+                late.sort();
+                if late[10] < Duration::from_micros(500) {
+                    return;
+                }
+                tries.push(late);
+            }
+            panic!("the median lateness was 500 µs or more in every try: {tries:?}");
         });
     }
 }

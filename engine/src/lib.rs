@@ -27,9 +27,10 @@
 //!                              PerDirection, Settings, ProxyError, tasks/conn table/drain,
 //!                              buffers, duplex copy and splice, Transport (TCP or
 //!                              mesh TLS)
-//! L0  sys, orig_dst, listen, rt
+//! L0  sys, orig_dst, listen, rt, slot
 //!                              the runtime seam (the only place naming glommio/monoio),
-//!                              syscalls (the only `unsafe` with rt/glommio), sockets
+//!                              syscalls, sockets, pooled futures (`unsafe` is only in
+//!                              sys, slot and rt/glommio)
 //! ```
 //!
 //! Mesh TLS: terminated in `session/tls.rs` (filling [`conn::ConnMeta`]'s TLS status and
@@ -46,6 +47,7 @@
 mod listen;
 mod orig_dst;
 pub mod rt;
+mod slot;
 mod sys;
 // L1
 mod conn;
@@ -53,7 +55,6 @@ mod error;
 mod io;
 mod lifecycle;
 mod settings;
-mod slot;
 // L2
 pub mod balance;
 mod discover;

@@ -32,13 +32,17 @@ use crate::telemetry::Peer;
 // === functions ===
 
 /// Serves one accepted connection to its end.
-pub async fn serve<R: Runtime>(
-    _task: TaskGuard,
+///
+/// A plain function returning the connection's future, not an `async fn`: an `async fn`
+/// keeps a second copy of each argument in its state for the connection's whole life, and
+/// this future is the connection's task.
+pub fn serve<R: Runtime>(
+    task: TaskGuard,
     ctx: Rc<ShardCtx<R>>,
     direction: Direction,
     client: R::Stream,
     peer: SocketAddr,
-) {
+) -> impl std::future::Future<Output = ()> {
     let span = tracing::info_span!(
         "conn",
         shard = ctx.index,
@@ -47,9 +51,9 @@ pub async fn serve<R: Runtime>(
         direction = direction.as_str(),
         protocol = tracing::field::Empty,
     );
-    async move {
-        let client = Transport::<R>::Plain(client);
-        let fd = client.as_raw_fd();
+    let client = Transport::<R>::Plain(client);
+    let fd = client.as_raw_fd();
+    let (entry, mut dest) = span.in_scope(|| {
         crate::io::tune(fd, &ctx.settings.sockets, direction, true);
         let entry = ctx.life.register(fd);
         let dest = dest::destination(
@@ -60,7 +64,12 @@ pub async fn serve<R: Runtime>(
             peer,
             TlsStatus::plaintext(ctx.identity.is_enabled(), accepted_plaintext(direction)),
         );
-        let Some(mut meta) = dest else {
+        (entry, dest)
+    });
+    async move {
+        let _task = task;
+        // Borrowed, not moved out: a moved-out copy would be a second one in the state.
+        let Some(meta) = dest.as_mut() else {
             crate::io::reset(fd);
             return;
         };
@@ -69,17 +78,17 @@ pub async fn serve<R: Runtime>(
         let error = match meta.route {
             Route::ByAuthority => {
                 let src = &*slot.insert(ctx.tcp.open(direction, Peer::Src, meta.local, &meta.tls));
-                outbound::to_proxy(&ctx, &meta, client, src, &entry).await
+                outbound::to_proxy(&ctx, meta, client, src, &entry).await
             }
-            Route::Direct => direct::serve(&ctx, &mut meta, client, &entry, &mut slot).await,
+            Route::Direct => direct::serve(&ctx, meta, client, &entry, &mut slot).await,
             Route::Fixed(target) => {
                 tracing::Span::current().record("server.addr", tracing::field::display(target));
                 match direction {
                     Direction::Inbound => {
-                        inbound::serve(&ctx, &mut meta, target, client, &entry, &mut slot).await
+                        inbound::serve(&ctx, meta, target, client, &entry, &mut slot).await
                     }
                     Direction::Outbound => {
-                        outbound::serve(&ctx, &mut meta, target, client, &entry, &mut slot).await
+                        outbound::serve(&ctx, meta, target, client, &entry, &mut slot).await
                     }
                 }
             }
@@ -90,7 +99,6 @@ pub async fn serve<R: Runtime>(
         drop(entry);
     }
     .instrument(span)
-    .await
 }
 
 /// Why an accepted connection is plaintext until TLS is found: an inbound client sent no

@@ -65,7 +65,7 @@ impl<F: Future> Slot<F> {
             Some(class) => FREE
                 .with(|free| free.borrow_mut().lists[class].pop())
                 .unwrap_or_else(|| allocate(class_layout(class))),
-            None => allocate(layout),
+            None => allocate(own_layout(layout)),
         };
         let ptr = block.cast::<F>();
         // SAFETY: `block` is valid for writes of `layout` (its class's layout is at least
@@ -116,8 +116,8 @@ impl<F> Drop for Slot<F> {
                     unsafe { alloc::dealloc(block.as_ptr(), class_layout(class)) };
                 }
             }
-            // SAFETY: allocated in `new` with `F`'s own layout.
-            None => unsafe { alloc::dealloc(block.as_ptr(), Layout::new::<F>()) },
+            // SAFETY: allocated in `new` with `own_layout` of `F`'s layout.
+            None => unsafe { alloc::dealloc(block.as_ptr(), own_layout(Layout::new::<F>())) },
         }
     }
 }
@@ -156,10 +156,16 @@ fn class_layout(class: usize) -> Layout {
     Layout::from_size_align(1 << (MIN_SHIFT as usize + class), ALIGN).expect("valid class")
 }
 
-/// A block for `layout` (never zero-sized: a zero-sized future still gets one byte).
+/// The layout of a future's own block (outside the classes): never zero-sized, so a
+/// zero-sized future still gets one byte; the same in `new` and `drop`.
+fn own_layout(layout: Layout) -> Layout {
+    Layout::from_size_align(layout.size().max(1), layout.align()).expect("valid layout")
+}
+
+/// A block for `layout`, which is never zero-sized.
 fn allocate(layout: Layout) -> NonNull<u8> {
-    let layout = Layout::from_size_align(layout.size().max(1), layout.align()).expect("valid");
-    // SAFETY: `layout` has a non-zero size.
+    debug_assert!(layout.size() > 0);
+    // SAFETY: `layout` has a non-zero size (`own_layout`, or a class's).
     let block = unsafe { alloc::alloc(layout) };
     NonNull::new(block).unwrap_or_else(|| alloc::handle_alloc_error(layout))
 }

@@ -19,6 +19,7 @@ pub mod pipe;
 mod upgrade;
 
 use std::cell::Cell;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -152,11 +153,14 @@ impl RetryPlan {
 /// Serves HTTP/1 requests on `client` until either side ends the connection. `eager` is
 /// the connection detection left to the original destination, used for the first request
 /// that goes there. Returns the error that ended the client connection, if one did.
-pub async fn serve<R: Runtime>(
-    ctx: &Rc<ShardCtx<R>>,
-    client: Client<'_, R>,
+///
+/// A plain function returning the connection's future, not an `async fn`, which would keep
+/// its arguments a second time in a state that lives as long as the connection.
+pub fn serve<'a, R: Runtime>(
+    ctx: &'a Rc<ShardCtx<R>>,
+    client: Client<'a, R>,
     eager: Eager<R>,
-) -> Option<io::Error> {
+) -> impl Future<Output = Option<io::Error>> + 'a {
     let Client {
         meta,
         stream,
@@ -183,34 +187,36 @@ pub async fn serve<R: Runtime>(
         dst: DstCache::default(),
     };
     let mut eager = eager;
-    let error = loop {
-        // Idle between requests, the connection waits here, in its task's own small
-        // state; the exchange's (several KiB) exists only while one runs, in a pooled
-        // block.
-        let next = match session.await_request().await {
-            Some(next) => next,
-            None => Slot::new(session.exchange(&mut eager)).await,
+    async move {
+        let error = loop {
+            // Idle between requests, the connection waits here, in its task's own small
+            // state; the exchange's (several KiB) exists only while one runs, in a pooled
+            // block.
+            let next = match session.await_request().await {
+                Some(next) => next,
+                None => Slot::new(session.exchange(&mut eager)).await,
+            };
+            if matches!(next, Next::Abort(_)) {
+                session.request.error("io");
+            }
+            session.request.end();
+            match next {
+                Next::Continue => continue,
+                Next::Close => {
+                    Box::pin(session.lingering_close()).await;
+                    break None;
+                }
+                Next::Abort(error) => {
+                    crate::io::reset(session.fd);
+                    break Some(error);
+                }
+            }
         };
-        if matches!(next, Next::Abort(_)) {
-            session.request.error("io");
-        }
-        session.request.end();
-        match next {
-            Next::Continue => continue,
-            Next::Close => {
-                Box::pin(session.lingering_close()).await;
-                break None;
-            }
-            Next::Abort(error) => {
-                crate::io::reset(session.fd);
-                break Some(error);
-            }
-        }
-    };
-    drop(eager);
-    let Session { rx, tx, .. } = session;
-    drop(Transport::<R>::reunite(rx, tx));
-    error
+        drop(eager);
+        let Session { rx, tx, .. } = session;
+        drop(Transport::<R>::reunite(rx, tx));
+        error
+    }
 }
 
 // === impl Session ===

@@ -5,6 +5,7 @@
 //! transparent way (mesh TLS termination, detection), its opaque connections authorized
 //! per connection and its HTTP requests per route.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -23,19 +24,26 @@ use crate::telemetry::PeerMetrics;
 
 /// Serves an inbound connection to the application at `target`; the client's series and
 /// the error the client failed with, if any.
-pub async fn serve<R: Runtime>(
-    ctx: &Rc<ShardCtx<R>>,
-    meta: &mut ConnMeta,
+///
+/// (A plain function returning its future, here and in the path's other steps: an `async
+/// fn` keeps a second copy of its arguments in its state, which is part of every
+/// connection's task for the connection's whole life.)
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn serve<'a, R: Runtime>(
+    ctx: &'a Rc<ShardCtx<R>>,
+    meta: &'a mut ConnMeta,
     target: SocketAddr,
     client: Transport<R>,
-    entry: &ConnEntry,
-    slot: &mut Option<PeerMetrics>,
-) -> Option<io::Error> {
-    let policy = ctx.policies.get::<R>(target.port(), &ctx.life);
-    let opaque = matches!(policy.protocol, Protocol::Opaque(_) | Protocol::Tls(_));
-    meta.policy = Some(policy.policy.clone());
-    if opaque {
-        return transparent::opaque_port(ctx, meta, target, client, entry, slot).await;
+    entry: &'a ConnEntry,
+    slot: &'a mut Option<PeerMetrics>,
+) -> impl Future<Output = Option<io::Error>> + 'a {
+    async move {
+        let policy = ctx.policies.get::<R>(target.port(), &ctx.life);
+        let opaque = matches!(policy.protocol, Protocol::Opaque(_) | Protocol::Tls(_));
+        meta.policy = Some(policy.policy.clone());
+        if opaque {
+            return transparent::opaque_port(ctx, meta, target, client, entry, slot).await;
+        }
+        transparent::serve(ctx, meta, target, client, entry, slot).await
     }
-    transparent::serve(ctx, meta, target, client, entry, slot).await
 }

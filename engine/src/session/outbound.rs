@@ -6,6 +6,7 @@
 //! Where the next features land: outbound policy (`OutboundPolicies.Watch`) picks the
 //! protocol and routes here, and TLS origination happens in `crate::upstream`.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -24,27 +25,34 @@ use crate::telemetry::{Detected, Peer, PeerMetrics};
 
 /// Serves an outbound connection to its original destination `target`; the client's series
 /// and the error the client failed with, if any.
-pub async fn serve<R: Runtime>(
-    ctx: &Rc<ShardCtx<R>>,
-    meta: &mut ConnMeta,
+///
+/// (A plain function returning its future, here and in the path's other steps: an `async
+/// fn` keeps a second copy of its arguments in its state, which is part of every
+/// connection's task for the connection's whole life.)
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn serve<'a, R: Runtime>(
+    ctx: &'a Rc<ShardCtx<R>>,
+    meta: &'a mut ConnMeta,
     target: SocketAddr,
     client: Transport<R>,
-    entry: &ConnEntry,
-    slot: &mut Option<PeerMetrics>,
-) -> Option<io::Error> {
-    // A profiled destination whose profile says opaque: balanced per connection over its
-    // endpoints, without protocol detection.
-    if ctx.dsts.has_profile(target) {
-        let dst = ctx.dsts.get::<R>(meta.direction, &target.to_string());
-        dst.settle::<R>().await;
-        if dst.is_opaque() {
-            ctx.detected(meta.direction, Detected::OpaqueProfile);
-            let src = &*slot.insert(ctx.tcp.open(meta.direction, Peer::Src, target, &meta.tls));
-            // Boxed: its connect loop (and TLS) would enlarge every connection's task.
-            return Box::pin(opaque::balanced(ctx, &dst, target, (client, src), entry)).await;
+    entry: &'a ConnEntry,
+    slot: &'a mut Option<PeerMetrics>,
+) -> impl Future<Output = Option<io::Error>> + 'a {
+    async move {
+        // A profiled destination whose profile says opaque: balanced per connection over its
+        // endpoints, without protocol detection.
+        if ctx.dsts.has_profile(target) {
+            let dst = ctx.dsts.get::<R>(meta.direction, &target.to_string());
+            dst.settle::<R>().await;
+            if dst.is_opaque() {
+                ctx.detected(meta.direction, Detected::OpaqueProfile);
+                let src = &*slot.insert(ctx.tcp.open(meta.direction, Peer::Src, target, &meta.tls));
+                // Boxed: its connect loop (and TLS) would enlarge every connection's task.
+                return Box::pin(opaque::balanced(ctx, &dst, target, (client, src), entry)).await;
+            }
         }
+        transparent::serve(ctx, meta, target, client, entry, slot).await
     }
-    transparent::serve(ctx, meta, target, client, entry, slot).await
 }
 
 /// Serves a connection addressed to the proxy's outbound listener itself: only HTTP can say

@@ -15,6 +15,7 @@
 //! The client's TCP series is opened once its TLS status is known, and returned for the
 //! caller to close.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -36,132 +37,139 @@ use crate::telemetry::{Detected, Peer, PeerMetrics};
 
 /// Serves a connection to `target` to its end: the error the client failed with, if any.
 /// The client's series, opened once its TLS status is known, is left in `slot`.
-pub async fn serve<R: Runtime>(
-    ctx: &Rc<ShardCtx<R>>,
-    meta: &mut ConnMeta,
+///
+/// (A plain function returning its future, here and in the path's other steps: an `async
+/// fn` keeps a second copy of its arguments in its state, which is part of every
+/// connection's task for the connection's whole life.)
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn serve<'a, R: Runtime>(
+    ctx: &'a Rc<ShardCtx<R>>,
+    meta: &'a mut ConnMeta,
     target: SocketAddr,
     mut client: Transport<R>,
-    entry: &ConnEntry,
-    slot: &mut Option<PeerMetrics>,
-) -> Option<io::Error> {
-    let direction = meta.direction;
-    // An inbound port's policy may set its own (`Detect{timeout}`).
-    let detect_timeout = meta
-        .policy
-        .as_ref()
-        .and_then(|policy| policy.protocol.detect_timeout())
-        .unwrap_or_else(|| ctx.settings.detect_timeout.get(direction));
-    let open = |meta: &ConnMeta| ctx.tcp.open(direction, Peer::Src, target, &meta.tls);
-    let mut sniffed = None;
-    if let Some(pooled) = ctx.pool.take(target) {
-        // Detection's state is boxed (as are the connect and the opaque forwarding below):
-        // inline, it would enlarge every connection's task for its whole life.
-        match Box::pin(detect::sniff::<R>(&mut client, None, detect_timeout)).await {
-            Ok((found, first)) if found.http().is_some() => {
-                let version = found.http().expect("checked");
+    entry: &'a ConnEntry,
+    slot: &'a mut Option<PeerMetrics>,
+) -> impl Future<Output = Option<io::Error>> + 'a {
+    async move {
+        let direction = meta.direction;
+        // An inbound port's policy may set its own (`Detect{timeout}`).
+        let detect_timeout = meta
+            .policy
+            .as_ref()
+            .and_then(|policy| policy.protocol.detect_timeout())
+            .unwrap_or_else(|| ctx.settings.detect_timeout.get(direction));
+        let open = |meta: &ConnMeta| ctx.tcp.open(direction, Peer::Src, target, &meta.tls);
+        let mut sniffed = None;
+        if let Some(pooled) = ctx.pool.take(target) {
+            // Detection's state is boxed (as are the connect and the opaque forwarding below):
+            // inline, it would enlarge every connection's task for its whole life.
+            match Box::pin(detect::sniff::<R>(&mut client, None, detect_timeout)).await {
+                Ok((found, first)) if found.http().is_some() => {
+                    let version = found.http().expect("checked");
+                    let src = &*slot.insert(open(meta));
+                    let client = to_http(meta, client, first, src, entry);
+                    let pre = Preconnected::Pooled(pooled);
+                    let error = http::serve(ctx, version, client, pre).await;
+                    return error;
+                }
+                Ok(found) => {
+                    ctx.pool.put(pooled);
+                    sniffed = Some(found);
+                }
+                Err(error) => {
+                    ctx.pool.put(pooled);
+                    *slot = Some(open(meta));
+                    return Some(error);
+                }
+            }
+        }
+        let timeout = ctx.settings.connect_timeout.get(direction);
+        let dial = (&ctx.settings.sockets, direction);
+        let upstream = match Box::pin(crate::upstream::connect::<R>(target, timeout, dial)).await {
+            Ok(upstream) => upstream,
+            Err(failure) => {
                 let src = &*slot.insert(open(meta));
+                let late = Box::pin(detect::after_connect_failure::<R>(&mut client, failure)).await;
+                let Some((version, first, failure)) = late else {
+                    crate::io::reset(client.as_raw_fd());
+                    return None;
+                };
+                let pre = match failure {
+                    Some(failure) => Preconnected::Failed(target, failure),
+                    None => Preconnected::None,
+                };
                 let client = to_http(meta, client, first, src, entry);
-                let pre = Preconnected::Pooled(pooled);
                 let error = http::serve(ctx, version, client, pre).await;
                 return error;
             }
-            Ok(found) => {
-                ctx.pool.put(pooled);
-                sniffed = Some(found);
-            }
-            Err(error) => {
-                ctx.pool.put(pooled);
-                *slot = Some(open(meta));
-                return Some(error);
+        };
+        if ctx.life.is_closing() {
+            *slot = Some(open(meta));
+            return None;
+        }
+        entry.set_upstream(upstream.as_raw_fd());
+        let (mut found, mut first) = match sniffed {
+            Some(found) => found,
+            None => match Box::pin(detect::sniff::<R>(
+                &mut client,
+                Some(&upstream),
+                detect_timeout,
+            ))
+            .await
+            {
+                Ok(found) => found,
+                Err(error) => {
+                    tracing::debug!(%error, "Client failed during detection");
+                    crate::io::abort(upstream.as_raw_fd(), client.as_raw_fd());
+                    *slot = Some(open(meta));
+                    return Some(error);
+                }
+            },
+        };
+        if let Sniffed::Protocol(Protocol::Tls { sni: Some(sni) }) = &found {
+            if direction == Direction::Inbound && tls::is_ours(ctx, sni) {
+                // Boxed: inline, the handshake's state would enlarge every connection's task.
+                match Box::pin(terminate(ctx, meta, client, first, &upstream)).await {
+                    Ok((tls_client, inner, inner_first)) => {
+                        client = tls_client;
+                        found = inner;
+                        first = inner_first;
+                    }
+                    Err(error) => {
+                        // The client's socket went with the handshake; the application's
+                        // connection closes unused.
+                        tracing::info!(%error, "Mesh TLS refused");
+                        *slot = Some(open(meta));
+                        return None;
+                    }
+                }
+            } else {
+                tracing::debug!(tls.sni = %sni, "TLS for another name: passed through");
             }
         }
-    }
-    let timeout = ctx.settings.connect_timeout.get(direction);
-    let dial = (&ctx.settings.sockets, direction);
-    let upstream = match Box::pin(crate::upstream::connect::<R>(target, timeout, dial)).await {
-        Ok(upstream) => upstream,
-        Err(failure) => {
-            let src = &*slot.insert(open(meta));
-            let late = Box::pin(detect::after_connect_failure::<R>(&mut client, failure)).await;
-            let Some((version, first, failure)) = late else {
-                crate::io::reset(client.as_raw_fd());
-                return None;
-            };
-            let pre = match failure {
-                Some(failure) => Preconnected::Failed(target, failure),
-                None => Preconnected::None,
-            };
+        let src = &*slot.insert(open(meta));
+        if let Some(version) = http_version(meta, &found) {
+            // The eagerly opened connection serves the first request (HTTP/1) or carries the
+            // multiplexed upstream connection (h2).
+            let pre = Preconnected::Open(target, upstream);
             let client = to_http(meta, client, first, src, entry);
             let error = http::serve(ctx, version, client, pre).await;
             return error;
         }
-    };
-    if ctx.life.is_closing() {
-        *slot = Some(open(meta));
-        return None;
-    }
-    entry.set_upstream(upstream.as_raw_fd());
-    let (mut found, mut first) = match sniffed {
-        Some(found) => found,
-        None => match Box::pin(detect::sniff::<R>(
-            &mut client,
-            Some(&upstream),
-            detect_timeout,
-        ))
-        .await
-        {
-            Ok(found) => found,
-            Err(error) => {
-                tracing::debug!(%error, "Client failed during detection");
-                crate::io::abort(upstream.as_raw_fd(), client.as_raw_fd());
-                *slot = Some(open(meta));
-                return Some(error);
-            }
-        },
-    };
-    if let Sniffed::Protocol(Protocol::Tls { sni: Some(sni) }) = &found {
-        if direction == Direction::Inbound && tls::is_ours(ctx, sni) {
-            // Boxed: inline, the handshake's state would enlarge every connection's task.
-            match Box::pin(terminate(ctx, meta, client, first, &upstream)).await {
-                Ok((tls_client, inner, inner_first)) => {
-                    client = tls_client;
-                    found = inner;
-                    first = inner_first;
-                }
-                Err(error) => {
-                    // The client's socket went with the handshake; the application's
-                    // connection closes unused.
-                    tracing::info!(%error, "Mesh TLS refused");
-                    *slot = Some(open(meta));
-                    return None;
-                }
-            }
-        } else {
-            tracing::debug!(tls.sni = %sni, "TLS for another name: passed through");
+        ctx.detected(direction, found.detected());
+        let Some(policy) = meta.policy.clone() else {
+            let forward = opaque::forward(ctx, direction, (client, src), (upstream, target), first);
+            return Box::pin(forward).await;
+        };
+        let fds = (client.as_raw_fd(), upstream.as_raw_fd());
+        if !authz::connection(ctx, meta, target, &policy) {
+            crate::io::abort(fds.1, fds.0);
+            return None;
         }
-    }
-    let src = &*slot.insert(open(meta));
-    if let Some(version) = http_version(meta, &found) {
-        // The eagerly opened connection serves the first request (HTTP/1) or carries the
-        // multiplexed upstream connection (h2).
-        let pre = Preconnected::Open(target, upstream);
-        let client = to_http(meta, client, first, src, entry);
-        let error = http::serve(ctx, version, client, pre).await;
-        return error;
-    }
-    ctx.detected(direction, found.detected());
-    let Some(policy) = meta.policy.clone() else {
         let forward = opaque::forward(ctx, direction, (client, src), (upstream, target), first);
-        return Box::pin(forward).await;
-    };
-    let fds = (client.as_raw_fd(), upstream.as_raw_fd());
-    if !authz::connection(ctx, meta, target, &policy) {
-        crate::io::abort(fds.1, fds.0);
-        return None;
+        // Boxed: inline, the guard would enlarge every connection's task.
+        Box::pin(authz::guarded(ctx, meta, target, fds, forward)).await
     }
-    let forward = opaque::forward(ctx, direction, (client, src), (upstream, target), first);
-    // Boxed: inline, the guard would enlarge every connection's task.
-    Box::pin(authz::guarded(ctx, meta, target, fds, forward)).await
 }
 
 /// The HTTP version a connection is served as: what detection found, unless the inbound
