@@ -194,7 +194,7 @@ pub fn serve<'a, R: Runtime>(
             // block.
             let next = match session.await_request().await {
                 Some(next) => next,
-                None => Slot::new(session.exchange(&mut eager)).await,
+                None => Slot::with(|| session.exchange(&mut eager)).await,
             };
             if matches!(next, Next::Abort(_)) {
                 session.request.error("io");
