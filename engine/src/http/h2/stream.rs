@@ -456,7 +456,11 @@ pub(super) async fn send_request<R: Runtime>(
         match sent {
             Ok(sent) => return Ok(sent),
             Err((error, unsent)) => {
-                upstreams.forget(target, tls.clone());
+                // Only a failed connection leaves the shard's pool: a request the h2 crate
+                // refuses (a user error) must not make every client reconnect.
+                if unsent.is_some() || error.is_io() || error.is_go_away() {
+                    upstreams.forget(target, tls.clone());
+                }
                 match unsent {
                     Some(unsent) if attempt == 1 => {
                         tracing::debug!(%error, "Upstream connection closed; reconnecting");
