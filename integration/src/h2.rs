@@ -69,6 +69,15 @@ impl Server {
 }
 
 pub async fn server() -> Server {
+    server_with(None).await
+}
+
+/// [`server`] advertising `SETTINGS_MAX_CONCURRENT_STREAMS` = `max_streams`.
+pub async fn server_with_max_streams(max_streams: u32) -> Server {
+    server_with(Some(max_streams)).await
+}
+
+async fn server_with(max_streams: Option<u32>) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
@@ -82,7 +91,11 @@ pub async fn server() -> Server {
             conns.fetch_add(1, Ordering::SeqCst);
             let (rs, auths, shakes) = (rs.clone(), auths.clone(), shakes.clone());
             tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(stream).await else {
+                let mut builder = h2::server::Builder::new();
+                if let Some(max) = max_streams {
+                    builder.max_concurrent_streams(max);
+                }
+                let Ok(mut conn) = builder.handshake(stream).await else {
                     return;
                 };
                 shakes.fetch_add(1, Ordering::SeqCst);
@@ -246,6 +259,18 @@ impl Client {
             body: data,
             trailers,
         })
+    }
+
+    /// Opens a stream to `uri` whose body never ends, and keeps it open while the returned
+    /// handle lives (a long-lived call, such as a gRPC watch).
+    pub async fn hold(&self, uri: &str) -> h2::SendStream<Bytes> {
+        let mut send = self.send.clone().ready().await.unwrap();
+        let req = Request::builder().method("POST").uri(uri).body(()).unwrap();
+        let (_response, mut stream) = send.send_request(req, false).unwrap();
+        stream
+            .send_data(Bytes::from_static(b"held"), false)
+            .unwrap();
+        stream
     }
 
     /// Opens a stream with an endless body, then resets it with `reason`.

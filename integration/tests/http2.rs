@@ -17,6 +17,7 @@ both_runtimes!(
     outbound_and_inbound_h2,
     concurrent_streams_share_one_upstream_connection,
     client_connections_share_the_upstream_connection,
+    a_full_upstream_connection_gets_a_sibling,
     bodies_and_trailers_are_preserved,
     server_reset_reaches_client,
     a_reset_after_data_is_not_a_clean_end,
@@ -112,6 +113,37 @@ async fn client_connections_share_the_upstream_connection(runtime: &'static str)
     // per client connection: the proxy holds one connection to the server.
     let open = proxy.fds_to(server.addr);
     assert_eq!(open, 1, "the proxy's connections to the server");
+}
+
+/// A shared upstream connection full of long-lived streams (the server's
+/// `SETTINGS_MAX_CONCURRENT_STREAMS`) does not hold other clients' requests back: the
+/// proxy makes another connection to the same server.
+async fn a_full_upstream_connection_gets_a_sibling(runtime: &'static str) {
+    let server = h2srv::server_with_max_streams(2).await;
+    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    // One client fills the server's limit with two calls that never end.
+    let watcher = Client::connect(proxy.outbound).await;
+    let held = vec![
+        watcher.hold("http://svc/wait-reset").await,
+        watcher.hold("http://svc/wait-reset").await,
+    ];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.handshakes(), 1);
+    // Another client's requests still get through, on a second connection.
+    let other = Client::connect(proxy.outbound).await;
+    for i in 0..3 {
+        let path = format!("http://svc/other-{i}");
+        let reply = tokio::time::timeout(
+            Duration::from_secs(5),
+            other.request("GET", &path, Vec::new(), None),
+        )
+        .await
+        .expect("a request behind a full upstream connection was held back")
+        .unwrap();
+        assert_eq!(reply.body, format!("/other-{i}").as_bytes());
+    }
+    assert_eq!(server.handshakes(), 2, "a second connection carried them");
+    drop(held);
 }
 
 async fn bodies_and_trailers_are_preserved(runtime: &'static str) {

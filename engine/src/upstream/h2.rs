@@ -74,62 +74,99 @@ pub struct H2Key {
     pub tls: Option<Arc<EndpointTls>>,
 }
 
+/// Connections shared per [`H2Key`] at most. A second one is made only while every one
+/// there is carries as many of this shard's streams as its server allows
+/// (`SETTINGS_MAX_CONCURRENT_STREAMS`): one client's long-lived streams (gRPC watches)
+/// must not leave every other client's requests queued behind a full connection.
+pub const MAX_CONNS_PER_KEY: usize = 8;
+
 /// The shard's shared h2 connections, by [`H2Key`].
 #[derive(Default)]
 pub struct H2Pool {
-    conns: RefCell<HashMap<H2Key, Shared<Connecting>>>,
+    conns: RefCell<HashMap<H2Key, Vec<Member>>>,
     last_used: RefCell<HashMap<H2Key, Instant>>,
     /// Set for the drain: no connection is shared any more.
     closed: Cell<bool>,
 }
 
+/// One shared connection and how many of the shard's streams it carries.
+#[derive(Clone)]
+struct Member {
+    conn: Shared<Connecting>,
+    streams: Rc<Cell<usize>>,
+}
+
+/// A stream's place on a shared connection: counted against its server's limit until
+/// dropped (hold it for the stream's life).
+pub struct Lease(Rc<Cell<usize>>);
+
+/// Which member a stream goes to.
+enum Choice {
+    /// One with room, or one still being made (whose room is not known yet).
+    Room(Member),
+    /// Every member is full; the least busy one.
+    Full(Member),
+    /// No member.
+    None,
+}
+
 // === impl H2Pool ===
 
 impl H2Pool {
-    /// A ready handle on the shared connection for `key`, made by `connect` when there is
-    /// none (or the one there is has closed). A failed connection is forgotten, so the next
-    /// request tries again.
+    /// A ready handle on a shared connection for `key`, with the stream's [`Lease`] on it:
+    /// one with room, else a new one made by `connect` (up to [`MAX_CONNS_PER_KEY`], then
+    /// the least busy, where the h2 crate queues the stream until one ends). A failed
+    /// connection is forgotten, so the next request tries again; one the server closed
+    /// (GOAWAY, idle close) is replaced once.
     pub async fn get(
         &self,
         key: &H2Key,
         connect: impl FnOnce() -> Connecting,
-    ) -> Result<SendRequest<Bytes>, ProxyError> {
+    ) -> Result<(SendRequest<Bytes>, Lease), ProxyError> {
         let addr = key.addr;
         let mut connect = Some(connect);
         loop {
-            let existing = self.conns.borrow().get(key).cloned();
-            let (shared, fresh) = match existing {
-                Some(shared) => (shared, false),
-                None => {
+            let choice = self.choose(key);
+            let (member, fresh) = match choice {
+                Choice::Room(member) => (member, false),
+                Choice::Full(member) if connect.is_none() || self.len(key) >= MAX_CONNS_PER_KEY => {
+                    (member, false)
+                }
+                Choice::Full(_) | Choice::None => {
                     let Some(connect) = connect.take() else {
                         return Err(ProxyError::upstream("HTTP/2 connection closed"));
                     };
-                    let shared = connect().shared();
+                    let member = Member {
+                        conn: connect().shared(),
+                        streams: Rc::default(),
+                    };
                     if !self.closed.get() {
-                        self.conns.borrow_mut().insert(key.clone(), shared.clone());
+                        let mut conns = self.conns.borrow_mut();
+                        conns.entry(key.clone()).or_default().push(member.clone());
                     }
-                    (shared, true)
+                    (member, true)
                 }
             };
+            // Counted from now: streams choosing meanwhile see this one.
+            let lease = Lease::new(&member.streams);
             self.last_used
                 .borrow_mut()
                 .insert(key.clone(), Instant::now());
-            let send = match shared.await {
+            let send = match member.conn.clone().await {
                 Ok(send) => send,
                 Err(failure) => {
-                    self.forget(key);
+                    self.remove(key, &member.streams);
                     return Err(failure.into_error());
                 }
             };
             match send.ready().await {
-                Ok(send) => return Ok(send),
-                // The server closed it (GOAWAY, idle close): connect anew, once.
+                Ok(send) => return Ok((send, lease)),
                 Err(error) if !fresh => {
                     tracing::debug!(dst.addr = %addr, %error, "Shared HTTP/2 connection closed");
-                    self.forget(key);
+                    self.remove(key, &member.streams);
                 }
                 Err(error) => {
-                    self.forget(key);
+                    self.remove(key, &member.streams);
                     return Err(ProxyError::upstream(format!(
                         "HTTP/2 connection failed: {error}"
                     )));
@@ -138,20 +175,59 @@ impl H2Pool {
         }
     }
 
+    /// The member a new stream for `key` goes to.
+    fn choose(&self, key: &H2Key) -> Choice {
+        let conns = self.conns.borrow();
+        let Some(members) = conns.get(key) else {
+            return Choice::None;
+        };
+        let mut least: Option<&Member> = None;
+        for member in members {
+            match member.conn.peek() {
+                None => return Choice::Room(member.clone()),
+                Some(Err(_)) => continue,
+                Some(Ok(send)) => {
+                    let open = member.streams.get();
+                    if open < send.current_max_send_streams() {
+                        return Choice::Room(member.clone());
+                    }
+                    if least.is_none_or(|l| open < l.streams.get()) {
+                        least = Some(member);
+                    }
+                }
+            }
+        }
+        least.map_or(Choice::None, |member| Choice::Full(member.clone()))
+    }
+
+    fn len(&self, key: &H2Key) -> usize {
+        self.conns.borrow().get(key).map_or(0, Vec::len)
+    }
+
     /// Whether a connection for `key` is shared (made, or being made).
     pub fn contains(&self, key: &H2Key) -> bool {
         self.conns.borrow().contains_key(key)
     }
 
-    /// Stops sharing the connection for `key` (its in-flight streams keep it open until
-    /// they end).
-    pub fn forget(&self, key: &H2Key) {
-        self.conns.borrow_mut().remove(key);
-        self.last_used.borrow_mut().remove(key);
+    /// Stops sharing the connection `lease` is on (one that failed under a request; its
+    /// in-flight streams keep it open until they end).
+    pub fn forget(&self, key: &H2Key, lease: &Lease) {
+        self.remove(key, &lease.0);
     }
 
-    /// Forgets connections unused for `idle_timeout` (each closes once its in-flight streams
-    /// end); how many.
+    fn remove(&self, key: &H2Key, streams: &Rc<Cell<usize>>) {
+        let mut conns = self.conns.borrow_mut();
+        if let Some(members) = conns.get_mut(key) {
+            members.retain(|member| !Rc::ptr_eq(&member.streams, streams));
+            if members.is_empty() {
+                conns.remove(key);
+                self.last_used.borrow_mut().remove(key);
+            }
+        }
+    }
+
+    /// Forgets the connections of keys unused for `idle_timeout` (each closes once its
+    /// in-flight streams end); how many.
     pub fn sweep(&self, idle_timeout: Duration) -> usize {
         let now = Instant::now();
         let expired: Vec<H2Key> = self
@@ -161,10 +237,12 @@ impl H2Pool {
             .filter(|(_, at)| now.saturating_duration_since(**at) >= idle_timeout)
             .map(|(key, _)| key.clone())
             .collect();
+        let mut closed = 0;
         for key in &expired {
-            self.forget(key);
+            closed += self.conns.borrow_mut().remove(key).map_or(0, |m| m.len());
+            self.last_used.borrow_mut().remove(key);
         }
-        expired.len()
+        closed
     }
 
     /// Forgets every connection and shares none from now on (the drain).
@@ -172,6 +250,21 @@ impl H2Pool {
         self.closed.set(true);
         self.conns.borrow_mut().clear();
         self.last_used.borrow_mut().clear();
+    }
+}
+
+// === impl Lease ===
+
+impl Lease {
+    fn new(streams: &Rc<Cell<usize>>) -> Self {
+        streams.set(streams.get() + 1);
+        Lease(streams.clone())
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
     }
 }
 

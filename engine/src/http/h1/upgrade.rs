@@ -137,8 +137,9 @@ impl<R: Runtime> Session<'_, R> {
         })
         .await;
         self.start_metrics(head, Some(target));
-        let mut send = match connected {
-            Ok(send) => send,
+        // The lease is held for the exchange: it counts against the connection's streams.
+        let (mut send, _lease) = match connected {
+            Ok(connected) => connected,
             Err(error) => return Err(self.fail(plan, error).await),
         };
         let request = match h2_request(head, plan.client_version) {

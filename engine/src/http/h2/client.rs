@@ -26,7 +26,7 @@ use crate::http::conn::{dial_h2, request_tls};
 use crate::io::Transport;
 use crate::rt::Runtime;
 use crate::telemetry::{RequestMetrics, RouteCache, TapView};
-use crate::upstream::{self, h2::H2Key};
+use crate::upstream::{self, h2::H2Key, h2::Lease};
 
 // === types ===
 
@@ -121,14 +121,15 @@ impl<R: Runtime> Upstreams<R> {
     }
 
     /// The shard's shared h2 connection to `target` (with mesh TLS when `tls` says its
-    /// proxy is meshed), made when there is none: over the connection detection opened, if
-    /// it went to `target` in plaintext, else a new one. Streams asking meanwhile wait for
-    /// the same connection.
+    /// proxy is meshed), and the stream's lease on it (hold it while the stream lives),
+    /// made when there is none with room: over the connection detection opened, if it went
+    /// to `target` in plaintext, else a new one. Streams asking meanwhile wait for the same
+    /// connection.
     pub async fn get(
         &self,
         target: SocketAddr,
         tls: Option<Arc<EndpointTls>>,
-    ) -> Result<SendRequest<Bytes>, ProxyError> {
+    ) -> Result<(SendRequest<Bytes>, Lease), ProxyError> {
         let (ctx, direction) = (&self.ctx, self.meta.direction);
         let key = H2Key {
             direction,
@@ -170,13 +171,14 @@ impl<R: Runtime> Upstreams<R> {
         }
     }
 
-    /// Stops sharing the connection to `target` (one that failed under a request).
-    pub fn forget(&self, target: SocketAddr, tls: Option<Arc<EndpointTls>>) {
+    /// Stops sharing the connection to `target` that `lease` is on (one that failed under
+    /// a request).
+    pub fn forget(&self, target: SocketAddr, tls: Option<Arc<EndpointTls>>, lease: &Lease) {
         let key = H2Key {
             direction: self.meta.direction,
             addr: target,
             tls,
         };
-        self.ctx.h2.forget(&key);
+        self.ctx.h2.forget(&key, lease);
     }
 }

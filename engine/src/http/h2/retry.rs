@@ -20,7 +20,7 @@ use super::client::Upstreams;
 use crate::error::ProxyError;
 use crate::rt::Runtime;
 use crate::telemetry::RequestMetrics;
-use crate::upstream::{self, Target};
+use crate::upstream::{self, h2::Lease, Target};
 
 /// A request body read whole (with its trailers), or the part read before it passed the
 /// limit.
@@ -53,7 +53,8 @@ pub(super) struct Replay<'a> {
 }
 
 /// Sends the request until a response ends the tries (see the module docs); `deadline` is
-/// the route's overall timeout. Returns the response and when its try was sent.
+/// the route's overall timeout. Returns the response, when its try was sent, and its
+/// stream's lease on its connection.
 pub(super) async fn send<R: Runtime>(
     upstreams: &Rc<Upstreams<R>>,
     target: &mut Target,
@@ -61,7 +62,7 @@ pub(super) async fn send<R: Runtime>(
     replay: &Replay<'_>,
     deadline: Option<(Duration, Instant)>,
     metrics: &mut RequestMetrics,
-) -> Result<(Response<RecvStream>, Instant), ProxyError> {
+) -> Result<(Response<RecvStream>, Instant, Lease), ProxyError> {
     let mut left = retry.max_retries;
     loop {
         let sent_at = Instant::now();
@@ -83,7 +84,7 @@ pub(super) async fn send<R: Runtime>(
                 }
                 true
             }
-            Some(response) => {
+            Some((response, _)) => {
                 let grpc_status = response
                     .headers()
                     .get("grpc-status")
@@ -93,7 +94,7 @@ pub(super) async fn send<R: Runtime>(
         };
         let allowed = retryable && left > 0 && budget.is_none_or(|b| b.try_withdraw());
         match tried {
-            Some(response) if !allowed => return Ok((response, sent_at)),
+            Some((response, lease)) if !allowed => return Ok((response, sent_at, lease)),
             None if !allowed => {
                 return Err(ProxyError::RouteTimeout(retry.timeout.unwrap_or_default()))
             }
@@ -110,12 +111,12 @@ pub(super) async fn send<R: Runtime>(
 }
 
 /// One try: a connection to the target's endpoint, the request with its whole body, and
-/// the response's head.
+/// the response's head, with the stream's lease on its connection.
 async fn try_once<R: Runtime>(
     upstreams: &Rc<Upstreams<R>>,
     target: &mut Target,
     replay: &Replay<'_>,
-) -> Result<Response<RecvStream>, ProxyError> {
+) -> Result<(Response<RecvStream>, Lease), ProxyError> {
     let (send, tls) = super::stream::connect::<R>(upstreams, target).await?;
     let head = replay.head;
     let mut request = Request::builder()
@@ -126,7 +127,7 @@ async fn try_once<R: Runtime>(
         .map_err(|e| ProxyError::bad_request(400, e.to_string()))?;
     *request.headers_mut() = head.headers.clone();
     let end = replay.data.is_empty() && replay.trailers.is_none();
-    let (response, mut body) =
+    let (response, mut body, lease) =
         super::stream::send_request::<R>(upstreams, (target.addr, tls), send, request, end).await?;
     if !end {
         let last = replay.trailers.is_none();
@@ -139,7 +140,8 @@ async fn try_once<R: Runtime>(
                 .map_err(|e| super::stream::upstream_error(&e))?;
         }
     }
-    response
+    let response = response
         .await
-        .map_err(|e| super::stream::upstream_error(&e))
+        .map_err(|e| super::stream::upstream_error(&e))?;
+    Ok((response, lease))
 }

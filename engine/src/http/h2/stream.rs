@@ -28,7 +28,10 @@ use crate::http::conn::CLIENT_ID;
 use crate::http::{authz, respond, route};
 use crate::rt::Runtime;
 use crate::telemetry::RequestMetrics;
-use crate::upstream::{self, Target};
+use crate::upstream::{self, h2::Lease, Target};
+
+/// A ready handle on a shared upstream connection and the stream's lease on it.
+pub(super) type Leased = (h2::client::SendRequest<Bytes>, Lease);
 
 // === types ===
 
@@ -253,7 +256,8 @@ pub async fn proxy<R: Runtime>(
     let request = Request::from_parts(parts, ());
     let sending = send_request::<R>(&upstreams, (target.addr, tls), send, request, end);
     let sent = within::<R, _>(deadline, sending).await;
-    let (response, mut up_body) = match sent {
+    // Held while the stream lives: it counts against the connection's stream limit.
+    let (response, mut up_body, _lease) = match sent {
         Ok(sent) => sent,
         Err(error) => return respond::h2(&mut respond, grpc, head_request, &error, &mut metrics),
     };
@@ -359,7 +363,8 @@ async fn retried<R: Runtime>(
         &mut metrics,
     )
     .await;
-    let (response, sent_at) = match sent {
+    // Held while the stream lives: it counts against the connection's stream limit.
+    let (response, sent_at, _lease) = match sent {
         Ok(sent) => sent,
         Err(error) => return respond::h2(&mut respond, grpc, head_request, &error, &mut metrics),
     };
@@ -414,7 +419,7 @@ pub(super) async fn within<R: Runtime, T>(
 pub(super) async fn connect<R: Runtime>(
     upstreams: &Rc<Upstreams<R>>,
     target: &mut Target,
-) -> Result<(h2::client::SendRequest<Bytes>, Option<Arc<EndpointTls>>), ProxyError> {
+) -> Result<(Leased, Option<Arc<EndpointTls>>), ProxyError> {
     let dsts = upstreams.ctx.dsts.clone();
     upstream::connect_balanced::<R, _, _, _>(&dsts, target, |addr, tls| {
         let upstreams = upstreams.clone();
@@ -432,16 +437,16 @@ pub(super) async fn connect<R: Runtime>(
 pub(super) async fn send_request<R: Runtime>(
     upstreams: &Upstreams<R>,
     (target, tls): (std::net::SocketAddr, Option<Arc<EndpointTls>>),
-    send: h2::client::SendRequest<Bytes>,
+    send: Leased,
     request: Request<()>,
     end: bool,
-) -> Result<(ResponseFuture, SendStream<Bytes>), ProxyError> {
+) -> Result<(ResponseFuture, SendStream<Bytes>, Lease), ProxyError> {
     let mut send = Some(send);
     let mut request = Some(request);
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let conn = match send.take() {
+        let (conn, lease) = match send.take() {
             Some(send) => send,
             None => upstreams.get(target, tls.clone()).await?,
         };
@@ -454,12 +459,12 @@ pub(super) async fn send_request<R: Runtime>(
             Err(error) => Err((error, request.take())),
         };
         match sent {
-            Ok(sent) => return Ok(sent),
+            Ok((response, body)) => return Ok((response, body, lease)),
             Err((error, unsent)) => {
                 // Only a failed connection leaves the shard's pool: a request the h2 crate
                 // refuses (a user error) must not make every client reconnect.
                 if unsent.is_some() || error.is_io() || error.is_go_away() {
-                    upstreams.forget(target, tls.clone());
+                    upstreams.forget(target, tls.clone(), &lease);
                 }
                 match unsent {
                     Some(unsent) if attempt == 1 => {
