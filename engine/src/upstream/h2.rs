@@ -6,6 +6,12 @@
 //! endpoints whose protocol hint is H2. Sharing them, an idle HTTP/2 client connection
 //! holds no upstream connection of its own.
 //!
+//! Unlike linkerd2-proxy's, a connection whose server's stream limit
+//! (`SETTINGS_MAX_CONCURRENT_STREAMS`, 100 in many gRPC servers) the shard's streams fill
+//! gets a sibling, up to [`MAX_CONNS_PER_KEY`]: each stream holds a [`Lease`] on its
+//! connection while it lives, and a new stream goes to the first connection with room.
+//! Long-lived calls on one connection then do not hold every other request back.
+//!
 //! A shared connection is made by the first request that needs it; requests arriving while
 //! it is being made wait for the same one. It leaves the pool when it fails, when its
 //! server closes it (the next request finds it not ready and connects anew), when it was
