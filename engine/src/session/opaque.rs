@@ -48,43 +48,58 @@ pub fn forward<'a, R: Runtime>(
 }
 
 /// [`forward`] to an upstream whose TLS status is `tls`.
-pub async fn forward_to<R: Runtime>(
-    ctx: &ShardCtx<R>,
+///
+/// A plain function returning its future, with the arguments taken apart before it: an
+/// `async fn` would keep them, and a moved copy of each, in every opaque connection's
+/// state while it relays.
+pub fn forward_to<'a, R: Runtime>(
+    ctx: &'a ShardCtx<R>,
     direction: Direction,
-    (client, src): (Transport<R>, &PeerMetrics),
+    (client, src): (Transport<R>, &'a PeerMetrics),
     (upstream, target, tls): (Transport<R>, SocketAddr, &TlsStatus),
     first: Vec<u8>,
-) -> Option<IoError> {
+) -> impl Future<Output = Option<IoError>> + 'a {
     let (client_fd, upstream_fd) = (client.as_raw_fd(), upstream.as_raw_fd());
     let dst = ctx.tcp.open(direction, Peer::Dst, target, tls);
-    // Replay what detection read before anything else goes upstream.
-    let replayed = if first.is_empty() {
-        Ok(upstream)
-    } else {
-        let n = first.len() as u64;
-        src.read_bytes.inc_by(n);
-        let (upstream_rx, mut upstream_tx) = upstream.into_split();
-        let (written, _) = upstream_tx.write_all(first).await;
-        let upstream = Transport::<R>::reunite(upstream_rx, upstream_tx)
-            .expect("the halves of one stream reunite");
-        written.map(|()| {
-            dst.write_bytes.inc_by(n);
-            upstream
-        })
-    };
-    let (client_error, upstream_error) = match replayed {
-        Err(error) => {
-            tracing::debug!(%error, "Write failed");
-            io::abort(client_fd, upstream_fd);
-            (None, Some(error))
-        }
-        Ok(upstream) => {
-            let closed = relay(ctx, (client, src), (upstream, &dst)).await;
-            (closed.client, closed.upstream)
-        }
-    };
-    ctx.tcp.close(dst, upstream_error.as_ref());
-    client_error
+    async move {
+        // Replay what detection read before anything else goes upstream.
+        let (client_error, upstream_error) = match replay::<R>(upstream, first, src, &dst).await {
+            Err(error) => {
+                tracing::debug!(%error, "Write failed");
+                io::abort(client_fd, upstream_fd);
+                (None, Some(error))
+            }
+            Ok(upstream) => {
+                let closed = relay(ctx, (client, src), (upstream, &dst)).await;
+                (closed.client, closed.upstream)
+            }
+        };
+        ctx.tcp.close(dst, upstream_error.as_ref());
+        client_error
+    }
+}
+
+/// Writes `first` (the bytes detection read from the client) to `upstream` before anything
+/// else; the stream back, or the error writing failed with.
+async fn replay<R: Runtime>(
+    upstream: Transport<R>,
+    first: Vec<u8>,
+    src: &PeerMetrics,
+    dst: &PeerMetrics,
+) -> Result<Transport<R>, IoError> {
+    if first.is_empty() {
+        return Ok(upstream);
+    }
+    let n = first.len() as u64;
+    src.read_bytes.inc_by(n);
+    let (upstream_rx, mut upstream_tx) = upstream.into_split();
+    let (written, _) = upstream_tx.write_all(first).await;
+    let upstream = Transport::<R>::reunite(upstream_rx, upstream_tx)
+        .expect("the halves of one stream reunite");
+    written.map(|()| {
+        dst.write_bytes.inc_by(n);
+        upstream
+    })
 }
 
 /// Relays both directions until both end: spliced through kernel pipes when both streams
