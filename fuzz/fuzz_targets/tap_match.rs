@@ -3,9 +3,10 @@
 //!
 //! Checked, besides "no panic": decoding is stable (the message encoded again decodes to the
 //! same tree or the same error); a tree's leaves hold what `try_new` promises (port ranges
-//! `1 ≤ min ≤ max`, non-empty label keys and values, unregistered schemes other than
-//! `http`/`https`); each leaf matches a request made for it (an address in its network or
-//! port range, its label, scheme, method, authority or path) and its negation does not; an
+//! `1 ≤ min ≤ max`, non-empty label keys and values); each leaf matches a request made for
+//! it (an address in its network or port range, its label, scheme, method, authority or
+//! path) and its negation does not, except an unregistered `HTTP`-like scheme (any case
+//! but lower), which as in linkerd matches no request at all; an
 //! IPv4 network never matches an IPv6 address, nor the reverse; a label match never matches
 //! a request without labels, an authority match one without authority.
 
@@ -142,8 +143,22 @@ fn check_leaf(leaf: &Match) {
         Match::Http(HttpMatch::Scheme(scheme)) => match scheme {
             Scheme::Http => yes.scheme = None,
             Scheme::Https => yes.scheme = Some("HTTPS".into()),
+            Scheme::Other(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {
+                // An unregistered spelling of `http`/`https` other than lower case stays
+                // unregistered (`http::uri::Scheme::from_str` is exact), and linkerd's
+                // equality never finds a standard scheme equal to another one: it matches
+                // no request, with any scheme or none, and its negation matches them all.
+                let not = Match::Not(Box::new(leaf.clone()));
+                let spellings = [s.as_str(), "http", "HTTP", "https", "HTTPS"];
+                for scheme in spellings.into_iter().map(Some).chain([None]) {
+                    let mut r = Request::base();
+                    r.scheme = scheme.map(str::to_string);
+                    assert!(!leaf.matches(&r.view()), "{leaf:?} matches {:?}", r.view());
+                    assert!(not.matches(&r.view()));
+                }
+                return;
+            }
             Scheme::Other(s) => {
-                assert!(!s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https"));
                 yes.scheme = Some(s.to_ascii_uppercase());
                 let mut r = Request::base();
                 r.scheme = Some("http".into());
