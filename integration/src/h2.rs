@@ -275,12 +275,7 @@ impl Client {
 
     /// Opens a stream with an endless body, then resets it with `reason`.
     pub async fn open_and_reset(&self, uri: &str, reason: Reason) {
-        let mut send = self.send.clone().ready().await.unwrap();
-        let req = Request::builder().method("POST").uri(uri).body(()).unwrap();
-        let (_response, mut stream) = send.send_request(req, false).unwrap();
-        stream
-            .send_data(Bytes::from_static(b"some"), false)
-            .unwrap();
+        let mut stream = self.hold(uri).await;
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         stream.send_reset(reason);
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
