@@ -15,11 +15,11 @@ pub mod h2;
 pub mod respond;
 pub mod route;
 
-use std::io;
 use std::rc::Rc;
 
 use crate::ctx::ShardCtx;
 use crate::rt::Runtime;
+use crate::session::Rest;
 use crate::telemetry::Detected;
 use crate::upstream::Upstream;
 
@@ -27,15 +27,15 @@ pub use conn::{Client, Preconnected, Version};
 
 // === functions ===
 
-/// Serves `client` as `version` until it closes; the error that ended it, for its close
-/// series. The protocols' futures are boxed: inline, they would enlarge every connection's
-/// task, opaque ones included.
-pub async fn serve<R: Runtime>(
-    ctx: &Rc<ShardCtx<R>>,
+/// The future that serves `client` as `version` until it closes; the error that ended it,
+/// for its close series. Boxed, for the connection's task to run once the prelude that
+/// detected it has given its block back (`crate::session::Then`).
+pub fn serve<'a, R: Runtime>(
+    ctx: &'a Rc<ShardCtx<R>>,
     version: Version,
-    client: Client<'_, R>,
+    client: Client<'a, R>,
     pre: Preconnected<R>,
-) -> Option<io::Error> {
+) -> Rest<'a> {
     let direction = client.meta.direction;
     match version {
         Version::H2 => {
@@ -52,7 +52,7 @@ pub async fn serve<R: Runtime>(
             if eager.is_some() {
                 client.entry.set_upstream(-1);
             }
-            Box::pin(h2::serve::<R>(ctx, client, eager)).await
+            Box::pin(h2::serve::<R>(ctx, client, eager))
         }
         Version::Http1 => {
             ctx.detected(direction, Detected::Http1);
@@ -65,7 +65,7 @@ pub async fn serve<R: Runtime>(
                 Preconnected::Failed(addr, error) => h1::Eager::Failed(addr, error),
                 Preconnected::None => h1::Eager::None,
             };
-            Box::pin(h1::serve::<R>(ctx, client, eager)).await
+            Box::pin(h1::serve::<R>(ctx, client, eager))
         }
     }
 }

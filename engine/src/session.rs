@@ -16,8 +16,11 @@ pub mod outbound;
 pub mod tls;
 pub mod transparent;
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use tracing::Instrument;
@@ -27,7 +30,39 @@ use crate::ctx::ShardCtx;
 use crate::io::Transport;
 use crate::lifecycle::TaskGuard;
 use crate::rt::Runtime;
+use crate::slot::Slot;
 use crate::telemetry::Peer;
+
+// === types ===
+
+/// How a connection's prelude ends: done (the error the client failed with, if any), or
+/// with the part of the connection that lasts — its HTTP server or its opaque forwarding —
+/// still to run, boxed, for the connection's task to run after the prelude's block is back.
+pub enum Then<'a> {
+    Done(Option<io::Error>),
+    Run(Rest<'a>),
+}
+
+/// The lasting part of a connection: what it ends with is the error the client failed
+/// with, if any.
+pub type Rest<'a> = Pin<Box<dyn Future<Output = Option<io::Error>> + 'a>>;
+
+// === impl Then ===
+
+impl<'a> Then<'a> {
+    /// The connection goes on with `rest`.
+    pub fn run(rest: impl Future<Output = Option<io::Error>> + 'a) -> Self {
+        Then::Run(Box::pin(rest))
+    }
+
+    /// Runs what is left of the connection: the error the client failed with, if any.
+    pub async fn finish(self) -> Option<io::Error> {
+        match self {
+            Then::Done(error) => error,
+            Then::Run(rest) => rest.await,
+        }
+    }
+}
 
 // === functions ===
 
@@ -75,24 +110,30 @@ pub fn serve<R: Runtime>(
         };
         // The client's series, opened where its TLS status is known.
         let mut slot = None;
-        let error = match meta.route {
+        // The prelude (detection, TLS, connecting, policy) runs in a pooled block that goes
+        // back when it ends, so that the part of the connection that lasts (HTTP, opaque
+        // forwarding) is not carried in a task the size of its largest prelude.
+        let then = match meta.route {
             Route::ByAuthority => {
                 let src = &*slot.insert(ctx.tcp.open(direction, Peer::Src, meta.local, &meta.tls));
-                outbound::to_proxy(&ctx, meta, client, src, &entry).await
+                Slot::with(|| outbound::to_proxy(&ctx, meta, client, src, &entry)).await
             }
-            Route::Direct => direct::serve(&ctx, meta, client, &entry, &mut slot).await,
+            Route::Direct => Slot::with(|| direct::serve(&ctx, meta, client, &entry, &mut slot)).await,
             Route::Fixed(target) => {
                 tracing::Span::current().record("server.addr", tracing::field::display(target));
                 match direction {
                     Direction::Inbound => {
-                        inbound::serve(&ctx, meta, target, client, &entry, &mut slot).await
+                        Slot::with(|| inbound::serve(&ctx, meta, target, client, &entry, &mut slot))
+                            .await
                     }
                     Direction::Outbound => {
-                        outbound::serve(&ctx, meta, target, client, &entry, &mut slot).await
+                        Slot::with(|| outbound::serve(&ctx, meta, target, client, &entry, &mut slot))
+                            .await
                     }
                 }
             }
         };
+        let error = then.finish().await;
         if let Some(src) = slot {
             ctx.tcp.close(src, error.as_ref());
         }

@@ -19,7 +19,7 @@ use ringlink_protocols::Protocol;
 
 use super::dest::local_target;
 use super::detect::{self, Sniffed};
-use super::{authz, opaque, tls};
+use super::{authz, opaque, tls, Then};
 use crate::conn::{ConnMeta, Direction, Route, TlsStatus};
 use crate::ctx::ShardCtx;
 use crate::http::{self, Client, Preconnected, Version};
@@ -30,15 +30,15 @@ use crate::telemetry::{Detected, Peer, PeerMetrics};
 
 // === functions ===
 
-/// Serves a direct connection to its end; the client's series and the error the client
-/// failed with, if any.
-pub async fn serve<R: Runtime>(
-    ctx: &Rc<ShardCtx<R>>,
-    meta: &mut ConnMeta,
+/// Serves a direct connection up to the part that lasts; the client's series is left in
+/// `slot`.
+pub async fn serve<'a, R: Runtime>(
+    ctx: &'a Rc<ShardCtx<R>>,
+    meta: &'a mut ConnMeta,
     client: Transport<R>,
-    entry: &ConnEntry,
-    slot: &mut Option<PeerMetrics>,
-) -> Option<io::Error> {
+    entry: &'a ConnEntry,
+    slot: &'a mut Option<PeerMetrics>,
+) -> Then<'a> {
     // Boxed: inline, the handshake's state would stay in the connection's task.
     let (client, header, rest) = match Box::pin(handshake(ctx, meta, client)).await {
         Ok(accepted) => accepted,
@@ -48,7 +48,7 @@ pub async fn serve<R: Runtime>(
                 .tcp
                 .open(Direction::Inbound, Peer::Src, meta.local, &meta.tls);
             *slot = Some(src);
-            return None;
+            return Then::Done(None);
         }
     };
     let target = local_target(SocketAddr::new(meta.local.ip(), header.port));
@@ -69,21 +69,21 @@ pub async fn serve<R: Runtime>(
     let Some(version) = version else {
         if !authz::connection(ctx, meta, target, &policy) {
             crate::io::reset(client.as_raw_fd());
-            return None;
+            return Then::Done(None);
         }
         let timeout = ctx.settings.connect_timeout.get(Direction::Inbound);
         let dial = (&ctx.settings.sockets, Direction::Inbound);
         let upstream = match crate::upstream::connect::<R>(target, timeout, dial).await {
             Ok(upstream) => upstream,
-            Err(_) => return None,
+            Err(_) => return Then::Done(None),
         };
         entry.set_upstream(upstream.as_raw_fd());
         ctx.detected(Direction::Inbound, Detected::Opaque);
         let fds = (client.as_raw_fd(), upstream.as_raw_fd());
         let forwarded = (client, src);
         let forward = opaque::forward(ctx, Direction::Inbound, forwarded, (upstream, target), rest);
-        // Boxed: inline, the guard would enlarge every connection's task.
-        return Box::pin(authz::guarded(ctx, meta, target, fds, forward)).await;
+        let meta: &'a ConnMeta = meta;
+        return Then::run(authz::guarded(ctx, meta, target, fds, forward));
     };
     let client = Client {
         meta,
@@ -92,7 +92,7 @@ pub async fn serve<R: Runtime>(
         metrics: src,
         entry,
     };
-    http::serve(ctx, version, client, Preconnected::None).await
+    Then::Run(http::serve(ctx, version, client, Preconnected::None))
 }
 
 /// Mesh TLS for this proxy with a client identity and the transport header's ALPN, then the

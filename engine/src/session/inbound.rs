@@ -6,13 +6,12 @@
 //! per connection and its HTTP requests per route.
 
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
 use ringlink_control::policy::inbound::Protocol;
 
-use super::transparent;
+use super::{transparent, Then};
 use crate::conn::ConnMeta;
 use crate::ctx::ShardCtx;
 use crate::io::Transport;
@@ -22,8 +21,8 @@ use crate::telemetry::PeerMetrics;
 
 // === functions ===
 
-/// Serves an inbound connection to the application at `target`; the client's series and
-/// the error the client failed with, if any.
+/// Serves an inbound connection to the application at `target` up to the part that lasts;
+/// the client's series is left in `slot`.
 ///
 /// (A plain function returning its future, here and in the path's other steps: an `async
 /// fn` keeps a second copy of its arguments in its state, which is part of every
@@ -36,7 +35,7 @@ pub fn serve<'a, R: Runtime>(
     client: Transport<R>,
     entry: &'a ConnEntry,
     slot: &'a mut Option<PeerMetrics>,
-) -> impl Future<Output = Option<io::Error>> + 'a {
+) -> impl Future<Output = Then<'a>> + 'a {
     async move {
         let policy = ctx.policies.get::<R>(target.port(), &ctx.life);
         let opaque = matches!(policy.protocol, Protocol::Opaque(_) | Protocol::Tls(_));

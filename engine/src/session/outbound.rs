@@ -7,12 +7,11 @@
 //! protocol and routes here, and TLS origination happens in `crate::upstream`.
 
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
-use super::{detect, opaque, transparent};
+use super::{detect, opaque, transparent, Then};
 use crate::conn::ConnMeta;
 use crate::ctx::ShardCtx;
 use crate::http::{self, Client, Preconnected};
@@ -23,8 +22,8 @@ use crate::telemetry::{Detected, Peer, PeerMetrics};
 
 // === functions ===
 
-/// Serves an outbound connection to its original destination `target`; the client's series
-/// and the error the client failed with, if any.
+/// Serves an outbound connection to its original destination `target` up to the part that
+/// lasts; the client's series is left in `slot`.
 ///
 /// (A plain function returning its future, here and in the path's other steps: an `async
 /// fn` keeps a second copy of its arguments in its state, which is part of every
@@ -37,7 +36,7 @@ pub fn serve<'a, R: Runtime>(
     client: Transport<R>,
     entry: &'a ConnEntry,
     slot: &'a mut Option<PeerMetrics>,
-) -> impl Future<Output = Option<io::Error>> + 'a {
+) -> impl Future<Output = Then<'a>> + 'a {
     async move {
         // A profiled destination whose profile says opaque: balanced per connection over its
         // endpoints, without protocol detection.
@@ -47,8 +46,9 @@ pub fn serve<'a, R: Runtime>(
             if dst.is_opaque() {
                 ctx.detected(meta.direction, Detected::OpaqueProfile);
                 let src = &*slot.insert(ctx.tcp.open(meta.direction, Peer::Src, target, &meta.tls));
-                // Boxed: its connect loop (and TLS) would enlarge every connection's task.
-                return Box::pin(opaque::balanced(ctx, &dst, target, (client, src), entry)).await;
+                return Then::run(async move {
+                    opaque::balanced(ctx, &dst, target, (client, src), entry).await
+                });
             }
         }
         transparent::serve(ctx, meta, target, client, entry, slot).await
@@ -57,17 +57,17 @@ pub fn serve<'a, R: Runtime>(
 
 /// Serves a connection addressed to the proxy's outbound listener itself: only HTTP can say
 /// where it goes; anything else is refused as a routing loop.
-pub async fn to_proxy<R: Runtime>(
-    ctx: &Rc<ShardCtx<R>>,
-    meta: &ConnMeta,
+pub async fn to_proxy<'a, R: Runtime>(
+    ctx: &'a Rc<ShardCtx<R>>,
+    meta: &'a ConnMeta,
     mut client: Transport<R>,
-    src: &PeerMetrics,
-    entry: &ConnEntry,
-) -> Option<io::Error> {
+    src: &'a PeerMetrics,
+    entry: &'a ConnEntry,
+) -> Then<'a> {
     let timeout = ctx.settings.detect_timeout.get(meta.direction);
     let (sniffed, first) = match detect::sniff::<R>(&mut client, None, timeout).await {
         Ok(sniffed) => sniffed,
-        Err(error) => return Some(error),
+        Err(error) => return Then::Done(Some(error)),
     };
     match sniffed.http() {
         Some(version) => {
@@ -78,7 +78,7 @@ pub async fn to_proxy<R: Runtime>(
                 metrics: src,
                 entry,
             };
-            http::serve(ctx, version, client, Preconnected::None).await
+            Then::Run(http::serve(ctx, version, client, Preconnected::None))
         }
         None => {
             ctx.detected(meta.direction, sniffed.detected());
@@ -87,7 +87,7 @@ pub async fn to_proxy<R: Runtime>(
                 "Refusing a connection addressed to the proxy itself that is not HTTP (routing loop)"
             );
             crate::io::reset(client.as_raw_fd());
-            None
+            Then::Done(None)
         }
     }
 }

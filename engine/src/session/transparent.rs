@@ -24,7 +24,7 @@ use std::rc::Rc;
 use ringlink_protocols::Protocol;
 
 use super::detect::{self, Sniffed};
-use super::{authz, opaque, tls};
+use super::{authz, opaque, tls, Then};
 use crate::conn::{ConnMeta, Direction, TlsStatus};
 use crate::ctx::ShardCtx;
 use crate::http::{self, Client, Preconnected};
@@ -35,8 +35,9 @@ use crate::telemetry::{Detected, Peer, PeerMetrics};
 
 // === functions ===
 
-/// Serves a connection to `target` to its end: the error the client failed with, if any.
-/// The client's series, opened once its TLS status is known, is left in `slot`.
+/// Serves a connection to `target` up to the part that lasts (its HTTP server or its
+/// opaque forwarding). The client's series, opened once its TLS status is known, is left in
+/// `slot`.
 ///
 /// (A plain function returning its future, here and in the path's other steps: an `async
 /// fn` keeps a second copy of its arguments in its state, which is part of every
@@ -49,7 +50,7 @@ pub fn serve<'a, R: Runtime>(
     mut client: Transport<R>,
     entry: &'a ConnEntry,
     slot: &'a mut Option<PeerMetrics>,
-) -> impl Future<Output = Option<io::Error>> + 'a {
+) -> impl Future<Output = Then<'a>> + 'a {
     async move {
         let direction = meta.direction;
         // An inbound port's policy may set its own (`Detect{timeout}`).
@@ -61,16 +62,15 @@ pub fn serve<'a, R: Runtime>(
         let open = |meta: &ConnMeta| ctx.tcp.open(direction, Peer::Src, target, &meta.tls);
         let mut sniffed = None;
         if let Some(pooled) = ctx.pool.take(target) {
-            // Detection's state is boxed (as are the connect and the opaque forwarding below):
-            // inline, it would enlarge every connection's task for its whole life.
+            // Detection's state is boxed (as is the connect below): inline, it would enlarge
+            // the prelude's block for every connection.
             match Box::pin(detect::sniff::<R>(&mut client, None, detect_timeout)).await {
                 Ok((found, first)) if found.http().is_some() => {
                     let version = found.http().expect("checked");
                     let src = &*slot.insert(open(meta));
                     let client = to_http(meta, client, first, src, entry);
                     let pre = Preconnected::Pooled(pooled);
-                    let error = http::serve(ctx, version, client, pre).await;
-                    return error;
+                    return Then::Run(http::serve(ctx, version, client, pre));
                 }
                 Ok(found) => {
                     ctx.pool.put(pooled);
@@ -79,7 +79,7 @@ pub fn serve<'a, R: Runtime>(
                 Err(error) => {
                     ctx.pool.put(pooled);
                     *slot = Some(open(meta));
-                    return Some(error);
+                    return Then::Done(Some(error));
                 }
             }
         }
@@ -92,20 +92,19 @@ pub fn serve<'a, R: Runtime>(
                 let late = Box::pin(detect::after_connect_failure::<R>(&mut client, failure)).await;
                 let Some((version, first, failure)) = late else {
                     crate::io::reset(client.as_raw_fd());
-                    return None;
+                    return Then::Done(None);
                 };
                 let pre = match failure {
                     Some(failure) => Preconnected::Failed(target, failure),
                     None => Preconnected::None,
                 };
                 let client = to_http(meta, client, first, src, entry);
-                let error = http::serve(ctx, version, client, pre).await;
-                return error;
+                return Then::Run(http::serve(ctx, version, client, pre));
             }
         };
         if ctx.life.is_closing() {
             *slot = Some(open(meta));
-            return None;
+            return Then::Done(None);
         }
         entry.set_upstream(upstream.as_raw_fd());
         let (mut found, mut first) = match sniffed {
@@ -122,7 +121,7 @@ pub fn serve<'a, R: Runtime>(
                     tracing::debug!(%error, "Client failed during detection");
                     crate::io::abort(upstream.as_raw_fd(), client.as_raw_fd());
                     *slot = Some(open(meta));
-                    return Some(error);
+                    return Then::Done(Some(error));
                 }
             },
         };
@@ -140,7 +139,7 @@ pub fn serve<'a, R: Runtime>(
                         // connection closes unused.
                         tracing::info!(%error, "Mesh TLS refused");
                         *slot = Some(open(meta));
-                        return None;
+                        return Then::Done(None);
                     }
                 }
             } else {
@@ -153,22 +152,21 @@ pub fn serve<'a, R: Runtime>(
             // multiplexed upstream connection (h2).
             let pre = Preconnected::Open(target, upstream);
             let client = to_http(meta, client, first, src, entry);
-            let error = http::serve(ctx, version, client, pre).await;
-            return error;
+            return Then::Run(http::serve(ctx, version, client, pre));
         }
         ctx.detected(direction, found.detected());
         let Some(policy) = meta.policy.clone() else {
             let forward = opaque::forward(ctx, direction, (client, src), (upstream, target), first);
-            return Box::pin(forward).await;
+            return Then::run(forward);
         };
         let fds = (client.as_raw_fd(), upstream.as_raw_fd());
         if !authz::connection(ctx, meta, target, &policy) {
             crate::io::abort(fds.1, fds.0);
-            return None;
+            return Then::Done(None);
         }
         let forward = opaque::forward(ctx, direction, (client, src), (upstream, target), first);
-        // Boxed: inline, the guard would enlarge every connection's task.
-        Box::pin(authz::guarded(ctx, meta, target, fds, forward)).await
+        let meta: &'a ConnMeta = meta;
+        Then::run(authz::guarded(ctx, meta, target, fds, forward))
     }
 }
 
@@ -214,19 +212,19 @@ async fn terminate<R: Runtime>(
 
 /// An opaque port's connection (`LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION`):
 /// connected and forwarded at once, without detection.
-pub async fn opaque_port<R: Runtime>(
-    ctx: &Rc<ShardCtx<R>>,
-    meta: &ConnMeta,
+pub async fn opaque_port<'a, R: Runtime>(
+    ctx: &'a Rc<ShardCtx<R>>,
+    meta: &'a ConnMeta,
     target: SocketAddr,
     client: Transport<R>,
-    entry: &ConnEntry,
-    slot: &mut Option<PeerMetrics>,
-) -> Option<io::Error> {
+    entry: &'a ConnEntry,
+    slot: &'a mut Option<PeerMetrics>,
+) -> Then<'a> {
     let src = &*slot.insert(ctx.tcp.open(meta.direction, Peer::Src, target, &meta.tls));
     if let Some(policy) = meta.policy.clone() {
         if !authz::connection(ctx, meta, target, &policy) {
             crate::io::reset(client.as_raw_fd());
-            return None;
+            return Then::Done(None);
         }
     }
     let timeout = ctx.settings.connect_timeout.get(meta.direction);
@@ -235,11 +233,11 @@ pub async fn opaque_port<R: Runtime>(
         Ok(upstream) => upstream,
         Err(_) => {
             crate::io::reset(client.as_raw_fd());
-            return None;
+            return Then::Done(None);
         }
     };
     if ctx.life.is_closing() {
-        return None;
+        return Then::Done(None);
     }
     entry.set_upstream(upstream.as_raw_fd());
     ctx.detected(meta.direction, Detected::OpaquePort);
@@ -252,7 +250,7 @@ pub async fn opaque_port<R: Runtime>(
         (upstream, target),
         Vec::new(),
     );
-    Box::pin(authz::guarded(ctx, meta, target, fds, forward)).await
+    Then::run(authz::guarded(ctx, meta, target, fds, forward))
 }
 
 fn to_http<'a, R: Runtime>(
