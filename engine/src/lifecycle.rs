@@ -42,6 +42,12 @@ struct Conn {
     fds: [RawFd; 2],
     /// Idle between HTTP requests: a drain closes it at once.
     idle: bool,
+    /// Seen idle by a park sweep, in the same idle wait ([`Lifecycle::park_idle`]).
+    idle_swept: bool,
+    /// The park sweep has told the idle wait to park.
+    park: bool,
+    /// The idle wait, to be woken when it is to park ([`ConnEntry::parked`]).
+    idle_waker: Option<Waker>,
     /// The task waiting for a response to a complete HTTP/1 request: woken when the client
     /// closes meanwhile (see [`Lifecycle::abandon_closed`]).
     awaiting: Option<Waker>,
@@ -51,6 +57,12 @@ struct Conn {
 /// Completes when the connection's client closes while a response is pending; see
 /// [`ConnEntry::abandoned`].
 pub struct Abandoned<'a> {
+    entry: &'a ConnEntry,
+}
+
+/// Completes when the shard's park sweep tells the connection's idle wait to park; see
+/// [`ConnEntry::parked`].
+pub struct Parked<'a> {
     entry: &'a ConnEntry,
 }
 
@@ -88,6 +100,9 @@ impl Lifecycle {
         let key = self.conns.borrow_mut().insert(Conn {
             fds: [fd, -1],
             idle: false,
+            idle_swept: false,
+            park: false,
+            idle_waker: None,
             awaiting: None,
             abandoned: false,
         });
@@ -157,6 +172,29 @@ impl Lifecycle {
         abandoned
     }
 
+    /// Tells the idle waits that have been idle since the previous sweep to park (give
+    /// their read buffer back and wait with a tiny one): called once a second, a keep-alive
+    /// connection parks after one to two seconds idle, and a busy one never pays for it.
+    /// Returns how many were told.
+    pub fn park_idle(&self) -> usize {
+        let mut parked = 0;
+        for (_, conn) in self.conns.borrow_mut().iter_mut() {
+            if !conn.idle || conn.park || conn.idle_waker.is_none() {
+                continue;
+            }
+            if !conn.idle_swept {
+                conn.idle_swept = true;
+                continue;
+            }
+            conn.park = true;
+            parked += 1;
+            if let Some(waker) = conn.idle_waker.take() {
+                waker.wake();
+            }
+        }
+        parked
+    }
+
     pub fn open_connections(&self) -> usize {
         self.conns.borrow().len()
     }
@@ -202,12 +240,24 @@ impl ConnEntry {
     pub fn set_idle(&self, idle: bool) {
         if let Some(conn) = self.life.conns.borrow_mut().get_mut(self.key) {
             conn.idle = idle;
+            conn.idle_swept = false;
+            conn.park = false;
+            if !idle {
+                conn.idle_waker = None;
+            }
         }
         if idle && self.life.is_draining() {
             if let Some(conn) = self.life.conns.borrow().get(self.key) {
                 let _ = sys::shutdown(conn.fds[0], std::net::Shutdown::Both);
             }
         }
+    }
+
+    /// Completes when the shard's park sweep finds this connection idle (see
+    /// [`ConnEntry::set_idle`]) since the previous sweep ([`Lifecycle::park_idle`]): race it
+    /// with the idle wait's read. Nothing is timed per request.
+    pub fn parked(&self) -> Parked<'_> {
+        Parked { entry: self }
     }
 
     /// Completes if the client closes while the caller waits for a response to its
@@ -237,6 +287,27 @@ impl Future for Abandoned<'_> {
         match &conn.awaiting {
             Some(waker) if waker.will_wake(cx.waker()) => {}
             _ => conn.awaiting = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+// === impl Parked ===
+
+impl Future for Parked<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut conns = self.entry.life.conns.borrow_mut();
+        let Some(conn) = conns.get_mut(self.entry.key) else {
+            return Poll::Pending;
+        };
+        if conn.park {
+            return Poll::Ready(());
+        }
+        match &conn.idle_waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => conn.idle_waker = Some(cx.waker().clone()),
         }
         Poll::Pending
     }

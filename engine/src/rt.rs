@@ -93,6 +93,22 @@ pub trait Reader {
     /// the buffer grew by the returned count, 0 at end of stream. The caller makes sure
     /// there is spare capacity.
     fn read_more(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
+
+    /// Reads like [`Reader::read_more`], unless `give_up` completes while the read is still
+    /// pending: then the read is withdrawn, and `None` comes back with `buf` as it was. No
+    /// byte is lost: a read that completes as it is withdrawn counts as read (`Some`).
+    /// A reader that cannot withdraw a read that way waits for it and never gives up.
+    fn read_more_unless(
+        &mut self,
+        buf: Vec<u8>,
+        give_up: impl Future<Output = ()>,
+    ) -> impl Future<Output = (Option<io::Result<usize>>, Vec<u8>)> {
+        drop(give_up);
+        async move {
+            let (result, buf) = self.read_more(buf).await;
+            (Some(result), buf)
+        }
+    }
 }
 
 pub trait Writer {

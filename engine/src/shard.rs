@@ -32,9 +32,10 @@ use ringlink_control::policy::watch::PolicyTx;
 /// Pause after a failed accept (e.g. EMFILE) so that a shard does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
-/// How often the shard looks for clients that closed while waiting for a response: the
-/// longest an abandoned request keeps its upstream connection.
-const ABANDON_CHECK: Duration = Duration::from_secs(1);
+/// How often the shard sweeps its connections: for clients that closed while waiting for a
+/// response (the longest an abandoned request keeps its upstream connection), and for idle
+/// HTTP/1 connections to park (which they do after one to two of these).
+const CONN_SWEEP: Duration = Duration::from_secs(1);
 
 // === types ===
 
@@ -166,7 +167,7 @@ pub async fn run<R: Runtime>(seed: ShardSeed) {
     }
     R::spawn(evict_loop::<R>(ctx.life.task(), ctx.clone()));
     R::spawn(pool_sweep_loop::<R>(ctx.life.task(), ctx.clone()));
-    R::spawn(abandon_loop::<R>(ctx.life.task(), ctx.clone()));
+    R::spawn(conn_sweep_loop::<R>(ctx.life.task(), ctx.clone()));
 
     ctx.life.drain_started().await;
     ctx.life.start_drain();
@@ -241,10 +242,10 @@ async fn pool_sweep_loop<R: Runtime>(task: TaskGuard, ctx: Rc<ShardCtx<R>>) {
     .await
 }
 
-/// Abandons the pending responses of clients that closed meanwhile, every
-/// [`ABANDON_CHECK`].
-async fn abandon_loop<R: Runtime>(task: TaskGuard, ctx: Rc<ShardCtx<R>>) {
-    every_until_drain::<R>(task, &ctx, ABANDON_CHECK, || {
+/// Every [`CONN_SWEEP`]: abandons the pending responses of clients that closed meanwhile,
+/// and parks the idle waits that have been idle since the previous sweep.
+async fn conn_sweep_loop<R: Runtime>(task: TaskGuard, ctx: Rc<ShardCtx<R>>) {
+    every_until_drain::<R>(task, &ctx, CONN_SWEEP, || {
         let abandoned = ctx.life.abandon_closed();
         if abandoned > 0 {
             tracing::debug!(
@@ -252,6 +253,10 @@ async fn abandon_loop<R: Runtime>(task: TaskGuard, ctx: Rc<ShardCtx<R>>) {
                 abandoned,
                 "Clients closed while waiting for responses"
             );
+        }
+        let parked = ctx.life.park_idle();
+        if parked > 0 {
+            tracing::debug!(shard = ctx.index, parked, "Idle connections parked");
         }
     })
     .await

@@ -40,6 +40,7 @@ both_runtimes!(
     slow_request_heads_time_out,
     error_response_survives_an_unread_body,
     full_duplex_server_streams_while_the_body_uploads,
+    parked_idle_connections_lose_nothing,
 );
 
 /// Open upstream (`peer="dst"`) connections, from `/metrics`.
@@ -391,6 +392,83 @@ async fn pipelined_requests_answered_in_order(runtime: &'static str) {
         let res = conn.response(method).await.unwrap();
         assert_eq!(res.body_str(), format!("{method} {path}"));
     }
+}
+
+/// How often the proxy's log says it parked idle connections.
+fn parks(proxy: &proxy::Proxy) -> usize {
+    proxy.logs().matches("Idle connections parked").count()
+}
+
+/// Waits until the proxy has parked idle connections more often than `before`.
+async fn wait_for_park(proxy: &proxy::Proxy, before: usize) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    loop {
+        let now = parks(proxy);
+        if now > before {
+            return now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no connection parked within 6 s:\n{}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A busy keep-alive connection left idle parks (its read is withdrawn and its buffer given
+/// back, after one to two seconds), and what arrives next is read whole: a head far larger
+/// than the parked buffer, pipelined requests in one write, a head in pieces. A connection
+/// turns busy again after one request, so each round sends two before it waits.
+async fn parked_idle_connections_lose_nothing(runtime: &'static str) {
+    let server = http1::server(|req| {
+        let long = req.header("x-long").map_or(0, str::len);
+        Reply::ok(&format!("{} {} {long}", req.method, req.target))
+    })
+    .await;
+    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    let mut conn = Conn::connect(proxy.outbound).await;
+    async fn get(conn: &mut Conn, path: &str) {
+        let res = conn
+            .request(format!("GET {path} HTTP/1.1\r\nHost: svc\r\n\r\n"))
+            .await;
+        assert_eq!(res.body_str(), format!("GET {path} 0"));
+    }
+    get(&mut conn, "/1").await;
+    get(&mut conn, "/2").await;
+    let parked = wait_for_park(&proxy, 0).await;
+
+    // A 6 KiB head, in one write, into a connection that waits with 16 bytes.
+    let long = "a".repeat(6000);
+    let res = conn
+        .request(format!("GET /long HTTP/1.1\r\nHost: svc\r\nx-long: {long}\r\n\r\n"))
+        .await;
+    assert_eq!(res.body_str(), "GET /long 6000");
+    get(&mut conn, "/3").await;
+    let parked = wait_for_park(&proxy, parked).await;
+
+    // Three pipelined requests, one with a body, in one write.
+    conn.send(
+        "GET /p1 HTTP/1.1\r\nHost: svc\r\n\r\nPOST /p2 HTTP/1.1\r\nHost: svc\r\n\
+         content-length: 3\r\n\r\nabcGET /p3 HTTP/1.1\r\nHost: svc\r\n\r\n",
+    )
+    .await;
+    for (method, path) in [("GET", "/p1"), ("POST", "/p2"), ("GET", "/p3")] {
+        let res = conn.response(method).await.expect("a response");
+        assert_eq!(res.body_str(), format!("{method} {path} 0"));
+    }
+    get(&mut conn, "/4").await;
+    wait_for_park(&proxy, parked).await;
+
+    // A head in pieces, the first smaller than the parked buffer.
+    conn.send("GET").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    conn.send(" /pieces HTTP/1.1\r\nHost: sv").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    conn.send("c\r\n\r\n").await;
+    let res = conn.response("GET").await.expect("a response");
+    assert_eq!(res.body_str(), "GET /pieces 0");
+    assert_eq!(server.requests().len(), 9);
 }
 
 async fn pooled_connection_closed_by_server_is_not_reused(runtime: &'static str) {

@@ -68,6 +68,10 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// small enough for the allocator's per-thread cache).
 const IDLE_BUFFER: usize = 1 << 10;
 
+/// The read buffer a cold or parked keep-alive connection waits with (see
+/// `Session::await_request`): about the least the allocator hands out.
+const PARKED_BUFFER: usize = 16;
+
 // === types ===
 
 /// The upstream connection detection left behind, for the first request to its address.
@@ -95,6 +99,9 @@ struct Session<'a, R: Runtime> {
     request: RequestMetrics,
     /// The destination of the connection's last balanced request.
     dst: DstCache,
+    /// Whether the connection waits for its next request with a buffer that holds most
+    /// heads, or with a tiny one (`Session::await_request`).
+    hot: bool,
 }
 
 /// How an exchange ended, for the session loop: the connection's keep-alive state.
@@ -185,6 +192,7 @@ pub fn serve<'a, R: Runtime>(
         routes: RouteCache::default(),
         request: RequestMetrics::default(),
         dst: DstCache::default(),
+        hot: false,
     };
     let mut eager = eager;
     async move {
@@ -252,30 +260,50 @@ impl<R: Runtime> Session<'_, R> {
     /// Waits for the first bytes of the next request, unless a pipelined one is buffered:
     /// `Some` with what to do if the client closed or failed instead.
     ///
-    /// The wait reads with a small buffer (most heads fit; a longer one grows it), taken
-    /// here so that an idle connection holds no more. (Waiting for readiness without a
-    /// buffer would cost a poll operation per request: 10–15 % more CPU per request.)
+    /// A connection that has shown it is busy (its last wait was cold, below, and ended with
+    /// a request) waits with a small buffer (most heads fit; a longer one grows it), taken
+    /// here so that it holds no more. (Waiting for readiness without a buffer would cost a
+    /// poll operation per request: 10–15 % more CPU per request.) If it is still idle at
+    /// the shard's next park sweep but one (one to two seconds, `Lifecycle::park_idle`), it
+    /// parks: the read is withdrawn without losing a byte, the buffer goes back, and the
+    /// wait goes on with a [`PARKED_BUFFER`] one.
+    ///
+    /// A cold connection — one that has not been back yet (its first wait), or has just
+    /// parked — waits with a [`PARKED_BUFFER`] one from the start. The head's next read
+    /// makes room for the rest: one read more, once per connection that turns out busy.
     async fn await_request(&mut self) -> Option<Next> {
         if !self.buf.is_empty() {
             return None;
         }
-        let capacity = self.buf.capacity();
-        if !(pipe::MIN_FIRST_READ..=IDLE_BUFFER).contains(&capacity) {
-            self.buf = Vec::with_capacity(IDLE_BUFFER);
-        }
         // Idle: a drain closes the connection at once.
         self.entry.set_idle(true);
-        let read = Inbox {
-            rx: &mut self.rx,
-            buf: &mut self.buf,
-            read_bytes: &self.metrics.read_bytes,
-        }
-        .fill(1)
-        .await;
+        let (read, buf) = if self.hot {
+            let mut buf = std::mem::take(&mut self.buf);
+            if !(pipe::MIN_FIRST_READ..=IDLE_BUFFER).contains(&buf.capacity()) {
+                buf = Vec::with_capacity(IDLE_BUFFER);
+            }
+            match self.rx.read_more_unless(buf, self.entry.parked()).await {
+                (Some(read), buf) => (read, buf),
+                (None, buf) => {
+                    drop(buf);
+                    self.hot = false;
+                    self.rx.read_more(Vec::with_capacity(PARKED_BUFFER)).await
+                }
+            }
+        } else {
+            // The exchange's buffer goes before the wait begins.
+            self.buf = Vec::new();
+            self.hot = true;
+            self.rx.read_more(Vec::with_capacity(PARKED_BUFFER)).await
+        };
+        self.buf = buf;
         self.entry.set_idle(false);
         match read {
             Ok(0) => Some(Next::Close),
-            Ok(_) => None,
+            Ok(n) => {
+                self.metrics.read_bytes.inc_by(n as u64);
+                None
+            }
             Err(error) => Some(Next::Abort(error)),
         }
     }

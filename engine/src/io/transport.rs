@@ -238,6 +238,25 @@ impl<R: Runtime> Reader for TransportReader<R> {
             }
         }
     }
+
+    /// A plaintext read gives up as the runtime's does; a TLS read never gives up (what
+    /// it decrypted before it was dropped would be lost).
+    fn read_more_unless(
+        &mut self,
+        buf: Vec<u8>,
+        give_up: impl Future<Output = ()>,
+    ) -> impl Future<Output = (Option<io::Result<usize>>, Vec<u8>)> {
+        match self {
+            TransportReader::Plain(rx) => Either::Left(rx.read_more_unless(buf, give_up)),
+            TransportReader::Tls(_) => {
+                drop(give_up);
+                Either::Right(async move {
+                    let (result, buf) = self.read_more(buf).await;
+                    (Some(result), buf)
+                })
+            }
+        }
+    }
 }
 
 // === impl TransportWriter ===

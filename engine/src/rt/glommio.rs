@@ -10,6 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::mpsc::SyncSender;
+use std::task::Poll;
 use std::time::Duration;
 
 use ::glommio as gl;
@@ -162,6 +163,33 @@ impl Reader for GlReader {
         let result =
             poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut buf[len..])).await;
         buf.truncate(len + *result.as_ref().unwrap_or(&0));
+        (result, buf)
+    }
+
+    /// glommio's reads are readiness-based: a read that is still pending has taken nothing
+    /// from the socket, so giving it up loses nothing.
+    async fn read_more_unless(
+        &mut self,
+        mut buf: Vec<u8>,
+        give_up: impl Future<Output = ()>,
+    ) -> (Option<io::Result<usize>>, Vec<u8>) {
+        let len = buf.len();
+        buf.resize(buf.capacity(), 0);
+        let stream = &self.0;
+        let mut give_up = std::pin::pin!(give_up);
+        let result = poll_fn(|cx| {
+            let read = Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut buf[len..]);
+            if let Poll::Ready(read) = read {
+                return Poll::Ready(Some(read));
+            }
+            give_up.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        let read = match &result {
+            Some(Ok(n)) => *n,
+            _ => 0,
+        };
+        buf.truncate(len + read);
         (result, buf)
     }
 }

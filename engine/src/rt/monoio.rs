@@ -6,12 +6,13 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::mpsc::SyncSender;
+use std::task::Poll;
 use std::time::Duration;
 
 use ::monoio as mono;
 use mono::buf::IoBufMut;
 use mono::io::{
-    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
+    AsyncReadRent, CancelableAsyncReadRent, Canceller, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
 };
 use mono::net::{TcpListener, TcpStream};
 
@@ -131,6 +132,44 @@ impl Reader for OwnedReadHalf<TcpStream> {
 
     async fn read_more(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         read_more(self, buf).await
+    }
+
+    /// The pending recv is withdrawn with an `ASYNC_CANCEL` (monoio's `Canceller`) and
+    /// waited for: it ends either cancelled, having read nothing, or with what it read.
+    async fn read_more_unless(
+        &mut self,
+        buf: Vec<u8>,
+        give_up: impl Future<Output = ()>,
+    ) -> (Option<io::Result<usize>>, Vec<u8>) {
+        let canceller = Canceller::new();
+        let len = buf.len();
+        let cap = buf.capacity();
+        let read = CancelableAsyncReadRent::cancelable_read(
+            self,
+            buf.slice_mut(len..cap),
+            canceller.handle(),
+        );
+        let mut read = std::pin::pin!(read);
+        let mut give_up = std::pin::pin!(give_up);
+        let first = std::future::poll_fn(|cx| {
+            if let Poll::Ready(done) = read.as_mut().poll(cx) {
+                return Poll::Ready(Some(done));
+            }
+            give_up.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        let (result, slice) = match first {
+            Some(done) => done,
+            None => {
+                let _ = canceller.cancel();
+                read.await
+            }
+        };
+        let buf = slice.into_inner();
+        match result {
+            Err(error) if error.raw_os_error() == Some(libc::ECANCELED) => (None, buf),
+            result => (Some(result), buf),
+        }
     }
 }
 
