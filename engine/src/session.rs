@@ -118,7 +118,9 @@ pub fn serve<R: Runtime>(
                 let src = &*slot.insert(ctx.tcp.open(direction, Peer::Src, meta.local, &meta.tls));
                 Slot::with(|| outbound::to_proxy(&ctx, meta, client, src, &entry)).await
             }
-            Route::Direct => Slot::with(|| direct::serve(&ctx, meta, client, &entry, &mut slot)).await,
+            Route::Direct => {
+                Slot::with(|| direct::serve(&ctx, meta, client, &entry, &mut slot)).await
+            }
             Route::Fixed(target) => {
                 tracing::Span::current().record("server.addr", tracing::field::display(target));
                 match direction {
@@ -127,8 +129,10 @@ pub fn serve<R: Runtime>(
                             .await
                     }
                     Direction::Outbound => {
-                        Slot::with(|| outbound::serve(&ctx, meta, target, client, &entry, &mut slot))
-                            .await
+                        Slot::with(|| {
+                            outbound::serve(&ctx, meta, target, client, &entry, &mut slot)
+                        })
+                        .await
                     }
                 }
             }

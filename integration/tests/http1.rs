@@ -441,7 +441,9 @@ async fn parked_idle_connections_lose_nothing(runtime: &'static str) {
     // A 6 KiB head, in one write, into a connection that waits with 16 bytes.
     let long = "a".repeat(6000);
     let res = conn
-        .request(format!("GET /long HTTP/1.1\r\nHost: svc\r\nx-long: {long}\r\n\r\n"))
+        .request(format!(
+            "GET /long HTTP/1.1\r\nHost: svc\r\nx-long: {long}\r\n\r\n"
+        ))
         .await;
     assert_eq!(res.body_str(), "GET /long 6000");
     get(&mut conn, "/3").await;

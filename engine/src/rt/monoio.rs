@@ -12,7 +12,8 @@ use std::time::Duration;
 use ::monoio as mono;
 use mono::buf::IoBufMut;
 use mono::io::{
-    AsyncReadRent, CancelableAsyncReadRent, Canceller, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller,
+    OwnedReadHalf, OwnedWriteHalf, Splitable,
 };
 use mono::net::{TcpListener, TcpStream};
 
