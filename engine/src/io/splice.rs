@@ -20,6 +20,7 @@
 //!   a buffer with non-blocking `recv`/`send` instead; the connection is kept.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::pin;
@@ -157,133 +158,140 @@ pub async fn duplex<S: Stream>(
 }
 
 /// Moves `src` to `dst` until the end of `src` or an error: [`super::copy`] through a pipe.
-async fn pump<S: Stream>(
-    (pipes, buffers): (&Pipes, &Buffers),
-    (src, dst): (&S, &S),
+///
+/// A plain function returning its future: an `async fn` would keep its arguments twice in
+/// the state every spliced connection holds for each direction.
+fn pump<'a, S: Stream>(
+    (pipes, buffers): (&'a Pipes, &'a Buffers),
+    (src, dst): (&'a S, &'a S),
     fds: [RawFd; 2],
-    [read_bytes, write_bytes]: [&IntCounter; 2],
-    shut: [&Cell<bool>; 2],
-) -> Result<u64, Ended> {
-    let mut held = Held::Nothing;
-    let mut total = 0u64;
-    // Whether the last read or write showed that the next one would block.
-    let (mut drained, mut full) = (false, false);
-    let ended = loop {
-        if full {
-            full = false;
-            if let Err(error) = dst.writable().await {
-                break Ended::WriteFailed(error);
-            }
-        }
-        // Write out what is held first.
-        let written = match &mut held {
-            Held::Nothing => None,
-            Held::Pipe(pipe, len) => Some(match sys::splice(pipe.rx.as_raw_fd(), fds[1], *len) {
-                Ok(n) => {
-                    full = n < *len;
-                    *len -= n;
-                    Ok(n)
-                }
-                Err(error) => Err(error),
-            }),
-            Held::Buf(buf, at) => Some(match sys::send_nonblocking(fds[1], &buf[*at..]) {
-                Ok(n) => {
-                    full = n < buf.len() - *at;
-                    *at += n;
-                    Ok(n)
-                }
-                Err(error) => Err(error),
-            }),
-        };
-        match written {
-            None => {}
-            Some(Ok(0)) => break Ended::WriteFailed(io::ErrorKind::WriteZero.into()),
-            Some(Ok(n)) => {
-                total += n as u64;
-                write_bytes.inc_by(n as u64);
-                held = match held {
-                    Held::Pipe(pipe, 0) => {
-                        pipes.give(pipe);
-                        Held::Nothing
-                    }
-                    Held::Buf(buf, at) if at == buf.len() => {
-                        buffers.give(buf);
-                        Held::Nothing
-                    }
-                    other => other,
-                };
-                continue;
-            }
-            Some(Err(error)) if error.kind() == io::ErrorKind::WouldBlock => {
+    [read_bytes, write_bytes]: [&'a IntCounter; 2],
+    shut: [&'a Cell<bool>; 2],
+) -> impl Future<Output = Result<u64, Ended>> + 'a {
+    async move {
+        let mut held = Held::Nothing;
+        let mut total = 0u64;
+        // Whether the last read or write showed that the next one would block.
+        let (mut drained, mut full) = (false, false);
+        let ended = loop {
+            if full {
+                full = false;
                 if let Err(error) = dst.writable().await {
                     break Ended::WriteFailed(error);
                 }
-                continue;
             }
-            Some(Err(error)) => break Ended::WriteFailed(error),
-        }
-        // Nothing held: read what `src` has.
-        if drained {
-            drained = false;
-            if let Err(error) = src.readable().await {
-                break Ended::ReadFailed(error);
-            }
-        }
-        let read = match pipes.take() {
-            Ok(pipe) => match sys::splice(fds[0], pipe.tx.as_raw_fd(), SPLICE_LEN) {
-                Ok(n) if n > 0 => {
-                    drained = n < DRAINED.min(pipe.size);
-                    held = Held::Pipe(pipe, n);
-                    Ok(n)
+            // Write out what is held first.
+            let written = match &mut held {
+                Held::Nothing => None,
+                Held::Pipe(pipe, len) => {
+                    Some(match sys::splice(pipe.rx.as_raw_fd(), fds[1], *len) {
+                        Ok(n) => {
+                            full = n < *len;
+                            *len -= n;
+                            Ok(n)
+                        }
+                        Err(error) => Err(error),
+                    })
                 }
-                other => {
-                    pipes.give(pipe);
-                    other
-                }
-            },
-            Err(error) => {
-                tracing::debug!(%error, "No pipe; copying through a buffer");
-                let mut buf = buffers.take();
-                buf.resize(buf.capacity(), 0);
-                match sys::recv_nonblocking(fds[0], &mut buf) {
-                    Ok(n) if n > 0 => {
-                        drained = n < DRAINED;
-                        buf.truncate(n);
-                        held = Held::Buf(buf, 0);
+                Held::Buf(buf, at) => Some(match sys::send_nonblocking(fds[1], &buf[*at..]) {
+                    Ok(n) => {
+                        full = n < buf.len() - *at;
+                        *at += n;
                         Ok(n)
                     }
-                    other => {
-                        buffers.give(buf);
-                        other
-                    }
+                    Err(error) => Err(error),
+                }),
+            };
+            match written {
+                None => {}
+                Some(Ok(0)) => break Ended::WriteFailed(io::ErrorKind::WriteZero.into()),
+                Some(Ok(n)) => {
+                    total += n as u64;
+                    write_bytes.inc_by(n as u64);
+                    held = match held {
+                        Held::Pipe(pipe, 0) => {
+                            pipes.give(pipe);
+                            Held::Nothing
+                        }
+                        Held::Buf(buf, at) if at == buf.len() => {
+                            buffers.give(buf);
+                            Held::Nothing
+                        }
+                        other => other,
+                    };
+                    continue;
                 }
+                Some(Err(error)) if error.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(error) = dst.writable().await {
+                        break Ended::WriteFailed(error);
+                    }
+                    continue;
+                }
+                Some(Err(error)) => break Ended::WriteFailed(error),
             }
-        };
-        match read {
-            // As in `copy`: an end of stream on a socket that was reset (and whose error
-            // the other direction took) is a reset.
-            Ok(0) if !shut[0].get() && sys::was_reset(fds[0]) => {
-                break Ended::ReadFailed(io::Error::from_raw_os_error(libc::ECONNRESET));
-            }
-            Ok(0) => {
-                shut[1].set(true);
-                let _ = sys::shutdown(fds[1], std::net::Shutdown::Write);
-                break Ended::Eof;
-            }
-            Ok(n) => read_bytes.inc_by(n as u64),
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+            // Nothing held: read what `src` has.
+            if drained {
+                drained = false;
                 if let Err(error) = src.readable().await {
                     break Ended::ReadFailed(error);
                 }
             }
-            Err(error) => break Ended::ReadFailed(error),
+            let read = match pipes.take() {
+                Ok(pipe) => match sys::splice(fds[0], pipe.tx.as_raw_fd(), SPLICE_LEN) {
+                    Ok(n) if n > 0 => {
+                        drained = n < DRAINED.min(pipe.size);
+                        held = Held::Pipe(pipe, n);
+                        Ok(n)
+                    }
+                    other => {
+                        pipes.give(pipe);
+                        other
+                    }
+                },
+                Err(error) => {
+                    tracing::debug!(%error, "No pipe; copying through a buffer");
+                    let mut buf = buffers.take();
+                    buf.resize(buf.capacity(), 0);
+                    match sys::recv_nonblocking(fds[0], &mut buf) {
+                        Ok(n) if n > 0 => {
+                            drained = n < DRAINED;
+                            buf.truncate(n);
+                            held = Held::Buf(buf, 0);
+                            Ok(n)
+                        }
+                        other => {
+                            buffers.give(buf);
+                            other
+                        }
+                    }
+                }
+            };
+            match read {
+                // As in `copy`: an end of stream on a socket that was reset (and whose error
+                // the other direction took) is a reset.
+                Ok(0) if !shut[0].get() && sys::was_reset(fds[0]) => {
+                    break Ended::ReadFailed(io::Error::from_raw_os_error(libc::ECONNRESET));
+                }
+                Ok(0) => {
+                    shut[1].set(true);
+                    let _ = sys::shutdown(fds[1], std::net::Shutdown::Write);
+                    break Ended::Eof;
+                }
+                Ok(n) => read_bytes.inc_by(n as u64),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(error) = src.readable().await {
+                        break Ended::ReadFailed(error);
+                    }
+                }
+                Err(error) => break Ended::ReadFailed(error),
+            }
+        };
+        // A pipe that still holds bytes (the destination failed) is closed, not pooled.
+        if let Held::Buf(buf, _) = held {
+            buffers.give(buf);
         }
-    };
-    // A pipe that still holds bytes (the destination failed) is closed, not pooled.
-    if let Held::Buf(buf, _) = held {
-        buffers.give(buf);
+        super::finish(ended, total, fds)
     }
-    super::finish(ended, total, fds)
 }
 
 #[cfg(test)]

@@ -61,41 +61,49 @@ pub fn connection<R: Runtime>(
 /// (client, upstream), checking it again at each update of the port's policy: when an update
 /// no longer admits it, both sockets are closed (the client's with a reset), as
 /// linkerd2-proxy terminates it ("Connection terminated due to policy change"), counted in
-/// `inbound_tcp_authz_terminate_total`.
-pub async fn guarded<R: Runtime>(
+/// `inbound_tcp_authz_terminate_total`; `forward` then ends by itself.
+///
+/// A plain function returning the two futures raced: `forward` is held once, where an
+/// `async fn` would keep it as an argument and again pinned (three times the relay's state,
+/// 5 KiB, per inbound opaque connection).
+pub fn guarded<'a, R: Runtime>(
+    ctx: &'a ShardCtx<R>,
+    meta: &'a ConnMeta,
+    target: SocketAddr,
+    fds: (RawFd, RawFd),
+    forward: impl Future<Output = Option<io::Error>> + 'a,
+) -> impl Future<Output = Option<io::Error>> + 'a {
+    or(forward, recheck(ctx, meta, target, fds))
+}
+
+/// Never completes: checks the connection again at each update of its port's policy, and
+/// closes its sockets at the first that no longer admits it (see [`guarded`]).
+async fn recheck<R: Runtime>(
     ctx: &ShardCtx<R>,
     meta: &ConnMeta,
     target: SocketAddr,
     (client_fd, upstream_fd): (RawFd, RawFd),
-    forward: impl Future<Output = Option<io::Error>>,
 ) -> Option<io::Error> {
-    let Some(changes) = ctx.policies.changes(target.port()) else {
-        return forward.await;
-    };
-    let mut forward = std::pin::pin!(forward);
-    let mut version = changes.version();
-    loop {
-        let outcome = or(async { Some(forward.as_mut().await) }, async {
+    if let Some(changes) = ctx.policies.changes(target.port()) {
+        let mut version = changes.version();
+        loop {
             changes.after(version).await;
-            None
-        })
-        .await;
-        if let Some(closed) = outcome {
-            return closed;
-        }
-        version = changes.version();
-        let policy = ctx.policies.get::<R>(target.port(), &ctx.life);
-        if let Err(denied) = policy.authorize_connection(meta.client.ip(), meta.tls.client_tls()) {
-            tracing::info!(
-                client.addr = %meta.client,
-                client.id = ?meta.tls.peer(),
-                "Connection terminated due to policy change: {denied}"
-            );
-            ctx.http
-                .authz
-                .tcp_terminate(target, &denied.server, &meta.tls);
-            crate::io::abort(client_fd, upstream_fd);
-            return forward.await;
+            version = changes.version();
+            let policy = ctx.policies.get::<R>(target.port(), &ctx.life);
+            let client_tls = meta.tls.client_tls();
+            if let Err(denied) = policy.authorize_connection(meta.client.ip(), client_tls) {
+                tracing::info!(
+                    client.addr = %meta.client,
+                    client.id = ?meta.tls.peer(),
+                    "Connection terminated due to policy change: {denied}"
+                );
+                ctx.http
+                    .authz
+                    .tcp_terminate(target, &denied.server, &meta.tls);
+                crate::io::abort(client_fd, upstream_fd);
+                break;
+            }
         }
     }
+    std::future::pending().await
 }

@@ -82,8 +82,11 @@ pub async fn serve<'a, R: Runtime>(
         let fds = (client.as_raw_fd(), upstream.as_raw_fd());
         let forwarded = (client, src);
         let forward = opaque::forward(ctx, Direction::Inbound, forwarded, (upstream, target), rest);
+        let Some(relay) = Box::pin(forward).await else {
+            return Then::Done(None);
+        };
         let meta: &'a ConnMeta = meta;
-        return Then::run(authz::guarded(ctx, meta, target, fds, forward));
+        return Then::run(authz::guarded(ctx, meta, target, fds, relay));
     };
     let client = Client {
         meta,

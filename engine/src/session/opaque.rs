@@ -25,57 +25,42 @@ use crate::upstream::{self, Target};
 
 // === functions ===
 
-/// Forwards `client` to `upstream` (connected to `target`) until both directions end,
-/// replaying `first` upstream before anything else. Closes the upstream's series; returns
-/// the error the client failed with, if it did, for the client's.
-pub fn forward<'a, R: Runtime>(
+/// Replays `first` (what detection read) to `upstream` (connected to `target`), then gives
+/// the relay that forwards both directions until both end, closes the upstream's series and
+/// returns the error the client failed with, if it did, for the client's. `None` if the
+/// replay failed: both sockets are then aborted and the upstream's series closed.
+///
+/// The replay is part of the connection's prelude (`crate::session::Then`), so that the
+/// relay, which lasts, holds only what relaying needs.
+pub async fn forward<'a, R: Runtime>(
     ctx: &'a ShardCtx<R>,
     direction: Direction,
-    (client, src): (Transport<R>, &'a PeerMetrics),
+    client: (Transport<R>, &'a PeerMetrics),
     (upstream, target): (Transport<R>, SocketAddr),
     first: Vec<u8>,
-) -> impl std::future::Future<Output = Option<IoError>> + 'a {
-    // Not an `async fn`: a wrapper frame would hold a second copy of the streams in every
-    // opaque connection's task.
+) -> Option<impl Future<Output = Option<IoError>> + 'a> {
     let plaintext = ctx.tcp.plaintext(direction);
-    forward_to(
-        ctx,
-        direction,
-        (client, src),
-        (upstream, target, plaintext),
-        first,
-    )
+    forward_to(ctx, direction, client, (upstream, target, plaintext), first).await
 }
 
 /// [`forward`] to an upstream whose TLS status is `tls`.
-///
-/// A plain function returning its future, with the arguments taken apart before it: an
-/// `async fn` would keep them, and a moved copy of each, in every opaque connection's
-/// state while it relays.
-pub fn forward_to<'a, R: Runtime>(
+pub async fn forward_to<'a, R: Runtime>(
     ctx: &'a ShardCtx<R>,
     direction: Direction,
     (client, src): (Transport<R>, &'a PeerMetrics),
     (upstream, target, tls): (Transport<R>, SocketAddr, &TlsStatus),
     first: Vec<u8>,
-) -> impl Future<Output = Option<IoError>> + 'a {
+) -> Option<impl Future<Output = Option<IoError>> + 'a> {
     let (client_fd, upstream_fd) = (client.as_raw_fd(), upstream.as_raw_fd());
     let dst = ctx.tcp.open(direction, Peer::Dst, target, tls);
-    async move {
-        // Replay what detection read before anything else goes upstream.
-        let (client_error, upstream_error) = match replay::<R>(upstream, first, src, &dst).await {
-            Err(error) => {
-                tracing::debug!(%error, "Write failed");
-                io::abort(client_fd, upstream_fd);
-                (None, Some(error))
-            }
-            Ok(upstream) => {
-                let closed = relay(ctx, (client, src), (upstream, &dst)).await;
-                (closed.client, closed.upstream)
-            }
-        };
-        ctx.tcp.close(dst, upstream_error.as_ref());
-        client_error
+    match replay::<R>(upstream, first, src, &dst).await {
+        Ok(upstream) => Some(relay(ctx, (client, src), (upstream, dst))),
+        Err(error) => {
+            tracing::debug!(%error, "Write failed");
+            io::abort(client_fd, upstream_fd);
+            ctx.tcp.close(dst, Some(&error));
+            None
+        }
     }
 }
 
@@ -102,17 +87,18 @@ async fn replay<R: Runtime>(
     })
 }
 
-/// Relays both directions until both end: spliced through kernel pipes when both streams
-/// are plaintext TCP of a runtime that can wait for write readiness (and
-/// `RINGLINK_L4_SPLICE` is on), copied through buffers otherwise.
+/// Relays both directions until both end, then closes the upstream's series (`dst`):
+/// spliced through kernel pipes when both streams are plaintext TCP of a runtime that can
+/// wait for write readiness (and `RINGLINK_L4_SPLICE` is on), copied through buffers
+/// otherwise. Returns the error the client failed with, if it did.
 ///
 /// Not an `async fn`: the choice is made before the future exists, so the future holds each
 /// stream once (an `async fn` would also keep the streams it matched on).
 fn relay<'a, R: Runtime>(
     ctx: &'a ShardCtx<R>,
     (client, src): (Transport<R>, &'a PeerMetrics),
-    (upstream, dst): (Transport<R>, &'a PeerMetrics),
-) -> impl Future<Output = io::Closed> + 'a {
+    (upstream, dst): (Transport<R>, PeerMetrics),
+) -> impl Future<Output = Option<IoError>> + 'a {
     let (client_fd, upstream_fd) = (client.as_raw_fd(), upstream.as_raw_fd());
     let spliced = <R::Stream as Stream>::READINESS && ctx.settings.l4_splice;
     match (client, upstream) {
@@ -126,37 +112,42 @@ fn relay<'a, R: Runtime>(
     }
 }
 
-/// [`relay`] through kernel pipes ([`io::splice::duplex`]).
-async fn splice<R: Runtime>(
-    ctx: &ShardCtx<R>,
-    (client, src): (R::Stream, &PeerMetrics),
-    (upstream, dst): (R::Stream, &PeerMetrics),
-) -> io::Closed {
-    io::splice::duplex(
-        &ctx.pipes,
-        &ctx.buffers,
-        io::splice::End {
-            fd: client.as_raw_fd(),
-            stream: &client,
-            read_bytes: &src.read_bytes,
-            write_bytes: &src.write_bytes,
-        },
-        io::splice::End {
-            fd: upstream.as_raw_fd(),
-            stream: &upstream,
-            read_bytes: &dst.read_bytes,
-            write_bytes: &dst.write_bytes,
-        },
-    )
-    .await
+/// [`relay`] through kernel pipes ([`io::splice::duplex`]). A plain function returning its
+/// future, which holds each stream once (an `async fn` would keep its arguments twice).
+fn splice<'a, R: Runtime>(
+    ctx: &'a ShardCtx<R>,
+    (client, src): (R::Stream, &'a PeerMetrics),
+    (upstream, dst): (R::Stream, PeerMetrics),
+) -> impl Future<Output = Option<IoError>> + 'a {
+    async move {
+        let closed = io::splice::duplex(
+            &ctx.pipes,
+            &ctx.buffers,
+            io::splice::End {
+                fd: client.as_raw_fd(),
+                stream: &client,
+                read_bytes: &src.read_bytes,
+                write_bytes: &src.write_bytes,
+            },
+            io::splice::End {
+                fd: upstream.as_raw_fd(),
+                stream: &upstream,
+                read_bytes: &dst.read_bytes,
+                write_bytes: &dst.write_bytes,
+            },
+        )
+        .await;
+        ctx.tcp.close(dst, closed.upstream.as_ref());
+        closed.client
+    }
 }
 
 /// [`relay`] through buffers ([`io::duplex`]).
 async fn copy<R: Runtime>(
     ctx: &ShardCtx<R>,
     (client, src): (Transport<R>, &PeerMetrics),
-    (upstream, dst): (Transport<R>, &PeerMetrics),
-) -> io::Closed {
+    (upstream, dst): (Transport<R>, PeerMetrics),
+) -> Option<IoError> {
     let (client_fd, upstream_fd) = (client.as_raw_fd(), upstream.as_raw_fd());
     let (mut client_rx, mut client_tx) = client.into_split();
     let (mut upstream_rx, mut upstream_tx) = upstream.into_split();
@@ -181,7 +172,8 @@ async fn copy<R: Runtime>(
     // Whole again, so that dropping them only closes the sockets.
     drop(Transport::<R>::reunite(client_rx, client_tx));
     drop(Transport::<R>::reunite(upstream_rx, upstream_tx));
-    closed
+    ctx.tcp.close(dst, closed.upstream.as_ref());
+    closed.client
 }
 
 /// Forwards an opaque connection to an endpoint of `dst` (or to `target` when its profile
@@ -248,5 +240,8 @@ pub async fn balanced<R: Runtime>(
     let _pick = target.pick;
     let (upstream, status) = upstream;
     let to = (upstream, target.addr, &status);
-    forward_to(ctx, Direction::Outbound, (client, src), to, Vec::new()).await
+    match forward_to(ctx, Direction::Outbound, (client, src), to, Vec::new()).await {
+        Some(relay) => relay.await,
+        None => None,
+    }
 }

@@ -157,7 +157,10 @@ pub fn serve<'a, R: Runtime>(
         ctx.detected(direction, found.detected());
         let Some(policy) = meta.policy.clone() else {
             let forward = opaque::forward(ctx, direction, (client, src), (upstream, target), first);
-            return Then::run(forward);
+            return match Box::pin(forward).await {
+                Some(relay) => Then::run(relay),
+                None => Then::Done(None),
+            };
         };
         let fds = (client.as_raw_fd(), upstream.as_raw_fd());
         if !authz::connection(ctx, meta, target, &policy) {
@@ -165,8 +168,11 @@ pub fn serve<'a, R: Runtime>(
             return Then::Done(None);
         }
         let forward = opaque::forward(ctx, direction, (client, src), (upstream, target), first);
+        let Some(relay) = Box::pin(forward).await else {
+            return Then::Done(None);
+        };
         let meta: &'a ConnMeta = meta;
-        Then::run(authz::guarded(ctx, meta, target, fds, forward))
+        Then::run(authz::guarded(ctx, meta, target, fds, relay))
     }
 }
 
@@ -250,7 +256,10 @@ pub async fn opaque_port<'a, R: Runtime>(
         (upstream, target),
         Vec::new(),
     );
-    Then::run(authz::guarded(ctx, meta, target, fds, forward))
+    let Some(relay) = forward.await else {
+        return Then::Done(None);
+    };
+    Then::run(authz::guarded(ctx, meta, target, fds, relay))
 }
 
 fn to_http<'a, R: Runtime>(
