@@ -161,6 +161,7 @@ pub async fn duplex<S: Stream>(
 ///
 /// A plain function returning its future: an `async fn` would keep its arguments twice in
 /// the state every spliced connection holds for each direction.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
 fn pump<'a, S: Stream>(
     (pipes, buffers): (&'a Pipes, &'a Buffers),
     (src, dst): (&'a S, &'a S),

@@ -114,6 +114,7 @@ fn relay<'a, R: Runtime>(
 
 /// [`relay`] through kernel pipes ([`io::splice::duplex`]). A plain function returning its
 /// future, which holds each stream once (an `async fn` would keep its arguments twice).
+#[allow(clippy::manual_async_fn)] // on purpose: see above
 fn splice<'a, R: Runtime>(
     ctx: &'a ShardCtx<R>,
     (client, src): (R::Stream, &'a PeerMetrics),
