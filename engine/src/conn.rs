@@ -5,12 +5,19 @@
 //! Where the next facts land: TLS status and the peer's identity (mTLS termination fills
 //! them after the ClientHello), then the policy permit.
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use ringlink_control::policy::inbound::{ClientTls, ServerPolicy};
 
 // === types ===
+
+/// The part of a connection that lasts once its prelude is done — its HTTP server or its
+/// opaque relay — boxed: it ends with the error the client failed with, if any.
+pub type Rest<'a> = Pin<Box<dyn Future<Output = Option<io::Error>> + 'a>>;
 
 /// Which side of the pod a listener serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -17,9 +17,9 @@ pub mod route;
 
 use std::rc::Rc;
 
+use crate::conn::Rest;
 use crate::ctx::ShardCtx;
 use crate::rt::Runtime;
-use crate::session::Rest;
 use crate::telemetry::Detected;
 use crate::upstream::Upstream;
 
@@ -29,7 +29,7 @@ pub use conn::{Client, Preconnected, Version};
 
 /// The future that serves `client` as `version` until it closes; the error that ended it,
 /// for its close series. Boxed, for the connection's task to run once the prelude that
-/// detected it has given its block back (`crate::session::Then`).
+/// detected it has given its block back (`crate::session::then`).
 pub fn serve<'a, R: Runtime>(
     ctx: &'a Rc<ShardCtx<R>>,
     version: Version,

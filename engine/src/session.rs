@@ -13,14 +13,12 @@ pub mod direct;
 pub mod inbound;
 pub mod opaque;
 pub mod outbound;
+pub mod then;
 pub mod tls;
 pub mod transparent;
 
-use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::pin::Pin;
 use std::rc::Rc;
 
 use tracing::Instrument;
@@ -32,37 +30,6 @@ use crate::lifecycle::TaskGuard;
 use crate::rt::Runtime;
 use crate::slot::Slot;
 use crate::telemetry::Peer;
-
-// === types ===
-
-/// How a connection's prelude ends: done (the error the client failed with, if any), or
-/// with the part of the connection that lasts — its HTTP server or its opaque forwarding —
-/// still to run, boxed, for the connection's task to run after the prelude's block is back.
-pub enum Then<'a> {
-    Done(Option<io::Error>),
-    Run(Rest<'a>),
-}
-
-/// The lasting part of a connection: what it ends with is the error the client failed
-/// with, if any.
-pub type Rest<'a> = Pin<Box<dyn Future<Output = Option<io::Error>> + 'a>>;
-
-// === impl Then ===
-
-impl<'a> Then<'a> {
-    /// The connection goes on with `rest`.
-    pub fn run(rest: impl Future<Output = Option<io::Error>> + 'a) -> Self {
-        Then::Run(Box::pin(rest))
-    }
-
-    /// Runs what is left of the connection: the error the client failed with, if any.
-    pub async fn finish(self) -> Option<io::Error> {
-        match self {
-            Then::Done(error) => error,
-            Then::Run(rest) => rest.await,
-        }
-    }
-}
 
 // === functions ===
 

@@ -37,6 +37,7 @@ const SUBMODULES: &[(&str, &[&str])] = &[
     (
         "session",
         &[
+            "then",
             "dest",
             "detect",
             "tls",

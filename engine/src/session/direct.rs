@@ -19,7 +19,8 @@ use ringlink_protocols::Protocol;
 
 use super::dest::local_target;
 use super::detect::{self, Sniffed};
-use super::{authz, opaque, tls, Then};
+use super::then::Then;
+use super::{authz, opaque, tls};
 use crate::conn::{ConnMeta, Direction, Route, TlsStatus};
 use crate::ctx::ShardCtx;
 use crate::http::{self, Client, Preconnected, Version};

@@ -11,7 +11,8 @@ use std::rc::Rc;
 
 use ringlink_control::policy::inbound::Protocol;
 
-use super::{transparent, Then};
+use super::then::Then;
+use super::transparent;
 use crate::conn::ConnMeta;
 use crate::ctx::ShardCtx;
 use crate::io::Transport;

@@ -30,7 +30,7 @@ use crate::upstream::{self, Target};
 /// returns the error the client failed with, if it did, for the client's. `None` if the
 /// replay failed: both sockets are then aborted and the upstream's series closed.
 ///
-/// The replay is part of the connection's prelude (`crate::session::Then`), so that the
+/// The replay is part of the connection's prelude (`crate::session::then`), so that the
 /// relay, which lasts, holds only what relaying needs.
 pub async fn forward<'a, R: Runtime>(
     ctx: &'a ShardCtx<R>,

@@ -11,7 +11,8 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
-use super::{detect, opaque, transparent, Then};
+use super::then::Then;
+use super::{detect, opaque, transparent};
 use crate::conn::ConnMeta;
 use crate::ctx::ShardCtx;
 use crate::http::{self, Client, Preconnected};

@@ -24,7 +24,8 @@ use std::rc::Rc;
 use ringlink_protocols::Protocol;
 
 use super::detect::{self, Sniffed};
-use super::{authz, opaque, tls, Then};
+use super::then::Then;
+use super::{authz, opaque, tls};
 use crate::conn::{ConnMeta, Direction, TlsStatus};
 use crate::ctx::ShardCtx;
 use crate::http::{self, Client, Preconnected};
