@@ -326,3 +326,44 @@ impl Drop for ConnEntry {
         self.life.conns.borrow_mut().remove(self.key);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use ringlink_control::thread::Phase;
+    use tokio::sync::watch;
+
+    use super::Lifecycle;
+
+    /// An idle wait parks at the second sweep that finds it waiting, never at the first;
+    /// a wait that ends in between starts over; a connection not waiting is never told.
+    #[test]
+    fn an_idle_wait_parks_at_its_second_sweep() {
+        let (_phase, phase_rx) = watch::channel(Phase::Serving);
+        let life = Lifecycle::new(phase_rx);
+        let busy = life.register(-1);
+        let idle = life.register(-1);
+        let mut cx = Context::from_waker(Waker::noop());
+
+        // `busy` is between requests but nothing waits on its park signal.
+        busy.set_idle(true);
+        idle.set_idle(true);
+        let mut parked = pin!(idle.parked());
+        assert!(parked.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(life.park_idle(), 0, "the first sweep only notes the wait");
+        assert!(parked.as_mut().poll(&mut cx).is_pending());
+
+        // The request came: the wait ended before the second sweep.
+        idle.set_idle(false);
+        idle.set_idle(true);
+        let mut parked = pin!(idle.parked());
+        assert!(parked.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(life.park_idle(), 0, "a new wait starts over");
+        assert_eq!(life.park_idle(), 1);
+        assert_eq!(parked.as_mut().poll(&mut cx), Poll::Ready(()));
+        assert_eq!(life.park_idle(), 0, "told once");
+    }
+}
