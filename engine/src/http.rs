@@ -59,9 +59,10 @@ pub fn serve<'a, R: Runtime>(
             let eager = match pre {
                 Preconnected::Open(addr, stream) => {
                     let plaintext = ctx.tcp.plaintext(direction);
-                    h1::Eager::Open(Upstream::new(&ctx.tcp, direction, addr, stream, plaintext))
+                    let upstream = Upstream::new(&ctx.tcp, direction, addr, stream, plaintext);
+                    h1::Eager::Open(Box::new(upstream))
                 }
-                Preconnected::Pooled(pooled) => h1::Eager::Open(pooled),
+                Preconnected::Pooled(pooled) => h1::Eager::Open(Box::new(pooled)),
                 Preconnected::Failed(addr, error) => h1::Eager::Failed(addr, error),
                 Preconnected::None => h1::Eager::None,
             };

@@ -77,8 +77,9 @@ const PARKED_BUFFER: usize = 16;
 /// The upstream connection detection left behind, for the first request to its address.
 pub enum Eager<R: Runtime> {
     None,
-    /// Opened (or pooled) and unused.
-    Open(Upstream<R>),
+    /// Opened (or pooled) and unused. Boxed: the session keeps its `Eager` while it lives,
+    /// and an idle connection should not hold an upstream connection's worth of it.
+    Open(Box<Upstream<R>>),
     /// Connecting failed: the first request to this address is answered with the error.
     Failed(SocketAddr, ProxyError),
 }
@@ -851,7 +852,7 @@ fn ready_upstream<R: Runtime>(
     };
     if matches {
         match std::mem::replace(eager, Eager::None) {
-            Eager::Open(conn) => return Some(Ok(conn)),
+            Eager::Open(conn) => return Some(Ok(*conn)),
             Eager::Failed(_, error) => return Some(Err(error)),
             Eager::None => {}
         }
