@@ -421,12 +421,23 @@ async fn wait_for_park(proxy: &proxy::Proxy, before: usize) -> usize {
 /// than the parked buffer, pipelined requests in one write, a head in pieces. A connection
 /// turns busy again after one request, so each round sends two before it waits.
 async fn parked_idle_connections_lose_nothing(runtime: &'static str) {
+    parked_connections_through(proxy::new(runtime)).await
+}
+
+/// The same on monoio's epoll driver (io_uring refused by seccomp): a pending read is
+/// withdrawn there by the driver's own cancellation, not an `ASYNC_CANCEL`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_idle_connections_lose_nothing_on_epoll() {
+    parked_connections_through(proxy::new("monoio").block_io_uring()).await
+}
+
+async fn parked_connections_through(proxy: proxy::Builder) {
     let server = http1::server(|req| {
         let long = req.header("x-long").map_or(0, str::len);
         Reply::ok(&format!("{} {} {long}", req.method, req.target))
     })
     .await;
-    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    let proxy = proxy.orig_dst(server.addr).spawn();
     let mut conn = Conn::connect(proxy.outbound).await;
     async fn get(conn: &mut Conn, path: &str) {
         let res = conn
