@@ -1,6 +1,9 @@
 //! One accepted connection, top-down: a span, the connection's facts ([`dest`]), then the
 //! direction's path — [`inbound`] or [`outbound`] — each a straight sequence over
-//! [`detect`], [`opaque`] and [`transparent`], ending in `crate::http` or an opaque copy.
+//! [`detect`], [`opaque`] and [`transparent`], ending in `crate::http` or an opaque relay.
+//! The path up to that end is the connection's prelude: it runs in a pooled block and
+//! returns what lasts ([`then::Then`]), which the connection's task runs once the block is
+//! back, so that an idle connection's task is not the size of the largest prelude.
 //!
 //! Where the next features land: mTLS termination and the direct (transport header) path
 //! in `session/tls.rs` and `session/direct.rs`, authorization in `session/authz.rs`; each
