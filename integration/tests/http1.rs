@@ -787,18 +787,18 @@ async fn at_most_max_idle_connections_are_kept(runtime: &'static str) {
         .orig_dst(server.addr)
         .env("LINKERD2_PROXY_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT", "2")
         .spawn();
-    let mut clients = Vec::new();
+    // Every client connects, and sends, before any answer can come back: the server's
+    // handler blocks a thread of this test's runtime for its 200 ms, so clients left to
+    // connect on their own tasks could find a pooled connection a finished request left.
+    let mut conns = Vec::new();
     for _ in 0..5 {
-        let addr = proxy.outbound;
-        clients.push(tokio::spawn(async move {
-            let mut conn = Conn::connect(addr).await;
-            conn.request("GET / HTTP/1.1\r\nHost: s\r\n\r\n")
-                .await
-                .status
-        }));
+        conns.push(Conn::connect(proxy.outbound).await);
     }
-    for client in clients {
-        assert_eq!(client.await.unwrap(), 200);
+    for conn in &mut conns {
+        conn.send("GET / HTTP/1.1\r\nHost: s\r\n\r\n").await;
+    }
+    for conn in &mut conns {
+        assert_eq!(conn.response("GET").await.expect("a response").status, 200);
     }
     assert_eq!(server.connections(), 5);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

@@ -107,7 +107,10 @@ pub async fn serve<R: Runtime>(
     } = client;
     let fd = stream.as_raw_fd();
     let detect_timeout = ctx.settings.detect_timeout.get(meta.direction);
-    let (stream, first) = match preface::<R>(stream, first, detect_timeout, metrics).await {
+    // Boxed, as the handshake below: the preface check's state would otherwise size the
+    // connection's future (3.0 KiB against 2.3) for as long as the connection lives.
+    let checked = Box::pin(preface::<R>(stream, first, detect_timeout, metrics)).await;
+    let (stream, first) = match checked {
         Ok(checked) => checked,
         Err(error) => return error,
     };
