@@ -9,6 +9,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
+use std::rc::Rc;
 
 use futures_lite::future::or;
 
@@ -16,6 +17,7 @@ use ringlink_control::policy::inbound::ServerPolicy;
 
 use crate::conn::ConnMeta;
 use crate::ctx::ShardCtx;
+use crate::policy::Changes;
 use crate::rt::Runtime;
 
 // === functions ===
@@ -57,8 +59,18 @@ pub fn connection<R: Runtime>(
     }
 }
 
+/// The updates of `target`'s port policy as of now, for [`guarded`]: read before the
+/// connection is authorized, so that an update that lands while it connects or replays what
+/// detection read is checked too.
+pub fn since<R: Runtime>(ctx: &ShardCtx<R>, target: SocketAddr) -> Option<(Rc<Changes>, u64)> {
+    let changes = ctx.policies.changes(target.port())?;
+    let version = changes.version();
+    Some((changes, version))
+}
+
 /// Runs `forward`, an authorized inbound connection to `target` whose sockets are `fds`
-/// (client, upstream), checking it again at each update of the port's policy: when an update
+/// (client, upstream), checking it again at each update of the port's policy after `since`
+/// ([`since`], read before it was authorized): when an update
 /// no longer admits it, both sockets are closed (the client's with a reset), as
 /// linkerd2-proxy terminates it ("Connection terminated due to policy change"), counted in
 /// `inbound_tcp_authz_terminate_total`; `forward` then ends by itself.
@@ -71,9 +83,10 @@ pub fn guarded<'a, R: Runtime>(
     meta: &'a ConnMeta,
     target: SocketAddr,
     fds: (RawFd, RawFd),
+    since: Option<(Rc<Changes>, u64)>,
     forward: impl Future<Output = Option<io::Error>> + 'a,
 ) -> impl Future<Output = Option<io::Error>> + 'a {
-    or(forward, recheck(ctx, meta, target, fds))
+    or(forward, recheck(ctx, meta, target, fds, since))
 }
 
 /// Never completes: checks the connection again at each update of its port's policy, and
@@ -83,9 +96,9 @@ async fn recheck<R: Runtime>(
     meta: &ConnMeta,
     target: SocketAddr,
     (client_fd, upstream_fd): (RawFd, RawFd),
+    since: Option<(Rc<Changes>, u64)>,
 ) -> Option<io::Error> {
-    if let Some(changes) = ctx.policies.changes(target.port()) {
-        let mut version = changes.version();
+    if let Some((changes, mut version)) = since {
         loop {
             changes.after(version).await;
             version = changes.version();

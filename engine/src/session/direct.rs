@@ -68,6 +68,7 @@ pub async fn serve<'a, R: Runtime>(
         None => None,
     };
     let Some(version) = version else {
+        let since = authz::since(ctx, target);
         if !authz::connection(ctx, meta, target, &policy) {
             crate::io::reset(client.as_raw_fd());
             return Then::Done(None);
@@ -87,7 +88,7 @@ pub async fn serve<'a, R: Runtime>(
             return Then::Done(None);
         };
         let meta: &'a ConnMeta = meta;
-        return Then::run(authz::guarded(ctx, meta, target, fds, relay));
+        return Then::run(authz::guarded(ctx, meta, target, fds, since, relay));
     };
     let client = Client {
         meta,

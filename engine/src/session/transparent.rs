@@ -164,6 +164,7 @@ pub fn serve<'a, R: Runtime>(
             };
         };
         let fds = (client.as_raw_fd(), upstream.as_raw_fd());
+        let since = authz::since(ctx, target);
         if !authz::connection(ctx, meta, target, &policy) {
             crate::io::abort(fds.1, fds.0);
             return Then::Done(None);
@@ -173,7 +174,7 @@ pub fn serve<'a, R: Runtime>(
             return Then::Done(None);
         };
         let meta: &'a ConnMeta = meta;
-        Then::run(authz::guarded(ctx, meta, target, fds, relay))
+        Then::run(authz::guarded(ctx, meta, target, fds, since, relay))
     }
 }
 
@@ -228,6 +229,7 @@ pub async fn opaque_port<'a, R: Runtime>(
     slot: &'a mut Option<PeerMetrics>,
 ) -> Then<'a> {
     let src = &*slot.insert(ctx.tcp.open(meta.direction, Peer::Src, target, &meta.tls));
+    let since = authz::since(ctx, target);
     if let Some(policy) = meta.policy.clone() {
         if !authz::connection(ctx, meta, target, &policy) {
             crate::io::reset(client.as_raw_fd());
@@ -260,7 +262,7 @@ pub async fn opaque_port<'a, R: Runtime>(
     let Some(relay) = forward.await else {
         return Then::Done(None);
     };
-    Then::run(authz::guarded(ctx, meta, target, fds, relay))
+    Then::run(authz::guarded(ctx, meta, target, fds, since, relay))
 }
 
 fn to_http<'a, R: Runtime>(
