@@ -42,18 +42,24 @@ pub struct GlStream(Rc<RefCell<TcpStream>>);
 pub struct GlReader(Rc<RefCell<TcpStream>>);
 pub struct GlWriter(Rc<RefCell<TcpStream>>);
 
+/// A whole glommio stream with tokio's poll-based traits (for h2 and TLS).
+///
+/// tokio-util's `Compat` zeroes the whole unfilled part of every read buffer, since glommio
+/// reads into initialised memory: for h2 that is its 8 KiB read buffer on every read, which
+/// also makes all of it resident on an idle connection. Reads into uninitialised memory go
+/// through a per-thread scratch buffer instead, and only the bytes read are copied.
+pub struct GlPoll(TcpStream);
+
 // === impl Glommio ===
 
 impl Runtime for Glommio {
-    type PollIo = tokio_util::compat::Compat<TcpStream>;
+    type PollIo = GlPoll;
 
-    fn poll_io(stream: GlStream) -> io::Result<Self::PollIo> {
+    fn poll_io(stream: GlStream) -> io::Result<GlPoll> {
         let stream = Rc::try_unwrap(stream.0)
             .map_err(|_| io::Error::other("stream is still split"))?
             .into_inner();
-        Ok(tokio_util::compat::FuturesAsyncReadCompatExt::compat(
-            stream,
-        ))
+        Ok(GlPoll(stream))
     }
 
     type Listener = TcpListener;
@@ -215,6 +221,65 @@ impl Writer for GlWriter {
         // glommio's own shutdown is a synchronous `shutdown(2)` too.
         let fd = self.0.borrow().as_raw_fd();
         crate::sys::shutdown(fd, Shutdown::Write)
+    }
+}
+
+// === impl GlPoll ===
+
+/// The most one read through [`GlPoll`] takes into the scratch buffer: an h2 frame of the
+/// default maximum size and its header.
+const SCRATCH: usize = 16 * 1024 + 9;
+
+thread_local! {
+    static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH].into_boxed_slice());
+}
+
+impl tokio::io::AsyncRead for GlPoll {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if buf.initialized().len() == buf.capacity() {
+            // Initialised already (rustls reads into its own buffer this way).
+            let n =
+                std::task::ready!(Pin::new(&mut self.0).poll_read(cx, buf.initialize_unfilled()))?;
+            buf.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        // glommio keeps no hold of the slice once `poll_read` returns, so the scratch buffer
+        // is free again whatever the outcome.
+        SCRATCH_BUF.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let room = buf.remaining().min(scratch.len());
+            let n = std::task::ready!(Pin::new(&mut self.0).poll_read(cx, &mut scratch[..room]))?;
+            buf.put_slice(&scratch[..n]);
+            Poll::Ready(Ok(()))
+        })
+    }
+}
+
+impl tokio::io::AsyncWrite for GlPoll {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
     }
 }
 
