@@ -6,6 +6,9 @@
 //!   1.3 GiB, and bulk transfers still move 64 KiB per syscall.
 //! - Each direction writes what it read before reading again: a slow reader on one side
 //!   stops reads from the other (backpressure, bounded memory).
+//! - A direction that has waited for bytes through two of the shard's park sweeps (one to
+//!   two seconds, `Lifecycle::park_idle`) parks: its pending read is withdrawn without
+//!   losing a byte, its buffer goes, and it waits with [`PARKED_BUFFER`] bytes.
 //! - End of stream is passed on as a half-close (FIN); an error on one side is passed on as
 //!   a reset (RST) of the other.
 //! - Opaque TCP between two plaintext sockets is moved without copying where the runtime
@@ -24,6 +27,7 @@ use std::pin::pin;
 
 use prometheus::IntCounter;
 
+use crate::lifecycle::{ConnEntry, Side};
 use crate::rt::{Reader, Writer};
 use crate::sys;
 
@@ -39,6 +43,9 @@ pub const SMALL_BUFFER: usize = 4 << 10;
 pub const LARGE_BUFFER: usize = 64 << 10;
 /// Large copy buffers kept for reuse per shard (at most 16 MiB).
 const MAX_POOLED_BUFFERS: usize = 256;
+/// What a parked wait reads with: about the least the allocator hands out. Its first read
+/// takes what fits; the next is a [`SMALL_BUFFER`] one again.
+pub const PARKED_BUFFER: usize = 16;
 
 // === types ===
 
@@ -101,6 +108,7 @@ impl Buffers {
 /// Copies both ways between `client` and `upstream` until both directions are done.
 pub async fn duplex<CR, CW, UR, UW>(
     buffers: &Buffers,
+    entry: &ConnEntry,
     client: End<'_, CR, CW>,
     upstream: End<'_, UR, UW>,
 ) -> Closed
@@ -113,6 +121,7 @@ where
     let shut = [Cell::new(false), Cell::new(false)];
     let sent = pin!(copy(
         buffers,
+        (entry, Side::Client),
         (client.rx, upstream.tx),
         [client.fd, upstream.fd],
         [client.read_bytes, upstream.write_bytes],
@@ -120,6 +129,7 @@ where
     ));
     let received = pin!(copy(
         buffers,
+        (entry, Side::Upstream),
         (upstream.rx, client.tx),
         [upstream.fd, client.fd],
         [upstream.read_bytes, client.write_bytes],
@@ -150,10 +160,14 @@ fn closed(sent: Result<u64, Ended>, received: Result<u64, Ended>) -> Closed {
 /// Copies `src` to `dst` until the end of `src` or an error, counting bytes read from `src`
 /// and written to `dst`. `fds` is `[src, dst]`.
 ///
+/// A read that waits through two park sweeps is withdrawn (`entry`'s wait for `side`, the
+/// one `src` is), and the wait goes on with a [`PARKED_BUFFER`].
+///
 /// `shut` is `[src, dst]`: whether the proxy has shut down that socket's write side (each
 /// direction sets the one it shuts, the other reads it).
 pub async fn copy(
     buffers: &Buffers,
+    (entry, side): (&ConnEntry, Side),
     (src, dst): (&mut impl Reader, &mut impl Writer),
     fds: [RawFd; 2],
     [read_bytes, write_bytes]: [&IntCounter; 2],
@@ -162,7 +176,14 @@ pub async fn copy(
     let mut buf = Vec::with_capacity(SMALL_BUFFER);
     let mut total = 0u64;
     let ended = loop {
-        let (read, returned) = src.read(buf).await;
+        buf.clear();
+        let (read, returned) = match src.read_more_unless(buf, entry.parked(side)).await {
+            (Some(read), buf) => (read, buf),
+            (None, buf) => {
+                buffers.give(buf);
+                src.read(Vec::with_capacity(PARKED_BUFFER)).await
+            }
+        };
         buf = returned;
         let n = match read {
             // A reset reports its error to one operation only, and a readiness probe that
@@ -190,7 +211,10 @@ pub async fn copy(
             break Ended::WriteFailed(error);
         }
         write_bytes.inc_by(n as u64);
-        if filled && buf.capacity() < LARGE_BUFFER {
+        if buf.capacity() < SMALL_BUFFER {
+            // After a parked wait.
+            buf = Vec::with_capacity(SMALL_BUFFER);
+        } else if filled && buf.capacity() < LARGE_BUFFER {
             buf = buffers.take();
         } else if n < SMALL_BUFFER && buf.capacity() >= LARGE_BUFFER {
             buffers.give(std::mem::replace(

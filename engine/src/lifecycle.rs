@@ -42,16 +42,31 @@ struct Conn {
     fds: [RawFd; 2],
     /// Idle between HTTP requests: a drain closes it at once.
     idle: bool,
-    /// Seen idle by a park sweep, in the same idle wait ([`Lifecycle::park_idle`]).
-    idle_swept: bool,
-    /// The park sweep has told the idle wait to park.
-    park: bool,
-    /// The idle wait, to be woken when it is to park ([`ConnEntry::parked`]).
-    idle_waker: Option<Waker>,
+    /// The reads that may park, from the client and from the upstream ([`Side`]).
+    waits: [Wait; 2],
     /// The task waiting for a response to a complete HTTP/1 request: woken when the client
     /// closes meanwhile (see [`Lifecycle::abandon_closed`]).
     awaiting: Option<Waker>,
     abandoned: bool,
+}
+
+/// A read that waits for bytes and may park ([`ConnEntry::parked`]): an HTTP/1 connection's
+/// wait for its next request, or a direction of a copied relay.
+#[derive(Default)]
+struct Wait {
+    /// Seen waiting by a park sweep, in the same wait ([`Lifecycle::park_idle`]).
+    swept: bool,
+    /// The park sweep has told the wait to park.
+    park: bool,
+    /// The wait, to be woken when it is to park; `Some` while it waits.
+    waker: Option<Waker>,
+}
+
+/// Whom a wait that may park reads from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Client = 0,
+    Upstream = 1,
 }
 
 /// Completes when the connection's client closes while a response is pending; see
@@ -64,6 +79,7 @@ pub struct Abandoned<'a> {
 /// [`ConnEntry::parked`].
 pub struct Parked<'a> {
     entry: &'a ConnEntry,
+    side: Side,
 }
 
 /// Counts a running task for as long as it lives.
@@ -100,9 +116,7 @@ impl Lifecycle {
         let key = self.conns.borrow_mut().insert(Conn {
             fds: [fd, -1],
             idle: false,
-            idle_swept: false,
-            park: false,
-            idle_waker: None,
+            waits: Default::default(),
             awaiting: None,
             abandoned: false,
         });
@@ -172,24 +186,26 @@ impl Lifecycle {
         abandoned
     }
 
-    /// Tells the idle waits that have been idle since the previous sweep to park (give
-    /// their read buffer back and wait with a tiny one): called once a second, a keep-alive
-    /// connection parks after one to two seconds idle, and a busy one never pays for it.
-    /// Returns how many were told.
+    /// Tells the waits ([`ConnEntry::parked`]) that have been waiting since the previous
+    /// sweep to park (give their read buffer back and wait with a tiny one): called once a
+    /// second, a keep-alive connection or a quiet relay parks after one to two seconds
+    /// idle, and a busy one never pays for it. Returns how many were told.
     pub fn park_idle(&self) -> usize {
         let mut parked = 0;
         for (_, conn) in self.conns.borrow_mut().iter_mut() {
-            if !conn.idle || conn.park || conn.idle_waker.is_none() {
-                continue;
-            }
-            if !conn.idle_swept {
-                conn.idle_swept = true;
-                continue;
-            }
-            conn.park = true;
-            parked += 1;
-            if let Some(waker) = conn.idle_waker.take() {
-                waker.wake();
+            for wait in &mut conn.waits {
+                if wait.park || wait.waker.is_none() {
+                    continue;
+                }
+                if !wait.swept {
+                    wait.swept = true;
+                    continue;
+                }
+                wait.park = true;
+                parked += 1;
+                if let Some(waker) = wait.waker.take() {
+                    waker.wake();
+                }
             }
         }
         parked
@@ -240,11 +256,7 @@ impl ConnEntry {
     pub fn set_idle(&self, idle: bool) {
         if let Some(conn) = self.life.conns.borrow_mut().get_mut(self.key) {
             conn.idle = idle;
-            conn.idle_swept = false;
-            conn.park = false;
-            if !idle {
-                conn.idle_waker = None;
-            }
+            conn.waits[Side::Client as usize] = Wait::default();
         }
         if idle && self.life.is_draining() {
             if let Some(conn) = self.life.conns.borrow().get(self.key) {
@@ -253,11 +265,11 @@ impl ConnEntry {
         }
     }
 
-    /// Completes when the shard's park sweep finds this connection idle (see
-    /// [`ConnEntry::set_idle`]) since the previous sweep ([`Lifecycle::park_idle`]): race it
-    /// with the idle wait's read. Nothing is timed per request.
-    pub fn parked(&self) -> Parked<'_> {
-        Parked { entry: self }
+    /// Completes when the shard's park sweep has found this wait (a read from `side`, raced
+    /// with this future) waiting at two sweeps in a row ([`Lifecycle::park_idle`]). The wait
+    /// counts from this future's first poll until it is dropped. Nothing is timed per read.
+    pub fn parked(&self, side: Side) -> Parked<'_> {
+        Parked { entry: self, side }
     }
 
     /// Completes if the client closes while the caller waits for a response to its
@@ -302,14 +314,24 @@ impl Future for Parked<'_> {
         let Some(conn) = conns.get_mut(self.entry.key) else {
             return Poll::Pending;
         };
-        if conn.park {
+        let wait = &mut conn.waits[self.side as usize];
+        if wait.park {
             return Poll::Ready(());
         }
-        match &conn.idle_waker {
+        match &wait.waker {
             Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => conn.idle_waker = Some(cx.waker().clone()),
+            _ => wait.waker = Some(cx.waker().clone()),
         }
         Poll::Pending
+    }
+}
+
+impl Drop for Parked<'_> {
+    /// The wait is over: the next one starts over.
+    fn drop(&mut self) {
+        if let Some(conn) = self.entry.life.conns.borrow_mut().get_mut(self.entry.key) {
+            conn.waits[self.side as usize] = Wait::default();
+        }
     }
 }
 
@@ -336,7 +358,7 @@ mod tests {
     use ringlink_control::thread::Phase;
     use tokio::sync::watch;
 
-    use super::Lifecycle;
+    use super::{Lifecycle, Side};
 
     /// An idle wait parks at the second sweep that finds it waiting, never at the first;
     /// a wait that ends in between starts over; a connection not waiting is never told.
@@ -351,7 +373,7 @@ mod tests {
         // `busy` is between requests but nothing waits on its park signal.
         busy.set_idle(true);
         idle.set_idle(true);
-        let mut parked = pin!(idle.parked());
+        let mut parked = pin!(idle.parked(Side::Client));
         assert!(parked.as_mut().poll(&mut cx).is_pending());
         assert_eq!(life.park_idle(), 0, "the first sweep only notes the wait");
         assert!(parked.as_mut().poll(&mut cx).is_pending());
@@ -359,11 +381,36 @@ mod tests {
         // The request came: the wait ended before the second sweep.
         idle.set_idle(false);
         idle.set_idle(true);
-        let mut parked = pin!(idle.parked());
+        let mut parked = pin!(idle.parked(Side::Client));
         assert!(parked.as_mut().poll(&mut cx).is_pending());
         assert_eq!(life.park_idle(), 0, "a new wait starts over");
         assert_eq!(life.park_idle(), 1);
         assert_eq!(parked.as_mut().poll(&mut cx), Poll::Ready(()));
         assert_eq!(life.park_idle(), 0, "told once");
+    }
+
+    /// A relay's two directions park on their own; a wait that ended (its future dropped)
+    /// starts over at the next one.
+    #[test]
+    fn each_side_parks_on_its_own() {
+        let (_phase, phase_rx) = watch::channel(Phase::Serving);
+        let life = Lifecycle::new(phase_rx);
+        let relay = life.register(-1);
+        let mut cx = Context::from_waker(Waker::noop());
+
+        let mut from_client = pin!(relay.parked(Side::Client));
+        assert!(from_client.as_mut().poll(&mut cx).is_pending());
+        let mut from_upstream = Box::pin(relay.parked(Side::Upstream));
+        assert!(from_upstream.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(life.park_idle(), 0, "the first sweep notes both");
+        // Bytes came from the upstream: its wait ended, and the next one starts over.
+        drop(from_upstream);
+        let mut from_upstream = pin!(relay.parked(Side::Upstream));
+        assert!(from_upstream.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(life.park_idle(), 1, "only the client's wait was seen twice");
+        assert_eq!(from_client.as_mut().poll(&mut cx), Poll::Ready(()));
+        assert!(from_upstream.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(life.park_idle(), 1);
+        assert_eq!(from_upstream.as_mut().poll(&mut cx), Poll::Ready(()));
     }
 }

@@ -345,6 +345,21 @@ pub fn send_nonblocking(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     Ok(rc as usize)
 }
 
+/// Gives the free pages inside the heap back to the kernel (glibc's `malloc_trim`, which
+/// unlike the allocator's own trimming looks past the top of each arena). `false` where the
+/// C library has no such call or nothing was given back.
+pub fn trim_heap() -> bool {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: no arguments but a size; glibc locks each arena while it trims it.
+        unsafe { libc::malloc_trim(0) != 0 }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -343,6 +343,46 @@ impl Proxy {
         self.logs.lock().unwrap().clone()
     }
 
+    /// How often the proxy's log says its shards parked idle waits (HTTP/1 keep-alive
+    /// connections, copied relays).
+    pub fn parks(&self) -> usize {
+        self.logs().matches("Idle connections parked").count()
+    }
+
+    /// The waits the proxy's log says its shards parked, summed over their sweeps.
+    pub fn parked_waits(&self) -> usize {
+        self.logs()
+            .lines()
+            .filter(|line| line.contains("Idle connections parked"))
+            .filter_map(|line| {
+                line.split("parked=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .sum()
+    }
+
+    /// Waits until the proxy has parked idle waits more often than `before` (a count from
+    /// [`Proxy::parks`]), and returns the new count; panics after 6 s.
+    pub async fn wait_for_park(&self, before: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(6);
+        loop {
+            let now = self.parks();
+            if now > before {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing parked within 6 s:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until the logs contain `needle`, up to `timeout`.
     pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;

@@ -394,28 +394,6 @@ async fn pipelined_requests_answered_in_order(runtime: &'static str) {
     }
 }
 
-/// How often the proxy's log says it parked idle connections.
-fn parks(proxy: &proxy::Proxy) -> usize {
-    proxy.logs().matches("Idle connections parked").count()
-}
-
-/// Waits until the proxy has parked idle connections more often than `before`.
-async fn wait_for_park(proxy: &proxy::Proxy, before: usize) -> usize {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
-    loop {
-        let now = parks(proxy);
-        if now > before {
-            return now;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no connection parked within 6 s:\n{}",
-            proxy.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A busy keep-alive connection left idle parks (its read is withdrawn and its buffer given
 /// back, after one to two seconds), and what arrives next is read whole: a head far larger
 /// than the parked buffer, pipelined requests in one write, a head in pieces. A connection
@@ -447,7 +425,7 @@ async fn parked_connections_through(proxy: proxy::Builder) {
     }
     get(&mut conn, "/1").await;
     get(&mut conn, "/2").await;
-    let parked = wait_for_park(&proxy, 0).await;
+    let parked = proxy.wait_for_park(0).await;
 
     // A 6 KiB head, in one write, into a connection that waits with 16 bytes.
     let long = "a".repeat(6000);
@@ -458,7 +436,7 @@ async fn parked_connections_through(proxy: proxy::Builder) {
         .await;
     assert_eq!(res.body_str(), "GET /long 6000");
     get(&mut conn, "/3").await;
-    let parked = wait_for_park(&proxy, parked).await;
+    let parked = proxy.wait_for_park(parked).await;
 
     // Three pipelined requests, one with a body, in one write.
     conn.send(
@@ -471,7 +449,7 @@ async fn parked_connections_through(proxy: proxy::Builder) {
         assert_eq!(res.body_str(), format!("{method} {path} 0"));
     }
     get(&mut conn, "/4").await;
-    wait_for_park(&proxy, parked).await;
+    proxy.wait_for_park(parked).await;
 
     // A head in pieces, the first smaller than the parked buffer.
     conn.send("GET").await;

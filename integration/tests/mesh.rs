@@ -5,6 +5,7 @@
 //! identity and hands the request to the application with `l5d-client-id`.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use linkerd2_proxy_api::destination as pb;
 use ringlink_integration::controller::{self, Controller};
@@ -446,6 +447,27 @@ async fn opaque_tcp_between_meshed_proxies(runtime: &'static str) {
             .unwrap_or_else(|e| panic!("{e}:\n{}", client.logs()));
         assert_eq!(back, word);
     }
+    // Left quiet, both directions of each proxy's relay park, the one reading TLS too;
+    // what comes next arrives whole (an echo of 100 KB, written in full before any of it
+    // is read back, so both directions of both proxies carry bytes at once).
+    for proxy in [&client, &server] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(6);
+        while proxy.parked_waits() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the relay's waits did not both park:\n{}",
+                proxy.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let (mut rx, mut tx) = stream.split();
+    let (_, back) = tokio::join!(tx.write_all(&big), async {
+        let mut back = vec![0u8; big.len()];
+        rx.read_exact(&mut back).await.map(|_| back)
+    });
+    assert!(back.unwrap() == big, "the echo differs after parking");
     drop(stream);
     let page = call(server.admin, "GET", "/metrics", "").await;
     let series = parse(&page.body);

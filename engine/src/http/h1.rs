@@ -68,10 +68,6 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// small enough for the allocator's per-thread cache).
 const IDLE_BUFFER: usize = 1 << 10;
 
-/// The read buffer a cold or parked keep-alive connection waits with (see
-/// `Session::await_request`): about the least the allocator hands out.
-const PARKED_BUFFER: usize = 16;
-
 // === types ===
 
 /// The upstream connection detection left behind, for the first request to its address.
@@ -267,10 +263,10 @@ impl<R: Runtime> Session<'_, R> {
     /// poll operation per request: 10–15 % more CPU per request.) If it is still idle at
     /// the shard's next park sweep but one (one to two seconds, `Lifecycle::park_idle`), it
     /// parks: the read is withdrawn without losing a byte, the buffer goes back, and the
-    /// wait goes on with a [`PARKED_BUFFER`] one.
+    /// wait goes on with a [`crate::io::PARKED_BUFFER`] one.
     ///
     /// A cold connection — one that has not been back yet (its first wait), or has just
-    /// parked — waits with a [`PARKED_BUFFER`] one from the start. The head's next read
+    /// parked — waits with a [`crate::io::PARKED_BUFFER`] one from the start. The head's next read
     /// makes room for the rest: one read more, once per connection that turns out busy.
     async fn await_request(&mut self) -> Option<Next> {
         if !self.buf.is_empty() {
@@ -283,19 +279,27 @@ impl<R: Runtime> Session<'_, R> {
             if !(pipe::MIN_FIRST_READ..=IDLE_BUFFER).contains(&buf.capacity()) {
                 buf = Vec::with_capacity(IDLE_BUFFER);
             }
-            match self.rx.read_more_unless(buf, self.entry.parked()).await {
+            match self
+                .rx
+                .read_more_unless(buf, self.entry.parked(crate::lifecycle::Side::Client))
+                .await
+            {
                 (Some(read), buf) => (read, buf),
                 (None, buf) => {
                     drop(buf);
                     self.hot = false;
-                    self.rx.read_more(Vec::with_capacity(PARKED_BUFFER)).await
+                    self.rx
+                        .read_more(Vec::with_capacity(crate::io::PARKED_BUFFER))
+                        .await
                 }
             }
         } else {
             // The exchange's buffer goes before the wait begins.
             self.buf = Vec::new();
             self.hot = true;
-            self.rx.read_more(Vec::with_capacity(PARKED_BUFFER)).await
+            self.rx
+                .read_more(Vec::with_capacity(crate::io::PARKED_BUFFER))
+                .await
         };
         self.buf = buf;
         self.entry.set_idle(false);

@@ -239,8 +239,10 @@ impl<R: Runtime> Reader for TransportReader<R> {
         }
     }
 
-    /// A plaintext read gives up as the runtime's does; a TLS read never gives up (what
-    /// it decrypted before it was dropped would be lost).
+    /// A plaintext read gives up as the runtime's does. A TLS read is a poll of the TLS
+    /// stream, which either hands over plaintext (ready) or has taken none (pending: what
+    /// it read from the socket stays decrypted in the stream), so it gives up between
+    /// polls and loses nothing.
     fn read_more_unless(
         &mut self,
         buf: Vec<u8>,
@@ -248,12 +250,14 @@ impl<R: Runtime> Reader for TransportReader<R> {
     ) -> impl Future<Output = (Option<io::Result<usize>>, Vec<u8>)> {
         match self {
             TransportReader::Plain(rx) => Either::Left(rx.read_more_unless(buf, give_up)),
-            TransportReader::Tls(_) => {
-                drop(give_up);
-                Either::Right(async move {
-                    let (result, buf) = self.read_more(buf).await;
-                    (Some(result), buf)
-                })
+            TransportReader::Tls(rx) => {
+                let rx = &mut **rx;
+                Either::Right(Box::pin(read_tls_unless(
+                    &mut rx.half,
+                    &mut rx.ahead,
+                    buf,
+                    give_up,
+                )))
             }
         }
     }
@@ -376,6 +380,33 @@ async fn read_tls(
     .await;
     buf.truncate(len + *read.as_ref().unwrap_or(&0));
     read
+}
+
+/// [`read_tls`] into `buf`'s spare capacity, unless `give_up` completes while it is still
+/// pending: then `None`, with `buf` as it was.
+async fn read_tls_unless(
+    io: &mut (impl AsyncRead + Unpin),
+    ahead: &mut Ahead,
+    mut buf: Vec<u8>,
+    give_up: impl Future<Output = ()>,
+) -> (Option<io::Result<usize>>, Vec<u8>) {
+    let len = buf.len();
+    let result = {
+        let mut read = std::pin::pin!(read_tls(io, ahead, &mut buf));
+        let mut give_up = std::pin::pin!(give_up);
+        poll_fn(|cx| {
+            if let Poll::Ready(read) = read.as_mut().poll(cx) {
+                return Poll::Ready(Some(read));
+            }
+            give_up.as_mut().poll(cx).map(|()| None)
+        })
+        .await
+    };
+    if result.is_none() {
+        // The pending read had made the spare capacity readable.
+        buf.truncate(len);
+    }
+    (result, buf)
 }
 
 /// Completes once plaintext (or the end, or an error) has been read ahead.

@@ -82,7 +82,7 @@ pub async fn serve<'a, R: Runtime>(
         entry.set_upstream(upstream.as_raw_fd());
         ctx.detected(Direction::Inbound, Detected::Opaque);
         let fds = (client.as_raw_fd(), upstream.as_raw_fd());
-        let forwarded = (client, src);
+        let forwarded = (client, src, entry);
         let forward = opaque::forward(ctx, Direction::Inbound, forwarded, (upstream, target), rest);
         let Some(relay) = Box::pin(forward).await else {
             return Then::Done(None);

@@ -35,7 +35,7 @@ use crate::upstream::{self, Target};
 pub async fn forward<'a, R: Runtime>(
     ctx: &'a ShardCtx<R>,
     direction: Direction,
-    client: (Transport<R>, &'a PeerMetrics),
+    client: (Transport<R>, &'a PeerMetrics, &'a ConnEntry),
     (upstream, target): (Transport<R>, SocketAddr),
     first: Vec<u8>,
 ) -> Option<impl Future<Output = Option<IoError>> + 'a> {
@@ -47,14 +47,14 @@ pub async fn forward<'a, R: Runtime>(
 pub async fn forward_to<'a, R: Runtime>(
     ctx: &'a ShardCtx<R>,
     direction: Direction,
-    (client, src): (Transport<R>, &'a PeerMetrics),
+    (client, src, entry): (Transport<R>, &'a PeerMetrics, &'a ConnEntry),
     (upstream, target, tls): (Transport<R>, SocketAddr, &TlsStatus),
     first: Vec<u8>,
 ) -> Option<impl Future<Output = Option<IoError>> + 'a> {
     let (client_fd, upstream_fd) = (client.as_raw_fd(), upstream.as_raw_fd());
     let dst = ctx.tcp.open(direction, Peer::Dst, target, tls);
     match replay::<R>(upstream, first, src, &dst).await {
-        Ok(upstream) => Some(relay(ctx, (client, src), (upstream, dst))),
+        Ok(upstream) => Some(relay(ctx, (client, src, entry), (upstream, dst))),
         Err(error) => {
             tracing::debug!(%error, "Write failed");
             io::abort(client_fd, upstream_fd);
@@ -96,7 +96,7 @@ async fn replay<R: Runtime>(
 /// stream once (an `async fn` would also keep the streams it matched on).
 fn relay<'a, R: Runtime>(
     ctx: &'a ShardCtx<R>,
-    (client, src): (Transport<R>, &'a PeerMetrics),
+    (client, src, entry): (Transport<R>, &'a PeerMetrics, &'a ConnEntry),
     (upstream, dst): (Transport<R>, PeerMetrics),
 ) -> impl Future<Output = Option<IoError>> + 'a {
     let (client_fd, upstream_fd) = (client.as_raw_fd(), upstream.as_raw_fd());
@@ -108,7 +108,9 @@ fn relay<'a, R: Runtime>(
             Either::Left(splice(ctx, (client, src), (upstream, dst)))
         }
         // Boxed: inline, the copy's futures would size every spliced connection's task too.
-        (client, upstream) => Either::Right(Box::pin(copy(ctx, (client, src), (upstream, dst)))),
+        (client, upstream) => {
+            Either::Right(Box::pin(copy(ctx, (client, src, entry), (upstream, dst))))
+        }
     }
 }
 
@@ -146,7 +148,7 @@ fn splice<'a, R: Runtime>(
 /// [`relay`] through buffers ([`io::duplex`]).
 async fn copy<R: Runtime>(
     ctx: &ShardCtx<R>,
-    (client, src): (Transport<R>, &PeerMetrics),
+    (client, src, entry): (Transport<R>, &PeerMetrics, &ConnEntry),
     (upstream, dst): (Transport<R>, PeerMetrics),
 ) -> Option<IoError> {
     let (client_fd, upstream_fd) = (client.as_raw_fd(), upstream.as_raw_fd());
@@ -154,6 +156,7 @@ async fn copy<R: Runtime>(
     let (mut upstream_rx, mut upstream_tx) = upstream.into_split();
     let closed = io::duplex(
         &ctx.buffers,
+        entry,
         End {
             rx: &mut client_rx,
             tx: &mut client_tx,
@@ -241,7 +244,15 @@ pub async fn balanced<R: Runtime>(
     let _pick = target.pick;
     let (upstream, status) = upstream;
     let to = (upstream, target.addr, &status);
-    match forward_to(ctx, Direction::Outbound, (client, src), to, Vec::new()).await {
+    match forward_to(
+        ctx,
+        Direction::Outbound,
+        (client, src, entry),
+        to,
+        Vec::new(),
+    )
+    .await
+    {
         Some(relay) => relay.await,
         None => None,
     }

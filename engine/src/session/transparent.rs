@@ -157,7 +157,13 @@ pub fn serve<'a, R: Runtime>(
         }
         ctx.detected(direction, found.detected());
         let Some(policy) = meta.policy.clone() else {
-            let forward = opaque::forward(ctx, direction, (client, src), (upstream, target), first);
+            let forward = opaque::forward(
+                ctx,
+                direction,
+                (client, src, entry),
+                (upstream, target),
+                first,
+            );
             return match Box::pin(forward).await {
                 Some(relay) => Then::run(relay),
                 None => Then::Done(None),
@@ -169,7 +175,13 @@ pub fn serve<'a, R: Runtime>(
             crate::io::abort(fds.1, fds.0);
             return Then::Done(None);
         }
-        let forward = opaque::forward(ctx, direction, (client, src), (upstream, target), first);
+        let forward = opaque::forward(
+            ctx,
+            direction,
+            (client, src, entry),
+            (upstream, target),
+            first,
+        );
         let Some(relay) = Box::pin(forward).await else {
             return Then::Done(None);
         };
@@ -251,7 +263,7 @@ pub async fn opaque_port<'a, R: Runtime>(
     entry.set_upstream(upstream.as_raw_fd());
     ctx.detected(meta.direction, Detected::OpaquePort);
     let fds = (client.as_raw_fd(), upstream.as_raw_fd());
-    let forwarded = (client, src);
+    let forwarded = (client, src, entry);
     let forward = opaque::forward(
         ctx,
         meta.direction,

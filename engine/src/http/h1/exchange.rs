@@ -375,6 +375,7 @@ impl<R: Runtime> Session<'_, R> {
         }
         let closed = crate::io::duplex(
             &self.ctx.buffers,
+            self.entry,
             crate::io::End {
                 rx: &mut self.rx,
                 tx: &mut self.tx,
