@@ -35,9 +35,10 @@ pub const CONNECTIONS: usize = 5_000;
 /// Connections opened and held before the baseline is read.
 pub const WARM: usize = 300;
 /// How long the connections sit before the RSS is read: longer than ringlink takes to park
-/// an idle HTTP/1 connection (its shard's sweep, once a second, parks one idle at two sweeps
-/// in a row), so that a row measures connections that stay idle, not ones just served.
-const SETTLE: Duration = Duration::from_millis(3_000);
+/// an idle HTTP/1 connection or copied relay (its shard's sweep, once a second, parks one
+/// idle at two sweeps in a row) and to trim its heap after (at the sweep after that), so
+/// that a row measures connections that stay idle, not ones just served.
+const SETTLE: Duration = Duration::from_millis(4_000);
 /// One connection's setup, at most.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
 
