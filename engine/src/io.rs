@@ -49,10 +49,13 @@ pub const PARKED_BUFFER: usize = 16;
 
 // === types ===
 
-/// The shard's pool of large copy buffers. Shard-local.
+/// The shard's pool of large copy buffers, and what parked copies let go. Shard-local.
 #[derive(Default)]
 pub struct Buffers {
     free: RefCell<Vec<Vec<u8>>>,
+    /// Bytes of buffer that parked copy directions let go since the shard last asked
+    /// ([`Buffers::take_parked_bytes`]).
+    parked_bytes: Cell<usize>,
 }
 
 /// How one direction of a connection ended.
@@ -92,6 +95,11 @@ impl Buffers {
             .borrow_mut()
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(LARGE_BUFFER))
+    }
+
+    /// Bytes of buffer let go by parked copy directions since the last call.
+    pub fn take_parked_bytes(&self) -> usize {
+        self.parked_bytes.take()
     }
 
     /// Gives a buffer back; only large ones are kept, up to the pool's bound.
@@ -180,6 +188,9 @@ pub async fn copy(
         let (read, returned) = match src.read_more_unless(buf, entry.parked(side)).await {
             (Some(read), buf) => (read, buf),
             (None, buf) => {
+                buffers
+                    .parked_bytes
+                    .set(buffers.parked_bytes.get() + buf.capacity());
                 buffers.give(buf);
                 src.read(Vec::with_capacity(PARKED_BUFFER)).await
             }

@@ -38,10 +38,20 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
 /// these).
 const CONN_SWEEP: Duration = Duration::from_secs(1);
 
-/// The fewest parked waits after which the heap is trimmed (see `conn_sweep_loop`): 64
-/// copied relay directions free 256 KiB at least. A trim walks every arena's free chunks,
-/// so it is not done for a few.
-const TRIM_AFTER_PARKED: usize = 64;
+/// Buffer bytes that parked copy directions must have let go, at the least, before the
+/// heap is trimmed (see `conn_sweep_loop`): 64 relay directions' 4 KiB. A trim walks every
+/// arena's free chunks, so it is not done for a few.
+const TRIM_AFTER_PARKED_BYTES: usize = 256 << 10;
+
+/// Per open connection, the parked bytes that make a trim due: half a relay direction's
+/// buffer, so that a shard holding many connections trims in proportion to them.
+const TRIM_PARKED_BYTES_PER_CONNECTION: usize = 2 << 10;
+
+/// Closed connections, at the least, that make a trim due after a burst: the fall of the
+/// shard's open connections from their peak since the last trim must also be half that
+/// peak. Short connections come and go all the time; only a burst that has ended leaves
+/// much freed memory behind.
+const TRIM_AFTER_CLOSED: usize = 1024;
 
 // === types ===
 
@@ -248,19 +258,56 @@ async fn pool_sweep_loop<R: Runtime>(task: TaskGuard, ctx: Rc<ShardCtx<R>>) {
     .await
 }
 
+/// When a shard's heap is due a trim (see `conn_sweep_loop`).
+#[derive(Default)]
+struct HeapTrim {
+    /// Buffer bytes parked copies let go since the last trim.
+    parked_bytes: usize,
+    /// The most connections open at a sweep since the last trim.
+    peak: usize,
+    /// Connections open at the previous sweep.
+    last_open: usize,
+}
+
+impl HeapTrim {
+    /// Whether to trim now, at a sweep that found `open` connections open and `parked`
+    /// bytes let go since the previous one; counts from here if so.
+    fn due(&mut self, open: usize, parked: usize) -> bool {
+        self.parked_bytes += parked;
+        self.peak = self.peak.max(open);
+        let parked_enough = self.parked_bytes
+            >= TRIM_AFTER_PARKED_BYTES.max(open * TRIM_PARKED_BYTES_PER_CONNECTION);
+        // A burst that is still closing is left to end first.
+        let falling = open < std::mem::replace(&mut self.last_open, open);
+        let burst_ended = !falling && self.peak - open >= TRIM_AFTER_CLOSED.max(self.peak / 2);
+        if parked_enough || burst_ended {
+            (self.parked_bytes, self.peak) = (0, open);
+        }
+        parked_enough || burst_ended
+    }
+}
+
 /// Every [`CONN_SWEEP`]: abandons the pending responses of clients that closed meanwhile,
 /// and parks the idle waits that have been idle since the previous sweep.
 ///
-/// Once the waits parked since the heap was last trimmed are at least [`TRIM_AFTER_PARKED`]
-/// and an eighth of the shard's open connections, the next sweep (by when those waits have
-/// let their buffers go) gives the heap's free pages back: the buffers are scattered
-/// between live allocations, where the allocator keeps them resident. A trim's cost grows
-/// with the heap's free chunks (6 ms for 6,000 parked relay reads here), so it is spread
-/// over parks in proportion to the connections held.
+/// It also gives the heap's free pages back (glibc keeps freed memory between live
+/// allocations resident) when, since the last trim, either
+/// - copied relays parked and let go at least [`TRIM_AFTER_PARKED_BYTES`] of buffer, and
+///   [`TRIM_PARKED_BYTES_PER_CONNECTION`] per open connection (counted at the sweep after
+///   the one that parked them, by when they have run and freed it; HTTP/1 waits park too,
+///   but their 1 KiB buffers are reused by the allocator and do not count), or
+/// - the shard's open connections fell from their peak since the last trim by half the
+///   peak and at least [`TRIM_AFTER_CLOSED`], and no longer fall (a burst of connections
+///   ended).
+///
+/// A trim's cost grows with the heap's free chunks (6 ms after 6,000 parked relay reads
+/// here); both rules spread it over parks or closes in proportion to the connections held.
 async fn conn_sweep_loop<R: Runtime>(task: TaskGuard, ctx: Rc<ShardCtx<R>>) {
-    let (mut trim, mut parked_since_trim) = (false, 0);
+    let mut trim = HeapTrim::default();
     every_until_drain::<R>(task, &ctx, CONN_SWEEP, || {
-        if std::mem::take(&mut trim) {
+        // What the waits parked at the last sweep let go (they have run since).
+        let open = ctx.life.open_connections();
+        if trim.due(open, ctx.buffers.take_parked_bytes()) {
             let start = std::time::Instant::now();
             let trimmed = crate::sys::trim_heap();
             tracing::debug!(shard = ctx.index, trimmed, took = ?start.elapsed(), "Heap trimmed");
@@ -276,10 +323,6 @@ async fn conn_sweep_loop<R: Runtime>(task: TaskGuard, ctx: Rc<ShardCtx<R>>) {
         let parked = ctx.life.park_idle();
         if parked > 0 {
             tracing::debug!(shard = ctx.index, parked, "Idle connections parked");
-        }
-        parked_since_trim += parked;
-        if parked_since_trim >= TRIM_AFTER_PARKED.max(ctx.life.open_connections() / 8) {
-            (trim, parked_since_trim) = (true, 0);
         }
     })
     .await
@@ -395,5 +438,37 @@ mod tests {
             );
         }
         assert!(!accepted_connection_failed(&Error::from(ErrorKind::Other)));
+    }
+
+    /// A trim comes once a burst of connections has ended, not while it is still closing,
+    /// and not for the coming and going of a steady load.
+    #[test]
+    fn the_heap_is_trimmed_after_a_burst_has_ended() {
+        let mut trim = super::HeapTrim::default();
+        for open in [3000, 2600, 3100, 2700, 3000] {
+            assert!(!trim.due(open, 0), "a steady load, {open} open");
+        }
+        assert!(!trim.due(1200, 0), "still closing");
+        assert!(!trim.due(10, 0), "still closing");
+        assert!(trim.due(10, 0), "ended: 3,090 fewer than the peak");
+        assert!(!trim.due(10, 0), "once");
+        // A small shard's whole load ending is not a burst.
+        let mut trim = super::HeapTrim::default();
+        assert!(!trim.due(900, 0));
+        assert!(!trim.due(0, 0));
+        assert!(!trim.due(0, 0));
+    }
+
+    /// Parked copies trigger a trim once they let go enough buffer, in proportion to the
+    /// connections held.
+    #[test]
+    fn the_heap_is_trimmed_after_enough_parked_buffer() {
+        let mut trim = super::HeapTrim::default();
+        assert!(!trim.due(10, 100 << 10));
+        assert!(trim.due(10, 200 << 10), "256 KiB at the least");
+        assert!(!trim.due(10, 0), "counted from the trim");
+        // 5,000 connections: 10 MB (2 KiB each).
+        assert!(!trim.due(5000, 8 << 20));
+        assert!(trim.due(5000, 2 << 20));
     }
 }

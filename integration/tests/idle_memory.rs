@@ -70,7 +70,72 @@ async fn idle_http1_connections_are_small(runtime: &'static str) {
     drop(warm);
 }
 
-ringlink_integration::both_runtimes!(idle_http1_connections_are_small);
+ringlink_integration::both_runtimes!(
+    idle_http1_connections_are_small,
+    a_burst_of_connections_gives_its_memory_back,
+);
+
+/// Once a burst of connections has ended, the shard trims its heap: the memory the burst
+/// took goes back to the kernel, though glibc would keep it resident (freed between live
+/// allocations). Here 2,000 keep-alive connections, one request each, then all closed.
+async fn a_burst_of_connections_gives_its_memory_back(runtime: &'static str) {
+    if raise_nofile_limit(3 * CONNECTIONS as u64 + 256) < 3 * CONNECTIONS as u64 {
+        panic!("cannot open {CONNECTIONS} connections: the open-file limit is too low");
+    }
+    let backend = http1::server(|_| Reply::ok("ok")).await;
+    // Spans off: their registry keeps its slots for reuse (not the memory measured here).
+    let proxy = proxy::new(runtime)
+        .orig_dst(backend.addr)
+        .env(
+            "LINKERD2_PROXY_LOG",
+            "warn,ringlink_engine::app=info,ringlink_engine::shard=debug",
+        )
+        .spawn();
+    let mut warm = Conn::connect(proxy.inbound).await;
+    let res = warm
+        .request("GET / HTTP/1.1\r\nhost: burst.example\r\n\r\n")
+        .await;
+    assert_eq!(res.status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = proxy.rss_kib();
+    let mut conns = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        let mut conn = Conn::connect(proxy.inbound).await;
+        let res = conn
+            .request("GET / HTTP/1.1\r\nhost: burst.example\r\n\r\n")
+            .await;
+        assert_eq!(res.status, 200);
+        conns.push(conn);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = proxy.rss_kib();
+    let trims = proxy.logs().matches("Heap trimmed").count();
+    drop(conns);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while proxy.logs().matches("Heap trimmed").count() == trims {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no trim after the burst:\n{}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = proxy.rss_kib();
+    eprintln!("{runtime}: RSS {before} KiB, {held} KiB with the burst, {after} KiB after it");
+    // At least half of what the burst took is given back (75-80 % measured here; none
+    // without the trim).
+    let grown = held.saturating_sub(before);
+    assert!(
+        after.saturating_sub(before) <= grown / 2,
+        "{runtime}: RSS {before} KiB before the burst, {held} KiB with it, {after} KiB after"
+    );
+    // The proxy still serves.
+    let res = warm
+        .request("GET /again HTTP/1.1\r\nhost: burst.example\r\n\r\n")
+        .await;
+    assert_eq!(res.status, 200);
+}
 
 /// Opaque TCP connections held idle after one exchange each.
 const OPAQUE_CONNECTIONS: usize = 1_000;
