@@ -102,6 +102,13 @@ impl Buffers {
         self.parked_bytes.take()
     }
 
+    /// Gives back the buffer of a copy direction that parked, counting its bytes.
+    fn give_parked(&self, buf: Vec<u8>) {
+        self.parked_bytes
+            .set(self.parked_bytes.get() + buf.capacity());
+        self.give(buf);
+    }
+
     /// Gives a buffer back; only large ones are kept, up to the pool's bound.
     pub fn give(&self, buf: Vec<u8>) {
         let mut free = self.free.borrow_mut();
@@ -188,10 +195,7 @@ pub async fn copy(
         let (read, returned) = match src.read_more_unless(buf, entry.parked(side)).await {
             (Some(read), buf) => (read, buf),
             (None, buf) => {
-                buffers
-                    .parked_bytes
-                    .set(buffers.parked_bytes.get() + buf.capacity());
-                buffers.give(buf);
+                buffers.give_parked(buf);
                 src.read(Vec::with_capacity(PARKED_BUFFER)).await
             }
         };

@@ -368,15 +368,39 @@ impl Proxy {
     /// Waits until the proxy has parked idle waits more often than `before` (a count from
     /// [`Proxy::parks`]), and returns the new count; panics after 6 s.
     pub async fn wait_for_park(&self, before: usize) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(6);
-        loop {
-            let now = self.parks();
-            if now > before {
-                return now;
-            }
+        self.wait_until("a park", Duration::from_secs(6), |p| p.parks() > before)
+            .await;
+        self.parks()
+    }
+
+    /// Waits until the proxy's shards have parked at least `waits` waits in all
+    /// ([`Proxy::parked_waits`]); panics after `timeout`.
+    pub async fn wait_for_parked_waits(&self, waits: usize, timeout: Duration) {
+        let what = format!("{waits} parked waits");
+        self.wait_until(&what, timeout, |p| p.parked_waits() >= waits)
+            .await
+    }
+
+    /// How often the proxy's log says a shard trimmed its heap.
+    pub fn trims(&self) -> usize {
+        self.logs().matches("Heap trimmed").count()
+    }
+
+    /// Waits until the proxy has trimmed its heap more often than `before` (a count from
+    /// [`Proxy::trims`]); panics after `timeout`.
+    pub async fn wait_for_trim(&self, before: usize, timeout: Duration) {
+        self.wait_until("a heap trim", timeout, |p| p.trims() > before)
+            .await
+    }
+
+    /// Polls `done` every 50 ms until it holds; panics with `what` and the logs after
+    /// `timeout`.
+    async fn wait_until(&self, what: &str, timeout: Duration, done: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done(self) {
             assert!(
                 Instant::now() < deadline,
-                "nothing parked within 6 s:\n{}",
+                "no {what} within {timeout:?}:\n{}",
                 self.logs()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;

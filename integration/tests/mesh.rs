@@ -451,15 +451,7 @@ async fn opaque_tcp_between_meshed_proxies(runtime: &'static str) {
     // what comes next arrives whole (an echo of 100 KB, written in full before any of it
     // is read back, so both directions of both proxies carry bytes at once).
     for proxy in [&client, &server] {
-        let deadline = std::time::Instant::now() + Duration::from_secs(6);
-        while proxy.parked_waits() < 2 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the relay's waits did not both park:\n{}",
-                proxy.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        proxy.wait_for_parked_waits(2, Duration::from_secs(6)).await;
     }
     let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     let (mut rx, mut tx) = stream.split();

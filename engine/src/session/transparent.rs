@@ -156,25 +156,20 @@ pub fn serve<'a, R: Runtime>(
             return Then::Run(http::serve(ctx, version, client, pre));
         }
         ctx.detected(direction, found.detected());
-        let Some(policy) = meta.policy.clone() else {
-            let forward = opaque::forward(
-                ctx,
-                direction,
-                (client, src, entry),
-                (upstream, target),
-                first,
-            );
-            return match Box::pin(forward).await {
-                Some(relay) => Then::run(relay),
-                None => Then::Done(None),
-            };
-        };
         let fds = (client.as_raw_fd(), upstream.as_raw_fd());
-        let since = authz::since(ctx, target);
-        if !authz::connection(ctx, meta, target, &policy) {
-            crate::io::abort(fds.1, fds.0);
-            return Then::Done(None);
-        }
+        // Under a policy: authorized before anything is forwarded, and checked again from
+        // the policy version read before that check (`authz::guarded`).
+        let since = match &meta.policy {
+            Some(policy) => {
+                let since = authz::since(ctx, target);
+                if !authz::connection(ctx, meta, target, policy) {
+                    crate::io::abort(fds.1, fds.0);
+                    return Then::Done(None);
+                }
+                Some(since)
+            }
+            None => None,
+        };
         let forward = opaque::forward(
             ctx,
             direction,
@@ -185,8 +180,13 @@ pub fn serve<'a, R: Runtime>(
         let Some(relay) = Box::pin(forward).await else {
             return Then::Done(None);
         };
-        let meta: &'a ConnMeta = meta;
-        Then::run(authz::guarded(ctx, meta, target, fds, since, relay))
+        match since {
+            None => Then::run(relay),
+            Some(since) => {
+                let meta: &'a ConnMeta = meta;
+                Then::run(authz::guarded(ctx, meta, target, fds, since, relay))
+            }
+        }
     }
 }
 
