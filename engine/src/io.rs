@@ -32,7 +32,6 @@ use crate::rt::{Reader, Writer};
 use crate::sys;
 
 pub use counted::Counted;
-pub use join::join;
 pub use splice::Pipes;
 pub use transport::{PollTransport, Transport};
 

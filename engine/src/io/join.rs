@@ -6,7 +6,7 @@
 //! `AtomicWaker`.
 
 use std::future::Future;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -36,16 +36,8 @@ impl Wake for SideWaker {
 
 // === functions ===
 
-/// Runs `a` and `b` to completion concurrently, polling each only when it was woken.
-///
-/// This future holds each twice (as its argument and pinned); where it lives as long as a
-/// connection, [`join_pinned`] does not.
-pub async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
-    join_pinned(pin!(a), pin!(b)).await
-}
-
-/// [`join`] of futures the caller pinned (`pin!` in its own frame), so that they are held
-/// once.
+/// Runs `a` and `b` (pinned by the caller, in its own frame, so that they are held once)
+/// to completion concurrently, polling each only when it was woken.
 pub async fn join_pinned<A: Future, B: Future>(
     mut a: Pin<&mut A>,
     mut b: Pin<&mut B>,

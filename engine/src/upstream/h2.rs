@@ -89,10 +89,19 @@ pub const MAX_CONNS_PER_KEY: usize = 8;
 /// The shard's shared h2 connections, by [`H2Key`].
 #[derive(Default)]
 pub struct H2Pool {
-    conns: RefCell<HashMap<H2Key, Vec<Member>>>,
-    last_used: RefCell<HashMap<H2Key, Instant>>,
+    conns: RefCell<HashMap<H2Key, Members>>,
     /// Set for the drain: no connection is shared any more.
     closed: Cell<bool>,
+}
+
+/// The shared connections of one [`H2Key`], and when they were last seen in use.
+struct Members {
+    members: Vec<Member>,
+    /// Whether a stream chose one since the last sweep (a flag, not a clock read and a
+    /// second map per stream).
+    used: Cell<bool>,
+    /// The sweep that last found them used (or when the first was made).
+    seen: Instant,
 }
 
 /// One shared connection and how many of the shard's streams it carries.
@@ -148,16 +157,18 @@ impl H2Pool {
                     };
                     if !self.closed.get() {
                         let mut conns = self.conns.borrow_mut();
-                        conns.entry(key.clone()).or_default().push(member.clone());
+                        let members = conns.entry(key.clone()).or_insert_with(|| Members {
+                            members: Vec::new(),
+                            used: Cell::new(true),
+                            seen: Instant::now(),
+                        });
+                        members.members.push(member.clone());
                     }
                     (member, true)
                 }
             };
             // Counted from now: streams choosing meanwhile see this one.
             let lease = Lease::new(&member.streams);
-            self.last_used
-                .borrow_mut()
-                .insert(key.clone(), Instant::now());
             let send = match member.conn.clone().await {
                 Ok(send) => send,
                 Err(failure) => {
@@ -187,8 +198,9 @@ impl H2Pool {
         let Some(members) = conns.get(key) else {
             return Choice::None;
         };
+        members.used.set(true);
         let mut least: Option<&Member> = None;
-        for member in members {
+        for member in &members.members {
             match member.conn.peek() {
                 None => return Choice::Room(member.clone()),
                 Some(Err(_)) => continue,
@@ -207,7 +219,7 @@ impl H2Pool {
     }
 
     fn len(&self, key: &H2Key) -> usize {
-        self.conns.borrow().get(key).map_or(0, Vec::len)
+        self.conns.borrow().get(key).map_or(0, |m| m.members.len())
     }
 
     /// Whether a connection for `key` is shared (made, or being made).
@@ -224,30 +236,30 @@ impl H2Pool {
     fn remove(&self, key: &H2Key, streams: &Rc<Cell<usize>>) {
         let mut conns = self.conns.borrow_mut();
         if let Some(members) = conns.get_mut(key) {
+            let members = &mut members.members;
             members.retain(|member| !Rc::ptr_eq(&member.streams, streams));
             if members.is_empty() {
                 conns.remove(key);
-                self.last_used.borrow_mut().remove(key);
             }
         }
     }
 
-    /// Forgets the connections of keys unused for `idle_timeout` (each closes once its
-    /// in-flight streams end); how many.
+    /// Forgets the connections of keys unused for `idle_timeout`, as seen by this sweep
+    /// and the earlier ones (each closes once its in-flight streams end); how many. A key
+    /// goes between `idle_timeout` and that plus one sweep period after its last stream.
     pub fn sweep(&self, idle_timeout: Duration) -> usize {
         let now = Instant::now();
-        let expired: Vec<H2Key> = self
-            .last_used
-            .borrow()
-            .iter()
-            .filter(|(_, at)| now.saturating_duration_since(**at) >= idle_timeout)
-            .map(|(key, _)| key.clone())
-            .collect();
         let mut closed = 0;
-        for key in &expired {
-            closed += self.conns.borrow_mut().remove(key).map_or(0, |m| m.len());
-            self.last_used.borrow_mut().remove(key);
-        }
+        self.conns.borrow_mut().retain(|_, members| {
+            if members.used.replace(false) {
+                members.seen = now;
+            }
+            let idle = now.saturating_duration_since(members.seen) >= idle_timeout;
+            if idle {
+                closed += members.members.len();
+            }
+            !idle
+        });
         closed
     }
 
@@ -255,7 +267,6 @@ impl H2Pool {
     pub fn clear(&self) {
         self.closed.set(true);
         self.conns.borrow_mut().clear();
-        self.last_used.borrow_mut().clear();
     }
 }
 

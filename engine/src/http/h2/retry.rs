@@ -128,7 +128,7 @@ async fn try_once<R: Runtime>(
     *request.headers_mut() = head.headers.clone();
     let end = replay.data.is_empty() && replay.trailers.is_none();
     let (response, mut body, lease) =
-        super::stream::send_request::<R>(upstreams, (target.addr, tls), send, request, end).await?;
+        super::stream::send_request(upstreams, (target.addr, tls), send, request, end)?;
     if !end {
         let last = replay.trailers.is_none();
         if !replay.data.is_empty() || last {

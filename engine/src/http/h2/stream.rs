@@ -10,7 +10,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_lite::future::or;
+use futures_lite::future::{or, zip};
 use h2::client::ResponseFuture;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
@@ -254,8 +254,7 @@ pub async fn proxy<R: Runtime>(
     };
     let end = body.is_end_stream() && prefix.is_none();
     let request = Request::from_parts(parts, ());
-    let sending = send_request::<R>(&upstreams, (target.addr, tls), send, request, end);
-    let sent = within::<R, _>(deadline, sending).await;
+    let sent = send_request(&upstreams, (target.addr, tls), send, request, end);
     // Held while the stream lives: it counts against the connection's stream limit.
     let (response, mut up_body, _lease) = match sent {
         Ok(sent) => sent,
@@ -288,7 +287,17 @@ pub async fn proxy<R: Runtime>(
         }
     };
     let response_side = relay_response(&exchange, response, &mut respond, &mut metrics);
-    let both = crate::io::join(request_side, response_side);
+    let both = async {
+        if end {
+            // Nothing to pump: the response alone (a join would cost its wakers).
+            drop(request_side);
+            (Pumped::default(), response_side.await)
+        } else {
+            // Each side is the h2 crate's state, cheap to poll (no syscall): a plain
+            // zip, not the per-side wakers of `io::join` (made for the relays' sockets).
+            zip(request_side, response_side).await
+        }
+    };
     let (sent, completed) = match deadline {
         None => both.await,
         Some((limit, at)) => {
@@ -431,49 +440,25 @@ pub(super) async fn connect<R: Runtime>(
     .await
 }
 
-/// Sends the request head. A cached connection may have been closed by the server (GOAWAY,
-/// EOF) since it was last used: nothing was sent on it then, so one retry on a new
-/// connection is safe.
-pub(super) async fn send_request<R: Runtime>(
+/// Sends the request head on the handle [`connect`] made ready (`Upstreams::get` replaced a
+/// shared connection the server had closed: nothing happened on the shard between its
+/// readiness check and this send).
+pub(super) fn send_request<R: Runtime>(
     upstreams: &Upstreams<R>,
     (target, tls): (std::net::SocketAddr, Option<Arc<EndpointTls>>),
-    send: Leased,
+    (mut conn, lease): Leased,
     request: Request<()>,
     end: bool,
 ) -> Result<(ResponseFuture, SendStream<Bytes>, Lease), ProxyError> {
-    let mut send = Some(send);
-    let mut request = Some(request);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let (conn, lease) = match send.take() {
-            Some(send) => send,
-            None => upstreams.get(target, tls.clone()).await?,
-        };
-        let sent = match conn.ready().await {
-            Ok(mut conn) => {
-                let request = request.take().expect("sent once");
-                conn.send_request(request, end)
-                    .map_err(|error| (error, None))
+    match conn.send_request(request, end) {
+        Ok((response, body)) => Ok((response, body, lease)),
+        Err(error) => {
+            // Only a failed connection leaves the shard's pool: a request the h2 crate
+            // refuses (a user error) must not make every client reconnect.
+            if error.is_io() || error.is_go_away() {
+                upstreams.forget(target, tls, &lease);
             }
-            Err(error) => Err((error, request.take())),
-        };
-        match sent {
-            Ok((response, body)) => return Ok((response, body, lease)),
-            Err((error, unsent)) => {
-                // Only a failed connection leaves the shard's pool: a request the h2 crate
-                // refuses (a user error) must not make every client reconnect.
-                if unsent.is_some() || error.is_io() || error.is_go_away() {
-                    upstreams.forget(target, tls.clone(), &lease);
-                }
-                match unsent {
-                    Some(unsent) if attempt == 1 => {
-                        tracing::debug!(%error, "Upstream connection closed; reconnecting");
-                        request = Some(unsent);
-                    }
-                    _ => return Err(upstream_error(&error)),
-                }
-            }
+            Err(upstream_error(&error))
         }
     }
 }
