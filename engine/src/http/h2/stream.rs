@@ -14,6 +14,7 @@ use futures_lite::future::{or, zip};
 use h2::client::ResponseFuture;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
+use http::header::{HeaderName, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response};
 use ringlink_control::policy::inbound::{ModifyHeader, RequestView};
 use ringlink_protocols::grpc::{is_grpc, parse_grpc_status};
@@ -29,6 +30,9 @@ use crate::http::{authz, respond, route};
 use crate::rt::Runtime;
 use crate::telemetry::RequestMetrics;
 use crate::upstream::{self, h2::Lease, Target};
+
+/// Looked up by name, not by `&str`: a string is parsed as a header name on every lookup.
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// A ready handle on a shared upstream connection and the stream's lease on it.
 pub(super) type Leased = (h2::client::SendRequest<Bytes>, Lease);
@@ -99,16 +103,18 @@ pub async fn proxy<R: Runtime>(
     let (mut parts, body) = request.into_parts();
     let grpc = parts
         .headers
-        .get("content-type")
+        .get(CONTENT_TYPE)
         .is_some_and(|v| is_grpc(v.as_bytes()));
-    let authority = parts.uri.authority().map(|a| a.to_string());
+    // A clone shares the URI's bytes: no copy per request.
+    let authority = parts.uri.authority().cloned();
+    let authority = authority.as_ref().map(http::uri::Authority::as_str);
     let head_request = parts.method == http::Method::HEAD;
     let meta = &upstreams.meta;
     if meta.policy.is_some() {
         let view = RequestView {
             method: parts.method.as_str(),
             scheme: parts.uri.scheme_str(),
-            authority: authority.as_deref(),
+            authority,
             path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
             headers: &parts.headers,
         };
@@ -120,7 +126,7 @@ pub async fn proxy<R: Runtime>(
                 }
             }
             Err(error) => {
-                let mut metrics = upstreams.start(authority.as_deref(), Some(target), None);
+                let mut metrics = upstreams.start(authority, Some(target), None);
                 return respond::h2(&mut respond, grpc, head_request, &error, &mut metrics);
             }
         }
@@ -148,7 +154,7 @@ pub async fn proxy<R: Runtime>(
         view: RequestView {
             method: parts.method.as_str(),
             scheme: parts.uri.scheme_str(),
-            authority: authority.as_deref(),
+            authority,
             path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
             headers: &parts.headers,
         },
@@ -169,7 +175,7 @@ pub async fn proxy<R: Runtime>(
     let mut target = match routed {
         Ok(target) => target,
         Err(error) => {
-            let mut metrics = upstreams.start(authority.as_deref(), None, None);
+            let mut metrics = upstreams.start(authority, None, None);
             return respond::h2(&mut respond, grpc, head_request, &error, &mut metrics);
         }
     };
@@ -182,7 +188,7 @@ pub async fn proxy<R: Runtime>(
         && parts.headers.contains_key(downgrade::ORIG_PROTO)
     {
         // HTTP/1 that the peer proxy carried over HTTP/2: HTTP/1 again to the application.
-        let mut metrics = upstreams.start(authority.as_deref(), Some(target.addr), None);
+        let mut metrics = upstreams.start(authority, Some(target.addr), None);
         upstreams.tap(&mut metrics, &parts, target.addr, None);
         let exchange = (parts, body);
         let ctx = &upstreams.ctx;
@@ -218,7 +224,7 @@ pub async fn proxy<R: Runtime>(
         match replay {
             Ok(retry::Body::Whole(data, trailers)) => {
                 let exchange = (parts, data, trailers);
-                let head = (grpc, head_request, authority.as_deref());
+                let head = (grpc, head_request, authority);
                 let sent = Tries {
                     upstreams: upstreams.clone(),
                     target,
@@ -230,18 +236,14 @@ pub async fn proxy<R: Runtime>(
             Ok(retry::Body::Prefix(data)) => prefix = Some(data),
             Err(_) => {
                 // The client broke the request body: nothing to send.
-                let mut metrics = upstreams.start(authority.as_deref(), None, None);
+                let mut metrics = upstreams.start(authority, None, None);
                 metrics.error("client");
                 return;
             }
         }
     }
     let connected = within::<R, _>(deadline, connect::<R>(&upstreams, &mut target)).await;
-    let mut metrics = upstreams.start(
-        authority.as_deref(),
-        Some(target.addr),
-        target.pick.as_ref(),
-    );
+    let mut metrics = upstreams.start(authority, Some(target.addr), target.pick.as_ref());
     if let Some(policy) = &target.policy {
         route::record(&upstreams.ctx, policy, &mut metrics);
     }
@@ -511,7 +513,7 @@ async fn relay_response(
     };
     let grpc = response
         .headers()
-        .get("content-type")
+        .get(CONTENT_TYPE)
         .is_some_and(|v| is_grpc(v.as_bytes()));
     metrics.response_head(response.status().as_u16(), grpc);
     if let Some(pick) = &exchange.pick {
@@ -521,7 +523,7 @@ async fn relay_response(
     }
     let head_grpc_status = response
         .headers()
-        .get("grpc-status")
+        .get(GRPC_STATUS)
         .and_then(|v| parse_grpc_status(HeaderValue::as_bytes(v)));
     if metrics.is_tapped() {
         let status = response.status().as_u16();
@@ -675,7 +677,7 @@ async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>, keep_trailers: bo
     match poll_fn(|cx| from.poll_trailers(cx)).await {
         Ok(Some(trailers)) => {
             let grpc_status = trailers
-                .get("grpc-status")
+                .get(GRPC_STATUS)
                 .and_then(|v| parse_grpc_status(v.as_bytes()));
             let kept = keep_trailers.then(|| trailers.clone());
             let _ = to.send_trailers(trailers);
