@@ -25,6 +25,8 @@ pub struct Server {
     pub addr: SocketAddr,
     connections: Arc<AtomicUsize>,
     handshakes: Arc<AtomicUsize>,
+    /// HTTP/2 connections that have ended.
+    ended: Arc<AtomicUsize>,
     resets: Arc<Mutex<Vec<Reason>>>,
     authorities: Arc<Mutex<Vec<String>>>,
 }
@@ -57,6 +59,11 @@ impl Server {
         self.handshakes.load(Ordering::SeqCst)
     }
 
+    /// HTTP/2 connections that have ended (a `/goaway` request ends its connection).
+    pub fn ended(&self) -> usize {
+        self.ended.load(Ordering::SeqCst)
+    }
+
     /// Reasons of the client resets `/wait-reset` streams saw.
     pub fn resets(&self) -> Vec<Reason> {
         self.resets.lock().unwrap().clone()
@@ -82,14 +89,16 @@ async fn server_with(max_streams: Option<u32>) -> Server {
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
     let handshakes = Arc::new(AtomicUsize::new(0));
+    let ended = Arc::new(AtomicUsize::new(0));
     let resets = Arc::new(Mutex::new(Vec::new()));
     let authorities = Arc::new(Mutex::new(Vec::new()));
-    let (conns, shakes) = (connections.clone(), handshakes.clone());
+    let (conns, shakes, ends) = (connections.clone(), handshakes.clone(), ended.clone());
     let (rs, auths) = (resets.clone(), authorities.clone());
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             conns.fetch_add(1, Ordering::SeqCst);
-            let (rs, auths, shakes) = (rs.clone(), auths.clone(), shakes.clone());
+            let (rs, auths, shakes, ends) =
+                (rs.clone(), auths.clone(), shakes.clone(), ends.clone());
             tokio::spawn(async move {
                 let mut builder = h2::server::Builder::new();
                 if let Some(max) = max_streams {
@@ -102,8 +111,14 @@ async fn server_with(max_streams: Option<u32>) -> Server {
                 while let Some(Ok((req, respond))) = conn.accept().await {
                     let authority = req.uri().authority().map(|a| a.to_string());
                     auths.lock().unwrap().extend(authority);
+                    // Answered, then the connection is closed: GOAWAY, then EOF.
+                    let goaway = req.uri().path() == "/goaway";
                     tokio::spawn(handle(req, respond, rs.clone()));
+                    if goaway {
+                        conn.graceful_shutdown();
+                    }
                 }
+                ends.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
@@ -111,6 +126,7 @@ async fn server_with(max_streams: Option<u32>) -> Server {
         addr,
         connections,
         handshakes,
+        ended,
         resets,
         authorities,
     }

@@ -18,6 +18,7 @@ both_runtimes!(
     concurrent_streams_share_one_upstream_connection,
     client_connections_share_the_upstream_connection,
     a_full_upstream_connection_gets_a_sibling,
+    a_shared_connection_its_server_closed_is_replaced,
     bodies_and_trailers_are_preserved,
     server_reset_reaches_client,
     a_reset_after_data_is_not_a_clean_end,
@@ -144,6 +145,46 @@ async fn a_full_upstream_connection_gets_a_sibling(runtime: &'static str) {
     }
     assert_eq!(server.handshakes(), 2, "a second connection carried them");
     drop(held);
+}
+
+/// A shared upstream connection that its server closed (GOAWAY, then EOF) between requests
+/// is replaced: the next request goes out on a new connection, and no request fails.
+async fn a_shared_connection_its_server_closed_is_replaced(runtime: &'static str) {
+    let server = h2srv::server().await;
+    let proxy = proxy::new(runtime).orig_dst(server.addr).spawn();
+    let client = Client::connect(proxy.outbound).await;
+    let reply = client
+        .request("GET", "http://svc/goaway", Vec::new(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (reply.status, reply.body.as_slice()),
+        (200, &b"/goaway"[..])
+    );
+    // The server's side ends after the proxy acknowledged the GOAWAY's PING: the proxy
+    // has read the GOAWAY by then.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.ended() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server kept its connection"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for i in 0..3 {
+        let reply = client
+            .request("GET", &format!("http://svc/after/{i}"), Vec::new(), None)
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "request {i}: {:?}", reply.headers);
+        assert_eq!(reply.body, format!("/after/{i}").as_bytes());
+    }
+    assert_eq!(server.handshakes(), 2);
+    assert!(
+        proxy
+            .wait_for_log("Shared HTTP/2 connection closed", Duration::from_secs(2))
+            .await
+    );
 }
 
 async fn bodies_and_trailers_are_preserved(runtime: &'static str) {
