@@ -23,6 +23,7 @@ both_runtimes!(
     server_reset_reaches_client,
     a_reset_after_data_is_not_a_clean_end,
     the_end_of_a_body_rides_on_its_last_data_frame,
+    a_request_body_ends_on_its_last_data_frame,
     client_reset_reaches_server,
     grpc_unary_status_and_trailers,
     grpc_bidirectional_streaming,
@@ -262,50 +263,110 @@ async fn the_end_of_a_body_rides_on_its_last_data_frame(runtime: &'static str) {
 /// GETs `path` over a raw HTTP/2 connection: the frames (type, flags, payload) of stream 1
 /// until its END_STREAM.
 async fn raw_h2_get(addr: std::net::SocketAddr, path: &str) -> Vec<(u8, u8, Vec<u8>)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let frame = |kind: u8, flags: u8, id: u32, payload: &[u8]| {
-        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-        f.extend([kind, flags]);
-        f.extend(id.to_be_bytes());
-        f.extend(payload);
-        f
-    };
     // HPACK without Huffman: GET, http, then :path and :authority as literals.
     let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
     block.extend(path.as_bytes());
     block.extend([0x01, 3]);
     block.extend(b"svc");
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    out.extend(frame(4, 0, 0, &[]));
-    out.extend(frame(1, 0x5, 1, &block));
+    out.extend(raw_frame(4, 0, 0, &[]));
+    out.extend(raw_frame(1, 0x5, 1, &block));
     stream.write_all(&out).await.unwrap();
-    let mut frames = Vec::new();
-    let read = async {
-        loop {
-            let mut head = [0u8; 9];
-            stream.read_exact(&mut head).await.unwrap();
-            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-            let mut payload = vec![0u8; len];
-            stream.read_exact(&mut payload).await.unwrap();
-            let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-            if head[3] == 4 && head[4] & 1 == 0 {
-                // The server's SETTINGS: acknowledged.
-                stream.write_all(&frame(4, 1, 0, &[])).await.unwrap();
-            }
-            if id == 1 {
-                frames.push((head[3], head[4], payload));
-                if head[4] & 1 == 1 && matches!(head[3], 0 | 1) {
+    let read = read_stream_1(&mut stream);
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("the response ends")
+}
+
+/// A raw HTTP/2 server that records the frames (type, flags, payload) of each connection's
+/// stream 1 until its END_STREAM, then answers it 200 without a body.
+async fn raw_h2_server() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<Vec<(u8, u8, Vec<u8>)>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut preface = [0u8; 24];
+                if stream.read_exact(&mut preface).await.is_err() {
                     return;
                 }
+                stream.write_all(&raw_frame(4, 0, 0, &[])).await.unwrap();
+                let frames = read_stream_1(&mut stream).await;
+                // :status 200 (static table index 8), END_HEADERS | END_STREAM.
+                stream
+                    .write_all(&raw_frame(1, 0x5, 1, &[0x88]))
+                    .await
+                    .unwrap();
+                let _ = tx.send(frames);
+                let mut rest = Vec::new();
+                let _ = stream.read_to_end(&mut rest).await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// One HTTP/2 frame.
+fn raw_frame(kind: u8, flags: u8, id: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend([kind, flags]);
+    f.extend(id.to_be_bytes());
+    f.extend(payload);
+    f
+}
+
+/// Reads frames, acknowledging the peer's SETTINGS, until stream 1 ends: its frames (type,
+/// flags, payload).
+async fn read_stream_1(stream: &mut tokio::net::TcpStream) -> Vec<(u8, u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    loop {
+        let mut head = [0u8; 9];
+        stream.read_exact(&mut head).await.unwrap();
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        stream.read_exact(&mut payload).await.unwrap();
+        let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        if head[3] == 4 && head[4] & 1 == 0 {
+            stream.write_all(&raw_frame(4, 1, 0, &[])).await.unwrap();
+        }
+        if id == 1 {
+            frames.push((head[3], head[4], payload));
+            if head[4] & 1 == 1 && matches!(head[3], 0 | 1) {
+                return frames;
             }
         }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(5), read)
+    }
+}
+
+/// A client's END_STREAM on an empty DATA frame after its last data (as gRPC clients send
+/// it) reaches the server on the last DATA frame: one frame less (read from the wire with
+/// a server of raw frames).
+async fn a_request_body_ends_on_its_last_data_frame(runtime: &'static str) {
+    let (server, mut streams) = raw_h2_server().await;
+    let proxy = proxy::new(runtime).orig_dst(server).spawn();
+    let client = Client::connect(proxy.outbound).await;
+    // The test client sends its body, then END_STREAM on an empty DATA frame.
+    let reply = client
+        .request("POST", "http://svc/upload", b"hello".to_vec(), None)
         .await
-        .expect("the response ends");
-    frames
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    let frames = tokio::time::timeout(Duration::from_secs(5), streams.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let data: Vec<_> = frames.iter().filter(|f| f.0 == 0).collect();
+    assert_eq!(
+        data,
+        [&(0u8, 1u8, b"hello".to_vec())],
+        "DATA frames (type, flags, payload) of the request: {frames:?}"
+    );
 }
 
 async fn client_reset_reaches_server(runtime: &'static str) {

@@ -632,20 +632,27 @@ async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>, keep_trailers: bo
                 empty = 0;
                 let n = data.len();
                 bytes += n as u64;
-                // The source's last frame (its END_STREAM came with this data, and no
+                // The source's last frame (its END_STREAM came with this data, or on
+                // empty DATA frames right after it, as gRPC clients send it; and no
                 // trailers follow): the end goes out on the last DATA frame, not on an
-                // empty one after it (one frame less per body, for both HTTP/2 peers). A
-                // stream reset after its data also looks ended: the next poll tells, and
-                // what it gave is handled by the next turn.
-                let last = from.is_end_stream()
-                    && match poll_fn(|cx| Poll::Ready(from.poll_data(cx))).await {
-                        Poll::Ready(None) => true,
+                // empty one after it (one frame less per body, for both HTTP/2 peers).
+                // Whatever else the look ahead finds (more data, the end of the data
+                // before trailers, a reset) is handled by the next turn.
+                let last = loop {
+                    match poll_fn(|cx| Poll::Ready(from.poll_data(cx))).await {
+                        Poll::Ready(None) if from.is_end_stream() => break true,
+                        Poll::Ready(Some(Ok(next)))
+                            if next.is_empty() && empty < MAX_EMPTY_DATA_FRAMES =>
+                        {
+                            empty += 1;
+                        }
                         Poll::Ready(other) => {
                             peeked = Some(other);
-                            false
+                            break false;
                         }
-                        Poll::Pending => false,
-                    };
+                        Poll::Pending => break false,
+                    }
+                };
                 while !data.is_empty() {
                     to.reserve_capacity(data.len());
                     match poll_fn(|cx| to.poll_capacity(cx)).await {
