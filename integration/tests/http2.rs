@@ -19,6 +19,7 @@ both_runtimes!(
     client_connections_share_the_upstream_connection,
     a_full_upstream_connection_gets_a_sibling,
     a_shared_connection_its_server_closed_is_replaced,
+    late_answers_to_cancelled_streams_keep_the_shared_connection,
     bodies_and_trailers_are_preserved,
     server_reset_reaches_client,
     a_reset_after_data_is_not_a_clean_end,
@@ -186,6 +187,119 @@ async fn a_shared_connection_its_server_closed_is_replaced(runtime: &'static str
             .wait_for_log("Shared HTTP/2 connection closed", Duration::from_secs(2))
             .await
     );
+}
+
+/// Clients cancel many streams, and the server's answers cross the cancellations (a busy
+/// server's do). The h2 crate counts each answer that arrives for a stream it has already
+/// forgotten as a reset of its own, and by default closes the connection after 1,024 over
+/// its life: a shared upstream connection, which lives long and carries every client's
+/// streams, must not be closed for that.
+async fn late_answers_to_cancelled_streams_keep_the_shared_connection(runtime: &'static str) {
+    use std::sync::atomic::Ordering;
+
+    let (server, state) = late_answering_server().await;
+    let proxy = proxy::new(runtime).orig_dst(server).spawn();
+    let tcp = tokio::net::TcpStream::connect(proxy.outbound)
+        .await
+        .unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    // In batches of 10: more resets at once would be a rapid-reset attack, which the
+    // proxy answers with GOAWAY (`MAX_PENDING_ACCEPT_RESETS`).
+    for _ in 0..130 {
+        let mut streams = Vec::new();
+        for _ in 0..10 {
+            let mut send = send.clone().ready().await.unwrap();
+            let request = http::Request::get("http://svc/late").body(()).unwrap();
+            streams.push(send.send_request(request, true).unwrap());
+        }
+        // Until the proxy has sent them on.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for (_response, mut stream) in streams {
+            stream.send_reset(Reason::CANCEL);
+        }
+    }
+    // Until the server has answered every reset it got, and the proxy has read them.
+    let mut seen = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = state.1.load(Ordering::SeqCst);
+        if now == seen {
+            break;
+        }
+        seen = now;
+    }
+    assert!(
+        seen > 1_200,
+        "too few cancellations reached the server: {seen}"
+    );
+    assert!(
+        !state.2.load(Ordering::SeqCst),
+        "the proxy closed its shared connection (GOAWAY): {}",
+        proxy.logs()
+    );
+    assert_eq!(state.0.load(Ordering::SeqCst), 1, "upstream connections");
+}
+
+/// The counters of [`late_answering_server`]: connections accepted, resets answered,
+/// whether a GOAWAY came.
+type LateState = std::sync::Arc<(
+    std::sync::atomic::AtomicUsize,
+    std::sync::atomic::AtomicUsize,
+    std::sync::atomic::AtomicBool,
+)>;
+
+/// A raw HTTP/2 server that answers each stream (200, no body) only once the client has
+/// reset it: its answer crosses the reset.
+async fn late_answering_server() -> (std::net::SocketAddr, LateState) {
+    use std::sync::atomic::Ordering;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = LateState::default();
+    let shared = state.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            shared.0.fetch_add(1, Ordering::SeqCst);
+            let state = shared.clone();
+            tokio::spawn(async move {
+                let mut preface = [0u8; 24];
+                if stream.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                stream.write_all(&raw_frame(4, 0, 0, &[])).await.unwrap();
+                loop {
+                    let mut head = [0u8; 9];
+                    if stream.read_exact(&mut head).await.is_err() {
+                        return;
+                    }
+                    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                    let mut payload = vec![0u8; len];
+                    if stream.read_exact(&mut payload).await.is_err() {
+                        return;
+                    }
+                    let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+                    let answer = match (head[3], head[4] & 1) {
+                        (4, 0) => raw_frame(4, 1, 0, &[]),
+                        // :status 200 (static table index 8), END_HEADERS | END_STREAM.
+                        (3, _) => {
+                            state.1.fetch_add(1, Ordering::SeqCst);
+                            raw_frame(1, 0x5, id, &[0x88])
+                        }
+                        (7, _) => {
+                            state.2.store(true, Ordering::SeqCst);
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    if stream.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, state)
 }
 
 async fn bodies_and_trailers_are_preserved(runtime: &'static str) {

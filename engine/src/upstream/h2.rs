@@ -352,6 +352,13 @@ pub async fn handshake<R: Runtime>(
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_header_list_size(MAX_HEADER_LIST_SIZE)
         .max_send_buffer_size(MAX_SEND_BUFFER)
+        // No lifetime budget of resets the crate sends on its own: it counts one for each
+        // frame that arrives on a stream it has already forgotten, which is what a busy
+        // server's answers to streams clients cancelled are, and by default closes the
+        // connection after 1,024 (GOAWAY ENHANCE_YOUR_CALM). A shared connection lives
+        // long and carries every client's streams; the budget guards a server against
+        // clients provoking resets, which is not this side's risk.
+        .max_local_error_reset_streams(None)
         .handshake::<_, Bytes>(io)
         .await;
     let (send, conn) = match handshake {
