@@ -206,7 +206,8 @@ async fn late_answers_to_cancelled_streams_keep_the_shared_connection(runtime: &
     tokio::spawn(conn);
     // In batches of 10: more resets at once would be a rapid-reset attack, which the
     // proxy answers with GOAWAY (`MAX_PENDING_ACCEPT_RESETS`).
-    for _ in 0..130 {
+    let batches = 130;
+    for batch in 1..=batches {
         let mut streams = Vec::new();
         for _ in 0..10 {
             let mut send = send.clone().ready().await.unwrap();
@@ -214,53 +215,67 @@ async fn late_answers_to_cancelled_streams_keep_the_shared_connection(runtime: &
             streams.push(send.send_request(request, true).unwrap());
         }
         // Until the proxy has sent them on.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while state.requests.load(Ordering::SeqCst) < batch * 10 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "requests not sent on"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         for (_response, mut stream) in streams {
             stream.send_reset(Reason::CANCEL);
         }
     }
-    // Until the server has answered every reset it got, and the proxy has read them.
-    let mut seen = 0;
-    loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = state.1.load(Ordering::SeqCst);
-        if now == seen {
-            break;
-        }
-        seen = now;
+    // Until every cancellation has reached the server (which answered each).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while state.resets.load(Ordering::SeqCst) < batches * 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} cancellations reached the server: {}",
+            state.resets.load(Ordering::SeqCst),
+            batches * 10,
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // The last answers read by the proxy.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        seen > 1_200,
-        "too few cancellations reached the server: {seen}"
-    );
-    assert!(
-        !state.2.load(Ordering::SeqCst),
+        !state.goaway.load(Ordering::SeqCst),
         "the proxy closed its shared connection (GOAWAY): {}",
         proxy.logs()
     );
-    assert_eq!(state.0.load(Ordering::SeqCst), 1, "upstream connections");
+    assert_eq!(
+        state.connections.load(Ordering::SeqCst),
+        1,
+        "upstream connections"
+    );
 }
 
-/// The counters of [`late_answering_server`]: connections accepted, resets answered,
-/// whether a GOAWAY came.
-type LateState = std::sync::Arc<(
-    std::sync::atomic::AtomicUsize,
-    std::sync::atomic::AtomicUsize,
-    std::sync::atomic::AtomicBool,
-)>;
+/// What [`late_answering_server`] saw.
+#[derive(Default)]
+struct LateState {
+    connections: std::sync::atomic::AtomicUsize,
+    /// Request heads.
+    requests: std::sync::atomic::AtomicUsize,
+    /// Streams reset, each answered.
+    resets: std::sync::atomic::AtomicUsize,
+    goaway: std::sync::atomic::AtomicBool,
+}
 
 /// A raw HTTP/2 server that answers each stream (200, no body) only once the client has
 /// reset it: its answer crosses the reset.
-async fn late_answering_server() -> (std::net::SocketAddr, LateState) {
+async fn late_answering_server() -> (std::net::SocketAddr, std::sync::Arc<LateState>) {
     use std::sync::atomic::Ordering;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let state = LateState::default();
+    let state = std::sync::Arc::new(LateState::default());
     let shared = state.clone();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            shared.0.fetch_add(1, Ordering::SeqCst);
+            shared.connections.fetch_add(1, Ordering::SeqCst);
             let state = shared.clone();
             tokio::spawn(async move {
                 let mut preface = [0u8; 24];
@@ -281,13 +296,17 @@ async fn late_answering_server() -> (std::net::SocketAddr, LateState) {
                     let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
                     let answer = match (head[3], head[4] & 1) {
                         (4, 0) => raw_frame(4, 1, 0, &[]),
+                        (1, _) => {
+                            state.requests.fetch_add(1, Ordering::SeqCst);
+                            continue;
+                        }
                         // :status 200 (static table index 8), END_HEADERS | END_STREAM.
                         (3, _) => {
-                            state.1.fetch_add(1, Ordering::SeqCst);
+                            state.resets.fetch_add(1, Ordering::SeqCst);
                             raw_frame(1, 0x5, id, &[0x88])
                         }
                         (7, _) => {
-                            state.2.store(true, Ordering::SeqCst);
+                            state.goaway.store(true, Ordering::SeqCst);
                             continue;
                         }
                         _ => continue,
