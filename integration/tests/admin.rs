@@ -144,7 +144,8 @@ async fn admin_answers_while_the_shard_is_saturated() {
     let elapsed = started.elapsed().as_secs_f64();
     let used = (cpu_ticks(proxy.pid()) - ticks) as f64 / 100.0;
     let busy = used / elapsed;
-    let demand = (cpu_wanted_ns(proxy.pid()) - wanted) as f64 / 1e9 / elapsed;
+    // Saturating: a thread that ended meanwhile takes its time out of the second sum.
+    let demand = cpu_wanted_ns(proxy.pid()).saturating_sub(wanted) as f64 / 1e9 / elapsed;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut requests = 0;
     for task in load {
