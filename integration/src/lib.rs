@@ -22,6 +22,18 @@ pub mod tap;
 pub mod tcp;
 pub mod ws;
 
+/// Polls `done` (every 10 ms) until it holds, up to `timeout`; whether it did.
+pub async fn eventually(timeout: std::time::Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    true
+}
+
 /// Runs a test body once per shard runtime: `both_runtimes!(name)` expects an
 /// `async fn name(runtime: &'static str)` and makes `name::monoio` and `name::glommio`.
 #[macro_export]

@@ -19,7 +19,7 @@ use ringlink_integration::http::call;
 use ringlink_integration::http1::{self, Conn, Reply};
 use ringlink_integration::metrics::{parse, sum, Series};
 use ringlink_integration::proxy::{self, Proxy};
-use ringlink_integration::{both_runtimes, tcp};
+use ringlink_integration::{both_runtimes, eventually, tcp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -144,18 +144,6 @@ async fn scrape_until(proxy: &Proxy, done: impl Fn(&[Series]) -> bool) -> Vec<Se
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Polls `done` until it holds, up to `timeout`.
-async fn eventually(timeout: Duration, done: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    true
 }
 
 /// One request to the healthy backend on a new connection: 200, within 2 s (a request

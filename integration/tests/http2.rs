@@ -9,7 +9,7 @@ use h2::Reason;
 use http::HeaderMap;
 use ringlink_integration::grpc::{self, EchoClient, EchoRequest};
 use ringlink_integration::h2::{self as h2srv, Client};
-use ringlink_integration::{both_runtimes, proxy, tcp};
+use ringlink_integration::{both_runtimes, eventually, proxy, tcp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
@@ -165,14 +165,8 @@ async fn a_shared_connection_its_server_closed_is_replaced(runtime: &'static str
     );
     // The server's side ends after the proxy acknowledged the GOAWAY's PING: the proxy
     // has read the GOAWAY by then.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while server.ended() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server kept its connection"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let ended = eventually(Duration::from_secs(5), || server.ended() > 0).await;
+    assert!(ended, "the server kept its connection");
     for i in 0..3 {
         let reply = client
             .request("GET", &format!("http://svc/after/{i}"), Vec::new(), None)
@@ -215,30 +209,24 @@ async fn late_answers_to_cancelled_streams_keep_the_shared_connection(runtime: &
             streams.push(send.send_request(request, true).unwrap());
         }
         // Until the proxy has sent them on.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while state.requests.load(Ordering::SeqCst) < batch * 10 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "requests not sent on"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let sent = || state.requests.load(Ordering::SeqCst) >= batch * 10;
+        assert!(
+            eventually(Duration::from_secs(5), sent).await,
+            "requests not sent on"
+        );
         for (_response, mut stream) in streams {
             stream.send_reset(Reason::CANCEL);
         }
     }
     // Until every cancellation has reached the server (which answered each).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while state.resets.load(Ordering::SeqCst) < batches * 10 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} of {} cancellations reached the server: {}",
-            state.resets.load(Ordering::SeqCst),
-            batches * 10,
-            proxy.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let all = || state.resets.load(Ordering::SeqCst) >= batches * 10;
+    assert!(
+        eventually(Duration::from_secs(10), all).await,
+        "{} of {} cancellations reached the server: {}",
+        state.resets.load(Ordering::SeqCst),
+        batches * 10,
+        proxy.logs()
+    );
     // The last answers read by the proxy.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
@@ -509,11 +497,8 @@ async fn client_reset_reaches_server(runtime: &'static str) {
     client
         .open_and_reset("http://svc/wait-reset", Reason::CANCEL)
         .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while server.resets().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "no reset upstream");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let reset = eventually(Duration::from_secs(5), || !server.resets().is_empty()).await;
+    assert!(reset, "no reset upstream");
     assert_eq!(server.resets(), [Reason::CANCEL]);
 }
 
