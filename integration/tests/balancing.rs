@@ -332,7 +332,7 @@ async fn removed_endpoint_gets_no_request_once_applied(runtime: &'static str) {
 async fn fastest_endpoint_gets_most_requests_on_every_shard(runtime: &'static str) {
     let backends = [
         backend("fast", 1).await,
-        backend("medium", 5).await,
+        backend("medium", 10).await,
         backend("slow", 50).await,
     ];
     let ctrl = controller::new();
